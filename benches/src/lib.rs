@@ -1,0 +1,2 @@
+//! Shared fixtures for Strata's criterion benchmarks (the benches live in `benches/`).
+#![forbid(unsafe_code)]

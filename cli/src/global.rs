@@ -1,0 +1,50 @@
+//! Options every command takes, and how they resolve.
+
+use std::path::PathBuf;
+
+/// Options shared by every command.
+#[derive(Debug, clap::Args)]
+pub struct Global {
+    /// Store root [default: /var/lib/strata as root, $XDG_DATA_HOME/strata otherwise].
+    #[arg(long, global = true, env = "STRATA_ROOT", value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Print one JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl Global {
+    /// The store root this invocation works on.
+    pub fn root(&self) -> PathBuf {
+        if let Some(root) = &self.root {
+            return root.clone();
+        }
+        if rustix::process::geteuid().is_root() {
+            return PathBuf::from("/var/lib/strata");
+        }
+        let data_home = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share"))
+            })
+            .unwrap_or_else(|| PathBuf::from("."));
+        data_home.join("strata")
+    }
+
+    /// Prints `value` as JSON when `--json` was given, otherwise `text()`.
+    pub fn emit<T: serde::Serialize>(
+        &self,
+        value: &T,
+        text: impl FnOnce() -> String,
+    ) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value)?);
+        } else {
+            let text = text();
+            if !text.is_empty() {
+                println!("{text}");
+            }
+        }
+        Ok(())
+    }
+}
