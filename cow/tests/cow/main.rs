@@ -1,0 +1,9 @@
+//! Integration tests of strata-cow, laid out like the source. Tests that mount need root; they
+//! skip with a printed reason otherwise, and fail under `STRATA_REQUIRE_ROOT=1`.
+
+mod support;
+
+mod guard;
+mod overlay;
+mod probe;
+mod spec;
