@@ -3,7 +3,10 @@
 
 mod support;
 
+mod conventions;
 mod guard;
+mod many_layers;
 mod overlay;
 mod probe;
+mod rootless;
 mod spec;
