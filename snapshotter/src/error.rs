@@ -117,6 +117,16 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Mounting a snapshot failed.
+    #[error("mount snapshot {key:?} at {target}: {source}")]
+    Mount {
+        /// The snapshot.
+        key: String,
+        /// Where it was to be mounted.
+        target: PathBuf,
+        /// What the kernel (or cow) said.
+        source: strata_cow::MountError,
+    },
     /// A metadata record could not be decoded.
     #[error("metadata record of snapshot {key:?} is damaged: {reason}")]
     Corrupt {
@@ -149,9 +159,11 @@ impl Error {
             | Error::EmptyKey
             | Error::Filter(_) => ErrorKind::InvalidArgument,
             Error::BatchAborted(inner) => inner.kind(),
-            Error::Io { .. } | Error::Corrupt { .. } | Error::Db(_) | Error::BatchLost => {
-                ErrorKind::Internal
-            }
+            Error::Io { .. }
+            | Error::Mount { .. }
+            | Error::Corrupt { .. }
+            | Error::Db(_)
+            | Error::BatchLost => ErrorKind::Internal,
         }
     }
 

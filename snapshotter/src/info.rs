@@ -3,6 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+/// Labels of a snapshot.
+pub type Labels = BTreeMap<String, String>;
+
 /// containerd's limit on a label's key plus value, in bytes.
 pub const MAX_LABEL_LEN: usize = 4096;
 

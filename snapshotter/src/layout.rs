@@ -64,7 +64,6 @@ impl Layout {
         self.dir(id).join("fs")
     }
 
-    #[expect(dead_code, reason = "Mounts arrive with strata-cow")]
     pub fn work(&self, id: u64) -> PathBuf {
         self.dir(id).join("work")
     }

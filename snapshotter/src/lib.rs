@@ -31,10 +31,12 @@ mod error;
 pub mod filter;
 mod info;
 mod layout;
+mod mounts;
 mod record;
 mod snapshotter;
 mod tables;
 
 pub use error::{Error, ErrorKind, Precondition, Result};
-pub use info::{FieldPaths, Info, Kind, MAX_LABEL_LEN, Usage};
-pub use snapshotter::{Labels, Snapshotter};
+pub use info::{FieldPaths, Info, Kind, Labels, MAX_LABEL_LEN, Usage};
+pub use snapshotter::Snapshotter;
+pub use strata_cow::{MountGuard, MountSpec};

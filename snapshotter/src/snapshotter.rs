@@ -1,27 +1,27 @@
 //! [`Snapshotter`]: the handle, and containerd's operations over it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use strata_cow::overlay::OverlayOptions;
 
 use redb::{Database, ReadableDatabase, ReadableMultimapTable, ReadableTable};
 
 use crate::batch::{Applied, Batcher};
 use crate::error::{Error, Precondition, Result};
 use crate::filter::Filters;
-use crate::info::{FieldPaths, Info, Kind, MAX_LABEL_LEN, Usage};
+use crate::info::{FieldPaths, Info, Kind, Labels, MAX_LABEL_LEN, Usage};
 use crate::layout::{Layout, disk_usage};
 use crate::record::{Record, now_nanos};
 use crate::tables::{self, CHILDREN, SNAPSHOTS};
 
-/// Labels of a snapshot.
-pub type Labels = BTreeMap<String, String>;
-
 /// A snapshotter over one store root. `Send + Sync`: share it behind an `Arc`.
 pub struct Snapshotter {
     layout: Arc<Layout>,
+    overlay: OverlayOptions,
     batcher: Batcher,
     closed: AtomicBool,
 }
@@ -68,6 +68,11 @@ impl Snapshotter {
         let sync_layout = layout.clone();
         let snapshotter = Snapshotter {
             layout,
+            // Without CAP_SYS_ADMIN overlay keeps its xattrs in user.overlay.* (rootless).
+            overlay: OverlayOptions {
+                userxattr: !rustix::process::geteuid().is_root(),
+                ..OverlayOptions::default()
+            },
             batcher: Batcher::new(db, Box::new(move || sync_layout.sync_snapshots())),
             closed: AtomicBool::new(false),
         };
@@ -78,16 +83,6 @@ impl Snapshotter {
     /// The store root.
     pub fn root(&self) -> &Path {
         self.layout.root()
-    }
-
-    /// Creates an active (writable) snapshot `key` on the committed `parent`.
-    pub fn prepare(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<()> {
-        self.create(Kind::Active, key, parent, labels).map(drop)
-    }
-
-    /// Creates a read-only view `key` of the committed `parent`.
-    pub fn view(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<()> {
-        self.create(Kind::View, key, parent, labels).map(drop)
     }
 
     pub(crate) fn create(
@@ -333,7 +328,6 @@ impl Snapshotter {
         Ok(())
     }
 
-    #[expect(dead_code, reason = "Mounts arrive with strata-cow")]
     pub(crate) fn placement(&self, key: &str) -> Result<Placement> {
         self.check_open(key)?;
         let txn = self.batcher.db().begin_read()?;
@@ -352,9 +346,12 @@ impl Snapshotter {
         })
     }
 
-    #[expect(dead_code, reason = "Mounts arrive with strata-cow")]
     pub(crate) fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    pub(crate) fn overlay_options(&self) -> &OverlayOptions {
+        &self.overlay
     }
 
     fn read(&self, key: &str) -> Result<Record> {

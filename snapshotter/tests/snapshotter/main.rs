@@ -1,7 +1,9 @@
 //! The snapshotter's integration tests: containerd's semantics, its conformance suite with real
 //! mounts, concurrency and crash recovery.
 
+mod conformance;
 mod crash;
+mod fstest;
 mod semantics;
 
 use strata_snapshotter::{Labels, Snapshotter};

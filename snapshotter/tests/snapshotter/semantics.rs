@@ -14,7 +14,9 @@ fn error_kinds_match_containerd() {
     let (_dir, s) = fresh();
     s.prepare("a", None, Labels::new()).unwrap();
     s.view("v", None, Labels::new()).unwrap();
-    let kind = |r: Result<(), Error>| r.unwrap_err().kind();
+    fn kind<T: std::fmt::Debug>(r: Result<T, Error>) -> ErrorKind {
+        r.unwrap_err().kind()
+    }
 
     assert_eq!(kind(s.stat("nope").map(drop)), ErrorKind::NotFound);
     assert_eq!(
