@@ -29,6 +29,8 @@
 mod batch;
 mod error;
 pub mod filter;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 mod info;
 mod layout;
 mod mounts;
