@@ -1,5 +1,8 @@
 //! The snapshot commands of `strata`, driven through the built binary.
 
+#[path = "snapshot/containerd.rs"]
+mod containerd;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
