@@ -1,0 +1,514 @@
+//! The applier: tar entries in stream order, each resolved inside the root.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
+use rustix::io::Errno;
+use strata_cow::conventions::{self, Opacity, WhiteoutStyle};
+use strata_cow::xattr;
+use tar::EntryType;
+
+use super::root::{Root, file_type_at, proc_path, remove_all_at};
+use super::{ApplyError, ApplyOptions, ApplyStats, Ownership, Whiteouts};
+use crate::write::WHITEOUT_PREFIX;
+
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+const ZERO_RUN: usize = 64 * 1024;
+
+pub(crate) struct Applier<'a> {
+    root: Root,
+    options: &'a ApplyOptions,
+    stats: ApplyStats,
+    /// Every path this layer created or updated: its whiteouts and opaque markers must leave
+    /// them alone, whatever the order of entries.
+    touched: HashSet<PathBuf>,
+    /// Directory mtimes, set last because creating children changes them.
+    dir_times: Vec<(PathBuf, i64)>,
+    buf: Vec<u8>,
+}
+
+/// An entry's metadata as the layer gives it.
+struct Attrs {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl<'a> Applier<'a> {
+    pub(crate) fn new(root: Root, options: &'a ApplyOptions) -> Self {
+        Applier {
+            root,
+            options,
+            stats: ApplyStats::default(),
+            touched: HashSet::new(),
+            dir_times: Vec::new(),
+            buf: vec![0u8; ZERO_RUN],
+        }
+    }
+
+    pub(crate) fn run(mut self, reader: impl Read) -> Result<ApplyStats, ApplyError> {
+        let mut archive = tar::Archive::new(reader);
+        for entry in archive.entries().map_err(ApplyError::Stream)? {
+            let mut entry = entry.map_err(ApplyError::Stream)?;
+            let raw = PathBuf::from(OsStr::from_bytes(&entry.path_bytes()));
+            let Some(path) = clean(&raw)? else {
+                tracing::debug!(path = ?raw, "skipping the root entry");
+                continue;
+            };
+            self.entry(&mut entry, &raw, &path)?;
+        }
+        self.set_dir_times()?;
+        Ok(self.stats)
+    }
+
+    fn entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &Path,
+        path: &Path,
+    ) -> Result<(), ApplyError> {
+        let name = path
+            .file_name()
+            .expect("clean paths end in a name")
+            .as_bytes();
+        let parent = path.parent().unwrap_or(Path::new(""));
+        let at = |source: io::Error| ApplyError::Entry {
+            path: raw.to_path_buf(),
+            source,
+        };
+        if let Some(target) = name.strip_prefix(WHITEOUT_PREFIX) {
+            return self.whiteout(raw, parent, name, target);
+        }
+        let kind = entry.header().entry_type();
+        let attrs = attrs(entry, raw)?;
+        match kind {
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                let dir = self.prepare(parent, name).map_err(at)?;
+                let flags = OFlags::WRONLY
+                    | OFlags::CREATE
+                    | OFlags::EXCL
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC;
+                let fd = rustix::fs::openat(
+                    &dir,
+                    OsStr::from_bytes(name),
+                    flags,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| at(e.into()))?;
+                let mut file = File::from(fd);
+                self.stats.bytes += write_sparse(&mut file, entry, &mut self.buf).map_err(at)?;
+                self.finish(&dir, name, &attrs, FileType::RegularFile)
+                    .map_err(at)?;
+            }
+            EntryType::Directory => {
+                let dir = self
+                    .root
+                    .dir_creating(parent)
+                    .map_err(at)?
+                    .try_clone()
+                    .map_err(at)?;
+                let name_os = OsStr::from_bytes(name);
+                match file_type_at(&dir, name_os).map_err(at)? {
+                    Some(FileType::Directory) => {}
+                    existing => {
+                        if existing.is_some() {
+                            self.root.invalidate();
+                            remove_all_at(&dir, name_os).map_err(at)?;
+                        }
+                        rustix::fs::mkdirat(&dir, name_os, Mode::from_raw_mode(0o700))
+                            .map_err(|e| at(e.into()))?;
+                    }
+                }
+                self.finish(&dir, name, &attrs, FileType::Directory)
+                    .map_err(at)?;
+                self.dir_times.push((path.to_path_buf(), attrs.mtime));
+            }
+            EntryType::Symlink => {
+                let target = entry.link_name_bytes().unwrap_or_default().into_owned();
+                let dir = self.prepare(parent, name).map_err(at)?;
+                rustix::fs::symlinkat(OsStr::from_bytes(&target), &dir, OsStr::from_bytes(name))
+                    .map_err(|e| at(e.into()))?;
+                self.finish(&dir, name, &attrs, FileType::Symlink)
+                    .map_err(at)?;
+            }
+            EntryType::Link => {
+                let target_raw = PathBuf::from(OsStr::from_bytes(
+                    &entry.link_name_bytes().unwrap_or_default(),
+                ));
+                let Some(target) = clean(&target_raw)? else {
+                    return Err(ApplyError::UnsafePath { path: target_raw });
+                };
+                let missing = || ApplyError::MissingLinkTarget {
+                    path: raw.to_path_buf(),
+                    target: target_raw.clone(),
+                };
+                let target_name = target.file_name().expect("clean paths end in a name");
+                let target_dir = match self.root.dir(target.parent().unwrap_or(Path::new(""))) {
+                    Ok(fd) => fd.try_clone().map_err(at)?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
+                    Err(e) => return Err(at(e)),
+                };
+                if target == path {
+                    return Ok(());
+                }
+                let dir = self.prepare(parent, name).map_err(at)?;
+                match rustix::fs::linkat(
+                    &target_dir,
+                    target_name,
+                    &dir,
+                    OsStr::from_bytes(name),
+                    AtFlags::empty(),
+                ) {
+                    Ok(()) => {}
+                    Err(Errno::NOENT) => return Err(missing()),
+                    Err(e) => return Err(at(e.into())),
+                }
+                self.stats.entries += 1;
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                let file_type = match kind {
+                    EntryType::Char => FileType::CharacterDevice,
+                    EntryType::Block => FileType::BlockDevice,
+                    _ => FileType::Fifo,
+                };
+                let header = entry.header();
+                let dev = rustix::fs::makedev(
+                    header.device_major().ok().flatten().unwrap_or(0),
+                    header.device_minor().ok().flatten().unwrap_or(0),
+                );
+                let dir = self.prepare(parent, name).map_err(at)?;
+                match rustix::fs::mknodat(
+                    &dir,
+                    OsStr::from_bytes(name),
+                    file_type,
+                    Mode::from_raw_mode(0o600),
+                    dev,
+                ) {
+                    Ok(()) => {}
+                    Err(Errno::PERM) if file_type != FileType::Fifo => {
+                        tracing::warn!(path = ?raw, "skipping a device node: not permitted here (user namespace?)");
+                        self.stats.skipped_devices += 1;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(at(e.into())),
+                }
+                self.finish(&dir, name, &attrs, file_type).map_err(at)?;
+            }
+            EntryType::XGlobalHeader => return Ok(()),
+            other => {
+                return Err(ApplyError::Unsupported {
+                    path: raw.to_path_buf(),
+                    kind: char::from(other.as_byte()),
+                });
+            }
+        }
+        self.touch(path);
+        Ok(())
+    }
+
+    /// Records that this layer wrote `path` (and so holds its ancestors).
+    fn touch(&mut self, path: &Path) {
+        for ancestor in path.ancestors() {
+            if ancestor.as_os_str().is_empty() || !self.touched.insert(ancestor.to_path_buf()) {
+                break;
+            }
+        }
+    }
+
+    /// The parent directory of a new non-directory entry, with whatever was at its name gone.
+    fn prepare(&mut self, parent: &Path, name: &[u8]) -> io::Result<OwnedFd> {
+        let dir = self.root.dir_creating(parent)?.try_clone()?;
+        let name = OsStr::from_bytes(name);
+        if file_type_at(&dir, name)?.is_some() {
+            self.root.invalidate();
+            remove_all_at(&dir, name)?;
+        }
+        Ok(dir)
+    }
+
+    /// Sets owner, xattrs, mode, and (except for directories, done last) mtime.
+    fn finish(
+        &mut self,
+        dir: &OwnedFd,
+        name: &[u8],
+        attrs: &Attrs,
+        kind: FileType,
+    ) -> io::Result<()> {
+        let name = OsStr::from_bytes(name);
+        if self.options.ownership == Ownership::FromLayer {
+            rustix::fs::chownat(
+                dir,
+                name,
+                Some(Uid::from_raw(attrs.uid)),
+                Some(Gid::from_raw(attrs.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        if !attrs.xattrs.is_empty() {
+            let target = proc_path(dir, name);
+            for (key, value) in &attrs.xattrs {
+                xattr::set(&target, key, value)?;
+            }
+        }
+        if kind != FileType::Symlink {
+            rustix::fs::chmodat(
+                dir,
+                name,
+                Mode::from_raw_mode(attrs.mode & 0o7777),
+                AtFlags::empty(),
+            )?;
+        }
+        if kind != FileType::Directory {
+            set_mtime(dir, name, attrs.mtime)?;
+        }
+        self.stats.entries += 1;
+        Ok(())
+    }
+
+    fn whiteout(
+        &mut self,
+        raw: &Path,
+        parent: &Path,
+        name: &[u8],
+        target: &[u8],
+    ) -> Result<(), ApplyError> {
+        let invalid = || ApplyError::InvalidWhiteout {
+            path: raw.to_path_buf(),
+        };
+        let at = |source: io::Error| ApplyError::Entry {
+            path: raw.to_path_buf(),
+            source,
+        };
+        if name == OPAQUE_MARKER {
+            return self.opaque(parent).map_err(at);
+        }
+        if target.is_empty()
+            || target == b"."
+            || target == b".."
+            || target.starts_with(WHITEOUT_PREFIX)
+        {
+            return Err(invalid());
+        }
+        self.stats.whiteouts += 1;
+        let path = parent.join(OsStr::from_bytes(target));
+        if self.touched.contains(&path) {
+            // Whiteouts hide only what the layers below hold.
+            return Ok(());
+        }
+        let target = OsStr::from_bytes(target);
+        match self.options.whiteouts {
+            Whiteouts::Remove => {
+                let dir = match self.root.dir(parent) {
+                    Ok(dir) => dir.try_clone().map_err(at)?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                    Err(e) if e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error()) => {
+                        return Ok(());
+                    }
+                    Err(e) => return Err(at(e)),
+                };
+                self.root.invalidate();
+                remove_all_at(&dir, target).map_err(at)
+            }
+            Whiteouts::Overlay(_) => {
+                let dir = self
+                    .root
+                    .dir_creating(parent)
+                    .map_err(at)?
+                    .try_clone()
+                    .map_err(at)?;
+                if file_type_at(&dir, target).map_err(at)?.is_some() {
+                    self.root.invalidate();
+                    remove_all_at(&dir, target).map_err(at)?;
+                }
+                conventions::create_whiteout(&proc_path(&dir, target), WhiteoutStyle::CharDevice)
+                    .map_err(at)?;
+                self.touch(&path);
+                Ok(())
+            }
+        }
+    }
+
+    /// `.wh..wh..opq` in `dir`: everything below `dir` this layer did not write goes.
+    fn opaque(&mut self, dir_path: &Path) -> io::Result<()> {
+        self.stats.whiteouts += 1;
+        let dir = self.root.dir_creating(dir_path)?.try_clone()?;
+        match self.options.whiteouts {
+            Whiteouts::Overlay(ns) => {
+                let (parent, name) = split(dir_path);
+                let parent_fd = self.root.dir(parent)?.try_clone()?;
+                let target = match name {
+                    Some(name) => proc_path(&parent_fd, name),
+                    None => proc_path(&dir, OsStr::new(".")),
+                };
+                conventions::set_opacity(&target, ns, Opacity::Opaque)
+            }
+            Whiteouts::Remove => {
+                self.root.invalidate();
+                self.hide_untouched(&dir, dir_path)
+            }
+        }
+    }
+
+    fn hide_untouched(&self, dir: &OwnedFd, dir_path: &Path) -> io::Result<()> {
+        let children = crate::dir::sorted_names(dir)?;
+        let real = crate::dir::open_dir(dir, c".")?;
+        for name in children {
+            let child = dir_path.join(crate::dir::component(&name));
+            if !self.touched.contains(&child) {
+                remove_all_at(&real, OsStr::from_bytes(name.to_bytes()))?;
+            } else if file_type_at(&real, OsStr::from_bytes(name.to_bytes()))?
+                == Some(FileType::Directory)
+            {
+                let sub = crate::dir::open_dir(&real, name.as_c_str())?;
+                self.hide_untouched(&sub, &child)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_dir_times(&mut self) -> Result<(), ApplyError> {
+        for (path, mtime) in std::mem::take(&mut self.dir_times) {
+            let at = |source: io::Error| ApplyError::Entry {
+                path: path.clone(),
+                source,
+            };
+            let (parent, name) = split(&path);
+            let name = name.expect("directories with a time have a name");
+            let dir = self.root.dir(parent).map_err(at)?.try_clone().map_err(at)?;
+            match set_mtime(&dir, name, mtime) {
+                // A later whiteout may have removed it.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                other => other.map_err(at)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn split(path: &Path) -> (&Path, Option<&OsStr>) {
+    (path.parent().unwrap_or(Path::new("")), path.file_name())
+}
+
+/// Sets atime and mtime of `name` in `dir` to `mtime`, not following a symlink.
+///
+/// # References
+/// - [`utimensat(2)`](https://man7.org/linux/man-pages/man2/utimensat.2.html)
+fn set_mtime(dir: impl AsFd, name: &OsStr, mtime: i64) -> io::Result<()> {
+    let time = Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    let times = Timestamps {
+        last_access: time,
+        last_modification: time,
+    };
+    Ok(rustix::fs::utimensat(
+        dir,
+        name,
+        &times,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
+}
+
+/// A layer path as a clean relative path: leading `/` and `.` components dropped, `..`
+/// refused. `None` for the root itself.
+fn clean(raw: &Path) -> Result<Option<PathBuf>, ApplyError> {
+    let mut out = PathBuf::new();
+    for part in raw.as_os_str().as_bytes().split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                return Err(ApplyError::UnsafePath {
+                    path: raw.to_path_buf(),
+                });
+            }
+            name => out.push(OsStr::from_bytes(name)),
+        }
+    }
+    Ok((!out.as_os_str().is_empty()).then_some(out))
+}
+
+fn attrs<R: Read>(entry: &mut tar::Entry<'_, R>, raw: &Path) -> Result<Attrs, ApplyError> {
+    let header = entry.header();
+    let bad = |source: io::Error| ApplyError::Entry {
+        path: raw.to_path_buf(),
+        source,
+    };
+    let mut attrs = Attrs {
+        mode: header.mode().map_err(bad)?,
+        uid: u32::try_from(header.uid().map_err(bad)?)
+            .map_err(|e| bad(io::Error::new(io::ErrorKind::InvalidData, e)))?,
+        gid: u32::try_from(header.gid().map_err(bad)?)
+            .map_err(|e| bad(io::Error::new(io::ErrorKind::InvalidData, e)))?,
+        mtime: header.mtime().map_err(bad)? as i64,
+        xattrs: Vec::new(),
+    };
+    if let Some(pax) = entry.pax_extensions().map_err(bad)? {
+        for ext in pax {
+            let ext = ext.map_err(bad)?;
+            let key = ext.key_bytes();
+            if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                if !conventions::is_overlay_xattr(name) {
+                    attrs
+                        .xattrs
+                        .push((name.to_vec(), ext.value_bytes().to_vec()));
+                }
+            } else if key == b"mtime" {
+                let secs = ext
+                    .value()
+                    .ok()
+                    .and_then(|v| v.split('.').next()?.parse::<i64>().ok());
+                attrs.mtime = secs.ok_or_else(|| {
+                    bad(io::Error::new(io::ErrorKind::InvalidData, "bad PAX mtime"))
+                })?;
+            }
+        }
+    }
+    Ok(attrs)
+}
+
+/// Copies the entry's data into `file`, turning every all-zero 64 KiB run into a hole; returns
+/// the bytes written.
+fn write_sparse(file: &mut File, data: &mut impl Read, buf: &mut [u8]) -> io::Result<u64> {
+    let mut len = 0u64;
+    let mut hole = false;
+    loop {
+        let n = read_full(data, buf)?;
+        if n == 0 {
+            break;
+        }
+        if n == buf.len() && buf.iter().all(|&b| b == 0) {
+            file.seek(SeekFrom::Current(n as i64))?;
+            hole = true;
+        } else {
+            file.write_all(&buf[..n])?;
+        }
+        len += n as u64;
+    }
+    if hole {
+        file.set_len(len)?;
+    }
+    Ok(len)
+}
+
+fn read_full(data: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match data.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
