@@ -359,8 +359,9 @@ impl<'a> Applier<'a> {
     }
 
     fn hide_untouched(&self, dir: &OwnedFd, dir_path: &Path) -> io::Result<()> {
-        let children = crate::dir::sorted_names(dir)?;
+        // `dir` may be an O_PATH handle, which cannot be listed.
         let real = crate::dir::open_dir(dir, c".")?;
+        let children = crate::dir::sorted_names(&real)?;
         for name in children {
             let child = dir_path.join(crate::dir::component(&name));
             if !self.touched.contains(&child) {

@@ -1,0 +1,8 @@
+//! Integration tests of strata-diff: real trees, real tars, real overlay mounts.
+
+mod apply;
+mod breakout;
+mod changes;
+mod roundtrip;
+mod support;
+mod write;

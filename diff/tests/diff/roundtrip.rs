@@ -1,0 +1,1 @@
+//! Property: `apply(copy of old, layer(changes(old, new)))` equals `new`.
