@@ -12,9 +12,9 @@ use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid
 use rustix::io::Errno;
 use strata_cow::conventions::{self, Opacity, WhiteoutStyle};
 use strata_cow::xattr;
-use tar::EntryType;
 
 use super::root::{Root, file_type_at, proc_path, remove_all_at};
+use super::tar::{Header, TarReader};
 use super::{ApplyError, ApplyOptions, ApplyStats, Ownership, Whiteouts};
 use crate::write::WHITEOUT_PREFIX;
 
@@ -55,23 +55,23 @@ impl<'a> Applier<'a> {
     }
 
     pub(crate) fn run(mut self, reader: impl Read) -> Result<ApplyStats, ApplyError> {
-        let mut archive = tar::Archive::new(reader);
-        for entry in archive.entries().map_err(ApplyError::Stream)? {
-            let mut entry = entry.map_err(ApplyError::Stream)?;
-            let raw = PathBuf::from(OsStr::from_bytes(&entry.path_bytes()));
+        let mut tar = TarReader::new(reader);
+        while let Some(header) = tar.next_header().map_err(ApplyError::from)? {
+            let raw = PathBuf::from(OsStr::from_bytes(&header.path));
             let Some(path) = clean(&raw)? else {
                 tracing::debug!(path = ?raw, "skipping the root entry");
                 continue;
             };
-            self.entry(&mut entry, &raw, &path)?;
+            self.entry(&header, &mut tar, &raw, &path)?;
         }
         self.set_dir_times()?;
         Ok(self.stats)
     }
 
-    fn entry<R: Read>(
+    fn entry(
         &mut self,
-        entry: &mut tar::Entry<'_, R>,
+        header: &Header,
+        data: &mut impl Read,
         raw: &Path,
         path: &Path,
     ) -> Result<(), ApplyError> {
@@ -87,10 +87,15 @@ impl<'a> Applier<'a> {
         if let Some(target) = name.strip_prefix(WHITEOUT_PREFIX) {
             return self.whiteout(raw, parent, name, target);
         }
-        let kind = entry.header().entry_type();
-        let attrs = attrs(entry, raw)?;
+        let attrs = attrs(header, raw)?;
+        let kind = match header.kind {
+            // Pre-POSIX archives mark directories by a trailing slash only.
+            b'0' | 0 if header.path.ends_with(b"/") => b'5',
+            b'0' | 0 | b'7' => b'0',
+            other => other,
+        };
         match kind {
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+            b'0' => {
                 let dir = self.prepare(parent, name).map_err(at)?;
                 let flags = OFlags::WRONLY
                     | OFlags::CREATE
@@ -105,11 +110,11 @@ impl<'a> Applier<'a> {
                 )
                 .map_err(|e| at(e.into()))?;
                 let mut file = File::from(fd);
-                self.stats.bytes += write_sparse(&mut file, entry, &mut self.buf).map_err(at)?;
+                self.stats.bytes += write_sparse(&mut file, data, &mut self.buf).map_err(at)?;
                 self.finish(&dir, name, &attrs, FileType::RegularFile)
                     .map_err(at)?;
             }
-            EntryType::Directory => {
+            b'5' => {
                 let dir = self
                     .root
                     .dir_creating(parent)
@@ -118,7 +123,9 @@ impl<'a> Applier<'a> {
                     .map_err(at)?;
                 let name_os = OsStr::from_bytes(name);
                 match file_type_at(&dir, name_os).map_err(at)? {
-                    Some(FileType::Directory) => {}
+                    Some(FileType::Directory) => {
+                        drop_stale_xattrs(&dir, name_os, &attrs.xattrs).map_err(at)?;
+                    }
                     existing => {
                         if existing.is_some() {
                             self.root.invalidate();
@@ -132,59 +139,25 @@ impl<'a> Applier<'a> {
                     .map_err(at)?;
                 self.dir_times.push((path.to_path_buf(), attrs.mtime));
             }
-            EntryType::Symlink => {
-                let target = entry.link_name_bytes().unwrap_or_default().into_owned();
+            b'2' => {
                 let dir = self.prepare(parent, name).map_err(at)?;
-                rustix::fs::symlinkat(OsStr::from_bytes(&target), &dir, OsStr::from_bytes(name))
-                    .map_err(|e| at(e.into()))?;
+                rustix::fs::symlinkat(
+                    OsStr::from_bytes(&header.link),
+                    &dir,
+                    OsStr::from_bytes(name),
+                )
+                .map_err(|e| at(e.into()))?;
                 self.finish(&dir, name, &attrs, FileType::Symlink)
                     .map_err(at)?;
             }
-            EntryType::Link => {
-                let target_raw = PathBuf::from(OsStr::from_bytes(
-                    &entry.link_name_bytes().unwrap_or_default(),
-                ));
-                let Some(target) = clean(&target_raw)? else {
-                    return Err(ApplyError::UnsafePath { path: target_raw });
-                };
-                let missing = || ApplyError::MissingLinkTarget {
-                    path: raw.to_path_buf(),
-                    target: target_raw.clone(),
-                };
-                let target_name = target.file_name().expect("clean paths end in a name");
-                let target_dir = match self.root.dir(target.parent().unwrap_or(Path::new(""))) {
-                    Ok(fd) => fd.try_clone().map_err(at)?,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
-                    Err(e) => return Err(at(e)),
-                };
-                if target == path {
-                    return Ok(());
-                }
-                let dir = self.prepare(parent, name).map_err(at)?;
-                match rustix::fs::linkat(
-                    &target_dir,
-                    target_name,
-                    &dir,
-                    OsStr::from_bytes(name),
-                    AtFlags::empty(),
-                ) {
-                    Ok(()) => {}
-                    Err(Errno::NOENT) => return Err(missing()),
-                    Err(e) => return Err(at(e.into())),
-                }
-                self.stats.entries += 1;
-            }
-            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+            b'1' => self.hardlink(raw, path, parent, name, &header.link)?,
+            b'3' | b'4' | b'6' => {
                 let file_type = match kind {
-                    EntryType::Char => FileType::CharacterDevice,
-                    EntryType::Block => FileType::BlockDevice,
+                    b'3' => FileType::CharacterDevice,
+                    b'4' => FileType::BlockDevice,
                     _ => FileType::Fifo,
                 };
-                let header = entry.header();
-                let dev = rustix::fs::makedev(
-                    header.device_major().ok().flatten().unwrap_or(0),
-                    header.device_minor().ok().flatten().unwrap_or(0),
-                );
+                let dev = rustix::fs::makedev(header.dev_major, header.dev_minor);
                 let dir = self.prepare(parent, name).map_err(at)?;
                 match rustix::fs::mknodat(
                     &dir,
@@ -203,14 +176,59 @@ impl<'a> Applier<'a> {
                 }
                 self.finish(&dir, name, &attrs, file_type).map_err(at)?;
             }
-            EntryType::XGlobalHeader => return Ok(()),
             other => {
                 return Err(ApplyError::Unsupported {
                     path: raw.to_path_buf(),
-                    kind: char::from(other.as_byte()),
+                    kind: char::from(other),
                 });
             }
         }
+        self.touch(path);
+        Ok(())
+    }
+
+    fn hardlink(
+        &mut self,
+        raw: &Path,
+        path: &Path,
+        parent: &Path,
+        name: &[u8],
+        link: &[u8],
+    ) -> Result<(), ApplyError> {
+        let at = |source: io::Error| ApplyError::Entry {
+            path: raw.to_path_buf(),
+            source,
+        };
+        let target_raw = PathBuf::from(OsStr::from_bytes(link));
+        let Some(target) = clean(&target_raw)? else {
+            return Err(ApplyError::UnsafePath { path: target_raw });
+        };
+        let missing = || ApplyError::MissingLinkTarget {
+            path: raw.to_path_buf(),
+            target: target_raw.clone(),
+        };
+        let target_name = target.file_name().expect("clean paths end in a name");
+        let target_dir = match self.root.dir(target.parent().unwrap_or(Path::new(""))) {
+            Ok(fd) => fd.try_clone().map_err(at)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
+            Err(e) => return Err(at(e)),
+        };
+        if target == path {
+            return Ok(());
+        }
+        let dir = self.prepare(parent, name).map_err(at)?;
+        match rustix::fs::linkat(
+            &target_dir,
+            target_name,
+            &dir,
+            OsStr::from_bytes(name),
+            AtFlags::empty(),
+        ) {
+            Ok(()) => {}
+            Err(Errno::NOENT) => return Err(missing()),
+            Err(e) => return Err(at(e.into())),
+        }
+        self.stats.entries += 1;
         self.touch(path);
         Ok(())
     }
@@ -395,6 +413,19 @@ impl<'a> Applier<'a> {
     }
 }
 
+/// An existing directory takes the layer's xattrs: those the layer does not list go (overlay's
+/// own markers stay, they are not the layer's to set).
+fn drop_stale_xattrs(dir: &OwnedFd, name: &OsStr, keep: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
+    let target = proc_path(dir, name);
+    for existing in xattr::list(&target)? {
+        let listed = keep.iter().any(|(k, _)| *k == existing);
+        if !listed && !conventions::is_overlay_xattr(&existing) && existing != b"security.selinux" {
+            xattr::remove(&target, &existing)?;
+        }
+    }
+    Ok(())
+}
+
 fn split(path: &Path) -> (&Path, Option<&OsStr>) {
     (path.parent().unwrap_or(Path::new("")), path.file_name())
 }
@@ -438,43 +469,28 @@ fn clean(raw: &Path) -> Result<Option<PathBuf>, ApplyError> {
     Ok((!out.as_os_str().is_empty()).then_some(out))
 }
 
-fn attrs<R: Read>(entry: &mut tar::Entry<'_, R>, raw: &Path) -> Result<Attrs, ApplyError> {
-    let header = entry.header();
-    let bad = |source: io::Error| ApplyError::Entry {
-        path: raw.to_path_buf(),
-        source,
+fn attrs(header: &Header, raw: &Path) -> Result<Attrs, ApplyError> {
+    let id = |value: u64| {
+        u32::try_from(value).map_err(|_| ApplyError::Entry {
+            path: raw.to_path_buf(),
+            source: io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("id {value} out of range"),
+            ),
+        })
     };
-    let mut attrs = Attrs {
-        mode: header.mode().map_err(bad)?,
-        uid: u32::try_from(header.uid().map_err(bad)?)
-            .map_err(|e| bad(io::Error::new(io::ErrorKind::InvalidData, e)))?,
-        gid: u32::try_from(header.gid().map_err(bad)?)
-            .map_err(|e| bad(io::Error::new(io::ErrorKind::InvalidData, e)))?,
-        mtime: header.mtime().map_err(bad)? as i64,
-        xattrs: Vec::new(),
-    };
-    if let Some(pax) = entry.pax_extensions().map_err(bad)? {
-        for ext in pax {
-            let ext = ext.map_err(bad)?;
-            let key = ext.key_bytes();
-            if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                if !conventions::is_overlay_xattr(name) {
-                    attrs
-                        .xattrs
-                        .push((name.to_vec(), ext.value_bytes().to_vec()));
-                }
-            } else if key == b"mtime" {
-                let secs = ext
-                    .value()
-                    .ok()
-                    .and_then(|v| v.split('.').next()?.parse::<i64>().ok());
-                attrs.mtime = secs.ok_or_else(|| {
-                    bad(io::Error::new(io::ErrorKind::InvalidData, "bad PAX mtime"))
-                })?;
-            }
-        }
-    }
-    Ok(attrs)
+    Ok(Attrs {
+        mode: header.mode,
+        uid: id(header.uid)?,
+        gid: id(header.gid)?,
+        mtime: header.mtime,
+        xattrs: header
+            .xattrs
+            .iter()
+            .filter(|(name, _)| !conventions::is_overlay_xattr(name))
+            .cloned()
+            .collect(),
+    })
 }
 
 /// Copies the entry's data into `file`, turning every all-zero 64 KiB run into a hole; returns

@@ -3,6 +3,7 @@
 mod entry;
 mod root;
 mod stream;
+mod tar;
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -70,6 +71,14 @@ pub enum ApplyError {
     /// The layer stream is not a readable (compressed) tar.
     #[error("reading the layer stream: {0}")]
     Stream(#[source] io::Error),
+    /// The tar stream is malformed.
+    #[error("malformed layer at byte {offset} of the tar stream: {reason}")]
+    Malformed {
+        /// Offset in the uncompressed tar stream of the member at fault.
+        offset: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// An entry's name is unusable: empty, or with a `..` component.
     #[error("entry {path:?}: unsafe path")]
     UnsafePath {
@@ -107,6 +116,18 @@ pub enum ApplyError {
         /// The underlying error.
         source: io::Error,
     },
+}
+
+impl From<tar::ReadError> for ApplyError {
+    fn from(e: tar::ReadError) -> Self {
+        match e {
+            tar::ReadError::Io(e) => ApplyError::Stream(e),
+            tar::ReadError::Malformed(m) => ApplyError::Malformed {
+                offset: m.offset,
+                reason: m.reason,
+            },
+        }
+    }
 }
 
 /// Applies the OCI layer read from `layer` (plain, gzip or zstd: detected from its first bytes)
