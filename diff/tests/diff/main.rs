@@ -5,4 +5,5 @@ mod breakout;
 mod changes;
 mod roundtrip;
 mod support;
+mod upper;
 mod write;
