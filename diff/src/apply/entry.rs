@@ -30,6 +30,8 @@ pub(crate) struct Applier<'a> {
     touched: HashSet<PathBuf>,
     /// Directory mtimes, set last because creating children changes them.
     dir_times: Vec<(PathBuf, i64)>,
+    /// The directories in `dir_times`.
+    timed: HashSet<PathBuf>,
     buf: Vec<u8>,
 }
 
@@ -50,6 +52,7 @@ impl<'a> Applier<'a> {
             stats: ApplyStats::default(),
             touched: HashSet::new(),
             dir_times: Vec::new(),
+            timed: HashSet::new(),
             buf: vec![0u8; ZERO_RUN],
         }
     }
@@ -87,6 +90,24 @@ impl<'a> Applier<'a> {
         if let Some(target) = name.strip_prefix(WHITEOUT_PREFIX) {
             return self.whiteout(raw, parent, name, target);
         }
+        let times = self.untouched_dir_times(parent).map_err(at)?;
+        self.create(header, data, raw, path, parent, name)?;
+        self.restore_dir_times(parent, times).map_err(at)
+    }
+
+    fn create(
+        &mut self,
+        header: &Header,
+        data: &mut impl Read,
+        raw: &Path,
+        path: &Path,
+        parent: &Path,
+        name: &[u8],
+    ) -> Result<(), ApplyError> {
+        let at = |source: io::Error| ApplyError::Entry {
+            path: raw.to_path_buf(),
+            source,
+        };
         let attrs = attrs(header, raw)?;
         let kind = match header.kind {
             // Pre-POSIX archives mark directories by a trailing slash only.
@@ -138,6 +159,7 @@ impl<'a> Applier<'a> {
                 self.finish(&dir, name, &attrs, FileType::Directory)
                     .map_err(at)?;
                 self.dir_times.push((path.to_path_buf(), attrs.mtime));
+                self.timed.insert(path.to_path_buf());
             }
             b'2' => {
                 let dir = self.prepare(parent, name).map_err(at)?;
@@ -333,8 +355,13 @@ impl<'a> Applier<'a> {
                     }
                     Err(e) => return Err(at(e)),
                 };
+                if file_type_at(&dir, target).map_err(at)?.is_none() {
+                    return Ok(());
+                }
+                let times = self.untouched_dir_times(parent).map_err(at)?;
                 self.root.invalidate();
-                remove_all_at(&dir, target).map_err(at)
+                remove_all_at(&dir, target).map_err(at)?;
+                self.restore_dir_times(parent, times).map_err(at)
             }
             Whiteouts::Overlay(_) => {
                 let dir = self
@@ -370,10 +397,56 @@ impl<'a> Applier<'a> {
                 conventions::set_opacity(&target, ns, Opacity::Opaque)
             }
             Whiteouts::Remove => {
+                let times = self.untouched_dir_times(dir_path)?;
                 self.root.invalidate();
-                self.hide_untouched(&dir, dir_path)
+                self.hide_untouched(&dir, dir_path)?;
+                self.restore_dir_times(dir_path, times)
             }
         }
+    }
+
+    /// The times of the directory `dir_path` when this layer has not written it, so that
+    /// adding or removing its entries can leave them as the layers below had them (the layer
+    /// did not say the directory changed). `None` for a directory this layer wrote (its own
+    /// time comes in the final pass) or one that does not exist.
+    fn untouched_dir_times(&mut self, dir_path: &Path) -> io::Result<Option<Timestamps>> {
+        if self.timed.contains(dir_path) {
+            return Ok(None);
+        }
+        let (parent, name) = split(dir_path);
+        let parent_fd = match self.root.dir(parent) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let name = name.unwrap_or(OsStr::new("."));
+        match rustix::fs::statat(parent_fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(Timestamps {
+                last_access: Timespec {
+                    tv_sec: st.st_atime,
+                    tv_nsec: st.st_atime_nsec as i64,
+                },
+                last_modification: Timespec {
+                    tv_sec: st.st_mtime,
+                    tv_nsec: st.st_mtime_nsec as i64,
+                },
+            })),
+            Err(Errno::NOENT | Errno::NOTDIR) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn restore_dir_times(&mut self, dir_path: &Path, times: Option<Timestamps>) -> io::Result<()> {
+        let Some(times) = times else { return Ok(()) };
+        let (parent, name) = split(dir_path);
+        let parent_fd = self.root.dir(parent)?;
+        let name = name.unwrap_or(OsStr::new("."));
+        Ok(rustix::fs::utimensat(
+            parent_fd,
+            name,
+            &times,
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?)
     }
 
     fn hide_untouched(&self, dir: &OwnedFd, dir_path: &Path) -> io::Result<()> {

@@ -76,7 +76,8 @@ pub struct Node {
     pub mtime: i64,
     pub rdev: u64,
     pub target: Option<Vec<u8>>,
-    pub content: Option<Vec<u8>>,
+    /// sha256 of a regular file's bytes.
+    pub content: Option<String>,
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     /// The first path (in sorted order) of this entry's hardlink group, if it has one.
     pub link_group: Option<PathBuf>,
@@ -154,7 +155,11 @@ fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Node>) {
                         .as_bytes()
                         .to_vec()
                 }),
-                content: ft.is_file().then(|| fs::read(&full).unwrap()),
+                content: ft.is_file().then(|| {
+                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                        fs::read(&full).unwrap(),
+                    ))
+                }),
                 xattrs,
                 link_group: None,
             },
@@ -265,4 +270,21 @@ fn set_field(field: &mut [u8], value: &[u8]) {
     assert!(value.len() <= field.len(), "raw names fit the field");
     field.fill(0);
     field[..value.len()].copy_from_slice(value);
+}
+
+/// Asserts two tree states are equal, naming only the entries that differ.
+#[track_caller]
+pub fn assert_same_tree(got: &BTreeMap<PathBuf, Node>, want: &BTreeMap<PathBuf, Node>) {
+    let mut diffs = Vec::new();
+    for path in got
+        .keys()
+        .chain(want.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        match (got.get(path), want.get(path)) {
+            (Some(g), Some(w)) if g == w => {}
+            (g, w) => diffs.push(format!("{}:\n  got  {g:?}\n  want {w:?}", path.display())),
+        }
+    }
+    assert!(diffs.is_empty(), "trees differ:\n{}", diffs.join("\n"));
 }
