@@ -3,6 +3,7 @@
 mod apply;
 mod breakout;
 mod changes;
+mod corpus;
 mod interop;
 mod roundtrip;
 mod support;
