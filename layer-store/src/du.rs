@@ -33,7 +33,10 @@ pub struct DuReport {
     pub logical_bytes: u64,
     /// Allocated bytes of everything under the store root, each inode counted once.
     pub physical_bytes: u64,
-    /// `logical_bytes / physical_bytes` (0 for an empty store).
+    /// Allocated bytes of the content objects alone (without their directories).
+    pub object_bytes: u64,
+    /// `logical_bytes / object_bytes`: how many times over the content would be stored without
+    /// dedup (0 for an empty store).
     pub dedup_ratio: f64,
 }
 
@@ -84,15 +87,24 @@ impl Store {
             });
         }
         let logical_bytes = images.iter().map(|i| i.logical_bytes).sum();
+        let mut object_bytes = 0;
+        let objects = self.objects_dir();
+        for fan in fs::read_dir(objects).at(objects)? {
+            let fan = fan.at(objects)?.path();
+            for entry in fs::read_dir(&fan).at(&fan)? {
+                object_bytes += entry.at(&fan)?.metadata().at(&fan)?.blocks() * 512;
+            }
+        }
         let physical_bytes = allocated(self.root(), &mut HashSet::new())?;
         Ok(DuReport {
             images,
             logical_bytes,
             physical_bytes,
-            dedup_ratio: if physical_bytes == 0 {
+            object_bytes,
+            dedup_ratio: if object_bytes == 0 {
                 0.0
             } else {
-                logical_bytes as f64 / physical_bytes as f64
+                logical_bytes as f64 / object_bytes as f64
             },
         })
     }

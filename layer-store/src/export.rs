@@ -80,8 +80,8 @@ impl Store {
         out: impl Write,
     ) -> Result<(Sha256, u64), StoreError> {
         let hashing = HashingWriter::new(BufWriter::with_capacity(1 << 20, out));
-        let mut compressor =
-            Compressor::new(&record.compression, hashing).map_err(|e| export_io("blob", e))?;
+        let mut compressor = Compressor::new(&record.compression, record.tar_size, hashing)
+            .map_err(|e| export_io("blob", e))?;
         self.write_layer_tar(record, &mut compressor)?;
         let hashing = compressor.finish().map_err(|e| export_io("blob", e))?;
         let (digest, size, mut inner) = hashing.finish();

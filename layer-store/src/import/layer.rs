@@ -147,7 +147,7 @@ impl Store {
         let probe = Probe {
             compressed: &probe_compressed,
             raw: &tar.raw_prefix,
-            complete: (tar.tar_size as usize) <= PROBE_LEN,
+            raw_len: tar.tar_size,
         };
         let compression = compress::identify(format, &probe);
         let file_bytes = tar

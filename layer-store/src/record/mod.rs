@@ -44,6 +44,10 @@ pub enum Compression {
     Zstd {
         /// The reproducing zstd level, or `None` when no tried level matched.
         level: Option<i32>,
+        /// Whether the frame carries a content checksum.
+        checksum: bool,
+        /// Whether the frame header records the content size.
+        content_size: bool,
     },
 }
 
