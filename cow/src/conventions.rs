@@ -3,6 +3,14 @@
 //!
 //! Everything here works on paths and never follows a final symlink.
 //!
+//! # Xwhiteouts, as Linux 6.7+ reads them (checked by this crate's tests)
+//! An xwhiteout (an empty regular file carrying `overlay.whiteout`) counts only in a lower
+//! layer. Lookups honour it wherever it is, but `readdir` hides it (and the lower entry it
+//! covers) only when the directory holding it is marked `overlay.opaque=x`; that includes the
+//! layer's root dir when the xwhiteout sits at the top. No other marker on the layer root is
+//! needed (an early 6.7 draft wanted one; the released rule is per directory).
+//! [`create_xwhiteout`] writes both the file and the marker.
+//!
 //! # References
 //! - [overlayfs.rst](https://docs.kernel.org/filesystems/overlayfs.html)
 
@@ -119,6 +127,21 @@ pub fn create_whiteout(path: &Path, style: WhiteoutStyle) -> io::Result<()> {
             drop(rustix::fs::openat(CWD, path, flags, Mode::empty())?);
             xattr::set(path, ns.name(Attr::Whiteout), b"")?;
         }
+    }
+    Ok(())
+}
+
+/// Creates an xwhiteout at `path` (which must not exist) for a lower layer, and marks its
+/// parent `overlay.opaque=x` so that `readdir` hides it too (see the module docs). A parent that
+/// is already opaque (`y`) keeps its marker: nothing below it shows anyway.
+pub fn create_xwhiteout(path: &Path, ns: Namespace) -> io::Result<()> {
+    create_whiteout(path, WhiteoutStyle::Xattr(ns))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if opacity(parent, ns)? == Opacity::Transparent {
+        set_opacity(parent, ns, Opacity::Xwhiteouts)?;
     }
     Ok(())
 }

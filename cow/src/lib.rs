@@ -1,18 +1,40 @@
 //! Everything Strata needs from the kernel to turn read-only layer directories plus one writable
 //! directory into a container root filesystem.
 //!
+//! - [`overlay`]: overlay mounts through the new mount API (`lowerdir+`, `datadir+`) or the
+//!   classic option string, attached under a [`MountGuard`] or detached.
+//! - [`MountSpec`]: containerd's description of a mount (`overlay` or `bind`), mountable here.
+//! - [`probe`]: what the kernel and a directory's filesystem support.
 //! - [`xattr`]: extended attributes of a path, never following a final symlink.
 //! - [`conventions`]: overlayfs's on-disk format (whiteouts, opaque dirs, redirect and metacopy
 //!   xattrs, metadata-only stubs), in both the `trusted.` and `user.` namespaces.
 //!
 //! ```
 //! use strata_cow::conventions::{self, Namespace, WhiteoutStyle};
-//! # fn main() -> std::io::Result<()> {
+//! use strata_cow::overlay::Overlay;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = tempfile::tempdir()?;
 //! conventions::create_whiteout(&dir.path().join("gone"), WhiteoutStyle::Xattr(Namespace::User))?;
+//!
+//! let spec = Overlay::new()
+//!     .lower("/layers/b")
+//!     .lower("/layers/a,1")
+//!     .upper("/snap/fs", "/snap/work")
+//!     .to_spec();
+//! assert!(spec.options.contains(&r"lowerdir=/layers/b:/layers/a\,1".to_owned()));
 //! # Ok(()) }
 //! ```
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod conventions;
+mod error;
+mod guard;
+pub mod overlay;
+pub mod probe;
+mod spec;
+mod sys;
 pub mod xattr;
+
+pub use error::{LayerRole, MountError};
+pub use guard::{MountGuard, unmount};
+pub use spec::MountSpec;

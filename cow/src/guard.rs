@@ -1,0 +1,101 @@
+//! Attaching a detached mount at a path, and taking it away again.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::CWD;
+use rustix::mount::{MoveMountFlags, UnmountFlags};
+
+use crate::MountError;
+
+/// A mount attached at a path, unmounted when the guard is dropped (also while unwinding).
+///
+/// Dropping never panics: a failed unmount is logged through `tracing` and the mount is then
+/// detached lazily (`MNT_DETACH`), so that nothing stays visible. Call
+/// [`unmount`](MountGuard::unmount) to learn about failures such as `EBUSY` instead, or
+/// [`into_persistent`](MountGuard::into_persistent) to keep the mount.
+#[derive(Debug)]
+#[must_use = "dropping the guard unmounts at once"]
+pub struct MountGuard {
+    target: PathBuf,
+    armed: bool,
+}
+
+impl MountGuard {
+    /// Attaches the detached mount `mount` (from `fsmount` or `open_tree`) at `target`.
+    ///
+    /// # References
+    /// - [`move_mount(2)`](https://man7.org/linux/man-pages/man2/move_mount.2.html)
+    pub fn attach(mount: OwnedFd, target: &Path) -> Result<MountGuard, MountError> {
+        rustix::mount::move_mount(
+            mount.as_fd(),
+            "",
+            CWD,
+            target,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .map_err(|e| MountError::Target {
+            op: "move_mount",
+            target: target.to_path_buf(),
+            source: e.into(),
+        })?;
+        Ok(MountGuard::adopt(target.to_path_buf()))
+    }
+
+    /// Takes charge of a mount that is already attached at `target`.
+    pub(crate) fn adopt(target: PathBuf) -> MountGuard {
+        MountGuard {
+            target,
+            armed: true,
+        }
+    }
+
+    /// Where the mount is attached.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Unmounts now, reporting failure (e.g. `EBUSY` while a file is open inside).
+    ///
+    /// On failure the mount stays where it is; [`unmount`](crate::unmount) the target later.
+    pub fn unmount(mut self) -> Result<(), MountError> {
+        self.armed = false;
+        unmount(&self.target)
+    }
+
+    /// Keeps the mount after the guard is gone and returns its target; undo with
+    /// [`unmount`](crate::unmount).
+    pub fn into_persistent(mut self) -> PathBuf {
+        self.armed = false;
+        std::mem::take(&mut self.target)
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Err(err) = unmount(&self.target) else {
+            return;
+        };
+        tracing::warn!(target = %self.target.display(), %err, "unmount failed; detaching lazily");
+        let lazy = UnmountFlags::NOFOLLOW | UnmountFlags::DETACH;
+        if let Err(err) = rustix::mount::unmount(&self.target, lazy) {
+            tracing::error!(target = %self.target.display(), %err, "lazy unmount failed; mount left behind");
+        }
+    }
+}
+
+/// Unmounts whatever is mounted at `target` (the top mount only), never following a final
+/// symlink; fails with `EBUSY` while the mount is in use.
+///
+/// # References
+/// - [`umount2(2)`](https://man7.org/linux/man-pages/man2/umount2.2.html)
+pub fn unmount(target: &Path) -> Result<(), MountError> {
+    rustix::mount::unmount(target, UnmountFlags::NOFOLLOW).map_err(|e| MountError::Target {
+        op: "umount",
+        target: target.to_path_buf(),
+        source: e.into(),
+    })
+}
