@@ -52,16 +52,11 @@ pub enum MaterializeError {
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
-/// The strategy this machine allows best: stubs as root on a kernel with data-only lowers
-/// (Linux 6.5+), hardlinks otherwise.
+/// The strategy this machine allows best: metadata-only stubs as root when overlay takes
+/// data-only lowers (`datadir+`), hardlinks otherwise.
 pub fn probe_strategy() -> Strategy {
-    let root = rustix::process::geteuid().is_root();
-    let uname = rustix::system::uname();
-    let release = uname.release().to_string_lossy();
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    if root && (major, minor) >= (6, 5) {
+    let features = strata_cow::probe::Features::probe();
+    if rustix::process::geteuid().is_root() && features.overlay() && features.datadir_add() {
         Strategy::Stub
     } else {
         Strategy::Hardlink

@@ -4,6 +4,7 @@ mod failures;
 mod fixtures;
 mod gc_fsck;
 mod import_export;
+mod materialize;
 
 use std::path::Path;
 
