@@ -9,7 +9,7 @@ pub mod codec;
 
 use serde::{Deserialize, Serialize};
 
-pub use codec::{FeatureFlags, Kind, RecordError, decode, encode};
+pub use codec::{FeatureFlags, Kind, RecordError, decode, decode_payload, encode};
 
 use crate::digest::Sha256;
 use crate::object::ObjectId;
