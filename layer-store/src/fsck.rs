@@ -22,6 +22,7 @@ pub struct FsckOptions {
 /// One problem found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Problem {
     /// An object's bytes do not hash to its name.
     CorruptObject {
