@@ -58,4 +58,4 @@ pub use gc::{GcOptions, GcReport};
 pub use import::{ImportError, ImportOptions, ImportProgress, ImportReport};
 pub use materialize::{MaterializeError, probe_strategy};
 pub use record::{ImageRecord, LayerMeta, LayerRecord, Strategy};
-pub use store::Store;
+pub use store::{Durability, Store};

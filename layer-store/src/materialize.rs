@@ -117,6 +117,7 @@ impl Store {
                 builder.add(entry)?;
             }
             builder.finish_dirs()?;
+            self.sync()?;
             let dest = self.layer_tree(id);
             if dest.exists() {
                 let old = staging.join("old");

@@ -21,6 +21,19 @@ pub struct Store {
     pub(crate) objects: Objects,
     pub(crate) db: DbAccess,
     next_tmp: AtomicU64,
+    durability: Durability,
+}
+
+/// Whether a commit waits for its files to reach stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `syncfs` the store's file system before every database commit (the default): a commit
+    /// survives a power loss.
+    #[default]
+    Immediate,
+    /// Skip the `syncfs`: after a power loss a committed layer may name objects whose data never
+    /// reached the disk (`fsck` finds them). For tests, CI and throwaway stores.
+    None,
 }
 
 impl Store {
@@ -44,6 +57,20 @@ impl Store {
         Store::init(root, DbAccess::Shared(db))
     }
 
+    /// This store with `durability` instead of [`Durability::Immediate`].
+    pub fn with_durability(mut self, durability: Durability) -> Store {
+        self.durability = durability;
+        self
+    }
+
+    /// Flushes the store's file system before a commit, as the durability asks.
+    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        match self.durability {
+            Durability::Immediate => crate::object::sync_fs(&self.root),
+            Durability::None => Ok(()),
+        }
+    }
+
     /// Where the metadata database of the store at `root` lives.
     pub fn database_path(root: &Path) -> PathBuf {
         root.join("strata.redb")
@@ -64,6 +91,7 @@ impl Store {
             objects,
             db,
             next_tmp: AtomicU64::new(0),
+            durability: Durability::default(),
         };
         store.db.create_tables()?;
         Ok(store)

@@ -22,7 +22,6 @@ use crate::db::{IMAGES, LAYERS, NAMES};
 use crate::digest::Sha256;
 use crate::error::{IoContext, StoreError};
 use crate::lock::LockMode;
-use crate::object::sync_fs;
 use crate::record::{self, Compression, ImageRecord, Kind, chain_ids};
 use crate::store::Store;
 use layer::Staged;
@@ -299,7 +298,7 @@ impl Store {
             }
             fs::rename(&s.dir, &dest).at(&dest)?;
         }
-        sync_fs(self.root())?;
+        self.sync()?;
         let manifest_digest = Sha256::of(&manifest);
         let names: Vec<String> = match &options.name {
             Some(name) => vec![name.clone()],

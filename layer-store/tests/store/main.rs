@@ -5,6 +5,7 @@ mod fixtures;
 mod gc_fsck;
 mod import_export;
 mod materialize;
+mod props;
 mod record_sample;
 
 use std::path::Path;
