@@ -4,6 +4,7 @@ mod failures;
 mod fixtures;
 mod gc_fsck;
 mod import_export;
+mod interop;
 mod materialize;
 mod props;
 mod record_sample;
