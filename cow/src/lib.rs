@@ -6,6 +6,7 @@
 //! - [`MountSpec`]: containerd's description of a mount (`overlay` or `bind`), mountable here.
 //! - [`probe`]: what the kernel and a directory's filesystem support.
 //! - [`xattr`]: extended attributes of a path, never following a final symlink.
+//! - [`fallback`]: copy-on-write without overlay: one writable tree materialized from the lowers.
 //! - [`conventions`]: overlayfs's on-disk format (whiteouts, opaque dirs, redirect and metacopy
 //!   xattrs, metadata-only stubs), in both the `trusted.` and `user.` namespaces.
 //!
@@ -28,6 +29,7 @@
 
 pub mod conventions;
 mod error;
+pub mod fallback;
 mod guard;
 pub mod overlay;
 pub mod probe;

@@ -88,6 +88,9 @@ fn child() -> Result<()> {
         "{uid_map}"
     );
 
+    // The probe works unprivileged, from inside a user namespace too.
+    assert!(strata_cow::probe::Features::probe().userns_overlay());
+
     let userxattr = OverlayOptions {
         userxattr: true,
         ..OverlayOptions::default()
