@@ -76,6 +76,10 @@ impl Batcher {
         &self.db
     }
 
+    pub fn database(&self) -> Arc<Database> {
+        self.db.clone()
+    }
+
     /// Runs `job` in a durable transaction, possibly shared with concurrent writers.
     pub fn write<R, F>(&self, job: F) -> Result<R>
     where

@@ -34,6 +34,7 @@ pub mod grpc;
 mod info;
 mod layout;
 mod mounts;
+mod pool;
 mod record;
 mod snapshotter;
 mod tables;

@@ -15,6 +15,7 @@ use crate::error::{Error, Precondition, Result};
 use crate::filter::Filters;
 use crate::info::{FieldPaths, Info, Kind, Labels, MAX_LABEL_LEN, Usage};
 use crate::layout::{Layout, disk_usage};
+use crate::pool::{self, Pool, Taken};
 use crate::record::{Record, now_nanos};
 use crate::tables::{self, CHILDREN, SNAPSHOTS};
 
@@ -23,7 +24,10 @@ pub struct Snapshotter {
     layout: Arc<Layout>,
     overlay: OverlayOptions,
     batcher: Batcher,
+    pool: Arc<Pool>,
     closed: AtomicBool,
+    /// `db.lock`, held while this handle has the database open (see [`Snapshotter::open`]).
+    _db_lock: Option<std::fs::File>,
 }
 
 /// Where a snapshot's dirs are, and those of its ancestors: what its mounts are made of.
@@ -46,12 +50,23 @@ impl std::fmt::Debug for Snapshotter {
 impl Snapshotter {
     /// Opens (creating if needed) the snapshotter of store `root`, with its metadata in
     /// `<root>/strata.redb`, and removes what a crash left behind.
+    ///
+    /// The handle keeps the database open and holds `<root>/db.lock` until dropped, so other
+    /// processes using the store (the layer store's CLI commands) wait for it.
     pub fn open(root: impl AsRef<Path>) -> Result<Snapshotter> {
         let root = root.as_ref();
         let layout = Layout::create(root)?;
-        let path = root.join("strata.redb");
-        let db = Database::create(&path)?;
-        Snapshotter::with_layout(layout, Arc::new(db))
+        let lock = crate::layout::lock_database(root)?;
+        let db = Database::create(root.join("strata.redb"))?;
+        let mut snapshotter = Snapshotter::with_layout(layout, Arc::new(db))?;
+        snapshotter._db_lock = Some(lock);
+        Ok(snapshotter)
+    }
+
+    /// The open metadata database, to share with the layer store
+    /// (`strata_layer_store::Store::open_with_db`).
+    pub fn database(&self) -> Arc<Database> {
+        self.batcher.database()
     }
 
     /// Like [`Snapshotter::open`], on a database the caller already opened (redb allows one
@@ -64,6 +79,7 @@ impl Snapshotter {
         let txn = db.begin_write()?;
         tables::create(&txn)?;
         txn.commit()?;
+        let pool = Arc::new(Pool::new(pool::count(&db)?));
         let layout = Arc::new(layout);
         let sync_layout = layout.clone();
         let snapshotter = Snapshotter {
@@ -74,7 +90,9 @@ impl Snapshotter {
                 ..OverlayOptions::default()
             },
             batcher: Batcher::new(db, Box::new(move || sync_layout.sync_snapshots())),
+            pool,
             closed: AtomicBool::new(false),
+            _db_lock: None,
         };
         snapshotter.cleanup()?;
         Ok(snapshotter)
@@ -95,13 +113,11 @@ impl Snapshotter {
         self.check_open(key)?;
         check_key(key)?;
         check_labels(key, &labels)?;
-        let staged = self
-            .layout
-            .stage(kind == Kind::Active && parent.is_some())?;
+        self.pool.refill_if_low(&self.batcher, &self.layout)?;
         let layout = self.layout.clone();
+        let pool = self.pool.clone();
         let (key, parent) = (key.to_owned(), parent.map(str::to_owned));
-        let job_staged = staged.clone();
-        let result = self.batcher.write(move |txn| {
+        self.batcher.write(move |txn| {
             let mut snapshots = txn.open_table(SNAPSHOTS)?;
             if snapshots.get(key.as_str())?.is_some() {
                 return Err(Error::AlreadyExists { key });
@@ -121,7 +137,10 @@ impl Snapshotter {
                 }
             }
             let parent_ids = tables::parent_ids(&snapshots, parent.clone())?;
-            let id = tables::allocate_id(txn)?;
+            let (id, published) = match pool.take(txn, &layout, true)? {
+                Taken::Spare(id) => (id, false),
+                Taken::Published(id) => (id, true),
+            };
             let now = now_nanos();
             let record = Record {
                 id,
@@ -137,8 +156,6 @@ impl Snapshotter {
                 txn.open_multimap_table(CHILDREN)?
                     .insert(parent.as_str(), key.as_str())?;
             }
-            // Last fallible step: on any earlier error the staged dir is still in tmp/.
-            layout.publish(&job_staged, id)?;
             let abort_layout = layout.clone();
             Ok(Applied {
                 value: Placement {
@@ -146,15 +163,14 @@ impl Snapshotter {
                     kind,
                     parent_ids,
                 },
-                sync_dirs: true,
+                sync_dirs: published,
                 on_commit: None,
-                on_abort: Some(Box::new(move || abort_layout.remove(id))),
+                // A spare taken by an aborted batch stays in the (rolled back) pool table.
+                on_abort: published.then(|| -> Box<dyn FnOnce() + Send> {
+                    Box::new(move || abort_layout.remove(id))
+                }),
             })
-        });
-        if result.is_err() {
-            self.layout.discard(&staged);
-        }
-        result
+        })
     }
 
     /// Commits the active snapshot `key` as `name`: same id and directory, new labels, usage
@@ -315,11 +331,18 @@ impl Snapshotter {
                 let (key, value) = entry?;
                 named.insert(Record::decode(key.value(), value.value())?.id);
             }
+            named.extend(pool::spare_ids(txn)?);
             if let Some(highest) = layout.remove_unnamed(&named)? {
                 tables::reserve_ids_through(txn, highest)?;
             }
             Ok(Applied::value(()))
         })
+    }
+
+    /// How many spare (empty, pre-made) snapshot dirs are kept under `snapshots/`, which no
+    /// snapshot names yet.
+    pub fn spare_dirs(&self) -> Result<usize> {
+        pool::count(self.batcher.db())
     }
 
     /// Marks the snapshotter closed: later calls fail. Closing twice is fine.

@@ -11,6 +11,8 @@ pub(crate) const SNAPSHOTS: TableDefinition<&str, &[u8]> =
 /// Parent name → child keys: finds children without a scan.
 pub(crate) const CHILDREN: MultimapTableDefinition<&str, &str> =
     MultimapTableDefinition::new("snapshotter.v1.children");
+/// Ids of spare, empty, durable snapshot dirs (see `pool.rs`).
+pub(crate) const POOL: TableDefinition<u64, ()> = TableDefinition::new("snapshotter.v1.pool");
 /// Counters: [`NEXT_ID`].
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("snapshotter.v1.meta");
 /// The next snapshot id; ids are never reused.
@@ -21,6 +23,7 @@ pub(crate) fn create(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(SNAPSHOTS)?;
     txn.open_multimap_table(CHILDREN)?;
     txn.open_table(META)?;
+    txn.open_table(POOL)?;
     Ok(())
 }
 

@@ -15,7 +15,7 @@ fn open_removes_leftovers_and_skips_their_ids() {
     }
     // What a crash can leave: a published dir whose transaction never committed, a staging dir
     // of a dead process, and a half-removed dir.
-    std::fs::create_dir_all(dir.path().join("snapshots/9/fs/deep")).unwrap();
+    std::fs::create_dir_all(dir.path().join("snapshots/1000/fs/deep")).unwrap();
     std::fs::create_dir_all(dir.path().join("snapshots/not-an-id")).unwrap();
     std::fs::create_dir_all(dir.path().join("tmp/snapshotter-1-2-3/fs")).unwrap();
     std::fs::create_dir_all(dir.path().join("tmp/layer-store-owned")).unwrap();
@@ -29,19 +29,24 @@ fn open_removes_leftovers_and_skips_their_ids() {
         v.sort();
         v
     };
-    assert_eq!(names("snapshots"), ["1"]);
+    let spare = s.spare_dirs().unwrap();
+    assert!(spare > 0);
+    assert!(!dir.path().join("snapshots/1000").exists());
+    assert!(!dir.path().join("snapshots/not-an-id").exists());
+    assert_eq!(names("snapshots").len(), 1 + spare);
     assert_eq!(
         names("tmp"),
         ["layer-store-owned"],
         "only our own staging dirs go"
     );
     assert_eq!(s.stat("kept").unwrap().kind, Kind::Active);
-    s.prepare("next", None, Labels::new()).unwrap();
-    assert_eq!(
-        names("snapshots"),
-        ["1", "10"],
-        "id 9 was seen on disk: never reused"
-    );
+    // Use up the spares: the next ids come after the 1000 seen on disk, never 1000 itself.
+    for i in 0..=spare {
+        s.prepare(&format!("next-{i}"), None, Labels::new())
+            .unwrap();
+    }
+    assert!(!dir.path().join("snapshots/1000").exists());
+    assert!(dir.path().join("snapshots/1001").exists());
 }
 
 /// Helper process for [`sigkill_keeps_every_returned_commit`]: prepares and commits a chain,
@@ -103,11 +108,12 @@ fn sigkill_keeps_every_returned_commit() {
         let parent = (i > 0).then(|| format!("committed-{}", i - 1));
         assert_eq!(info.parent, parent);
     }
-    // Every dir on disk is named by a record, and nothing is left staged.
+    // Every dir on disk is named by a record or is a spare, and nothing is left staged.
     let on_disk = std::fs::read_dir(dir.path().join("snapshots"))
         .unwrap()
         .count();
-    assert_eq!(on_disk, s.list::<&str>(&[]).unwrap().len());
+    let records = s.list::<&str>(&[]).unwrap().len();
+    assert_eq!(on_disk, records + s.spare_dirs().unwrap());
     let staged = std::fs::read_dir(dir.path().join("tmp"))
         .unwrap()
         .filter(|e| {
