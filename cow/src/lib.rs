@@ -39,4 +39,6 @@ pub mod xattr;
 
 pub use error::{LayerRole, MountError};
 pub use guard::{MountGuard, unmount};
+/// The OS error codes [`MountError::errno`] reports (rustix's), e.g. `Errno::BUSY`.
+pub use rustix::io::Errno;
 pub use spec::MountSpec;

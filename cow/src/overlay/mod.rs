@@ -428,3 +428,106 @@ fn relative_to(path: &Path, base: Option<&Path>) -> PathBuf {
 fn path_bytes(path: &Path) -> &[u8] {
     path.as_os_str().as_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn dirs(max: usize) -> impl Strategy<Value = Vec<String>> {
+        prop::collection::vec("/[a-z:,\\\\ ]{1,10}(/[a-z:,]{1,5})?", 0..max)
+    }
+
+    proptest! {
+        /// `to_spec` and the spec parser agree on every path and option: reading a spec back
+        /// gives the same directories, and writing it again gives the same spec.
+        #[test]
+        fn spec_round_trips(
+            lowers in dirs(6).prop_filter("one lower", |l| !l.is_empty()),
+            data in dirs(3),
+            upper in proptest::option::of(("/[a-z:,]{1,8}", "/[a-z,]{1,8}")),
+            userxattr: bool,
+            volatile: bool,
+            read_only: bool,
+            metacopy in proptest::option::of(any::<bool>()),
+        ) {
+            let mut overlay = Overlay::new().lowers(&lowers).options(OverlayOptions {
+                userxattr, volatile, read_only, metacopy, ..OverlayOptions::default()
+            });
+            for d in &data {
+                overlay = overlay.data_lower(d);
+            }
+            if let Some((u, w)) = &upper {
+                overlay = overlay.upper(u, w);
+            }
+            let spec = overlay.to_spec();
+            let back = Overlay::from_spec_options(&spec.options).unwrap();
+            prop_assert_eq!(back.lower_dirs(), overlay.lower_dirs());
+            prop_assert_eq!(back.data_lower_dirs(), overlay.data_lower_dirs());
+            prop_assert_eq!(back.upper_dirs(), overlay.upper_dirs());
+            prop_assert_eq!(back.to_spec(), spec);
+        }
+    }
+
+    #[test]
+    fn validation_happens_before_the_kernel() {
+        let conflict = |o: Overlay| matches!(o.validate(), Err(MountError::Conflict { .. }));
+        let base = Overlay::new().lower("/a").lower("/b");
+        let opts = |f: fn(&mut OverlayOptions)| {
+            let mut o = OverlayOptions::default();
+            f(&mut o);
+            o
+        };
+        assert!(conflict(base.clone().options(opts(|o| {
+            o.userxattr = true;
+            o.metacopy = Some(true);
+        }))));
+        assert!(conflict(base.clone().options(opts(|o| {
+            o.metacopy = Some(true);
+            o.redirect_dir = Some(RedirectDir::Follow);
+        }))));
+        assert!(conflict(
+            base.clone()
+                .data_lower("/d")
+                .options(opts(|o| o.userxattr = true))
+        ));
+        assert!(conflict(base.clone().data_lower("/d").options(opts(|o| {
+            o.redirect_dir = Some(RedirectDir::NoFollow);
+        }))));
+        assert!(
+            base.clone()
+                .options(opts(|o| o.userxattr = true))
+                .validate()
+                .is_ok()
+        );
+        assert_eq!(
+            base.data_lower("/d").redirect_dir(),
+            Some(RedirectDir::Follow)
+        );
+        assert!(matches!(
+            Overlay::new().upper("/u", "/w").validate(),
+            Err(MountError::TooFewLayers {
+                count: 0,
+                needed: 1
+            })
+        ));
+    }
+
+    #[test]
+    fn legacy_data_compacts_under_the_common_parent() {
+        let overlay = Overlay::new()
+            .lowers(["/s/layers/1", "/s/layers/2"])
+            .data_lower("/s/layers/objects")
+            .upper("/s/snap/fs", "/s/snap/work")
+            .options(OverlayOptions {
+                index: None,
+                ..OverlayOptions::default()
+            });
+        let data = legacy::option_data(&overlay, Some(Path::new("/s/layers")));
+        assert_eq!(
+            String::from_utf8(data).unwrap(),
+            "redirect_dir=follow,lowerdir=1:2::objects,upperdir=/s/snap/fs,workdir=/s/snap/work"
+        );
+    }
+}

@@ -152,3 +152,56 @@ impl FsContext {
         messages.join("; ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::io::Read;
+
+    use super::*;
+
+    /// Layers passed as path strings (pre-6.13 kernels) must work like fds: special characters
+    /// need no escaping with `lowerdir+`, and a path over 255 bytes goes as `/proc/self/fd/N`.
+    #[test]
+    fn layers_by_string_and_by_fd_mount_alike() {
+        if !rustix::process::geteuid().is_root() {
+            assert_ne!(
+                std::env::var("STRATA_REQUIRE_ROOT").as_deref(),
+                Ok("1"),
+                "needs root"
+            );
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let special = tmp.path().join(r"a:b,c\d e");
+        let long = tmp.path().join("l".repeat(200)).join("m".repeat(100));
+        assert!(long.as_os_str().len() > FSCONFIG_STRING_MAX);
+        fs::create_dir_all(&special).unwrap();
+        fs::create_dir_all(&long).unwrap();
+        fs::write(special.join("top"), "special").unwrap();
+        fs::write(long.join("below"), "long").unwrap();
+        for by_fd in [true, false] {
+            let ctx = FsContext::open().unwrap();
+            ctx.layer("lowerdir+", LayerRole::Lower, &special, by_fd)
+                .unwrap();
+            ctx.layer("lowerdir+", LayerRole::Lower, &long, by_fd)
+                .unwrap();
+            rustix::mount::fsconfig_create(&ctx.fd).unwrap();
+            let mnt = rustix::mount::fsmount(
+                &ctx.fd,
+                FsMountFlags::FSMOUNT_CLOEXEC,
+                MountAttrFlags::empty(),
+            )
+            .unwrap();
+            for (name, expected) in [("top", "special"), ("below", "long")] {
+                let fd =
+                    rustix::fs::openat(&mnt, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+                        .unwrap();
+                let mut text = String::new();
+                fs::File::from(fd).read_to_string(&mut text).unwrap();
+                assert_eq!(text, expected, "by_fd={by_fd}");
+            }
+        }
+    }
+}
