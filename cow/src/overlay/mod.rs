@@ -232,12 +232,13 @@ impl Overlay {
 
     /// The classic description (what containerd's `Mounts()` returns): type `overlay`, options
     /// `lowerdir=…` (`::` before data-only lowers), `upperdir=`, `workdir=` and the option words,
-    /// paths absolute as given, with `\`, `:` and `,` escaped by a backslash as the kernel's
-    /// option parser expects. Non-UTF-8 bytes in paths become U+FFFD.
+    /// paths as given, with `\`, `:` and `,` escaped by a backslash as the kernel's option
+    /// parser expects. Asks nothing of the kernel: `index` is written as configured (mounting the
+    /// spec drops it where the module lacks the knob). Non-UTF-8 bytes in paths become U+FFFD.
     pub fn to_spec(&self) -> MountSpec {
         let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
         let mut options: Vec<String> = self
-            .option_words(Features::probe().index_knob())
+            .option_words(true)
             .into_iter()
             .map(|(key, value)| match value {
                 Some(value) => format!("{key}={value}"),
