@@ -72,3 +72,14 @@ pub fn all(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     }
     Ok(pairs)
 }
+
+/// Removes attribute `name` of `path`; a missing attribute is not an error.
+///
+/// # References
+/// - [`lremovexattr(2)`](https://man7.org/linux/man-pages/man2/lremovexattr.2.html)
+pub fn remove(path: &Path, name: &[u8]) -> io::Result<()> {
+    match rustix::fs::lremovexattr(path, OsStr::from_bytes(name)) {
+        Ok(()) | Err(Errno::NODATA) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

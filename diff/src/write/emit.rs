@@ -1,0 +1,249 @@
+//! Walks a change set in order and writes its tar entries.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::CWD;
+
+use super::header::{EntryHeader, TypeFlag, padding, write_header, write_trailer};
+use super::{WriteError, WriteOptions};
+use crate::change::{ChangeKind, ChangeSet};
+use crate::meta::{Kind, Meta};
+
+/// The prefix that marks a whiteout in a layer.
+pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
+
+const COPY_CHUNK: usize = 256 * 1024;
+
+struct Emitter<'a, W> {
+    source: &'a Path,
+    options: &'a WriteOptions,
+    out: W,
+    /// Every archive path written, so that none is written twice.
+    written: HashSet<PathBuf>,
+    /// The first path written for each (dev, ino) of a hardlinked file.
+    links: HashMap<(u64, u64), PathBuf>,
+    buf: Vec<u8>,
+}
+
+pub(crate) fn emit(
+    set: &ChangeSet,
+    options: &WriteOptions,
+    out: &mut impl Write,
+) -> Result<(), WriteError> {
+    let mut emitter = Emitter {
+        source: &set.source,
+        options,
+        out,
+        written: HashSet::new(),
+        links: HashMap::new(),
+        buf: vec![0u8; COPY_CHUNK],
+    };
+    for change in &set.changes {
+        let path = change.path.as_path();
+        let name = path.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+        if name.starts_with(WHITEOUT_PREFIX) {
+            return Err(WriteError::ReservedName {
+                path: set.source.join(path),
+            });
+        }
+        emitter.parents(path)?;
+        match (&change.kind, &change.meta) {
+            (ChangeKind::Deleted, _) | (_, None) => emitter.whiteout(path)?,
+            (_, Some(meta)) => emitter.entry(path, meta)?,
+        }
+    }
+    write_trailer(&mut emitter.out).map_err(WriteError::Output)
+}
+
+impl<W: Write> Emitter<'_, W> {
+    /// Writes each ancestor directory of `path` not written yet, from the source tree.
+    fn parents(&mut self, path: &Path) -> Result<(), WriteError> {
+        let ancestors: Vec<&Path> = path
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty())
+            .collect();
+        for dir in ancestors.into_iter().rev() {
+            if self.written.contains(dir) {
+                continue;
+            }
+            let full = self.source.join(dir);
+            let c_path = std::ffi::CString::new(full.as_os_str().as_bytes()).map_err(|e| {
+                WriteError::Read {
+                    path: full.clone(),
+                    source: e.into(),
+                }
+            })?;
+            let meta = Meta::load(CWD, &c_path, &full).map_err(|source| WriteError::Read {
+                path: full.clone(),
+                source,
+            })?;
+            self.entry(dir, &meta)?;
+        }
+        Ok(())
+    }
+
+    fn whiteout(&mut self, path: &Path) -> Result<(), WriteError> {
+        let mut name = WHITEOUT_PREFIX.to_vec();
+        name.extend_from_slice(path.file_name().unwrap_or_default().as_bytes());
+        let whiteout = path.with_file_name(std::ffi::OsStr::from_bytes(&name));
+        if !self.written.insert(whiteout.clone()) {
+            return Ok(());
+        }
+        self.header(&EntryHeader {
+            path: whiteout.as_os_str().as_bytes(),
+            flag: TypeFlag::File,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime: 0,
+            link: b"",
+            dev_major: 0,
+            dev_minor: 0,
+            xattrs: &[],
+        })
+    }
+
+    fn entry(&mut self, path: &Path, meta: &Meta) -> Result<(), WriteError> {
+        if !self.written.insert(path.to_path_buf()) {
+            return Ok(());
+        }
+        let (flag, size) = match meta.kind {
+            Kind::File => (TypeFlag::File, meta.size),
+            Kind::Dir => (TypeFlag::Dir, 0),
+            Kind::Symlink => (TypeFlag::Symlink, 0),
+            Kind::CharDevice => (TypeFlag::Char, 0),
+            Kind::BlockDevice => (TypeFlag::Block, 0),
+            Kind::Fifo => (TypeFlag::Fifo, 0),
+            Kind::Socket => {
+                tracing::warn!(path = %self.source.join(path).display(), "skipping a socket");
+                return Ok(());
+            }
+        };
+        let mut archive_path = path.as_os_str().as_bytes().to_vec();
+        if flag == TypeFlag::Dir {
+            archive_path.push(b'/');
+        }
+        let xattrs = layer_xattrs(&meta.xattrs);
+        let mut header = EntryHeader {
+            path: &archive_path,
+            flag,
+            mode: meta.mode,
+            uid: meta.uid.into(),
+            gid: meta.gid.into(),
+            size,
+            mtime: match self.options.source_date_epoch {
+                Some(epoch) => meta.mtime.sec.min(epoch),
+                None => meta.mtime.sec,
+            },
+            link: meta.link_target.as_deref().unwrap_or_default(),
+            dev_major: rustix::fs::major(meta.rdev),
+            dev_minor: rustix::fs::minor(meta.rdev),
+            xattrs: &xattrs,
+        };
+        let first_link;
+        if flag == TypeFlag::File && meta.nlink > 1 {
+            match self.links.get(&(meta.dev, meta.ino)) {
+                Some(first) => {
+                    first_link = first.as_os_str().as_bytes().to_vec();
+                    header.flag = TypeFlag::Link;
+                    header.size = 0;
+                    header.link = &first_link;
+                    return self.header(&header);
+                }
+                None => {
+                    self.links.insert((meta.dev, meta.ino), path.to_path_buf());
+                }
+            }
+        }
+        self.header(&header)?;
+        if flag == TypeFlag::File {
+            self.data(path, size)?;
+        }
+        Ok(())
+    }
+
+    fn header(&mut self, header: &EntryHeader<'_>) -> Result<(), WriteError> {
+        write_header(&mut self.out, header).map_err(WriteError::Output)
+    }
+
+    /// Copies exactly `size` bytes of the source file `path`, then the block padding.
+    fn data(&mut self, path: &Path, size: u64) -> Result<(), WriteError> {
+        let full = self.source.join(path);
+        let read_err = |source: io::Error| WriteError::Read {
+            path: full.clone(),
+            source,
+        };
+        let mut file = File::options()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&full)
+            .map_err(read_err)?;
+        let mut left = size;
+        while left > 0 {
+            let want = COPY_CHUNK.min(usize::try_from(left).unwrap_or(COPY_CHUNK));
+            let n = match file.read(&mut self.buf[..want]) {
+                Ok(0) => {
+                    return Err(WriteError::Changed {
+                        path: full,
+                        expected: size,
+                    });
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(read_err(e)),
+            };
+            self.out
+                .write_all(&self.buf[..n])
+                .map_err(WriteError::Output)?;
+            left -= n as u64;
+        }
+        self.out
+            .write_all(&[0u8; 512][..padding(size)])
+            .map_err(WriteError::Output)
+    }
+}
+
+/// The xattrs a layer carries: no overlay markers (already split off by `Meta`), no SELinux
+/// label (the host's policy relabels), and file capabilities as v2 (v3 binds them to a user
+/// namespace's root, which the layer's consumer does not share).
+fn layer_xattrs(xattrs: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    xattrs
+        .iter()
+        .filter(|(name, _)| name.as_slice() != b"security.selinux")
+        .map(|(name, value)| {
+            if name.as_slice() == b"security.capability" {
+                (name.clone(), capability_v2(value))
+            } else {
+                (name.clone(), value.clone())
+            }
+        })
+        .collect()
+}
+
+const VFS_CAP_REVISION_MASK: u32 = 0xFF00_0000;
+const VFS_CAP_REVISION_2: u32 = 0x0200_0000;
+const VFS_CAP_REVISION_3: u32 = 0x0300_0000;
+const VFS_CAP_FLAGS_EFFECTIVE: u32 = 0x0000_0001;
+
+/// A `security.capability` value as v2: a v3 value (24 bytes, with a root uid) loses its root
+/// uid; anything else is kept as is.
+pub(crate) fn capability_v2(value: &[u8]) -> Vec<u8> {
+    let Some(magic) = value.get(..4) else {
+        return value.to_vec();
+    };
+    let magic = u32::from_le_bytes(magic.try_into().expect("4 bytes"));
+    if magic & VFS_CAP_REVISION_MASK != VFS_CAP_REVISION_3 || value.len() != 24 {
+        return value.to_vec();
+    }
+    let mut v2 = Vec::with_capacity(20);
+    v2.extend_from_slice(&(VFS_CAP_REVISION_2 | (magic & VFS_CAP_FLAGS_EFFECTIVE)).to_le_bytes());
+    v2.extend_from_slice(&value[4..20]);
+    v2
+}

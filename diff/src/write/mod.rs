@@ -1,0 +1,145 @@
+//! A [`ChangeSet`] as a deterministic OCI layer stream.
+
+mod emit;
+pub(crate) use emit::WHITEOUT_PREFIX;
+mod hash;
+mod header;
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use crate::change::ChangeSet;
+use hash::HashWriter;
+
+/// The compression of a layer blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// A plain tar (`application/vnd.oci.image.layer.v1.tar`).
+    #[default]
+    None,
+    /// gzip (`…tar+gzip`), level 6, no name or mtime in the gzip header.
+    Gzip,
+    /// zstd (`…tar+zstd`), level 3.
+    Zstd,
+}
+
+/// How a layer is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriteOptions {
+    /// Compression of the blob.
+    pub compression: Compression,
+    /// `SOURCE_DATE_EPOCH`: mtimes later than this are written as this (reproducible builds).
+    pub source_date_epoch: Option<i64>,
+}
+
+impl WriteOptions {
+    /// Options with this compression and no mtime clamp.
+    pub fn new(compression: Compression) -> Self {
+        WriteOptions {
+            compression,
+            source_date_epoch: None,
+        }
+    }
+
+    /// Takes the mtime clamp from the `SOURCE_DATE_EPOCH` environment variable, if it is set
+    /// to a number of seconds.
+    pub fn with_source_date_epoch_from_env(mut self) -> Self {
+        self.source_date_epoch = std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        self
+    }
+}
+
+/// The identity of a written layer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LayerDigests {
+    /// `sha256:<hex>` of the uncompressed tar.
+    pub diff_id: String,
+    /// `sha256:<hex>` of the blob as written.
+    pub digest: String,
+    /// Size in bytes of the blob as written.
+    pub size: u64,
+}
+
+/// Why writing a layer failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// Reading a source entry failed.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The source entry at fault.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A source file changed size while it was being written.
+    #[error("{path} changed while being written (expected {expected} bytes)")]
+    Changed {
+        /// The source entry at fault.
+        path: PathBuf,
+        /// The size its metadata said.
+        expected: u64,
+    },
+    /// A source name starts with `.wh.`, which a layer reserves for whiteouts.
+    #[error("{path}: names starting with .wh. are reserved for whiteouts")]
+    ReservedName {
+        /// The entry at fault.
+        path: PathBuf,
+    },
+    /// A unix socket cannot be stored in a layer.
+    #[error("{path}: sockets cannot be stored in a layer")]
+    Socket {
+        /// The entry at fault.
+        path: PathBuf,
+    },
+    /// Writing the output failed.
+    #[error("writing the layer: {0}")]
+    Output(#[source] io::Error),
+}
+
+/// Writes `set` as an OCI layer to `out` and returns its digests.
+///
+/// The bytes depend only on the change set and the source tree: entries in walk order, each
+/// missing parent directory once before its first child, deletions as `.wh.<name>` whiteouts
+/// (at the epoch), hardlinks keyed by (dev, ino), PAX records for long or non-ASCII names, big
+/// sizes and ids, and xattrs (`SCHILY.xattr.*`, without `trusted.overlay.*`, `user.overlay.*`
+/// and `security.selinux`; v3 file capabilities are written as v2), and no user or group names,
+/// atime or ctime.
+pub fn write_layer(
+    set: &ChangeSet,
+    options: &WriteOptions,
+    out: impl Write,
+) -> Result<LayerDigests, WriteError> {
+    let mut blob = HashWriter::new(out);
+    let diff_id = match options.compression {
+        Compression::None => {
+            emit::emit(set, options, &mut blob)?;
+            None
+        }
+        Compression::Gzip => {
+            let encoder = flate2::write::GzEncoder::new(&mut blob, flate2::Compression::new(6));
+            let mut tar = HashWriter::new(encoder);
+            emit::emit(set, options, &mut tar)?;
+            let (diff_id, _, encoder) = tar.finish();
+            encoder.finish().map_err(WriteError::Output)?;
+            Some(diff_id)
+        }
+        Compression::Zstd => {
+            let encoder = zstd::Encoder::new(&mut blob, 3).map_err(WriteError::Output)?;
+            let mut tar = HashWriter::new(encoder);
+            emit::emit(set, options, &mut tar)?;
+            let (diff_id, _, encoder) = tar.finish();
+            encoder.finish().map_err(WriteError::Output)?;
+            Some(diff_id)
+        }
+    };
+    blob.flush().map_err(WriteError::Output)?;
+    let (digest, size, _) = blob.finish();
+    Ok(LayerDigests {
+        diff_id: diff_id.unwrap_or_else(|| digest.clone()),
+        digest,
+        size,
+    })
+}

@@ -1,0 +1,11 @@
+//! Integration tests of strata-diff: real trees, real tars, real overlay mounts.
+
+mod apply;
+mod breakout;
+mod changes;
+mod corpus;
+mod interop;
+mod roundtrip;
+mod support;
+mod upper;
+mod write;
