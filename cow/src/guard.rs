@@ -42,15 +42,16 @@ impl MountGuard {
         Ok(MountGuard::adopt(target.to_path_buf()))
     }
 
-    /// Takes charge of a mount that is already attached at `target`.
+    /// Takes charge of a mount that is already attached at `target`; a relative target is made
+    /// absolute now, so that a later change of the cwd cannot aim the unmount elsewhere.
     pub(crate) fn adopt(target: PathBuf) -> MountGuard {
         MountGuard {
-            target,
+            target: std::path::absolute(&target).unwrap_or(target),
             armed: true,
         }
     }
 
-    /// Where the mount is attached.
+    /// Where the mount is attached (absolute).
     pub fn target(&self) -> &Path {
         &self.target
     }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{CWD, Mode, OFlags};
 use rustix::mount::MountFlags;
 
-use super::{Overlay, path_option};
+use super::Overlay;
 use crate::probe::Features;
 use crate::{LayerRole, MountError, sys};
 
@@ -64,20 +64,8 @@ pub(super) fn mount_at(overlay: &Overlay, target: &Path) -> Result<(), MountErro
 
 /// The whole option string, paths relative to `base` where they are under it.
 pub(super) fn option_data(overlay: &Overlay, base: Option<&Path>) -> Vec<u8> {
-    let mut words: Vec<Vec<u8>> = overlay
-        .option_words(Features::probe().index_knob())
-        .into_iter()
-        .map(|(key, value)| match value {
-            Some(value) => format!("{key}={value}").into_bytes(),
-            None => key.as_bytes().to_vec(),
-        })
-        .collect();
-    words.push(overlay.lowerdir_value(base));
-    if let Some((upper, work)) = &overlay.upper {
-        words.push(path_option(b"upperdir=", upper, base));
-        words.push(path_option(b"workdir=", work, base));
-    }
-    words.join(&b","[..])
+    let index_knob = Features::probe().index_knob();
+    overlay.option_data_words(base, index_knob).join(&b","[..])
 }
 
 /// `overlay` with every path made absolute (against the cwd), so that it survives the `chdir`.

@@ -236,20 +236,11 @@ impl Overlay {
     /// parser expects. Asks nothing of the kernel: `index` is written as configured (mounting the
     /// spec drops it where the module lacks the knob). Non-UTF-8 bytes in paths become U+FFFD.
     pub fn to_spec(&self) -> MountSpec {
-        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
         let mut options: Vec<String> = self
-            .option_words(true)
+            .option_data_words(None, true)
             .into_iter()
-            .map(|(key, value)| match value {
-                Some(value) => format!("{key}={value}"),
-                None => key.to_owned(),
-            })
+            .map(|word| String::from_utf8_lossy(&word).into_owned())
             .collect();
-        options.push(text(self.lowerdir_value(None)));
-        if let Some((upper, work)) = &self.upper {
-            options.push(text(path_option(b"upperdir=", upper, None)));
-            options.push(text(path_option(b"workdir=", work, None)));
-        }
         if self.options.read_only {
             options.push("ro".to_owned());
         }
@@ -388,6 +379,25 @@ impl Overlay {
         }
         if let Some(redirect) = self.redirect_dir() {
             words.push(("redirect_dir", Some(redirect.as_str())));
+        }
+        words
+    }
+
+    /// The classic option words (flags, then `lowerdir=`, `upperdir=`, `workdir=`), paths
+    /// escaped and relative to `base` where they are under it; `index` only if `index_knob`.
+    fn option_data_words(&self, base: Option<&Path>, index_knob: bool) -> Vec<Vec<u8>> {
+        let mut words: Vec<Vec<u8>> = self
+            .option_words(index_knob)
+            .into_iter()
+            .map(|(key, value)| match value {
+                Some(value) => format!("{key}={value}").into_bytes(),
+                None => key.as_bytes().to_vec(),
+            })
+            .collect();
+        words.push(self.lowerdir_value(base));
+        if let Some((upper, work)) = &self.upper {
+            words.push(path_option(b"upperdir=", upper, base));
+            words.push(path_option(b"workdir=", work, base));
         }
         words
     }
