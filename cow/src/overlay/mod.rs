@@ -322,6 +322,17 @@ impl Overlay {
                 max: MAX_LAYERS,
             });
         }
+        let all_dirs = self.lowers.iter().chain(&self.data_lowers);
+        let upper_dirs = self.upper.iter().flat_map(|(u, w)| [u, w]);
+        if let Some(dir) = all_dirs
+            .chain(upper_dirs)
+            .find(|d| path_bytes(d).contains(&0))
+        {
+            return Err(MountError::UnsupportedPath {
+                path: dir.clone(),
+                reason: "a NUL byte cannot reach the kernel",
+            });
+        }
         let opts = &self.options;
         let redirect = self.redirect_dir();
         if opts.userxattr && opts.metacopy == Some(true) {

@@ -7,13 +7,14 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use rustix::fs::{CWD, Mode, OFlags};
 use rustix::io::Errno;
 use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
 
-use super::Overlay;
+use super::{Overlay, escape_path};
 use crate::probe::Features;
 use crate::{LayerRole, MountError};
 
@@ -111,11 +112,19 @@ impl FsContext {
             .map_err(|e| layer_error(String::new(), e.into()))?;
         let result = if by_fd {
             self.option_fd(key, fd.as_fd())
-        } else if dir.as_os_str().len() <= FSCONFIG_STRING_MAX {
-            self.option_path(key, dir)
         } else {
-            let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-            self.option_path(key, Path::new(&proc_path))
+            // The kernel unescapes `upperdir`/`workdir` strings but takes `lowerdir+` and
+            // `datadir+` literally (`ovl_mount_dir` against `ovl_mount_dir_noesc`).
+            let mut value = Vec::new();
+            if matches!(key, "upperdir" | "workdir") {
+                escape_path(&mut value, dir);
+            } else {
+                value.extend_from_slice(dir.as_os_str().as_bytes());
+            }
+            if value.len() > FSCONFIG_STRING_MAX {
+                value = format!("/proc/self/fd/{}", fd.as_raw_fd()).into_bytes();
+            }
+            rustix::mount::fsconfig_set_string(&self.fd, key, value)
         };
         result.map_err(|e| layer_error(self.log(), e.into()))
     }
@@ -187,6 +196,15 @@ mod tests {
                 .unwrap();
             ctx.layer("lowerdir+", LayerRole::Lower, &long, by_fd)
                 .unwrap();
+            // An upper whose name needs escaping when it goes as a string.
+            let upper = tmp.path().join(format!(r"u\:,{by_fd}"));
+            let work = tmp.path().join(format!("w{by_fd}"));
+            fs::create_dir(&upper).unwrap();
+            fs::create_dir(&work).unwrap();
+            fs::write(upper.join("up"), "upper").unwrap();
+            ctx.layer("upperdir", LayerRole::Upper, &upper, by_fd)
+                .unwrap();
+            ctx.layer("workdir", LayerRole::Work, &work, by_fd).unwrap();
             rustix::mount::fsconfig_create(&ctx.fd).unwrap();
             let mnt = rustix::mount::fsmount(
                 &ctx.fd,
@@ -194,7 +212,7 @@ mod tests {
                 MountAttrFlags::empty(),
             )
             .unwrap();
-            for (name, expected) in [("top", "special"), ("below", "long")] {
+            for (name, expected) in [("top", "special"), ("below", "long"), ("up", "upper")] {
                 let fd =
                     rustix::fs::openat(&mnt, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
                         .unwrap();
