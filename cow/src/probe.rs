@@ -22,7 +22,8 @@ pub struct Features {
     datadir_add: bool,
     layer_fds: bool,
     index_knob: bool,
-    userns_overlay: bool,
+    /// Asked on first use only: it forks a child, which mounting never needs.
+    userns_overlay: OnceLock<bool>,
 }
 
 impl Features {
@@ -44,7 +45,7 @@ impl Features {
             datadir_add: false,
             layer_fds: false,
             index_knob: false,
-            userns_overlay: false,
+            userns_overlay: OnceLock::new(),
         };
         match FsContext::open() {
             Ok(ctx) => {
@@ -68,10 +69,6 @@ impl Features {
         }
         // The module's parameters appear once it is loaded, which fsopen just did.
         features.index_knob = Path::new("/sys/module/overlay/parameters/index").exists();
-        features.userns_overlay = features.overlay
-            && sys::userns_overlay()
-                .inspect_err(|err| tracing::debug!(%err, "no overlay in a user namespace"))
-                .is_ok();
         features
     }
 
@@ -108,9 +105,14 @@ impl Features {
 
     /// An overlay with `userxattr` can be created inside a new user + mount namespace (what a
     /// rootless runtime does; Linux 5.11+, unless user namespaces are restricted). Probed in a
-    /// forked child, so it holds for unprivileged callers too.
+    /// forked child (on the first call), so it holds for unprivileged callers too.
     pub fn userns_overlay(&self) -> bool {
-        self.userns_overlay
+        *self.userns_overlay.get_or_init(|| {
+            self.overlay
+                && sys::userns_overlay()
+                    .inspect_err(|err| tracing::debug!(%err, "no overlay in a user namespace"))
+                    .is_ok()
+        })
     }
 
     /// Whether a mount of the filesystem holding `dir` can be idmapped (`MOUNT_ATTR_IDMAP`, Linux
