@@ -149,6 +149,7 @@ impl FsContext {
     }
 
     /// Drains the context's message log (what the kernel says went wrong), `; `-separated.
+    /// Overlay reports most of its reasons to the kernel log instead; then this says so.
     fn log(&self) -> String {
         let mut messages = Vec::new();
         let mut buf = [0u8; 1024];
@@ -157,6 +158,9 @@ impl FsContext {
                 break;
             }
             messages.push(String::from_utf8_lossy(&buf[..len]).trim_end().to_owned());
+        }
+        if messages.is_empty() {
+            return "overlayfs logs its reason to the kernel log (dmesg)".to_owned();
         }
         messages.join("; ")
     }
