@@ -41,22 +41,29 @@ pub(super) fn mount_at(overlay: &Overlay, target: &Path) -> Result<(), MountErro
         target: target.to_path_buf(),
         source: e,
     })?;
+    let chdir_and_mount = || {
+        sys::unshare_fs().map_err(|source| MountError::Kernel {
+            op: "unshare(CLONE_FS)",
+            detail: String::new(),
+            source,
+        })?;
+        rustix::process::chdir(&parent).map_err(|e| MountError::Layer {
+            role: LayerRole::Lower,
+            path: parent.clone(),
+            detail: "chdir to the common parent".to_owned(),
+            source: e.into(),
+        })?;
+        mount_data(overlay, &target, data)
+    };
     std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                sys::unshare_fs().map_err(|e| MountError::Kernel {
-                    op: "unshare(CLONE_FS)",
-                    detail: String::new(),
-                    source: e,
-                })?;
-                rustix::process::chdir(&parent).map_err(|e| MountError::Layer {
-                    role: LayerRole::Lower,
-                    path: parent.clone(),
-                    detail: "chdir to the common parent".to_owned(),
-                    source: e.into(),
-                })?;
-                mount_data(overlay, &target, data)
-            })
+        std::thread::Builder::new()
+            .name("strata-cow-mount".to_owned())
+            .spawn_scoped(scope, chdir_and_mount)
+            .map_err(|source| MountError::Kernel {
+                op: "spawn the mounting thread",
+                detail: String::new(),
+                source,
+            })?
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
