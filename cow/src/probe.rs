@@ -13,7 +13,8 @@ use crate::overlay::new_api::FsContext;
 use crate::sys::{self, Recursion};
 
 /// Overlay features of the running kernel. [`Features::probe`] asks the kernel once per process;
-/// the directory-specific questions ([`Features::d_type`], [`Features::reflink`]) ask each time.
+/// [`Features::userns_overlay`] is asked on its first call; the directory-specific questions
+/// ([`Features::d_type`], [`Features::reflink`], [`Features::idmapped_mounts`]) ask each time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Features {
     overlay: bool,
@@ -30,8 +31,8 @@ impl Features {
     /// The features of the running kernel, probed on the first call (by configuring, never
     /// creating, throwaway overlay contexts) and cached for the life of the process.
     ///
-    /// Without `CAP_SYS_ADMIN` the mount API cannot be asked; then only [`Features::overlay`]
-    /// is known (from `/proc/filesystems`) and the rest read `false`.
+    /// Without `CAP_SYS_ADMIN` overlay cannot be asked; then [`Features::overlay`] comes from
+    /// `/proc/filesystems` and the overlay options read `false`.
     pub fn probe() -> &'static Features {
         static FEATURES: OnceLock<Features> = OnceLock::new();
         FEATURES.get_or_init(Features::detect)
@@ -77,7 +78,7 @@ impl Features {
         self.overlay
     }
 
-    /// The kernel has `fsopen`/`fsconfig`/`fsmount` (5.2+) and lets this process use them.
+    /// The kernel has `fsopen`/`fsconfig`/`fsmount` (5.2+).
     pub fn new_mount_api(&self) -> bool {
         self.new_mount_api
     }
