@@ -31,6 +31,7 @@ pub mod conventions;
 mod error;
 pub mod fallback;
 mod guard;
+mod mountinfo;
 pub mod overlay;
 pub mod probe;
 mod spec;
