@@ -224,3 +224,28 @@ fn xattr_helpers_never_follow_a_final_symlink() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_whiteout_that_hides_nothing_is_listed_but_not_found() -> Result<()> {
+    require_root!();
+    let s = Scratch::new()?;
+    let top = s.dir("top/only-here")?;
+    conventions::create_whiteout(&top.join("ghost"), WhiteoutStyle::CharDevice)?;
+    let base = s.layer("base", &[("gone", "x")])?;
+    conventions::create_whiteout(&s.path().join("top/gone"), WhiteoutStyle::CharDevice)?;
+    let target = s.dir("target")?;
+    let _guard = Overlay::new()
+        .lower(s.path().join("top"))
+        .lower(&base)
+        .mount_at(&target)?;
+    // In a merged dir the whiteout is filtered out of readdir...
+    assert_eq!(fs::read_dir(&target)?.count(), 1, "only `only-here`");
+    // ...in a dir that merges with nothing it is listed, yet no lookup finds it.
+    let listed: Vec<_> = fs::read_dir(target.join("only-here"))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(listed, ["ghost"]);
+    let err = fs::symlink_metadata(target.join("only-here/ghost")).expect_err("whiteout");
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    Ok(())
+}
