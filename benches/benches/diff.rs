@@ -251,17 +251,15 @@ fn bench_write(c: &mut Criterion, fx: &Fixtures) {
 /// `tar -c` of the NUL-separated `list` under `root`, its output read and discarded.
 fn gnu_tar_create(root: &Path, list: &[u8]) -> u64 {
     let mut child = Command::new("tar")
+        .current_dir(root)
         .args([
+            "--create",
+            "--file=-",
             "--xattrs",
             "--no-recursion",
             "--null",
-            "-T",
-            "-",
-            "-cf",
-            "-",
-            "-C",
+            "--files-from=-",
         ])
-        .arg(root)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
