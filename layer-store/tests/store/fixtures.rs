@@ -388,6 +388,9 @@ pub fn sample_layers() -> Vec<Vec<Item>> {
     ]
 }
 
+/// An entry's owner, group, mtime and user xattrs.
+pub type Meta = (u32, u32, Option<i64>, Vec<(Vec<u8>, Vec<u8>)>);
+
 /// Owner, mtime (non-directories only: implicit parents get the time of creation) and user
 /// xattrs of every entry under `root`.
 pub fn read_meta(
