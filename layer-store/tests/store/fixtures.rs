@@ -393,9 +393,7 @@ pub type Meta = (u32, u32, Option<i64>, Vec<(Vec<u8>, Vec<u8>)>);
 
 /// Owner, mtime (non-directories only: implicit parents get the time of creation) and user
 /// xattrs of every entry under `root`.
-pub fn read_meta(
-    root: &Path,
-) -> BTreeMap<String, (u32, u32, Option<i64>, Vec<(Vec<u8>, Vec<u8>)>)> {
+pub fn read_meta(root: &Path) -> BTreeMap<String, Meta> {
     use std::os::unix::fs::MetadataExt;
     let mut out = BTreeMap::new();
     for rel in read_tree(root).keys() {
