@@ -137,3 +137,53 @@ fn fsck_fails_on_a_flipped_byte() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&repaired.stdout).contains("quarantined object"));
     Ok(())
 }
+
+/// GC in one process never removes what an import running in another process needs: whatever
+/// the interleaving, the imported image ends up complete.
+#[test]
+fn gc_racing_an_import_in_another_process_keeps_it_whole() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path().join("store");
+    // Many files so the import takes a while; some content shared with an image that GC frees.
+    let files: Vec<(String, Vec<u8>)> = (0..400u32)
+        .map(|i| {
+            (
+                format!("dir{}/file{i}", i % 20),
+                i.to_le_bytes().repeat(500 + i as usize),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_slice()))
+        .collect();
+    let big = tmp.path().join("big.tar.gz");
+    fs::write(&big, layer(&refs))?;
+    let old = tmp.path().join("old.tar.gz");
+    fs::write(&old, layer(&refs[..200]))?;
+    ok_json(&root, &["import", old.to_str().unwrap(), "--name", "old"])?;
+    ok_json(&root, &["rmi", "old"])?;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(&root)
+        .args(["import", big.to_str().unwrap(), "--name", "big"])
+        .spawn()?;
+    let mut rounds = 0;
+    while child.try_wait()?.is_none() || rounds == 0 {
+        ok_json(&root, &["gc"])?;
+        rounds += 1;
+    }
+    assert!(child.wait()?.success());
+    ok_json(&root, &["gc"])?;
+    let fsck = ok_json(&root, &["fsck"])?;
+    assert_eq!(fsck["problems"].as_array().map(Vec::len), Some(0), "{fsck}");
+    let out = tmp.path().join("out");
+    ok_json(&root, &["export", "big", "-o", out.to_str().unwrap()])?;
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(out.join("index.json"))?)?;
+    assert_eq!(
+        index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        "big"
+    );
+    Ok(())
+}

@@ -31,6 +31,7 @@ pub mod conventions;
 mod error;
 pub mod fallback;
 mod guard;
+mod mountinfo;
 pub mod overlay;
 pub mod probe;
 mod spec;
@@ -39,4 +40,6 @@ pub mod xattr;
 
 pub use error::{LayerRole, MountError};
 pub use guard::{MountGuard, unmount};
+/// The OS error codes [`MountError::errno`] reports (rustix's), e.g. `Errno::BUSY`.
+pub use rustix::io::Errno;
 pub use spec::MountSpec;

@@ -13,7 +13,8 @@ use crate::overlay::new_api::FsContext;
 use crate::sys::{self, Recursion};
 
 /// Overlay features of the running kernel. [`Features::probe`] asks the kernel once per process;
-/// the directory-specific questions ([`Features::d_type`], [`Features::reflink`]) ask each time.
+/// [`Features::userns_overlay`] is asked on its first call; the directory-specific questions
+/// ([`Features::d_type`], [`Features::reflink`], [`Features::idmapped_mounts`]) ask each time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Features {
     overlay: bool,
@@ -22,15 +23,16 @@ pub struct Features {
     datadir_add: bool,
     layer_fds: bool,
     index_knob: bool,
-    userns_overlay: bool,
+    /// Asked on first use only: it forks a child, which mounting never needs.
+    userns_overlay: OnceLock<bool>,
 }
 
 impl Features {
     /// The features of the running kernel, probed on the first call (by configuring, never
     /// creating, throwaway overlay contexts) and cached for the life of the process.
     ///
-    /// Without `CAP_SYS_ADMIN` the mount API cannot be asked; then only [`Features::overlay`]
-    /// is known (from `/proc/filesystems`) and the rest read `false`.
+    /// Without `CAP_SYS_ADMIN` overlay cannot be asked; then [`Features::overlay`] comes from
+    /// `/proc/filesystems` and the overlay options read `false`.
     pub fn probe() -> &'static Features {
         static FEATURES: OnceLock<Features> = OnceLock::new();
         FEATURES.get_or_init(Features::detect)
@@ -44,7 +46,7 @@ impl Features {
             datadir_add: false,
             layer_fds: false,
             index_knob: false,
-            userns_overlay: false,
+            userns_overlay: OnceLock::new(),
         };
         match FsContext::open() {
             Ok(ctx) => {
@@ -68,10 +70,6 @@ impl Features {
         }
         // The module's parameters appear once it is loaded, which fsopen just did.
         features.index_knob = Path::new("/sys/module/overlay/parameters/index").exists();
-        features.userns_overlay = features.overlay
-            && sys::userns_overlay()
-                .inspect_err(|err| tracing::debug!(%err, "no overlay in a user namespace"))
-                .is_ok();
         features
     }
 
@@ -80,7 +78,7 @@ impl Features {
         self.overlay
     }
 
-    /// The kernel has `fsopen`/`fsconfig`/`fsmount` (5.2+) and lets this process use them.
+    /// The kernel has `fsopen`/`fsconfig`/`fsmount` (5.2+).
     pub fn new_mount_api(&self) -> bool {
         self.new_mount_api
     }
@@ -108,9 +106,14 @@ impl Features {
 
     /// An overlay with `userxattr` can be created inside a new user + mount namespace (what a
     /// rootless runtime does; Linux 5.11+, unless user namespaces are restricted). Probed in a
-    /// forked child, so it holds for unprivileged callers too.
+    /// forked child (on the first call), so it holds for unprivileged callers too.
     pub fn userns_overlay(&self) -> bool {
-        self.userns_overlay
+        *self.userns_overlay.get_or_init(|| {
+            self.overlay
+                && sys::userns_overlay()
+                    .inspect_err(|err| tracing::debug!(%err, "no overlay in a user namespace"))
+                    .is_ok()
+        })
     }
 
     /// Whether a mount of the filesystem holding `dir` can be idmapped (`MOUNT_ATTR_IDMAP`, Linux

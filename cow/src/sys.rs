@@ -158,7 +158,7 @@ pub(crate) fn userns_overlay() -> io::Result<()> {
     use rustix::mount::{FsOpenFlags, MountFlags, MountPropagationFlags};
     let maps = IdMaps::current();
     let check = move || -> io::Result<()> {
-        // SAFETY: a forked, single-threaded child: unsharing the fd table is harmless here.
+        // SAFETY: no CLONE_FILES (the hazard unshare_unsafe guards), in a single-threaded child.
         unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER | UnshareFlags::NEWNS) }?;
         maps.write()?;
         rustix::mount::mount_change(
@@ -205,7 +205,7 @@ pub(crate) fn new_user_namespace() -> io::Result<std::os::fd::OwnedFd> {
     )?;
     let maps = IdMaps::current();
     let check = move || -> io::Result<()> {
-        // SAFETY: a forked, single-threaded child: unsharing the fd table is harmless here.
+        // SAFETY: no CLONE_FILES (the hazard unshare_unsafe guards), in a single-threaded child.
         unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER) }?;
         maps.write()?;
         let ns = rustix::fs::openat(

@@ -5,7 +5,8 @@
 //! downwards until one is opaque (`overlay.opaque=y`) or a higher layer has a non-directory
 //! there, whiteouts (char 0:0, and xwhiteouts) delete the name below them, and a metadata-only
 //! file (`overlay.metacopy` + `overlay.redirect`) takes its bytes from the data-only lowers.
-//! Overlay's own xattrs are never copied.
+//! Overlay's own xattrs are never copied. Directory redirects (renamed merged dirs, left in an
+//! upper by `redirect_dir=on`) are not followed: layers from the layer store have none.
 //!
 //! File data is shared where the filesystem can (`FICLONE`), else copied in the kernel
 //! (`copy_file_range`), else read and written. Mode, owner, times (access and modification),

@@ -6,6 +6,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use proptest::prelude::*;
 use rustix::fs::{AtFlags, CWD, FileType, Gid, Mode, Timespec, Timestamps, Uid};
 use strata_cow::conventions::{self, Namespace, Opacity, Stub, Time, WhiteoutStyle};
 use strata_cow::fallback::{CopyMethod, FallbackError, Materialize};
@@ -253,4 +254,104 @@ fn an_existing_target_is_never_touched() -> Result<()> {
         Err(FallbackError::NoLowerDir)
     ));
     Ok(())
+}
+
+/// One thing a layer can hold at a path.
+#[derive(Debug, Clone)]
+enum Op {
+    File(u8),
+    Dir,
+    Whiteout,
+    XWhiteout,
+    OpaqueDir,
+    Symlink(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => any::<u8>().prop_map(Op::File),
+        2 => Just(Op::Dir),
+        2 => Just(Op::Whiteout),
+        1 => Just(Op::XWhiteout),
+        2 => Just(Op::OpaqueDir),
+        1 => any::<u8>().prop_map(Op::Symlink),
+    ]
+}
+
+/// Builds `ops` into the layer dir `root` (layer number `n`), skipping what cannot apply.
+fn build_layer(root: &Path, n: usize, ops: &[(&str, Op)]) -> Result<()> {
+    fs::create_dir(root)?;
+    'ops: for (path, op) in ops {
+        let full = root.join(path);
+        let parent = full.parent().expect("below the root");
+        for ancestor in parent
+            .ancestors()
+            .take_while(|a| a.starts_with(root) && *a != root)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            match fs::symlink_metadata(ancestor) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => continue 'ops,
+                Err(_) => fs::create_dir(ancestor)?,
+            }
+        }
+        let exists = fs::symlink_metadata(&full).ok();
+        let parent_opacity = conventions::opacity(parent, Namespace::Trusted)?;
+        match (op, exists) {
+            (Op::OpaqueDir, Some(m)) if m.is_dir() => {
+                if conventions::opacity(&full, Namespace::Trusted)? == Opacity::Transparent {
+                    conventions::set_opacity(&full, Namespace::Trusted, Opacity::Opaque)?;
+                }
+            }
+            (_, Some(_)) => {}
+            (Op::File(c), None) => fs::write(&full, format!("{path} in layer {n}: {c}"))?,
+            (Op::Dir, None) => fs::create_dir(&full)?,
+            (Op::OpaqueDir, None) => {
+                fs::create_dir(&full)?;
+                conventions::set_opacity(&full, Namespace::Trusted, Opacity::Opaque)?;
+            }
+            (Op::Whiteout, None) => conventions::create_whiteout(&full, WhiteoutStyle::CharDevice)?,
+            // Xwhiteouts belong in dirs that merge; an opaque dir has nothing below to hide.
+            (Op::XWhiteout, None) if parent_opacity != Opacity::Opaque => {
+                conventions::create_xwhiteout(&full, Namespace::Trusted)?
+            }
+            (Op::XWhiteout, None) => {}
+            (Op::Symlink(c), None) => symlink(format!("target-{c}"), &full)?,
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// For any stack of layers, the materialized tree is what the kernel's overlay shows.
+    #[test]
+    fn materialize_agrees_with_the_kernel_on_any_stack(
+        layers in prop::collection::vec(
+            prop::collection::vec(
+                (prop::sample::select(vec!["a", "b", "c", "a/a", "a/b", "b/a", "a/b/c", "a/a/a"]), op()),
+                0..8,
+            ),
+            2..5,
+        )
+    ) {
+        if !crate::support::can_mount() {
+            return Ok(());
+        }
+        let s = Scratch::new().unwrap();
+        let dirs: Vec<PathBuf> = (0..layers.len()).map(|n| s.path().join(format!("layer{n}"))).collect();
+        for (n, (dir, ops)) in dirs.iter().zip(&layers).enumerate() {
+            build_layer(dir, n, ops).unwrap();
+        }
+        let view = s.dir("view").unwrap();
+        let guard = Overlay::new().lowers(&dirs).mount_at(&view).unwrap();
+        let expected = snapshot(&view).unwrap();
+        guard.unmount().unwrap();
+        let target = s.path().join("materialized");
+        Materialize::new().lowers(&dirs).build(&target).unwrap();
+        prop_assert_eq!(snapshot(&target).unwrap(), expected);
+    }
 }

@@ -136,7 +136,13 @@ pub fn snapshot(root: &Path) -> io::Result<std::collections::BTreeMap<PathBuf, S
     let mut out = std::collections::BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(path) = stack.pop() {
-        let meta = fs::symlink_metadata(&path)?;
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            // Overlay lists a whiteout that sits in a lower dir merging with nothing, yet no
+            // lookup finds it: it is not there for a reader.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && path != root => continue,
+            Err(e) => return Err(e),
+        };
         let ft = meta.file_type();
         let body = if ft.is_dir() {
             for entry in fs::read_dir(&path)? {

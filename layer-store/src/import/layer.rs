@@ -2,12 +2,13 @@
 //! (diff_id) on the way, and staging its record under `tmp/`.
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::compress::{self, Format, PROBE_COMPRESSED_LEN, PROBE_LEN, Probe};
+use crate::compress::{self, PROBE_LEN, Probe};
 use crate::digest::{HashingReader, Sha256};
 use crate::error::{IoContext, StoreError};
+use crate::import::pipe;
 use crate::import::{ImportError, ImportProgress};
 use crate::object::{Inserted, ObjectId};
 use crate::record::{self, EntryKind, Kind, LayerMeta, LayerRecord};
@@ -61,22 +62,6 @@ impl<R: Read> Read for Tee<R> {
     }
 }
 
-/// Reports bytes read to the progress sink.
-struct Counted<'p, R> {
-    inner: R,
-    progress: Option<&'p dyn ImportProgress>,
-}
-
-impl<R: Read> Read for Counted<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(p) = self.progress {
-            p.advance(n as u64);
-        }
-        Ok(n)
-    }
-}
-
 /// What reading the tar produced.
 struct TarResult {
     parts: Parts,
@@ -92,7 +77,7 @@ impl Store {
     /// nothing is staged (objects written stay, unreferenced, for GC).
     pub(crate) fn stage_layer(
         &self,
-        reader: impl Read,
+        reader: impl Read + Send,
         expected: &Expected,
         progress: Option<&dyn ImportProgress>,
     ) -> Result<Staged, StoreError> {
@@ -107,42 +92,29 @@ impl Store {
     fn stage_layer_in(
         &self,
         dir: &Path,
-        reader: impl Read,
+        reader: impl Read + Send,
         expected: &Expected,
         progress: Option<&dyn ImportProgress>,
     ) -> Result<Staged, StoreError> {
         let stage = dir.join("objects");
         fs::create_dir(&stage).at(&stage)?;
-        let counted = Counted {
-            inner: reader,
-            progress,
-        };
-        let mut blob = HashingReader::new(Tee {
-            inner: counted,
-            kept: Vec::new(),
-            limit: PROBE_COMPRESSED_LEN,
+        let (tx, rx) = std::sync::mpsc::sync_channel(pipe::DEPTH);
+        let (tar, summary) = std::thread::scope(|scope| {
+            let producer = scope.spawn(move || pipe::decompress(reader, progress, tx));
+            let tar = self.read_tar(&stage, pipe::ChunkReader::new(rx));
+            let summary = producer
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("decompression thread panicked")));
+            (tar, summary)
         });
-        let mut buffered = BufReader::with_capacity(1 << 20, &mut blob);
-        let read_err = |source: io::Error| ImportError::Read {
+        // A failed read or decompression explains a failed tar best.
+        let summary = summary.map_err(|source| ImportError::Read {
             blob: expected.blob.clone(),
             source,
-        };
-        let format = compress::detect(buffered.fill_buf().map_err(read_err)?);
-        let tar = match format {
-            Format::Plain => self.read_tar(&stage, &mut buffered)?,
-            Format::Gzip => {
-                self.read_tar(&stage, flate2::bufread::MultiGzDecoder::new(&mut buffered))?
-            }
-            Format::Zstd => self.read_tar(
-                &stage,
-                zstd::stream::read::Decoder::with_buffer(&mut buffered).map_err(read_err)?,
-            )?,
-        };
-        // Whatever follows the compressed stream is part of the blob and its digest.
-        io::copy(&mut buffered, &mut io::sink()).map_err(read_err)?;
-        drop(buffered);
-        let probe_compressed = std::mem::take(&mut blob.get_mut().kept);
-        let (digest, blob_size) = blob.finish();
+        })?;
+        let tar = tar?;
+        let (format, digest, blob_size, probe_compressed) =
+            (summary.format, summary.digest, summary.size, summary.prefix);
         verify(expected, digest, blob_size, tar.diff_id)?;
         let probe = Probe {
             compressed: &probe_compressed,

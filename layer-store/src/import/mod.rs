@@ -7,6 +7,7 @@
 //! single database transaction, the commit point. A failed import leaves nothing behind.
 
 mod layer;
+mod pipe;
 mod source;
 
 use std::fs;

@@ -3,8 +3,11 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use serde::Deserialize;
@@ -79,7 +82,7 @@ impl Blobs {
     /// Whether the source has blob `name`.
     pub(crate) fn has(&self, name: &str) -> bool {
         match self {
-            Blobs::Dir(root) => root.join(name).is_file(),
+            Blobs::Dir(_) => self.open(name).is_ok(),
             Blobs::Tar { index, .. } => index.contains_key(name),
         }
     }
@@ -93,11 +96,14 @@ impl Blobs {
         let safe = String::from_utf8_lossy(&safe).into_owned();
         match self {
             Blobs::Dir(root) => {
-                let path = root.join(&safe);
-                match File::open(&path) {
-                    Ok(file) => Ok(Box::new(file)),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Err(missing().into()),
-                    Err(e) => Err(e).at(&path),
+                // Symlinks inside the source resolve within it, never outside.
+                let dir = File::open(root).at(root)?;
+                let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+                match rustix::fs::openat2(&dir, &safe, flags, Mode::empty(), ResolveFlags::IN_ROOT)
+                {
+                    Ok(fd) => Ok(Box::new(File::from(fd))),
+                    Err(Errno::NOENT) => Err(missing().into()),
+                    Err(e) => Err(e).at(&root.join(&safe)),
                 }
             }
             Blobs::Tar { path, index } => {

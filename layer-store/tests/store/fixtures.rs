@@ -368,8 +368,12 @@ pub fn sample_layers() -> Vec<Vec<Item>> {
             Item::File("var/cache/b".into(), b"cached b".to_vec(), 0o644),
             Item::File("empty".into(), Vec::new(), 0o644),
         ],
+        // Like every real layer writer, layer 2 carries its parent directories: a layer
+        // materialized on its own cannot know a lower layer's metadata for an implicit parent.
         vec![
+            Item::Dir("etc".into(), 0o755),
             Item::Whiteout("etc/hostname".into()),
+            Item::Dir("var/cache".into(), 0o755),
             Item::Opaque("var/cache".into()),
             Item::File("var/cache/c".into(), b"cached c".to_vec(), 0o644),
             Item::File(
@@ -377,7 +381,35 @@ pub fn sample_layers() -> Vec<Vec<Item>> {
                 b"root:x:0:0::/root:/bin/bash\n".to_vec(),
                 0o644,
             ),
+            Item::Dir("usr".into(), 0o755),
+            Item::Dir("usr/share".into(), 0o755),
             Item::File("usr/share/copy".into(), vec![0x7f; 70_000], 0o644),
         ],
     ]
+}
+
+/// An entry's owner, group, mtime and user xattrs.
+pub type Meta = (u32, u32, Option<i64>, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// Owner, mtime (non-directories only: implicit parents get the time of creation) and user
+/// xattrs of every entry under `root`.
+pub fn read_meta(root: &Path) -> BTreeMap<String, Meta> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    for rel in read_tree(root).keys() {
+        let path = root.join(rel);
+        let meta = fs::symlink_metadata(&path).unwrap();
+        let xattrs = if meta.file_type().is_symlink() {
+            Vec::new()
+        } else {
+            strata_cow::xattr::all(&path)
+                .unwrap()
+                .into_iter()
+                .filter(|(name, _)| name.starts_with(b"user."))
+                .collect()
+        };
+        let mtime = (!meta.is_dir()).then(|| meta.mtime());
+        out.insert(rel.clone(), (meta.uid(), meta.gid(), mtime, xattrs));
+    }
+    out
 }

@@ -15,6 +15,10 @@ fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }
 
+fn tar_corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/layer_tar")
+}
+
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/record")
 }
@@ -139,6 +143,14 @@ fn regenerate_when_asked() -> anyhow::Result<()> {
         corpus_dir().join("payload-layer.bin"),
         postcard::to_stdvec(&sample_layer())?,
     )?;
+    let tars = tar_corpus_dir();
+    fs::create_dir_all(&tars)?;
+    for (i, layer) in crate::fixtures::sample_layers().iter().enumerate() {
+        fs::write(
+            tars.join(format!("sample-{i}.tar")),
+            crate::fixtures::layer_tar(layer),
+        )?;
+    }
     Ok(())
 }
 
@@ -168,5 +180,34 @@ fn fuzz_corpus_replays_without_panics() -> anyhow::Result<()> {
         replayed += 1;
     }
     assert!(replayed >= 7, "the seed corpus is missing");
+    Ok(())
+}
+
+/// Replays the tar splitter's fuzz inputs: errors are fine; panics and `..` paths are bugs.
+#[test]
+fn layer_tar_corpus_replays_without_panics() -> anyhow::Result<()> {
+    use std::io::Read;
+    use strata_layer_store::tarstream::{self, TarError};
+    let mut replayed = 0;
+    for entry in fs::read_dir(tar_corpus_dir())? {
+        let data = fs::read(entry?.path())?;
+        let parts = tarstream::split(&data[..], |file: &mut dyn Read, size| {
+            let mut buf = Vec::new();
+            file.take(size)
+                .read_to_end(&mut buf)
+                .map_err(|source| TarError::Io { offset: 0, source })?;
+            Ok::<_, TarError>(ObjectId::of(&buf))
+        });
+        if let Ok(parts) = parts {
+            assert!(
+                parts
+                    .entries
+                    .iter()
+                    .all(|e| !e.path.split(|&b| b == b'/').any(|c| c == b".."))
+            );
+        }
+        replayed += 1;
+    }
+    assert!(replayed >= 2, "the seed corpus is missing");
     Ok(())
 }
