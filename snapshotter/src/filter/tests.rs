@@ -119,3 +119,29 @@ proptest! {
         prop_assert_eq!(matches(&[&ne], &i), other != value);
     }
 }
+
+/// The fuzz corpus of `fuzz/fuzz_targets/snapshot_filter.rs`, replayed: refusals are fine,
+/// panics are bugs; containerd's own filters must parse.
+#[test]
+fn replay_fuzz_corpus() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/snapshot_filter");
+    let mut parsed = 0;
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let text = String::from_utf8_lossy(&data);
+        let filters: Vec<&str> = text.split('\n').collect();
+        seen += 1;
+        if let Ok(f) = Filters::parse(&filters) {
+            parsed += 1;
+            let _ = f.matches(&info("n", Kind::Active, Some("p"), &[("l", "2")]));
+        }
+    }
+    assert!(seen >= 10, "seed corpus missing in {}", dir.display());
+    assert!(
+        parsed >= 7,
+        "containerd's filters must parse ({parsed} of {seen})"
+    );
+}
