@@ -135,8 +135,7 @@ impl<'a> Applier<'a> {
                     .map_err(at)?;
                 let mut file = File::from(fd);
                 self.stats.bytes += write_sparse(&mut file, data, &mut self.buf).map_err(at)?;
-                self.finish(&dir, name, &attrs, FileType::RegularFile)
-                    .map_err(at)?;
+                self.finish_file(&file, &dir, name, &attrs).map_err(at)?;
             }
             b'5' => {
                 let dir = self.root.dir_creating(parent).map_err(at)?;
@@ -327,6 +326,43 @@ impl<'a> Applier<'a> {
         if kind != FileType::Directory {
             set_mtime(dir, name, attrs.mtime)?;
         }
+        self.stats.entries += 1;
+        Ok(())
+    }
+
+    /// [`Applier::finish`] for a regular file we hold open: the same order, through the fd.
+    fn finish_file(
+        &mut self,
+        file: &File,
+        dir: &OwnedFd,
+        name: &[u8],
+        attrs: &Attrs,
+    ) -> io::Result<()> {
+        if self.options.ownership == Ownership::FromLayer {
+            rustix::fs::fchown(
+                file,
+                Some(Uid::from_raw(attrs.uid)),
+                Some(Gid::from_raw(attrs.gid)),
+            )?;
+        }
+        if !attrs.xattrs.is_empty() {
+            let target = proc_path(dir, OsStr::from_bytes(name));
+            for (key, value) in &attrs.xattrs {
+                xattr::set(&target, key, value)?;
+            }
+        }
+        rustix::fs::fchmod(file, Mode::from_raw_mode(attrs.mode & 0o7777))?;
+        let time = Timespec {
+            tv_sec: attrs.mtime,
+            tv_nsec: 0,
+        };
+        rustix::fs::futimens(
+            file,
+            &Timestamps {
+                last_access: time,
+                last_modification: time,
+            },
+        )?;
         self.stats.entries += 1;
         Ok(())
     }
