@@ -11,6 +11,12 @@
 //! needed (an early 6.7 draft wanted one; the released rule is per directory).
 //! [`create_xwhiteout`] writes both the file and the marker.
 //!
+//! # Whiteouts that hide nothing
+//! A whiteout in a lower dir that merges with no dir below it (nothing of that name in a
+//! lower layer) is still listed by `readdir`, while every lookup of it fails with `ENOENT`
+//! (Linux 6.18, checked by this crate's tests). Layers should not carry such whiteouts; the
+//! copy-on-write fallback simply leaves them out.
+//!
 //! # References
 //! - [overlayfs.rst](https://docs.kernel.org/filesystems/overlayfs.html)
 

@@ -132,7 +132,7 @@ pub enum MountError {
 
 impl MountError {
     /// The OS error behind this error, if there is one (e.g. `EBUSY` from an unmount).
-    pub fn errno(&self) -> Option<rustix::io::Errno> {
+    pub fn errno(&self) -> Option<crate::Errno> {
         match self {
             MountError::Layer { source, .. }
             | MountError::Kernel { source, .. }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::CWD;
 use rustix::mount::{MoveMountFlags, UnmountFlags};
 
-use crate::MountError;
+use crate::{MountError, mountinfo};
 
 /// A mount attached at a path, unmounted when the guard is dropped (also while unwinding).
 ///
@@ -42,15 +42,16 @@ impl MountGuard {
         Ok(MountGuard::adopt(target.to_path_buf()))
     }
 
-    /// Takes charge of a mount that is already attached at `target`.
+    /// Takes charge of a mount that is already attached at `target`; a relative target is made
+    /// absolute now, so that a later change of the cwd cannot aim the unmount elsewhere.
     pub(crate) fn adopt(target: PathBuf) -> MountGuard {
         MountGuard {
-            target,
+            target: std::path::absolute(&target).unwrap_or(target),
             armed: true,
         }
     }
 
-    /// Where the mount is attached.
+    /// Where the mount is attached (absolute).
     pub fn target(&self) -> &Path {
         &self.target
     }
@@ -87,15 +88,39 @@ impl Drop for MountGuard {
     }
 }
 
-/// Unmounts whatever is mounted at `target` (the top mount only), never following a final
-/// symlink; fails with `EBUSY` while the mount is in use.
+/// Unmounts the mount at `target` and every mount below it, deepest first (as `umount -R`
+/// does; an `rbind` brings its submounts along), never following a final symlink. Stops at the
+/// first failure, e.g. `EBUSY` while a file is open inside, naming the mount point that failed.
 ///
 /// # References
 /// - [`umount2(2)`](https://man7.org/linux/man-pages/man2/umount2.2.html)
 pub fn unmount(target: &Path) -> Result<(), MountError> {
-    rustix::mount::unmount(target, UnmountFlags::NOFOLLOW).map_err(|e| MountError::Target {
-        op: "umount",
-        target: target.to_path_buf(),
-        source: e.into(),
-    })
+    let umount = |point: &Path| {
+        rustix::mount::unmount(point, UnmountFlags::NOFOLLOW).map_err(|e| MountError::Target {
+            op: "umount",
+            target: point.to_path_buf(),
+            source: e.into(),
+        })
+    };
+    // The table names mounts by canonical path; without it, the top mount alone is tried.
+    let submounts = mountinfo::submounts(&canonical(target)).unwrap_or_else(|err| {
+        tracing::debug!(%err, "no mount table; unmounting the top mount only");
+        Vec::new()
+    });
+    for point in &submounts {
+        umount(point)?;
+    }
+    umount(target)
+}
+
+/// `target` with its parent's symlinks and `..` resolved (the final component is kept as is,
+/// since unmounting never follows it).
+fn canonical(target: &Path) -> PathBuf {
+    let absolute = std::path::absolute(target).unwrap_or_else(|_| target.to_path_buf());
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+            .map(|p| p.join(name))
+            .unwrap_or(absolute),
+        _ => absolute,
+    }
 }

@@ -6,6 +6,7 @@
 //! - [`MountSpec`]: containerd's description of a mount (`overlay` or `bind`), mountable here.
 //! - [`probe`]: what the kernel and a directory's filesystem support.
 //! - [`xattr`]: extended attributes of a path, never following a final symlink.
+//! - [`fallback`]: copy-on-write without overlay: one writable tree materialized from the lowers.
 //! - [`conventions`]: overlayfs's on-disk format (whiteouts, opaque dirs, redirect and metacopy
 //!   xattrs, metadata-only stubs), in both the `trusted.` and `user.` namespaces.
 //!
@@ -28,7 +29,9 @@
 
 pub mod conventions;
 mod error;
+pub mod fallback;
 mod guard;
+mod mountinfo;
 pub mod overlay;
 pub mod probe;
 mod spec;
@@ -37,4 +40,6 @@ pub mod xattr;
 
 pub use error::{LayerRole, MountError};
 pub use guard::{MountGuard, unmount};
+/// The OS error codes [`MountError::errno`] reports (rustix's), e.g. `Errno::BUSY`.
+pub use rustix::io::Errno;
 pub use spec::MountSpec;

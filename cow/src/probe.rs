@@ -10,9 +10,11 @@ use rustix::fs::{CWD, Dir, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::overlay::new_api::FsContext;
+use crate::sys::{self, Recursion};
 
 /// Overlay features of the running kernel. [`Features::probe`] asks the kernel once per process;
-/// the directory-specific questions ([`Features::d_type`], [`Features::reflink`]) ask each time.
+/// [`Features::userns_overlay`] is asked on its first call; the directory-specific questions
+/// ([`Features::d_type`], [`Features::reflink`], [`Features::idmapped_mounts`]) ask each time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Features {
     overlay: bool,
@@ -21,14 +23,16 @@ pub struct Features {
     datadir_add: bool,
     layer_fds: bool,
     index_knob: bool,
+    /// Asked on first use only: it forks a child, which mounting never needs.
+    userns_overlay: OnceLock<bool>,
 }
 
 impl Features {
     /// The features of the running kernel, probed on the first call (by configuring, never
     /// creating, throwaway overlay contexts) and cached for the life of the process.
     ///
-    /// Without `CAP_SYS_ADMIN` the mount API cannot be asked; then only [`Features::overlay`]
-    /// is known (from `/proc/filesystems`) and the rest read `false`.
+    /// Without `CAP_SYS_ADMIN` overlay cannot be asked; then [`Features::overlay`] comes from
+    /// `/proc/filesystems` and the overlay options read `false`.
     pub fn probe() -> &'static Features {
         static FEATURES: OnceLock<Features> = OnceLock::new();
         FEATURES.get_or_init(Features::detect)
@@ -42,6 +46,7 @@ impl Features {
             datadir_add: false,
             layer_fds: false,
             index_knob: false,
+            userns_overlay: OnceLock::new(),
         };
         match FsContext::open() {
             Ok(ctx) => {
@@ -73,7 +78,7 @@ impl Features {
         self.overlay
     }
 
-    /// The kernel has `fsopen`/`fsconfig`/`fsmount` (5.2+) and lets this process use them.
+    /// The kernel has `fsopen`/`fsconfig`/`fsmount` (5.2+).
     pub fn new_mount_api(&self) -> bool {
         self.new_mount_api
     }
@@ -97,6 +102,48 @@ impl Features {
     /// The overlay module has the `index` knob, so `index=off` may be sent (containerd's test).
     pub fn index_knob(&self) -> bool {
         self.index_knob
+    }
+
+    /// An overlay with `userxattr` can be created inside a new user + mount namespace (what a
+    /// rootless runtime does; Linux 5.11+, unless user namespaces are restricted). Probed in a
+    /// forked child (on the first call), so it holds for unprivileged callers too.
+    pub fn userns_overlay(&self) -> bool {
+        *self.userns_overlay.get_or_init(|| {
+            self.overlay
+                && sys::userns_overlay()
+                    .inspect_err(|err| tracing::debug!(%err, "no overlay in a user namespace"))
+                    .is_ok()
+        })
+    }
+
+    /// Whether a mount of the filesystem holding `dir` can be idmapped (`MOUNT_ATTR_IDMAP`, Linux
+    /// 5.12+ and per filesystem). Tries it on a detached clone of `dir`'s mount with a fresh user
+    /// namespace; needs `CAP_SYS_ADMIN` (without it the answer is `false`).
+    ///
+    /// # References
+    /// - [`mount_setattr(2)`](https://man7.org/linux/man-pages/man2/mount_setattr.2.html)
+    pub fn idmapped_mounts(&self, dir: &Path) -> io::Result<bool> {
+        use rustix::mount::{MountAttrFlags, OpenTreeFlags};
+        let flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+        let tree = match rustix::mount::open_tree(CWD, dir, flags) {
+            Ok(tree) => tree,
+            Err(Errno::PERM | Errno::NOSYS) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let userns = sys::new_user_namespace()?;
+        let idmap = MountAttrFlags::MOUNT_ATTR_IDMAP;
+        match sys::mount_setattr(tree.as_fd(), Recursion::Single, idmap, Some(userns.as_fd())) {
+            Ok(()) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.raw_os_error().map(Errno::from_raw_os_error),
+                    Some(Errno::INVAL | Errno::PERM | Errno::NOSYS | Errno::OPNOTSUPP)
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether the filesystem of `dir` reports file types in directory entries (`d_type`),

@@ -76,3 +76,172 @@ pub(crate) fn mount_setattr(
         Ok(())
     }
 }
+
+/// Runs `check` in a forked child that never executes anything, and returns its result.
+///
+/// The child is a copy of a possibly multi-threaded process, so `check` may only make system
+/// calls: no allocation, no locks (what `fork(2)` allows before `exec`). The result comes back
+/// through std's exec-error pipe: success travels as error code 0, so the child is never exec'd.
+///
+/// # Safety
+/// `check` must be async-signal-safe as described above.
+unsafe fn in_forked_child(
+    mut check: impl FnMut() -> io::Result<()> + Send + Sync + 'static,
+) -> io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    let mut command = Command::new("/");
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: the caller promises `check` is async-signal-safe; building the io::Error from a
+    // raw code allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            Err(check()
+                .err()
+                .unwrap_or_else(|| io::Error::from_raw_os_error(0)))
+        });
+    }
+    match command.spawn() {
+        Err(e) if e.raw_os_error() == Some(0) => Ok(()),
+        Err(e) => Err(e),
+        Ok(mut child) => {
+            // Unreachable: pre_exec always fails. Do not leave a process behind regardless.
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(io::Error::other("probe child unexpectedly executed"))
+        }
+    }
+}
+
+/// Prepared before the fork: the single-line id maps the child writes for itself.
+struct IdMaps {
+    uid_map: String,
+    gid_map: String,
+}
+
+impl IdMaps {
+    fn current() -> IdMaps {
+        IdMaps {
+            uid_map: format!("0 {} 1", rustix::process::geteuid().as_raw()),
+            gid_map: format!("0 {} 1", rustix::process::getegid().as_raw()),
+        }
+    }
+
+    /// In a fresh user namespace: maps root to this process's ids (setgroups denied first, as
+    /// an unprivileged gid_map needs).
+    fn write(&self) -> io::Result<()> {
+        write_file(c"/proc/self/setgroups", b"deny")?;
+        write_file(c"/proc/self/uid_map", self.uid_map.as_bytes())?;
+        write_file(c"/proc/self/gid_map", self.gid_map.as_bytes())
+    }
+}
+
+fn write_file(path: &std::ffi::CStr, data: &[u8]) -> io::Result<()> {
+    use rustix::fs::{CWD, Mode, OFlags};
+    let fd = rustix::fs::openat(CWD, path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
+    rustix::io::write(&fd, data)?;
+    Ok(())
+}
+
+/// Whether an overlay with `userxattr` can be created inside a new user + mount namespace:
+/// a forked child unshares both, mounts a tmpfs over `/dev` in its private namespace, and
+/// creates an overlay superblock from two dirs there. Nothing outside the child changes.
+///
+/// # References
+/// - [`user_namespaces(7)`](https://man7.org/linux/man-pages/man7/user_namespaces.7.html)
+pub(crate) fn userns_overlay() -> io::Result<()> {
+    use rustix::fs::{CWD, Mode};
+    use rustix::mount::{FsOpenFlags, MountFlags, MountPropagationFlags};
+    let maps = IdMaps::current();
+    let check = move || -> io::Result<()> {
+        // SAFETY: no CLONE_FILES (the hazard unshare_unsafe guards), in a single-threaded child.
+        unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER | UnshareFlags::NEWNS) }?;
+        maps.write()?;
+        rustix::mount::mount_change(
+            c"/",
+            MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+        )?;
+        rustix::mount::mount(
+            c"tmpfs",
+            c"/dev",
+            c"tmpfs",
+            MountFlags::empty(),
+            None::<&std::ffi::CStr>,
+        )?;
+        rustix::fs::mkdirat(CWD, c"/dev/a", Mode::from_raw_mode(0o755))?;
+        rustix::fs::mkdirat(CWD, c"/dev/b", Mode::from_raw_mode(0o755))?;
+        let fs = rustix::mount::fsopen(c"overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+        rustix::mount::fsconfig_set_flag(&fs, c"userxattr")?;
+        rustix::mount::fsconfig_set_string(&fs, c"lowerdir", c"/dev/a:/dev/b")?;
+        rustix::mount::fsconfig_create(&fs)?;
+        Ok(())
+    };
+    // SAFETY: `check` makes raw system calls only, on C-string literals and buffers prepared
+    // before the fork.
+    unsafe { in_forked_child(check) }
+}
+
+/// A new user namespace (root mapped to this process's ids), as an fd, for idmapped mounts:
+/// made by a forked child that passes `/proc/self/ns/user` back over a socket and exits.
+pub(crate) fn new_user_namespace() -> io::Result<std::os::fd::OwnedFd> {
+    use std::io::{IoSlice, IoSliceMut};
+    use std::mem::MaybeUninit;
+
+    use rustix::fs::{CWD, Mode, OFlags};
+    use rustix::net::{
+        AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+        SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+    };
+
+    let (ours, theirs) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let maps = IdMaps::current();
+    let check = move || -> io::Result<()> {
+        // SAFETY: no CLONE_FILES (the hazard unshare_unsafe guards), in a single-threaded child.
+        unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER) }?;
+        maps.write()?;
+        let ns = rustix::fs::openat(
+            CWD,
+            c"/proc/self/ns/user",
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        let fds = [std::os::fd::AsFd::as_fd(&ns)];
+        control.push(SendAncillaryMessage::ScmRights(&fds));
+        rustix::net::sendmsg(
+            &theirs,
+            &[IoSlice::new(b"u")],
+            &mut control,
+            SendFlags::empty(),
+        )?;
+        Ok(())
+    };
+    // SAFETY: `check` makes raw system calls only; the cmsg buffer lives on the stack.
+    unsafe { in_forked_child(check) }?;
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    rustix::net::recvmsg(
+        &ours,
+        &mut [IoSliceMut::new(&mut byte)],
+        &mut control,
+        RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+    )?;
+    control
+        .drain()
+        .find_map(|msg| match msg {
+            RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
+            _ => None,
+        })
+        .ok_or_else(|| io::Error::other("no user namespace fd received"))
+}

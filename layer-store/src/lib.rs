@@ -1,4 +1,61 @@
-//! A deduplicating, content-addressed store of image layers.
+//! A deduplicating, content-addressed store of image layers: every regular file's content is
+//! stored once (named by blake3), layers keep their tar's exact header stream so export rebuilds
+//! them bit for bit, and layers materialize as overlay lowers without copying file data.
 //!
-//! This crate is a documented skeleton; issue 4 fills it.
+//! ```
+//! use strata_layer_store::{ImportOptions, Store};
+//! # fn main() -> anyhow::Result<()> {
+//! let dir = tempfile::tempdir()?;
+//! // A one-file layer tar.
+//! let mut tar = tar::Builder::new(Vec::new());
+//! let mut header = tar::Header::new_ustar();
+//! header.set_path("hello.txt")?;
+//! header.set_size(5);
+//! header.set_mode(0o644);
+//! header.set_cksum();
+//! tar.append(&header, &b"hello"[..])?;
+//! let layer = dir.path().join("layer.tar");
+//! std::fs::write(&layer, tar.into_inner()?)?;
+//!
+//! let store = Store::open(dir.path().join("store"))?;
+//! let options = ImportOptions { name: Some("hello".into()), ..Default::default() };
+//! let report = store.import(&layer, &options)?;
+//! let image = store.image("hello")?;
+//! assert_eq!(image.id(), report.image);
+//!
+//! // Export rebuilds the layer tar bit for bit.
+//! let record = store.layer_record(&report.layers[0].id)?;
+//! let mut rebuilt = Vec::new();
+//! store.write_layer_tar(&record, &mut rebuilt)?;
+//! assert_eq!(rebuilt, std::fs::read(&layer)?);
+//! # Ok(()) }
+//! ```
+//!
+//! The on-disk formats, write order and crash behaviour are documented in `docs/format.md`.
 #![forbid(unsafe_code)]
+
+mod compress;
+pub mod db;
+pub mod digest;
+mod du;
+mod error;
+mod export;
+mod fsck;
+mod gc;
+pub mod import;
+mod lock;
+pub mod materialize;
+pub mod object;
+pub mod record;
+mod store;
+pub mod tarstream;
+
+pub use du::{DuReport, ImageUsage};
+pub use error::StoreError;
+pub use export::{ExportReport, LayerExport};
+pub use fsck::{FsckOptions, FsckReport, Problem};
+pub use gc::{GcOptions, GcReport};
+pub use import::{ImportError, ImportOptions, ImportProgress, ImportReport};
+pub use materialize::{MaterializeError, probe_strategy};
+pub use record::{ImageRecord, LayerMeta, LayerRecord, Strategy};
+pub use store::{Durability, Store};

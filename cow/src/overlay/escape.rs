@@ -132,6 +132,19 @@ mod tests {
     }
 
     proptest! {
+        /// Arbitrary option text never panics the parsers, and what they accept is well formed.
+        #[test]
+        fn parsers_take_any_text(text in "([a-z:,\\\\]|\\PC){0,40}") {
+            for word in split_options(&text) {
+                prop_assert!(!word.is_empty());
+                if let Some((lowers, data)) = split_lowerdir(&word) {
+                    prop_assert!(!lowers.is_empty());
+                    prop_assert!(lowers.iter().chain(&data).all(|p| !p.as_os_str().is_empty()));
+                }
+                let _ = unescape(&word);
+            }
+        }
+
         /// Any list of non-empty paths survives escape → join → split → unescape.
         #[test]
         fn lowerdir_round_trip(

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{CWD, Mode, OFlags};
 use rustix::mount::MountFlags;
 
-use super::{Overlay, path_option};
+use super::Overlay;
 use crate::probe::Features;
 use crate::{LayerRole, MountError, sys};
 
@@ -41,22 +41,29 @@ pub(super) fn mount_at(overlay: &Overlay, target: &Path) -> Result<(), MountErro
         target: target.to_path_buf(),
         source: e,
     })?;
+    let chdir_and_mount = || {
+        sys::unshare_fs().map_err(|source| MountError::Kernel {
+            op: "unshare(CLONE_FS)",
+            detail: String::new(),
+            source,
+        })?;
+        rustix::process::chdir(&parent).map_err(|e| MountError::Layer {
+            role: LayerRole::Lower,
+            path: parent.clone(),
+            detail: "chdir to the common parent".to_owned(),
+            source: e.into(),
+        })?;
+        mount_data(overlay, &target, data)
+    };
     std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                sys::unshare_fs().map_err(|e| MountError::Kernel {
-                    op: "unshare(CLONE_FS)",
-                    detail: String::new(),
-                    source: e,
-                })?;
-                rustix::process::chdir(&parent).map_err(|e| MountError::Layer {
-                    role: LayerRole::Lower,
-                    path: parent.clone(),
-                    detail: "chdir to the common parent".to_owned(),
-                    source: e.into(),
-                })?;
-                mount_data(overlay, &target, data)
-            })
+        std::thread::Builder::new()
+            .name("strata-cow-mount".to_owned())
+            .spawn_scoped(scope, chdir_and_mount)
+            .map_err(|source| MountError::Kernel {
+                op: "spawn the mounting thread",
+                detail: String::new(),
+                source,
+            })?
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
@@ -64,20 +71,8 @@ pub(super) fn mount_at(overlay: &Overlay, target: &Path) -> Result<(), MountErro
 
 /// The whole option string, paths relative to `base` where they are under it.
 pub(super) fn option_data(overlay: &Overlay, base: Option<&Path>) -> Vec<u8> {
-    let mut words: Vec<Vec<u8>> = overlay
-        .option_words(Features::probe().index_knob())
-        .into_iter()
-        .map(|(key, value)| match value {
-            Some(value) => format!("{key}={value}").into_bytes(),
-            None => key.as_bytes().to_vec(),
-        })
-        .collect();
-    words.push(overlay.lowerdir_value(base));
-    if let Some((upper, work)) = &overlay.upper {
-        words.push(path_option(b"upperdir=", upper, base));
-        words.push(path_option(b"workdir=", work, base));
-    }
-    words.join(&b","[..])
+    let index_knob = Features::probe().index_knob();
+    overlay.option_data_words(base, index_knob).join(&b","[..])
 }
 
 /// `overlay` with every path made absolute (against the cwd), so that it survives the `chdir`.

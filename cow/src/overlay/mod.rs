@@ -8,6 +8,7 @@
 mod escape;
 mod legacy;
 pub(crate) mod new_api;
+mod parse;
 
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
@@ -232,23 +233,15 @@ impl Overlay {
 
     /// The classic description (what containerd's `Mounts()` returns): type `overlay`, options
     /// `lowerdir=…` (`::` before data-only lowers), `upperdir=`, `workdir=` and the option words,
-    /// paths absolute as given, with `\`, `:` and `,` escaped by a backslash as the kernel's
-    /// option parser expects. Non-UTF-8 bytes in paths become U+FFFD.
+    /// paths as given, with `\`, `:` and `,` escaped by a backslash as the kernel's option
+    /// parser expects. Asks nothing of the kernel: `index` is written as configured (mounting the
+    /// spec drops it where the module lacks the knob). Non-UTF-8 bytes in paths become U+FFFD.
     pub fn to_spec(&self) -> MountSpec {
-        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
         let mut options: Vec<String> = self
-            .option_words(Features::probe().index_knob())
+            .option_data_words(None, true)
             .into_iter()
-            .map(|(key, value)| match value {
-                Some(value) => format!("{key}={value}"),
-                None => key.to_owned(),
-            })
+            .map(|word| String::from_utf8_lossy(&word).into_owned())
             .collect();
-        options.push(text(self.lowerdir_value(None)));
-        if let Some((upper, work)) = &self.upper {
-            options.push(text(path_option(b"upperdir=", upper, None)));
-            options.push(text(path_option(b"workdir=", work, None)));
-        }
         if self.options.read_only {
             options.push("ro".to_owned());
         }
@@ -256,63 +249,6 @@ impl Overlay {
             fs_type: "overlay".to_owned(),
             source: "overlay".to_owned(),
             options,
-        }
-    }
-
-    /// Reads a spec's options back (see [`to_spec`](Overlay::to_spec)); commas inside one word
-    /// split it, as in `mount(2)` data.
-    pub(crate) fn from_spec_options(options: &[String]) -> Result<Overlay, MountError> {
-        let invalid = |word: &str, reason| MountError::InvalidSpec {
-            option: word.to_owned(),
-            reason,
-        };
-        let mut overlay = Overlay::new().options(OverlayOptions {
-            index: None,
-            ..OverlayOptions::default()
-        });
-        let (mut upper, mut work) = (None, None);
-        let bool_value = |word: &str, value: &str| match value {
-            "on" => Ok(true),
-            "off" => Ok(false),
-            _ => Err(invalid(word, "expected on or off")),
-        };
-        for word in options.iter().flat_map(|o| split_options(o)) {
-            let (key, value) = match word.split_once('=') {
-                Some((key, value)) => (key, Some(value)),
-                None => (word.as_str(), None),
-            };
-            let opts = &mut overlay.options;
-            match (key, value) {
-                ("lowerdir", Some(v)) => {
-                    let (lowers, data) =
-                        split_lowerdir(v).ok_or_else(|| invalid(&word, "malformed lowerdir"))?;
-                    overlay.lowers = lowers;
-                    overlay.data_lowers = data;
-                }
-                ("upperdir", Some(v)) => upper = Some(PathBuf::from(unescape(v))),
-                ("workdir", Some(v)) => work = Some(PathBuf::from(unescape(v))),
-                ("userxattr", None) => opts.userxattr = true,
-                ("volatile", None) => opts.volatile = true,
-                ("ro", None) => opts.read_only = true,
-                ("rw", None) => opts.read_only = false,
-                ("index", Some(v)) => opts.index = Some(bool_value(&word, v)?),
-                ("metacopy", Some(v)) => opts.metacopy = Some(bool_value(&word, v)?),
-                ("redirect_dir", Some(v)) => {
-                    opts.redirect_dir = Some(
-                        RedirectDir::parse(v)
-                            .ok_or_else(|| invalid(&word, "unknown redirect_dir mode"))?,
-                    );
-                }
-                _ => return Err(invalid(&word, "unknown overlay option")),
-            }
-        }
-        match (upper, work) {
-            (Some(upper), Some(work)) => Ok(overlay.upper(upper, work)),
-            (None, None) => Ok(overlay),
-            _ => Err(invalid(
-                "upperdir/workdir",
-                "upperdir and workdir go together",
-            )),
         }
     }
 
@@ -328,6 +264,17 @@ impl Overlay {
             return Err(MountError::TooManyLayers {
                 count,
                 max: MAX_LAYERS,
+            });
+        }
+        let all_dirs = self.lowers.iter().chain(&self.data_lowers);
+        let upper_dirs = self.upper.iter().flat_map(|(u, w)| [u, w]);
+        if let Some(dir) = all_dirs
+            .chain(upper_dirs)
+            .find(|d| path_bytes(d).contains(&0))
+        {
+            return Err(MountError::UnsupportedPath {
+                path: dir.clone(),
+                reason: "a NUL byte cannot reach the kernel",
             });
         }
         let opts = &self.options;
@@ -391,6 +338,25 @@ impl Overlay {
         words
     }
 
+    /// The classic option words (flags, then `lowerdir=`, `upperdir=`, `workdir=`), paths
+    /// escaped and relative to `base` where they are under it; `index` only if `index_knob`.
+    fn option_data_words(&self, base: Option<&Path>, index_knob: bool) -> Vec<Vec<u8>> {
+        let mut words: Vec<Vec<u8>> = self
+            .option_words(index_knob)
+            .into_iter()
+            .map(|(key, value)| match value {
+                Some(value) => format!("{key}={value}").into_bytes(),
+                None => key.as_bytes().to_vec(),
+            })
+            .collect();
+        words.push(self.lowerdir_value(base));
+        if let Some((upper, work)) = &self.upper {
+            words.push(path_option(b"upperdir=", upper, base));
+            words.push(path_option(b"workdir=", work, base));
+        }
+        words
+    }
+
     /// `lowerdir=a:b::data`, escaped, paths relative to `base` when they are under it.
     fn lowerdir_value(&self, base: Option<&Path>) -> Vec<u8> {
         let mut out = b"lowerdir=".to_vec();
@@ -427,4 +393,70 @@ fn relative_to(path: &Path, base: Option<&Path>) -> PathBuf {
 /// The bytes of `path`, for option strings.
 fn path_bytes(path: &Path) -> &[u8] {
     path.as_os_str().as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_happens_before_the_kernel() {
+        let conflict = |o: Overlay| matches!(o.validate(), Err(MountError::Conflict { .. }));
+        let base = Overlay::new().lower("/a").lower("/b");
+        let opts = |f: fn(&mut OverlayOptions)| {
+            let mut o = OverlayOptions::default();
+            f(&mut o);
+            o
+        };
+        assert!(conflict(base.clone().options(opts(|o| {
+            o.userxattr = true;
+            o.metacopy = Some(true);
+        }))));
+        assert!(conflict(base.clone().options(opts(|o| {
+            o.metacopy = Some(true);
+            o.redirect_dir = Some(RedirectDir::Follow);
+        }))));
+        assert!(conflict(
+            base.clone()
+                .data_lower("/d")
+                .options(opts(|o| o.userxattr = true))
+        ));
+        assert!(conflict(base.clone().data_lower("/d").options(opts(|o| {
+            o.redirect_dir = Some(RedirectDir::NoFollow);
+        }))));
+        assert!(
+            base.clone()
+                .options(opts(|o| o.userxattr = true))
+                .validate()
+                .is_ok()
+        );
+        assert_eq!(
+            base.data_lower("/d").redirect_dir(),
+            Some(RedirectDir::Follow)
+        );
+        assert!(matches!(
+            Overlay::new().upper("/u", "/w").validate(),
+            Err(MountError::TooFewLayers {
+                count: 0,
+                needed: 1
+            })
+        ));
+    }
+
+    #[test]
+    fn legacy_data_compacts_under_the_common_parent() {
+        let overlay = Overlay::new()
+            .lowers(["/s/layers/1", "/s/layers/2"])
+            .data_lower("/s/layers/objects")
+            .upper("/s/snap/fs", "/s/snap/work")
+            .options(OverlayOptions {
+                index: None,
+                ..OverlayOptions::default()
+            });
+        let data = legacy::option_data(&overlay, Some(Path::new("/s/layers")));
+        assert_eq!(
+            String::from_utf8(data).unwrap(),
+            "redirect_dir=follow,lowerdir=1:2::objects,upperdir=/s/snap/fs,workdir=/s/snap/work"
+        );
+    }
 }

@@ -7,13 +7,14 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use rustix::fs::{CWD, Mode, OFlags};
 use rustix::io::Errno;
 use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
 
-use super::Overlay;
+use super::{Overlay, escape_path};
 use crate::probe::Features;
 use crate::{LayerRole, MountError};
 
@@ -111,11 +112,19 @@ impl FsContext {
             .map_err(|e| layer_error(String::new(), e.into()))?;
         let result = if by_fd {
             self.option_fd(key, fd.as_fd())
-        } else if dir.as_os_str().len() <= FSCONFIG_STRING_MAX {
-            self.option_path(key, dir)
         } else {
-            let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-            self.option_path(key, Path::new(&proc_path))
+            // The kernel unescapes `upperdir`/`workdir` strings but takes `lowerdir+` and
+            // `datadir+` literally (`ovl_mount_dir` against `ovl_mount_dir_noesc`).
+            let mut value = Vec::new();
+            if matches!(key, "upperdir" | "workdir") {
+                escape_path(&mut value, dir);
+            } else {
+                value.extend_from_slice(dir.as_os_str().as_bytes());
+            }
+            if value.len() > FSCONFIG_STRING_MAX {
+                value = format!("/proc/self/fd/{}", fd.as_raw_fd()).into_bytes();
+            }
+            rustix::mount::fsconfig_set_string(&self.fd, key, value)
         };
         result.map_err(|e| layer_error(self.log(), e.into()))
     }
@@ -140,6 +149,7 @@ impl FsContext {
     }
 
     /// Drains the context's message log (what the kernel says went wrong), `; `-separated.
+    /// Overlay reports most of its reasons to the kernel log instead; then this says so.
     fn log(&self) -> String {
         let mut messages = Vec::new();
         let mut buf = [0u8; 1024];
@@ -149,6 +159,71 @@ impl FsContext {
             }
             messages.push(String::from_utf8_lossy(&buf[..len]).trim_end().to_owned());
         }
+        if messages.is_empty() {
+            return "overlayfs logs its reason to the kernel log (dmesg)".to_owned();
+        }
         messages.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::io::Read;
+
+    use super::*;
+
+    /// Layers passed as path strings (pre-6.13 kernels) must work like fds: special characters
+    /// need no escaping with `lowerdir+`, and a path over 255 bytes goes as `/proc/self/fd/N`.
+    #[test]
+    fn layers_by_string_and_by_fd_mount_alike() {
+        if !rustix::process::geteuid().is_root() {
+            assert_ne!(
+                std::env::var("STRATA_REQUIRE_ROOT").as_deref(),
+                Ok("1"),
+                "needs root"
+            );
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let special = tmp.path().join(r"a:b,c\d e");
+        let long = tmp.path().join("l".repeat(200)).join("m".repeat(100));
+        assert!(long.as_os_str().len() > FSCONFIG_STRING_MAX);
+        fs::create_dir_all(&special).unwrap();
+        fs::create_dir_all(&long).unwrap();
+        fs::write(special.join("top"), "special").unwrap();
+        fs::write(long.join("below"), "long").unwrap();
+        for by_fd in [true, false] {
+            let ctx = FsContext::open().unwrap();
+            ctx.layer("lowerdir+", LayerRole::Lower, &special, by_fd)
+                .unwrap();
+            ctx.layer("lowerdir+", LayerRole::Lower, &long, by_fd)
+                .unwrap();
+            // An upper whose name needs escaping when it goes as a string.
+            let upper = tmp.path().join(format!(r"u\:,{by_fd}"));
+            let work = tmp.path().join(format!("w{by_fd}"));
+            fs::create_dir(&upper).unwrap();
+            fs::create_dir(&work).unwrap();
+            fs::write(upper.join("up"), "upper").unwrap();
+            ctx.layer("upperdir", LayerRole::Upper, &upper, by_fd)
+                .unwrap();
+            ctx.layer("workdir", LayerRole::Work, &work, by_fd).unwrap();
+            rustix::mount::fsconfig_create(&ctx.fd).unwrap();
+            let mnt = rustix::mount::fsmount(
+                &ctx.fd,
+                FsMountFlags::FSMOUNT_CLOEXEC,
+                MountAttrFlags::empty(),
+            )
+            .unwrap();
+            for (name, expected) in [("top", "special"), ("below", "long"), ("up", "upper")] {
+                let fd =
+                    rustix::fs::openat(&mnt, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+                        .unwrap();
+                let mut text = String::new();
+                fs::File::from(fd).read_to_string(&mut text).unwrap();
+                assert_eq!(text, expected, "by_fd={by_fd}");
+            }
+        }
     }
 }

@@ -191,3 +191,61 @@ fn stubs_refuse_overlay_xattrs() -> Result<()> {
     assert!(!s.path().join("stub").exists());
     Ok(())
 }
+
+#[test]
+fn xattr_helpers_never_follow_a_final_symlink() -> Result<()> {
+    require_root!();
+    let s = Scratch::new()?;
+    let file = s.layer("d", &[("file", "x")])?.join("file");
+    let link = s.path().join("d/link");
+    std::os::unix::fs::symlink("file", &link)?;
+    xattr::set(&link, b"trusted.on-link", b"1")?;
+    xattr::set(&file, b"user.on-file", b"2")?;
+    xattr::set(&file, b"user.big", &vec![b'v'; 3000])?;
+    assert_eq!(xattr::list(&link)?, [b"trusted.on-link".to_vec()]);
+    assert_eq!(xattr::get(&file, b"trusted.on-link")?, None);
+    assert_eq!(
+        xattr::get(&file, b"user.big")?.map(|v| v.len()),
+        Some(3000),
+        "grows its buffer"
+    );
+    let names: Vec<Vec<u8>> = xattr::all(&file)?.into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [b"user.big".to_vec(), b"user.on-file".to_vec()],
+        "sorted"
+    );
+    xattr::remove(&link, b"trusted.on-link")?;
+    xattr::remove(&link, b"trusted.on-link")?; // already gone: fine
+    assert!(xattr::list(&link)?.is_empty());
+    assert_eq!(
+        xattr::get(&file, b"user.on-file")?.as_deref(),
+        Some(&b"2"[..])
+    );
+    Ok(())
+}
+
+#[test]
+fn a_whiteout_that_hides_nothing_is_listed_but_not_found() -> Result<()> {
+    require_root!();
+    let s = Scratch::new()?;
+    let top = s.dir("top/only-here")?;
+    conventions::create_whiteout(&top.join("ghost"), WhiteoutStyle::CharDevice)?;
+    let base = s.layer("base", &[("gone", "x")])?;
+    conventions::create_whiteout(&s.path().join("top/gone"), WhiteoutStyle::CharDevice)?;
+    let target = s.dir("target")?;
+    let _guard = Overlay::new()
+        .lower(s.path().join("top"))
+        .lower(&base)
+        .mount_at(&target)?;
+    // In a merged dir the whiteout is filtered out of readdir...
+    assert_eq!(fs::read_dir(&target)?.count(), 1, "only `only-here`");
+    // ...in a dir that merges with nothing it is listed, yet no lookup finds it.
+    let listed: Vec<_> = fs::read_dir(target.join("only-here"))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(listed, ["ghost"]);
+    let err = fs::symlink_metadata(target.join("only-here/ghost")).expect_err("whiteout");
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    Ok(())
+}

@@ -4,6 +4,7 @@
 mod support;
 
 mod conventions;
+mod fallback;
 mod guard;
 mod many_layers;
 mod overlay;

@@ -37,3 +37,26 @@ fn temp_dirs_have_d_type_and_ext4_has_no_reflink() -> Result<()> {
     assert!(f.d_type(std::path::Path::new("/no/such/dir")).is_err());
     Ok(())
 }
+
+#[test]
+fn user_namespace_overlay_and_idmapped_mounts() -> Result<()> {
+    require_root!();
+    let f = Features::probe();
+    assert!(f.userns_overlay(), "{f:?}");
+    let s = Scratch::new()?;
+    if rustix::fs::statfs(s.path())?.f_type == 0xEF53 {
+        assert!(
+            f.idmapped_mounts(s.path())?,
+            "ext4 supports idmapped mounts"
+        );
+    }
+    assert!(
+        !f.idmapped_mounts(std::path::Path::new("/proc"))?,
+        "procfs does not"
+    );
+    assert!(
+        f.idmapped_mounts(std::path::Path::new("/no/such/dir"))
+            .is_err()
+    );
+    Ok(())
+}

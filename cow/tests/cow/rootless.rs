@@ -23,6 +23,10 @@ fn userxattr_overlay_works_in_a_user_namespace() -> Result<()> {
     let s = Scratch::new()?;
     s.layer("lower", &[("f", "lower"), ("gone", "x"), ("d/inner", "y")])?;
     s.rw("rw")?;
+    // A copy of this test binary that the unprivileged user can surely execute (the build
+    // dir may sit under a private home).
+    let exe = s.path().join("cow-tests");
+    fs::copy(std::env::current_exe()?, &exe)?;
     chown_tree(s.path(), NOBODY)?;
     let out = Command::new("setpriv")
         .args([
@@ -31,7 +35,7 @@ fn userxattr_overlay_works_in_a_user_namespace() -> Result<()> {
             "--clear-groups",
         ])
         .args(["unshare", "--user", "--map-root-user", "--mount", "--"])
-        .arg(std::env::current_exe()?)
+        .arg(&exe)
         .args([
             "--exact",
             "rootless::child",
@@ -87,6 +91,9 @@ fn child() -> Result<()> {
             .eq(["0", &NOBODY.to_string(), "1"]),
         "{uid_map}"
     );
+
+    // The probe works unprivileged, from inside a user namespace too.
+    assert!(strata_cow::probe::Features::probe().userns_overlay());
 
     let userxattr = OverlayOptions {
         userxattr: true,

@@ -84,3 +84,33 @@ fn read_only_bind_refuses_writes() -> Result<()> {
     assert!(is_mounted(&target));
     Ok(())
 }
+
+#[test]
+fn rbind_carries_submounts_and_makes_them_read_only_too() -> Result<()> {
+    require_root!();
+    let s = Scratch::new()?;
+    let source = s.layer("source", &[("top", "t")])?;
+    let inner = s.layer("inner", &[("deep", "d")])?;
+    fs::create_dir(source.join("sub"))?;
+    let bind = |src: &std::path::Path, options: &[&str]| MountSpec {
+        fs_type: "bind".into(),
+        source: src.to_str().expect("utf-8").into(),
+        options: options.iter().map(|o| o.to_string()).collect(),
+    };
+    let _sub = bind(&inner, &["bind"]).mount_at(&source.join("sub"))?;
+
+    let target = s.dir("target")?;
+    let guard = bind(&source, &["rbind", "ro"]).mount_at(&target)?;
+    assert_eq!(fs::read_to_string(target.join("sub/deep"))?, "d");
+    let err = fs::write(target.join("sub/deep"), "x").expect_err("recursively read-only");
+    assert_eq!(errno(&err), Some(Errno::ROFS));
+    fs::write(source.join("sub/deep"), "still writable at the source")?;
+    guard.unmount()?;
+
+    let _flat = bind(&source, &["bind", "ro"]).mount_at(&target)?;
+    assert!(
+        !target.join("sub/deep").exists(),
+        "a plain bind leaves submounts out"
+    );
+    Ok(())
+}

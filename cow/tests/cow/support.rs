@@ -128,3 +128,138 @@ fn unescape_octal(field: &str) -> String {
 pub fn errno(err: &io::Error) -> Option<rustix::io::Errno> {
     err.raw_os_error().map(rustix::io::Errno::from_raw_os_error)
 }
+
+/// What a tree looks like to a reader, entry by entry (relative path → summary), for comparing
+/// a materialized tree with the kernel's overlay view.
+pub fn snapshot(root: &Path) -> io::Result<std::collections::BTreeMap<PathBuf, String>> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            // Overlay lists a whiteout that sits in a lower dir merging with nothing, yet no
+            // lookup finds it: it is not there for a reader.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && path != root => continue,
+            Err(e) => return Err(e),
+        };
+        let ft = meta.file_type();
+        let body = if ft.is_dir() {
+            for entry in fs::read_dir(&path)? {
+                stack.push(entry?.path());
+            }
+            "dir".to_owned()
+        } else if ft.is_file() {
+            let bytes = fs::read(&path)?;
+            let mut hasher = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&bytes, &mut hasher);
+            format!(
+                "file len={} hash={:x}",
+                bytes.len(),
+                std::hash::Hasher::finish(&hasher)
+            )
+        } else if ft.is_symlink() {
+            format!("symlink {:?}", fs::read_link(&path)?)
+        } else if ft.is_char_device() || ft.is_block_device() {
+            format!("dev {:x}", meta.rdev())
+        } else {
+            "fifo/socket".to_owned()
+        };
+        let xattrs: Vec<String> = strata_cow::xattr::all(&path)?
+            .into_iter()
+            .filter(|(name, _)| !strata_cow::conventions::is_overlay_xattr(name))
+            .map(|(n, v)| {
+                format!(
+                    "{}={}",
+                    String::from_utf8_lossy(&n),
+                    String::from_utf8_lossy(&v)
+                )
+            })
+            .collect();
+        let summary = format!(
+            "{body} mode={:o} owner={}:{} mtime={}.{} xattrs={xattrs:?}",
+            meta.mode(),
+            meta.uid(),
+            meta.gid(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+        );
+        let rel = path.strip_prefix(root).expect("under root").to_path_buf();
+        out.insert(rel, summary);
+    }
+    Ok(out)
+}
+
+/// A reflink-capable XFS filesystem in a sparse image file, loop-mounted for one test; the
+/// drop unmounts it and detaches the loop device, also when the test fails.
+pub struct LoopXfs {
+    device: Option<String>,
+    mount: PathBuf,
+    mounted: bool,
+}
+
+impl LoopXfs {
+    pub fn new(s: &Scratch) -> anyhow::Result<LoopXfs> {
+        use anyhow::Context;
+        let image = s.path().join("xfs.img");
+        fs::File::create(&image)?.set_len(320 << 20)?;
+        run(std::process::Command::new("mkfs.xfs")
+            .args(["-q", "-m", "reflink=1"])
+            .arg(&image))?;
+        let mut xfs = LoopXfs {
+            device: None,
+            mount: s.dir("xfs")?,
+            mounted: false,
+        };
+        let out = std::process::Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&image)
+            .output()
+            .context("losetup")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        xfs.device = Some(String::from_utf8(out.stdout)?.trim().to_owned());
+        let device = xfs.device.as_deref().expect("just set");
+        rustix::mount::mount(
+            device,
+            &xfs.mount,
+            "xfs",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )?;
+        xfs.mounted = true;
+        Ok(xfs)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.mount
+    }
+}
+
+impl Drop for LoopXfs {
+    fn drop(&mut self) {
+        if self.mounted {
+            if let Err(err) =
+                rustix::mount::unmount(&self.mount, rustix::mount::UnmountFlags::empty())
+            {
+                eprintln!("unmount {}: {err}", self.mount.display());
+            }
+        }
+        if let Some(device) = &self.device {
+            let _ = run(std::process::Command::new("losetup").args(["-d", device]));
+        }
+    }
+}
+
+fn run(cmd: &mut std::process::Command) -> anyhow::Result<()> {
+    let out = cmd.output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! Layer store benchmarks, each with its baseline in the same run:
+//! - `import`: Strata's import of a gzip and a zstd layer (MB/s of compressed input) against
+//!   decompressing and unpacking the same blob with the `tar` crate (what a plain unpacker does).
+//! - `export`: rebuilding and compressing a layer blob against compressing the same tar from
+//!   memory.
+//! - `materialize`: stub and hardlink trees against the copy strategy.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use strata_layer_store::{Durability, Store, Strategy};
+
+/// A layer tar shaped like a rootfs: many small files, a few large ones, some repeated content.
+fn rootfs_tar(files: u32) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut state = 7u64;
+    for i in 0..files {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        let size = match state >> 60 {
+            0 => 1 << 20,                             // a few large files
+            1..=5 => 16 << 10,                        // some medium
+            _ => 200 + (state >> 52) as usize % 4000, // mostly small
+        };
+        // Text-like bytes so compression has work to do; every 8th file repeats content.
+        let seed = if i % 8 == 0 { 0 } else { i };
+        let data: Vec<u8> = (0..size)
+            .map(|j| b"abcdefgh ijklmnop\n"[((j as u32).wrapping_mul(seed | 1) >> 3) as usize % 18])
+            .collect();
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_700_000_000);
+        b.append_data(&mut h, format!("usr/lib/d{}/f{i}", i % 50), &data[..])
+            .unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn gzip(tar: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    e.write_all(tar).unwrap();
+    e.finish().unwrap()
+}
+
+fn fresh_store(dir: &Path) -> Store {
+    let _ = fs::remove_dir_all(dir);
+    Store::open(dir).unwrap().with_durability(Durability::None)
+}
+
+fn import(c: &mut Criterion) {
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = rootfs_tar(1500);
+    let mut group = c.benchmark_group("import");
+    for (name, blob) in [
+        ("gzip", gzip(&tar)),
+        ("zstd", zstd::bulk::compress(&tar, 3).unwrap()),
+    ] {
+        let path = tmp.path().join(format!("layer.{name}"));
+        fs::write(&path, &blob).unwrap();
+        group.throughput(Throughput::Bytes(blob.len() as u64));
+        group.bench_function(BenchmarkId::new("strata", name), |b| {
+            b.iter_batched(
+                || fresh_store(&tmp.path().join("store")),
+                |store| store.import(&path, &Default::default()).unwrap(),
+                BatchSize::PerIteration,
+            )
+        });
+        group.bench_function(BenchmarkId::new("tar-unpack", name), |b| {
+            let dest = tmp.path().join("unpacked");
+            b.iter_batched(
+                || {
+                    let _ = fs::remove_dir_all(&dest);
+                },
+                |()| {
+                    let reader: Box<dyn std::io::Read> = if name == "gzip" {
+                        Box::new(flate2::read::GzDecoder::new(&blob[..]))
+                    } else {
+                        Box::new(zstd::stream::read::Decoder::new(&blob[..]).unwrap())
+                    };
+                    tar::Archive::new(reader).unpack(&dest).unwrap()
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+}
+
+fn export(c: &mut Criterion) {
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = rootfs_tar(1500);
+    let mut group = c.benchmark_group("export");
+    group.throughput(Throughput::Bytes(tar.len() as u64));
+    for (name, blob) in [
+        ("gzip", gzip(&tar)),
+        ("zstd", zstd::bulk::compress(&tar, 3).unwrap()),
+    ] {
+        let store = fresh_store(&tmp.path().join(format!("store-{name}")));
+        let path = tmp.path().join(format!("layer.{name}"));
+        fs::write(&path, &blob).unwrap();
+        let report = store.import(&path, &Default::default()).unwrap();
+        let record = store.layer_record(&report.layers[0].id).unwrap();
+        group.bench_function(BenchmarkId::new("strata", name), |b| {
+            b.iter(|| store.write_layer_blob(&record, std::io::sink()).unwrap())
+        });
+        group.bench_function(BenchmarkId::new("compress-from-memory", name), |b| {
+            b.iter(|| {
+                if name == "gzip" {
+                    gzip(&tar).len()
+                } else {
+                    zstd::bulk::compress(&tar, 3).unwrap().len()
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+fn materialize(c: &mut Criterion) {
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = rootfs_tar(1500);
+    let path = tmp.path().join("layer.tar");
+    fs::write(&path, &tar).unwrap();
+    let store = fresh_store(&tmp.path().join("store"));
+    let id = store.import(&path, &Default::default()).unwrap().layers[0]
+        .id
+        .clone();
+    let root = rustix::process::geteuid().is_root();
+    let mut group = c.benchmark_group("materialize");
+    group.throughput(Throughput::Elements(1500));
+    for strategy in [Strategy::Stub, Strategy::Hardlink, Strategy::Copy] {
+        if strategy == Strategy::Stub && !root {
+            continue;
+        }
+        group.bench_function(BenchmarkId::from_parameter(strategy.name()), |b| {
+            // Alternate with another strategy so every iteration builds a fresh tree.
+            let other = if strategy == Strategy::Copy {
+                Strategy::Hardlink
+            } else {
+                Strategy::Copy
+            };
+            b.iter_batched(
+                || store.materialize(&id, Some(other)).unwrap(),
+                |_| store.materialize(&id, Some(strategy)).unwrap(),
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, import, export, materialize);
+criterion_main!(benches);

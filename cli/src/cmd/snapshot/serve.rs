@@ -1,0 +1,59 @@
+//! `strata serve`: containerd's snapshots gRPC service on a unix socket.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::global::Global;
+
+/// Serve containerd's snapshots API (for `[proxy_plugins.NAME] type = "snapshot"`).
+#[derive(Debug, clap::Args)]
+pub struct Serve {
+    /// The unix socket to listen on; a stale socket there is replaced.
+    #[arg(long, value_name = "SOCKET")]
+    address: PathBuf,
+}
+
+impl Serve {
+    pub fn run(self, global: &Global) -> anyhow::Result<()> {
+        let snapshotter = Arc::new(super::open(global)?);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the tokio runtime")?;
+        runtime.block_on(async move {
+            if let Ok(meta) = std::fs::symlink_metadata(&self.address) {
+                anyhow::ensure!(
+                    meta.file_type().is_socket(),
+                    "{} exists and is not a socket",
+                    self.address.display()
+                );
+                std::fs::remove_file(&self.address)
+                    .with_context(|| format!("removing stale {}", self.address.display()))?;
+            }
+            let listener = tokio::net::UnixListener::bind(&self.address)
+                .with_context(|| format!("listening on {}", self.address.display()))?;
+            // Snapshot mounts are root's business: only root may talk to the socket.
+            std::fs::set_permissions(&self.address, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("chmod {}", self.address.display()))?;
+            let mut term = signal(SignalKind::terminate())?;
+            let mut int = signal(SignalKind::interrupt())?;
+            let shutdown = async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            };
+            tracing::info!(address = %self.address.display(), "serving containerd snapshots");
+            eprintln!("strata: serving snapshots on {}", self.address.display());
+            strata_snapshotter::grpc::serve(snapshotter, listener, shutdown)
+                .await
+                .context("serving gRPC")?;
+            let _ = std::fs::remove_file(&self.address);
+            Ok(())
+        })
+    }
+}

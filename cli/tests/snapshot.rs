@@ -1,0 +1,168 @@
+//! The snapshot commands of `strata`, driven through the built binary.
+
+#[path = "snapshot/containerd.rs"]
+mod containerd;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn strata(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(root: &Path, args: &[&str]) -> String {
+    let out = strata(root, args);
+    assert!(
+        out.status.success(),
+        "strata {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json(root: &Path, args: &[&str]) -> serde_json::Value {
+    let mut with_json = vec!["--json"];
+    with_json.extend_from_slice(args);
+    serde_json::from_str(&ok(root, &with_json)).unwrap()
+}
+
+fn fails(root: &Path, args: &[&str]) -> String {
+    let out = strata(root, args);
+    assert!(!out.status.success(), "strata {args:?} succeeded");
+    assert!(out.stdout.is_empty());
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn lifecycle_with_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mounts = json(root, &["prepare", "base-a", "--label", "a=1"]);
+    assert_eq!(mounts[0]["type"], "bind");
+    assert_eq!(mounts[0]["options"], serde_json::json!(["rw", "rbind"]));
+    let committed = json(root, &["commit", "base", "base-a", "--label", "gc=yes"]);
+    assert_eq!(committed["name"], "base");
+    assert_eq!(committed["kind"], "committed");
+    assert_eq!(committed["labels"], serde_json::json!({"gc": "yes"}));
+
+    let mounts = json(root, &["prepare", "top", "base"]);
+    assert_eq!(mounts[0]["type"], "overlay");
+    let options: Vec<String> = serde_json::from_value(mounts[0]["options"].clone()).unwrap();
+    assert!(
+        options.iter().any(|o| o.starts_with("upperdir=")),
+        "{options:?}"
+    );
+    assert_eq!(json(root, &["mounts", "top"]), mounts);
+    let view = json(root, &["view", "v", "base"]);
+    assert_eq!(view[0]["options"], serde_json::json!(["ro", "rbind"]));
+
+    let stat = json(root, &["stat", "top"]);
+    assert_eq!(
+        (stat["kind"].as_str(), stat["parent"].as_str()),
+        (Some("active"), Some("base"))
+    );
+    let names = |v: serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(json(root, &["ls"])), ["base", "top", "v"]);
+    assert_eq!(
+        names(json(root, &["ls", "kind==view", "labels.gc==yes"])),
+        ["base", "v"]
+    );
+    assert_eq!(
+        names(json(root, &["ls", "parent==base,kind==active"])),
+        ["top"]
+    );
+    let usage = json(root, &["usage", "top"]);
+    assert_eq!(usage["inodes"], 1);
+
+    ok(root, &["rm", "v"]);
+    ok(root, &["rm", "top"]);
+    ok(root, &["rm", "base"]);
+    assert_eq!(names(json(root, &["ls"])), Vec::<String>::new());
+}
+
+#[test]
+fn text_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let line = ok(root, &["prepare", "a"]);
+    assert_eq!(
+        line.trim(),
+        format!("bind {}/snapshots/1/fs rw,rbind", root.display())
+    );
+    let ls = ok(root, &["ls"]);
+    let rows: Vec<Vec<&str>> = ls.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows, [vec!["KEY", "PARENT", "KIND"], vec!["a", "active"]]);
+    assert!(ok(root, &["stat", "a"]).contains("kind: active"));
+}
+
+#[test]
+fn errors_name_the_key_and_exit_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    assert!(fails(root, &["stat", "ghost"]).contains("\"ghost\" not found"));
+    ok(root, &["prepare", "a"]);
+    assert!(fails(root, &["prepare", "a"]).contains("\"a\" already exists"));
+    assert!(fails(root, &["view", "v", "a"]).contains("not a committed snapshot"));
+    assert!(fails(root, &["prepare", "b", "nope"]).contains("\"nope\""));
+    ok(root, &["commit", "c", "a"]);
+    assert!(fails(root, &["mounts", "c"]).contains("committed"));
+    ok(root, &["prepare", "child", "c"]);
+    assert!(fails(root, &["rm", "c"]).contains("cannot remove snapshot with child"));
+    assert!(fails(root, &["ls", "kind=="]).contains("kind=="));
+    assert!(fails(root, &["prepare", "x", "--label", "novalue"]).contains("KEY=VALUE"));
+}
+
+#[test]
+fn mount_write_umount() {
+    if !rustix::process::geteuid().is_root() {
+        assert!(
+            std::env::var_os("STRATA_REQUIRE_ROOT").is_none_or(|v| v != "1"),
+            "STRATA_REQUIRE_ROOT=1 but not root"
+        );
+        eprintln!("skipped: mounting needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let target = dir.path().join("mnt");
+    std::fs::create_dir(&target).unwrap();
+    ok(&root, &["prepare", "base-a"]);
+    ok(&root, &["mount", "base-a", target.to_str().unwrap()]);
+    // Unmount even if an assertion below fails.
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = strata_cow::unmount(self.0);
+        }
+    }
+    let guard = Unmount(&target);
+    std::fs::write(target.join("hello"), "world").unwrap();
+    ok(&root, &["umount", target.to_str().unwrap()]);
+    std::mem::forget(guard);
+    assert!(!target.join("hello").exists());
+    ok(&root, &["commit", "base", "base-a"]);
+    ok(&root, &["view", "v", "base"]);
+    ok(&root, &["mount", "v", target.to_str().unwrap()]);
+    let guard = Unmount(&target);
+    assert_eq!(
+        std::fs::read_to_string(target.join("hello")).unwrap(),
+        "world"
+    );
+    assert!(
+        std::fs::write(target.join("x"), "y").is_err(),
+        "a view is read-only"
+    );
+    drop(guard);
+    assert!(fails(&root, &["umount", target.to_str().unwrap()]).contains(target.to_str().unwrap()));
+}

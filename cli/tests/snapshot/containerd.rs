@@ -1,0 +1,337 @@
+//! A private containerd using `strata serve` as its `strata` proxy snapshotter: ctr's snapshot
+//! commands, an image import, a container run, and a SIGKILL of `strata serve` mid-work.
+//!
+//! containerd is started once, with its own root, state and sockets under a temp dir, and
+//! stopped by PID, as is every `strata serve` the test starts.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// A child process killed (by PID) when dropped, with its stderr collected for diagnostics.
+struct Daemon {
+    name: &'static str,
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts `command` and returns once a line of its stderr contains `ready`.
+    fn start(name: &'static str, mut command: Command, ready: &str) -> Daemon {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = stderr.read_line(&mut line).unwrap();
+            log.lock().unwrap().push_str(&line);
+            assert!(
+                n > 0,
+                "{name} exited before ready:\n{}",
+                log.lock().unwrap()
+            );
+            if line.contains(ready) {
+                break;
+            }
+        }
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stderr.read_to_string(&mut rest);
+            sink.lock().unwrap().push_str(&rest);
+        });
+        Daemon { name, child, log }
+    }
+
+    fn kill(&mut self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, signal);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.kill(rustix::process::Signal::TERM);
+        }
+        if std::thread::panicking() {
+            eprintln!("--- {} log ---\n{}", self.name, self.log.lock().unwrap());
+        }
+    }
+}
+
+struct Env {
+    dir: PathBuf,
+    store: PathBuf,
+    strata_sock: PathBuf,
+    containerd_sock: PathBuf,
+}
+
+impl Env {
+    fn serve(&self) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+        cmd.arg("--root")
+            .arg(&self.store)
+            .arg("serve")
+            .arg("--address")
+            .arg(&self.strata_sock);
+        Daemon::start("strata serve", cmd, "serving snapshots on")
+    }
+
+    fn ctr(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.containerd_sock)
+            .args(["--namespace", "strata-test"])
+            .args(args)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    fn snapshots(&self, args: &[&str]) -> Result<String, String> {
+        let mut all = vec!["snapshots", "--snapshotter", "strata"];
+        all.extend_from_slice(args);
+        self.ctr(&all)
+    }
+
+    fn strata_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("--root")
+            .arg(&self.store)
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Builds a one-layer OCI image of Debian's static busybox with umoci, as an OCI archive.
+fn busybox_image(dir: &Path) -> PathBuf {
+    let layout = dir.join("layout");
+    let bundle = dir.join("bundle");
+    let image = format!("{}:busybox", layout.display());
+    let run = |args: &[&str]| {
+        let out = Command::new("umoci").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "umoci {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["init", "--layout", layout.to_str().unwrap()]);
+    run(&["new", "--image", &image]);
+    run(&["unpack", "--image", &image, bundle.to_str().unwrap()]);
+    let bin = bundle.join("rootfs/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", bin.join("sh")).unwrap();
+    run(&["repack", "--image", &image, bundle.to_str().unwrap()]);
+    let archive = dir.join("busybox.tar");
+    let out = Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&archive)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    archive
+}
+
+#[test]
+fn containerd_runs_containers_on_strata() {
+    let missing: Vec<&str> = ["containerd", "ctr", "runc", "umoci"]
+        .into_iter()
+        .filter(|t| !have(t))
+        .collect();
+    let required = std::env::var_os("STRATA_REQUIRE_ROOT").is_some_and(|v| v == "1");
+    if !rustix::process::geteuid().is_root() || !missing.is_empty() {
+        assert!(
+            !required,
+            "STRATA_REQUIRE_ROOT=1 but not root or missing {missing:?}"
+        );
+        eprintln!("skipped: needs root and containerd, ctr, runc, umoci (missing {missing:?})");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let env = Env {
+        store: dir.join("strata"),
+        strata_sock: dir.join("strata.sock"),
+        containerd_sock: dir.join("containerd.sock"),
+        dir,
+    };
+    let mut serve = env.serve();
+    let config = env.dir.join("config.toml");
+    let d = env.dir.display();
+    std::fs::write(
+        &config,
+        format!(
+            r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[debug]
+  address = "{d}/debug.sock"
+[proxy_plugins]
+  [proxy_plugins.strata]
+    type = "snapshot"
+    address = "{d}/strata.sock"
+"#
+        ),
+    )
+    .unwrap();
+    let mut containerd = Command::new("containerd");
+    containerd.arg("--config").arg(&config);
+    let _containerd = Daemon::start("containerd", containerd, "containerd successfully booted");
+
+    // ctr's snapshot commands.
+    env.snapshots(&["prepare", "k1"]).unwrap();
+    let mounts = env.snapshots(&["mounts", "/mnt", "k1"]).unwrap();
+    assert!(mounts.starts_with("mount -t bind "), "{mounts}");
+    assert!(mounts.contains("rw,rbind"), "{mounts}");
+    env.snapshots(&["commit", "c1", "k1"]).unwrap();
+    env.snapshots(&["prepare", "k2", "c1"]).unwrap();
+    let mounts = env.snapshots(&["mounts", "/mnt", "k2"]).unwrap();
+    assert!(
+        mounts.contains("mount -t overlay overlay") && mounts.contains("upperdir="),
+        "{mounts}"
+    );
+    let ls = env.snapshots(&["ls"]).unwrap();
+    assert!(
+        ls.lines()
+            .any(|l| l.split_whitespace().eq(["c1", "Committed"])),
+        "{ls}"
+    );
+    assert!(
+        ls.lines()
+            .any(|l| l.split_whitespace().eq(["k2", "c1", "Active"])),
+        "{ls}"
+    );
+    let err = env.snapshots(&["rm", "c1"]).unwrap_err();
+    assert!(err.contains("failed precondition"), "{err}");
+    let err = env.snapshots(&["commit", "c1", "k2"]).unwrap_err();
+    assert!(err.contains("already exists"), "{err}");
+    env.snapshots(&["rm", "k2"]).unwrap();
+    env.snapshots(&["rm", "c1"]).unwrap();
+    let err = env.snapshots(&["info", "c1"]).unwrap_err();
+    assert!(err.contains("not found"), "{err}");
+
+    // An image unpacked onto strata, and a container running on it.
+    let archive = busybox_image(&env.dir);
+    env.ctr(&[
+        "images",
+        "import",
+        "--snapshotter",
+        "strata",
+        "--base-name",
+        "localhost/busybox",
+        archive.to_str().unwrap(),
+    ])
+    .unwrap();
+    let hello = env
+        .ctr(&[
+            "run",
+            "--rm",
+            "--snapshotter",
+            "strata",
+            "localhost/busybox:busybox",
+            "strata-hello",
+            "/bin/busybox",
+            "echo",
+            "hello",
+        ])
+        .unwrap();
+    assert_eq!(hello.trim(), "hello");
+    let layers = env.snapshots(&["ls"]).unwrap();
+    assert!(
+        layers.contains("sha256:"),
+        "the image's layer is a strata snapshot: {layers}"
+    );
+
+    // SIGKILL mid-work: every commit ctr saw succeed survives, leftovers go.
+    let mut committed = Vec::new();
+    let mut parent = String::new();
+    for i in 0.. {
+        let key = format!("crash-a{i}");
+        let name = format!("crash-c{i}");
+        let mut prepare = vec!["prepare", key.as_str()];
+        if !parent.is_empty() {
+            prepare.push(parent.as_str());
+        }
+        env.snapshots(&prepare).unwrap();
+        env.snapshots(&["commit", &name, &key]).unwrap();
+        committed.push(name.clone());
+        parent = name;
+        if i == 9 {
+            // One more prepare left in flight, then the kill.
+            env.snapshots(&["prepare", "crash-open", &parent]).unwrap();
+            break;
+        }
+    }
+    serve.kill(rustix::process::Signal::KILL);
+    // Reopening the store (as `strata serve` does on restart) removes what no record names.
+    let listed = env.strata_json(&["ls", "kind==committed"]);
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    for name in &committed {
+        assert!(
+            names.iter().any(|n| n.ends_with(&format!("/{name}"))),
+            "{name} lost: {names:?}"
+        );
+    }
+    let all = env.strata_json(&["ls"]).as_array().unwrap().len();
+    let dirs = std::fs::read_dir(env.store.join("snapshots"))
+        .unwrap()
+        .count();
+    assert_eq!(dirs, all, "every snapshot dir is named by a record");
+    let staged = std::fs::read_dir(env.store.join("tmp")).unwrap().count();
+    assert_eq!(staged, 0);
+
+    let _serve = env.serve();
+    // containerd redials the proxy with backoff: the first calls may still find it down.
+    let info = (0..500)
+        .find_map(|_| env.snapshots(&["info", committed.last().unwrap()]).ok())
+        .expect("containerd reconnects to the restarted strata serve");
+    assert!(info.contains("\"Committed\""), "{info}");
+    env.snapshots(&["prepare", "after-restart", committed.last().unwrap()])
+        .unwrap();
+    env.snapshots(&["rm", "after-restart"]).unwrap();
+}

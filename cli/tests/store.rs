@@ -1,0 +1,189 @@
+//! `strata import|export|images|layers|rmi|gc|fsck|du` through the built binary.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::Context;
+
+fn strata(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("running strata")
+}
+
+fn ok_json(root: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let mut full = vec!["--json"];
+    full.extend_from_slice(args);
+    let out = strata(root, &full);
+    anyhow::ensure!(
+        out.status.success(),
+        "strata {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).context("stdout is one JSON document")
+}
+
+/// A gzip layer tar of `files`.
+fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_700_000_000);
+        b.append_data(&mut h, path, *data).unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).unwrap();
+    gz.finish().unwrap()
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn import_list_export_gc_fsck_du() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path().join("store");
+    let shared = vec![b'z'; 50_000];
+    let a = tmp.path().join("a.tar.gz");
+    fs::write(&a, layer(&[("shared", &shared), ("a", b"only a")]))?;
+    let b = tmp.path().join("b.tar.gz");
+    fs::write(&b, layer(&[("copy-of-shared", &shared), ("b", b"only b")]))?;
+
+    let imported = ok_json(&root, &["import", a.to_str().unwrap(), "--name", "a"])?;
+    assert_eq!(imported["tags"][0], "a");
+    assert_eq!(imported["objects_new"], 2);
+    let imported_b = ok_json(&root, &["import", b.to_str().unwrap(), "--name", "b"])?;
+    assert_eq!(imported_b["objects_existing"], 1);
+
+    let images = ok_json(&root, &["images"])?;
+    assert_eq!(images.as_array().map(Vec::len), Some(2));
+    let layers = ok_json(&root, &["layers"])?;
+    assert_eq!(layers.as_array().map(Vec::len), Some(2));
+    let du = ok_json(&root, &["du"])?;
+    assert_eq!(du["logical_bytes"], 2 * 50_000 + 12);
+    assert!(du["dedup_ratio"].as_f64().unwrap_or(0.0) > 1.5, "{du}");
+
+    let out = tmp.path().join("out");
+    let exported = ok_json(&root, &["export", "a", "-o", out.to_str().unwrap()])?;
+    assert!(out.join("index.json").is_file());
+    assert_eq!(exported["layers"].as_array().map(Vec::len), Some(1));
+
+    ok_json(&root, &["rmi", "b"])?;
+    let dry = ok_json(&root, &["gc", "--dry-run"])?;
+    assert_eq!(dry["layers"].as_array().map(Vec::len), Some(1));
+    let gc = ok_json(&root, &["gc"])?;
+    assert_eq!(gc["objects"], 1, "{gc}");
+    let fsck = ok_json(&root, &["fsck"])?;
+    assert_eq!(fsck["problems"].as_array().map(Vec::len), Some(0));
+
+    let text = strata(&root, &["images"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains(" a"));
+    Ok(())
+}
+
+#[test]
+fn errors_name_what_was_wrong() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path().join("store");
+    let missing = tmp.path().join("no-such-image.tar");
+    let out = strata(&root, &["import", missing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-image.tar"));
+
+    let dest = tmp.path().join("x");
+    let out = strata(&root, &["export", "nope", "-o", dest.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+    assert!(!dest.exists());
+    Ok(())
+}
+
+#[test]
+fn fsck_fails_on_a_flipped_byte() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path().join("store");
+    let a = tmp.path().join("a.tar.gz");
+    fs::write(&a, layer(&[("file", b"precious bytes")]))?;
+    ok_json(&root, &["import", a.to_str().unwrap(), "--name", "a"])?;
+    let object = walk_files(&root.join("objects"))
+        .pop()
+        .context("one object")?;
+    fs::set_permissions(&object, fs::Permissions::from_mode(0o644))?;
+    fs::write(&object, b"precious bytez")?;
+    let out = strata(&root, &["--json", "fsck"]);
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(report["problems"][0]["kind"], "corrupt_object");
+    let repaired = strata(&root, &["fsck", "--repair"]);
+    assert!(String::from_utf8_lossy(&repaired.stdout).contains("quarantined object"));
+    Ok(())
+}
+
+/// GC in one process never removes what an import running in another process needs: whatever
+/// the interleaving, the imported image ends up complete.
+#[test]
+fn gc_racing_an_import_in_another_process_keeps_it_whole() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path().join("store");
+    // Many files so the import takes a while; some content shared with an image that GC frees.
+    let files: Vec<(String, Vec<u8>)> = (0..400u32)
+        .map(|i| {
+            (
+                format!("dir{}/file{i}", i % 20),
+                i.to_le_bytes().repeat(500 + i as usize),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_slice()))
+        .collect();
+    let big = tmp.path().join("big.tar.gz");
+    fs::write(&big, layer(&refs))?;
+    let old = tmp.path().join("old.tar.gz");
+    fs::write(&old, layer(&refs[..200]))?;
+    ok_json(&root, &["import", old.to_str().unwrap(), "--name", "old"])?;
+    ok_json(&root, &["rmi", "old"])?;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(&root)
+        .args(["import", big.to_str().unwrap(), "--name", "big"])
+        .spawn()?;
+    let mut rounds = 0;
+    while child.try_wait()?.is_none() || rounds == 0 {
+        ok_json(&root, &["gc"])?;
+        rounds += 1;
+    }
+    assert!(child.wait()?.success());
+    ok_json(&root, &["gc"])?;
+    let fsck = ok_json(&root, &["fsck"])?;
+    assert_eq!(fsck["problems"].as_array().map(Vec::len), Some(0), "{fsck}");
+    let out = tmp.path().join("out");
+    ok_json(&root, &["export", "big", "-o", out.to_str().unwrap()])?;
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(out.join("index.json"))?)?;
+    assert_eq!(
+        index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        "big"
+    );
+    Ok(())
+}

@@ -1,0 +1,336 @@
+//! Layer blob compression: detecting it on import, finding settings that reproduce it, and
+//! compressing again on export.
+//!
+//! Reproduction is found cheaply: the first [`PROBE_LEN`] uncompressed bytes are compressed at
+//! candidate settings and the bytes the compressor has emitted so far (which are final) are
+//! compared with the start of the original stream. Export verifies the whole digest anyway and
+//! falls back to a fresh compression when it differs.
+//!
+//! zlib-rs's deflate output depends on how its input is split into writes, so gzip input is
+//! always fed in [`GZIP_CHUNK`]-byte writes: a blob Strata compressed is reproduced exactly.
+
+use std::io::{self, Write};
+
+use flate2::Crc;
+use flate2::write::DeflateEncoder;
+
+use crate::record::Compression;
+
+/// How many uncompressed bytes the reproduction probe compresses.
+pub(crate) const PROBE_LEN: usize = 256 << 10;
+/// How many compressed bytes are kept for the probe to compare against.
+pub(crate) const PROBE_COMPRESSED_LEN: usize = 256 << 10;
+/// The size of every write into the deflate encoder but the last.
+const GZIP_CHUNK: usize = 64 << 10;
+/// gzip levels tried, most common first.
+const GZIP_LEVELS: [u32; 9] = [6, 9, 1, 2, 3, 4, 5, 7, 8];
+/// zstd levels tried, most common first.
+const ZSTD_LEVELS: [i32; 10] = [3, 1, 2, 4, 5, 6, 7, 8, 9, 19];
+
+/// The format of a blob, by its magic bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    Plain,
+    Gzip,
+    Zstd,
+}
+
+/// The format of a blob starting with `prefix`.
+pub(crate) fn detect(prefix: &[u8]) -> Format {
+    if prefix.starts_with(&[0x1f, 0x8b]) {
+        Format::Gzip
+    } else if prefix.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Format::Zstd
+    } else {
+        Format::Plain
+    }
+}
+
+/// The start of a blob's two streams, for the reproduction probe.
+pub(crate) struct Probe<'a> {
+    /// The first compressed bytes.
+    pub compressed: &'a [u8],
+    /// The first uncompressed bytes.
+    pub raw: &'a [u8],
+    /// Length of the whole uncompressed stream.
+    pub raw_len: u64,
+}
+
+impl Probe<'_> {
+    /// Whether compressing the probe with `candidate` agrees with the original stream.
+    fn agrees(&self, candidate: &Compression) -> bool {
+        let Ok(mut c) = Compressor::new(candidate, self.raw_len, Vec::new()) else {
+            return false;
+        };
+        if c.write_all(self.raw).is_err() {
+            return false;
+        }
+        if self.raw.len() as u64 == self.raw_len {
+            return c
+                .finish()
+                .is_ok_and(|ours| self.compressed.starts_with(&ours) && !ours.is_empty());
+        }
+        // Emitted bytes are final, but for the last one, which may still gain bits.
+        let ours = c.emitted();
+        let n = ours.len().saturating_sub(1);
+        n > 16 && self.compressed.len() >= n && ours[..n] == self.compressed[..n]
+    }
+}
+
+/// Finds the compression settings of a blob of `format`.
+pub(crate) fn identify(format: Format, probe: &Probe<'_>) -> Compression {
+    match format {
+        Format::Plain => Compression::None,
+        Format::Gzip => {
+            let header = gzip_header_len(probe.compressed)
+                .map(|len| probe.compressed[..len].to_vec())
+                .unwrap_or_default();
+            let level = (!header.is_empty())
+                .then(|| {
+                    GZIP_LEVELS.into_iter().find(|&level| {
+                        probe.agrees(&Compression::Gzip {
+                            header: header.clone(),
+                            level: Some(level),
+                        })
+                    })
+                })
+                .flatten();
+            Compression::Gzip { header, level }
+        }
+        Format::Zstd => {
+            // Frame header descriptor: bit 2 checksum, bits 6-7 content size field.
+            let descriptor = probe.compressed.get(4).copied().unwrap_or(0);
+            let checksum = descriptor & 0x04 != 0;
+            let content_size = descriptor & 0xc0 != 0 || descriptor & 0x20 != 0;
+            let level = ZSTD_LEVELS.into_iter().find(|&level| {
+                probe.agrees(&Compression::Zstd {
+                    level: Some(level),
+                    checksum,
+                    content_size,
+                })
+            });
+            Compression::Zstd {
+                level,
+                checksum,
+                content_size,
+            }
+        }
+    }
+}
+
+/// Length of the gzip member header at the start of `data` (RFC 1952), if it is all there.
+fn gzip_header_len(data: &[u8]) -> Option<usize> {
+    let flags = *data.get(3)?;
+    let mut at = 10usize;
+    if data.len() < at {
+        return None;
+    }
+    if flags & 0x04 != 0 {
+        let xlen = usize::from(u16::from_le_bytes([*data.get(at)?, *data.get(at + 1)?]));
+        at += 2 + xlen;
+    }
+    for bit in [0x08, 0x10] {
+        if flags & bit != 0 {
+            at += data.get(at..)?.iter().position(|&b| b == 0)? + 1;
+        }
+    }
+    if flags & 0x02 != 0 {
+        at += 2;
+    }
+    (at <= data.len()).then_some(at)
+}
+
+/// The gzip header written when the original one is not reproducible: no name, mtime 0, OS
+/// unknown (what Go's `compress/gzip` writes).
+const PLAIN_GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+/// A writer that compresses a layer blob into `inner`.
+pub(crate) enum Compressor<W: Write> {
+    Plain(W),
+    Gzip {
+        deflate: DeflateEncoder<W>,
+        crc: Crc,
+        pending: Vec<u8>,
+    },
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Compressor<W> {
+    /// Starts a blob of `compression` holding `raw_len` uncompressed bytes; settings that were
+    /// not reproducible get defaults (gzip level 6, zstd level 3).
+    pub(crate) fn new(compression: &Compression, raw_len: u64, mut inner: W) -> io::Result<Self> {
+        Ok(match compression {
+            Compression::None => Compressor::Plain(inner),
+            Compression::Gzip { header, level } => {
+                let header: &[u8] = if level.is_some() {
+                    header
+                } else {
+                    &PLAIN_GZIP_HEADER
+                };
+                inner.write_all(header)?;
+                let level = flate2::Compression::new(level.unwrap_or(6));
+                Compressor::Gzip {
+                    deflate: DeflateEncoder::new(inner, level),
+                    crc: Crc::new(),
+                    pending: Vec::with_capacity(GZIP_CHUNK),
+                }
+            }
+            Compression::Zstd {
+                level,
+                checksum,
+                content_size,
+            } => {
+                let mut enc = zstd::stream::write::Encoder::new(inner, level.unwrap_or(3))?;
+                if level.is_some() {
+                    enc.include_checksum(*checksum)?;
+                    if *content_size {
+                        enc.set_pledged_src_size(Some(raw_len))?;
+                    }
+                    enc.include_contentsize(*content_size)?;
+                }
+                Compressor::Zstd(enc)
+            }
+        })
+    }
+
+    /// The compressed bytes emitted so far.
+    fn emitted(&self) -> &W {
+        match self {
+            Compressor::Plain(w) => w,
+            Compressor::Gzip { deflate, .. } => deflate.get_ref(),
+            Compressor::Zstd(enc) => enc.get_ref(),
+        }
+    }
+
+    /// Ends the stream and returns the inner writer.
+    pub(crate) fn finish(self) -> io::Result<W> {
+        match self {
+            Compressor::Plain(w) => Ok(w),
+            Compressor::Gzip {
+                mut deflate,
+                crc,
+                pending,
+            } => {
+                deflate.write_all(&pending)?;
+                let mut w = deflate.finish()?;
+                w.write_all(&crc.sum().to_le_bytes())?;
+                w.write_all(&crc.amount().to_le_bytes())?;
+                Ok(w)
+            }
+            Compressor::Zstd(enc) => enc.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressor::Plain(w) => w.write(buf),
+            Compressor::Gzip {
+                deflate,
+                crc,
+                pending,
+            } => {
+                crc.update(buf);
+                let mut rest = buf;
+                while !rest.is_empty() {
+                    let take = (GZIP_CHUNK - pending.len()).min(rest.len());
+                    pending.extend_from_slice(&rest[..take]);
+                    rest = &rest[take..];
+                    if pending.len() == GZIP_CHUNK {
+                        deflate.write_all(pending)?;
+                        pending.clear();
+                    }
+                }
+                Ok(buf.len())
+            }
+            Compressor::Zstd(enc) => enc.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Flushing would end a deflate or zstd block early and change the output.
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compress(compression: &Compression, data: &[u8], write_size: usize) -> Vec<u8> {
+        let mut c = Compressor::new(compression, data.len() as u64, Vec::new()).unwrap();
+        for chunk in data.chunks(write_size) {
+            c.write_all(chunk).unwrap();
+        }
+        c.finish().unwrap()
+    }
+
+    #[test]
+    fn identifies_our_own_gzip_and_zstd_however_the_input_was_split() {
+        // Text-like data: compressible, yet many deflate blocks fit in the probe.
+        let mut state = 1u32;
+        let data: Vec<u8> = (0..600_000)
+            .map(|_| {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                b"abcdefghij klmnop\n"[(state >> 16) as usize % 18]
+            })
+            .collect();
+        for compression in [
+            Compression::Gzip {
+                header: PLAIN_GZIP_HEADER.to_vec(),
+                level: Some(9),
+            },
+            Compression::Zstd {
+                level: Some(5),
+                checksum: true,
+                content_size: true,
+            },
+            Compression::Zstd {
+                level: Some(3),
+                checksum: false,
+                content_size: false,
+            },
+        ] {
+            let blob = compress(&compression, &data, 1000);
+            assert!(
+                compress(&compression, &data, 77_777) == blob,
+                "write size matters"
+            );
+            let probe = Probe {
+                compressed: &blob[..blob.len().min(PROBE_COMPRESSED_LEN)],
+                raw: &data[..PROBE_LEN],
+                raw_len: data.len() as u64,
+            };
+            assert_eq!(identify(detect(&blob), &probe), compression);
+        }
+    }
+
+    #[test]
+    fn foreign_gzip_is_not_claimed_reproducible() {
+        let data = vec![b'x'; 100_000];
+        // Stored blocks: a level no candidate has.
+        let mut stored = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+        stored.write_all(&data).unwrap();
+        let blob = stored.finish().unwrap();
+        let probe = Probe {
+            compressed: &blob,
+            raw: &data,
+            raw_len: data.len() as u64,
+        };
+        let found = identify(Format::Gzip, &probe);
+        assert!(
+            matches!(found, Compression::Gzip { level: None, .. }),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn gzip_header_with_name_is_measured() {
+        let mut header = vec![0x1f, 0x8b, 8, 0x08, 1, 2, 3, 4, 0, 3];
+        header.extend_from_slice(b"layer.tar\0");
+        header.push(0xaa);
+        assert_eq!(gzip_header_len(&header), Some(header.len() - 1));
+        assert_eq!(gzip_header_len(&header[..12]), None);
+    }
+}

@@ -1,0 +1,125 @@
+//! The layer store's tables inside the shared metadata database `strata.redb`, and how a
+//! [`Store`](crate::Store) reaches that database.
+//!
+//! redb allows one open handle per file, and locks the file against other processes. A store
+//! opened with [`Store::open`](crate::Store::open) therefore opens the database only for the
+//! length of each transaction, serialized across processes by an `flock` on `<root>/db.lock`; a
+//! long-running process that keeps the database open (the snapshotter) passes its handle to
+//! [`Store::open_with_db`](crate::Store::open_with_db) and should hold `db.lock` itself.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, MultimapTableDefinition, TableDefinition, WriteTransaction};
+
+use crate::error::StoreError;
+use crate::lock::{self, LockMode};
+
+/// Layer id (diff_id hex) → [`LayerMeta`](crate::record::LayerMeta) record.
+pub(crate) const LAYERS: TableDefinition<&str, &[u8]> = TableDefinition::new("layer_store.layers");
+/// Image id (manifest digest hex) → [`ImageRecord`](crate::record::ImageRecord) record.
+pub(crate) const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("layer_store.images");
+/// Image name (tag) → image id.
+pub(crate) const NAMES: TableDefinition<&str, &str> = TableDefinition::new("layer_store.names");
+/// GC root owner → layer ids it keeps alive.
+pub const GC_ROOTS: MultimapTableDefinition<&str, &str> =
+    MultimapTableDefinition::new("layer_store.gc_roots");
+
+/// How the store reaches `strata.redb`.
+#[derive(Debug)]
+pub(crate) enum DbAccess {
+    /// A handle owned by someone else in this process, kept open.
+    Shared(Arc<Database>),
+    /// Opened per transaction under `db.lock`.
+    Transient {
+        /// `strata.redb`.
+        path: PathBuf,
+        /// `db.lock`.
+        lock: PathBuf,
+    },
+}
+
+impl DbAccess {
+    /// The database file.
+    pub(crate) fn transient(root: &Path) -> Self {
+        DbAccess::Transient {
+            path: root.join("strata.redb"),
+            lock: root.join("db.lock"),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        match self {
+            DbAccess::Shared(_) => PathBuf::from("strata.redb"),
+            DbAccess::Transient { path, .. } => path.clone(),
+        }
+    }
+
+    /// Runs `f` with the database open.
+    pub(crate) fn with<R>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        match self {
+            DbAccess::Shared(db) => f(db),
+            DbAccess::Transient { path, lock } => {
+                let _guard = lock::acquire(lock, LockMode::Exclusive)?;
+                let db = Database::create(path).map_err(|e| StoreError::db(path, e))?;
+                f(&db)
+            }
+        }
+    }
+
+    /// Runs `f` in a write transaction and commits it.
+    pub(crate) fn write<R>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let path = self.path();
+        self.with(|db| {
+            let txn = db.begin_write().map_err(|e| StoreError::db(&path, e))?;
+            let out = f(&txn)?;
+            txn.commit().map_err(|e| StoreError::db(&path, e))?;
+            Ok(out)
+        })
+    }
+
+    /// Runs `f` in a read transaction.
+    pub(crate) fn read<R>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        use redb::ReadableDatabase;
+        let path = self.path();
+        self.with(|db| f(&db.begin_read().map_err(|e| StoreError::db(&path, e))?))
+    }
+
+    /// Maps a redb error of this database.
+    pub(crate) fn err(&self, e: impl Into<redb::Error>) -> StoreError {
+        StoreError::db(&self.path(), e)
+    }
+
+    /// Creates the tables so read transactions find them.
+    pub(crate) fn create_tables(&self) -> Result<(), StoreError> {
+        self.write(|txn| {
+            txn.open_table(LAYERS).map_err(|e| self.err(e))?;
+            txn.open_table(IMAGES).map_err(|e| self.err(e))?;
+            txn.open_table(NAMES).map_err(|e| self.err(e))?;
+            txn.open_multimap_table(GC_ROOTS).map_err(|e| self.err(e))?;
+            Ok(())
+        })
+    }
+}
+
+/// Registers layer `layer` (a diff_id hex) as needed by `owner`, inside the caller's
+/// transaction; GC keeps it and every object it references.
+pub fn add_gc_root(txn: &WriteTransaction, owner: &str, layer: &str) -> Result<(), redb::Error> {
+    txn.open_multimap_table(GC_ROOTS)?.insert(owner, layer)?;
+    Ok(())
+}
+
+/// Removes what [`add_gc_root`] registered; a no-op when it is not registered.
+pub fn remove_gc_root(txn: &WriteTransaction, owner: &str, layer: &str) -> Result<(), redb::Error> {
+    txn.open_multimap_table(GC_ROOTS)?.remove(owner, layer)?;
+    Ok(())
+}

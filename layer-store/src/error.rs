@@ -1,0 +1,114 @@
+//! The store's error type, and the narrow errors of each operation that lift into it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::import::ImportError;
+use crate::materialize::MaterializeError;
+use crate::record::RecordError;
+use crate::tarstream::TarError;
+
+/// Everything a [`Store`](crate::Store) operation can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A file system operation on `path` failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path operated on.
+        path: PathBuf,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+    /// The metadata database `strata.redb` failed.
+    #[error("metadata database {path}: {source}")]
+    Db {
+        /// The database file.
+        path: PathBuf,
+        /// What redb said.
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// A record (layer or image) could not be encoded or decoded.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// An import failed; nothing of it became visible.
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    /// A layer tar could not be parsed.
+    #[error(transparent)]
+    Tar(#[from] TarError),
+    /// A layer could not be materialized.
+    #[error(transparent)]
+    Materialize(#[from] MaterializeError),
+    /// No image has this name or manifest digest.
+    #[error("no image named {name:?}")]
+    ImageNotFound {
+        /// The name asked for.
+        name: String,
+    },
+    /// No layer has this id.
+    #[error("no layer {id}")]
+    LayerNotFound {
+        /// The layer id (hex of its diff_id).
+        id: String,
+    },
+    /// A record references an object the store does not hold.
+    #[error("object {id} is missing from the store")]
+    ObjectMissing {
+        /// The object's blake3 hex.
+        id: String,
+    },
+    /// Something on disk does not match what was written (found by a read, not by fsck).
+    #[error("object {id} is corrupt: its bytes hash to {actual}")]
+    ObjectCorrupt {
+        /// The object's name.
+        id: String,
+        /// What its bytes hash to.
+        actual: String,
+    },
+    /// The store root was made by a newer Strata that this one cannot read.
+    #[error("store {path} has format version {found}, this build reads up to {supported}")]
+    UnsupportedStoreVersion {
+        /// The store root.
+        path: PathBuf,
+        /// The version found in the store.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// A layer is still needed and cannot be removed.
+    #[error("layer {id} is in use by {user}")]
+    LayerInUse {
+        /// The layer id.
+        id: String,
+        /// Who uses it (an image name or a GC root owner).
+        user: String,
+    },
+}
+
+impl StoreError {
+    /// Wraps a redb error with the database path.
+    pub(crate) fn db(path: &Path, err: impl Into<redb::Error>) -> Self {
+        StoreError::Db {
+            path: path.to_path_buf(),
+            source: Box::new(err.into()),
+        }
+    }
+}
+
+/// Attaches the path an I/O error happened at.
+pub(crate) trait IoContext<T> {
+    /// Turns an `io::Error` into [`StoreError::Io`] naming `path`.
+    fn at(self, path: &Path) -> Result<T, StoreError>;
+}
+
+impl<T, E: Into<io::Error>> IoContext<T> for Result<T, E> {
+    fn at(self, path: &Path) -> Result<T, StoreError> {
+        self.map_err(|err| StoreError::Io {
+            path: path.to_path_buf(),
+            source: err.into(),
+        })
+    }
+}

@@ -1,0 +1,176 @@
+//! Garbage collection: mark from image records and GC roots, sweep unreferenced layers,
+//! objects, checkouts and staging leftovers.
+//!
+//! GC holds the store lock exclusively, and every import and materialization holds it shared
+//! for its whole length, so nothing a running import staged or relies on can be swept.
+
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::db::LAYERS;
+use crate::error::{IoContext, StoreError};
+use crate::lock::LockMode;
+use crate::object::ObjectId;
+use crate::store::Store;
+
+/// How to collect.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GcOptions {
+    /// Report what would be removed, remove nothing.
+    pub dry_run: bool,
+}
+
+/// What a collection removed (or would remove, on a dry run).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcReport {
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// Layers removed (ids).
+    pub layers: Vec<String>,
+    /// Objects removed.
+    pub objects: u64,
+    /// Checkout files removed.
+    pub checkouts: u64,
+    /// Staging leftovers and unnamed layer dirs removed.
+    pub leftovers: u64,
+    /// Bytes (allocated blocks) freed.
+    pub bytes: u64,
+}
+
+impl Store {
+    /// Removes everything no image and no GC root needs.
+    pub fn gc(&self, options: GcOptions) -> Result<GcReport, StoreError> {
+        let _lock = self.lock(LockMode::Exclusive)?;
+        let mut report = GcReport {
+            dry_run: options.dry_run,
+            ..GcReport::default()
+        };
+        let mut live: HashSet<String> = self
+            .images()?
+            .iter()
+            .flat_map(|i| i.layers.iter().map(|d| d.hex()))
+            .collect();
+        live.extend(self.gc_roots()?.into_iter().map(|(_, layer)| layer));
+        let known: Vec<String> = self.layers()?.into_iter().map(|(id, _)| id).collect();
+        let dead: Vec<String> = known
+            .iter()
+            .filter(|id| !live.contains(*id))
+            .cloned()
+            .collect();
+        let live_objects: HashSet<ObjectId> = known
+            .par_iter()
+            .filter(|id| live.contains(*id))
+            .map(|id| {
+                Ok(self
+                    .layer_record(id)?
+                    .objects()
+                    .map(|(o, _)| o)
+                    .collect::<Vec<_>>())
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        if !options.dry_run && !dead.is_empty() {
+            // The commit point: once the rows are gone the dirs are garbage whatever happens.
+            self.db.write(|txn| {
+                let mut table = txn.open_table(LAYERS).map_err(|e| self.db.err(e))?;
+                for id in &dead {
+                    table.remove(id.as_str()).map_err(|e| self.db.err(e))?;
+                }
+                Ok(())
+            })?;
+        }
+        let layers_dir = self.root().join("layers");
+        for entry in fs::read_dir(&layers_dir).at(&layers_dir)? {
+            let entry = entry.at(&layers_dir)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if live.contains(&name) && known.contains(&name) {
+                continue;
+            }
+            report.bytes += self.remove(&entry.path(), options.dry_run)?;
+            if known.contains(&name) {
+                report.layers.push(name);
+            } else {
+                report.leftovers += 1;
+            }
+        }
+        let objects = self.objects_dir().to_path_buf();
+        for fan in fs::read_dir(&objects).at(&objects)? {
+            let fan = fan.at(&objects)?.path();
+            for entry in fs::read_dir(&fan).at(&fan)? {
+                let entry = entry.at(&fan)?;
+                let name = format!(
+                    "{}{}",
+                    fan.file_name().unwrap_or_default().to_string_lossy(),
+                    entry.file_name().to_string_lossy()
+                );
+                let keep = name
+                    .parse::<ObjectId>()
+                    .is_ok_and(|id| live_objects.contains(&id));
+                if !keep {
+                    report.bytes += self.remove(&entry.path(), options.dry_run)?;
+                    report.objects += 1;
+                }
+            }
+        }
+        let checkouts = self.root().join("checkouts");
+        for fan in fs::read_dir(&checkouts).at(&checkouts)? {
+            let fan = fan.at(&checkouts)?.path();
+            for entry in fs::read_dir(&fan).at(&fan)? {
+                let path = entry.at(&fan)?.path();
+                // A checkout only the checkouts dir links to is used by no tree.
+                if fs::symlink_metadata(&path).at(&path)?.nlink() == 1 {
+                    report.bytes += self.remove(&path, options.dry_run)?;
+                    report.checkouts += 1;
+                }
+            }
+        }
+        let tmp = self.tmp_dir();
+        for entry in fs::read_dir(&tmp).at(&tmp)? {
+            report.bytes += self.remove(&entry.at(&tmp)?.path(), options.dry_run)?;
+            report.leftovers += 1;
+        }
+        Ok(report)
+    }
+
+    /// Removes `path` (a file or a tree) unless `dry_run`; returns its allocated bytes.
+    fn remove(&self, path: &Path, dry_run: bool) -> Result<u64, StoreError> {
+        let bytes = crate::du::allocated(path, &mut HashSet::new())?;
+        if !dry_run {
+            let meta = fs::symlink_metadata(path).at(path)?;
+            if meta.is_dir() {
+                make_writable(path)?;
+                fs::remove_dir_all(path).at(path)?;
+            } else {
+                fs::remove_file(path).at(path)?;
+            }
+        }
+        Ok(bytes)
+    }
+}
+
+/// Layer trees hold read-only directories; removing their children needs write permission
+/// (which root has anyway, but a rootless store needs it).
+fn make_writable(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    if rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let meta = fs::symlink_metadata(path).at(path)?;
+    if meta.is_dir() {
+        let mode = meta.permissions().mode();
+        if mode & 0o700 != 0o700 {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700)).at(path)?;
+        }
+        for entry in fs::read_dir(path).at(path)? {
+            make_writable(&entry.at(path)?.path())?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,441 @@
+//! Import of images and layers: OCI image layouts (directories or archives), `docker save`
+//! archives, and single layer tars; plain, gzip or zstd, detected by magic.
+//!
+//! Every blob is verified while it streams (digest and size of the blob, diff_id of the tar,
+//! manifest and config digests). Objects and records are staged under `tmp/`; only when every
+//! layer of the image verified are they renamed into place, synced once (syncfs), and named by a
+//! single database transaction, the commit point. A failed import leaves nothing behind.
+
+mod layer;
+mod pipe;
+mod source;
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+use rayon::prelude::*;
+use redb::ReadableTable;
+use serde::Serialize;
+
+use crate::compress::{self, Format};
+use crate::db::{IMAGES, LAYERS, NAMES};
+use crate::digest::Sha256;
+use crate::error::{IoContext, StoreError};
+use crate::lock::LockMode;
+use crate::record::{self, Compression, ImageRecord, Kind, chain_ids};
+use crate::store::Store;
+use layer::Staged;
+use source::{Blobs, Plan};
+
+/// Why an import was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// The source is none of the supported formats.
+    #[error("{path}: not an OCI image layout, OCI archive, docker archive or layer tar")]
+    UnknownSource {
+        /// The source path.
+        path: std::path::PathBuf,
+    },
+    /// A blob the source refers to is not there.
+    #[error("blob {blob} is missing from the source")]
+    MissingBlob {
+        /// The blob's name in the source.
+        blob: String,
+    },
+    /// Reading a blob failed (truncated, corrupt compression, I/O).
+    #[error("reading blob {blob}: {source}")]
+    Read {
+        /// The blob's name in the source.
+        blob: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A blob does not hash (or measure) to what its descriptor says.
+    #[error("blob {blob}: {what} is {actual}, expected {expected}")]
+    Mismatch {
+        /// The blob's name in the source.
+        blob: String,
+        /// `digest`, `size` or `diff_id`.
+        what: &'static str,
+        /// What the manifest or config says.
+        expected: String,
+        /// What the bytes say.
+        actual: String,
+    },
+    /// A digest string is malformed.
+    #[error("malformed digest {digest:?}")]
+    BadDigest {
+        /// The string.
+        digest: String,
+    },
+    /// A JSON document does not parse.
+    #[error("{blob}: {reason}")]
+    BadJson {
+        /// The blob's name in the source.
+        blob: String,
+        /// The parser's message.
+        reason: String,
+    },
+    /// A JSON document is unreasonably large.
+    #[error("{blob} is too large for a JSON document")]
+    TooLarge {
+        /// The blob's name.
+        blob: String,
+    },
+    /// A manifest lists a layer of a media type that is not a layer tar.
+    #[error("layer {blob} has unsupported media type {media_type}")]
+    UnsupportedMediaType {
+        /// The blob's digest.
+        blob: String,
+        /// The media type.
+        media_type: String,
+    },
+    /// Manifest and config disagree on the number of layers.
+    #[error("manifest lists {manifest} layers, config {config} diff_ids")]
+    LayerCount {
+        /// Layers in the manifest.
+        manifest: usize,
+        /// diff_ids in the config.
+        config: usize,
+    },
+    /// The source holds no image.
+    #[error("the source holds no image for this platform")]
+    NoImage,
+    /// The source holds several images and nothing chose one.
+    #[error("the source holds {count} images; choose one with --name")]
+    AmbiguousImage {
+        /// How many.
+        count: usize,
+    },
+}
+
+/// Receives progress of an import: total compressed bytes first (0 when unknown), then
+/// increments as they are read, from several threads.
+pub trait ImportProgress: Sync {
+    /// The number of compressed bytes this import will read, when known.
+    fn start(&self, total: u64);
+    /// `bytes` more were read.
+    fn advance(&self, bytes: u64);
+}
+
+/// How to import.
+#[derive(Default)]
+pub struct ImportOptions<'a> {
+    /// Tag the image with this name (otherwise the names the source gives, if any).
+    pub name: Option<String>,
+    /// Where to report progress.
+    pub progress: Option<&'a dyn ImportProgress>,
+}
+
+/// One layer of an import.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerOutcome {
+    /// Layer id (diff_id hex).
+    pub id: String,
+    /// Whether it was imported now (`false`: the store had it).
+    pub imported: bool,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    /// The image id (manifest digest hex).
+    pub image: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Its layers, bottom first.
+    pub layers: Vec<LayerOutcome>,
+    /// Content objects written.
+    pub objects_new: u64,
+    /// Regular files whose content the store already had.
+    pub objects_existing: u64,
+    /// Compressed bytes read.
+    pub blob_bytes: u64,
+}
+
+/// Decides what kind of source `path` is and plans its import.
+fn plan(path: &Path, want: Option<&str>) -> Result<Plan, StoreError> {
+    let meta = fs::metadata(path).at(path)?;
+    if meta.is_dir() {
+        if path.join("oci-layout").is_file() {
+            return source::plan_oci(Blobs::Dir(path.to_path_buf()), want);
+        }
+        return Err(ImportError::UnknownSource {
+            path: path.to_path_buf(),
+        }
+        .into());
+    }
+    let mut magic = [0u8; 4];
+    let n = fs::File::open(path).at(path)?.read(&mut magic).at(path)?;
+    if compress::detect(&magic[..n]) != Format::Plain {
+        return source::plan_layer(path);
+    }
+    let blobs = Blobs::index_tar(path).map_err(|_| ImportError::UnknownSource {
+        path: path.to_path_buf(),
+    })?;
+    if blobs.has("oci-layout") && blobs.has("index.json") {
+        source::plan_oci(blobs, want)
+    } else if blobs.has("manifest.json") {
+        source::plan_docker(blobs, want)
+    } else {
+        source::plan_layer(path)
+    }
+}
+
+fn layer_media_type(compression: &Compression) -> &'static str {
+    match compression {
+        Compression::None => "application/vnd.oci.image.layer.v1.tar",
+        Compression::Gzip { .. } => "application/vnd.oci.image.layer.v1.tar+gzip",
+        Compression::Zstd { .. } => "application/vnd.oci.image.layer.v1.tar+zstd",
+    }
+}
+
+impl Store {
+    /// Imports the image or layer at `source` (format detected), verifying every digest.
+    /// Layers the store already has (same diff_id) are not read again.
+    pub fn import(
+        &self,
+        source: &Path,
+        options: &ImportOptions<'_>,
+    ) -> Result<ImportReport, StoreError> {
+        let _lock = self.lock(LockMode::Shared)?;
+        let plan = plan(source, options.name.as_deref())?;
+        let present: Vec<bool> = plan
+            .layers
+            .iter()
+            .map(|l| match l.diff_id {
+                Some(d) => self.layer_meta(&d.hex()).map(|m| m.is_some()),
+                None => Ok(false),
+            })
+            .collect::<Result<_, _>>()?;
+        if let Some(progress) = options.progress {
+            let total = plan
+                .layers
+                .iter()
+                .zip(&present)
+                .filter(|(_, p)| !**p)
+                .filter_map(|(l, _)| l.size)
+                .sum();
+            progress.start(total);
+        }
+        let results: Vec<Result<Option<Staged>, StoreError>> = plan
+            .layers
+            .par_iter()
+            .zip(&present)
+            .map(|(expected, &present)| {
+                if present {
+                    return Ok(None);
+                }
+                let reader = plan.blobs.open(&expected.blob)?;
+                self.stage_layer(reader, expected, options.progress)
+                    .map(Some)
+            })
+            .collect();
+        let mut staged = Vec::with_capacity(results.len());
+        let mut first_err = None;
+        for result in results {
+            match result {
+                Ok(s) => staged.push(s),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let result = match first_err {
+            Some(err) => Err(err),
+            None => self.commit_import(&plan, &staged, options),
+        };
+        for s in staged.iter().flatten() {
+            let _ = fs::remove_dir_all(&s.dir);
+        }
+        result
+    }
+
+    /// Publishes staged layers and names the image: the commit half of [`Store::import`].
+    fn commit_import(
+        &self,
+        plan: &Plan,
+        staged: &[Option<Staged>],
+        options: &ImportOptions<'_>,
+    ) -> Result<ImportReport, StoreError> {
+        let diff_ids: Vec<Sha256> = plan
+            .layers
+            .iter()
+            .zip(staged)
+            .map(|(expected, staged)| match staged {
+                Some(s) => s.record.diff_id,
+                None => expected.diff_id.unwrap_or(Sha256([0; 32])),
+            })
+            .collect();
+        let config = if plan.config.is_empty() {
+            synthesize_config(&diff_ids)
+        } else {
+            plan.config.clone()
+        };
+        let manifest = match &plan.manifest {
+            Some(m) => m.clone(),
+            None => self.synthesize_manifest(&config, staged, &diff_ids)?,
+        };
+        let mut objects_new = 0;
+        let mut objects_existing = 0;
+        let mut blob_bytes = 0;
+        for s in staged.iter().flatten() {
+            let stage = s.dir.join("objects");
+            let published = self.objects.publish(&stage)?;
+            objects_new += published;
+            objects_existing += s.objects_existing + (s.objects_new - published);
+            blob_bytes += s.record.blob_size;
+            fs::remove_dir(&stage).at(&stage)?;
+            let dest = self.layer_dir(&s.record.id());
+            if dest.exists() {
+                if self.layer_meta(&s.record.id())?.is_some() {
+                    continue;
+                }
+                // Left by a crash before its commit: garbage, replace it.
+                fs::remove_dir_all(&dest).at(&dest)?;
+            }
+            fs::rename(&s.dir, &dest).at(&dest)?;
+        }
+        self.sync()?;
+        let manifest_digest = Sha256::of(&manifest);
+        let names: Vec<String> = match &options.name {
+            Some(name) => vec![name.clone()],
+            None => plan.names.clone(),
+        };
+        let id = manifest_digest.hex();
+        let image = self.db.write(|txn| {
+            let mut layers = txn.open_table(LAYERS).map_err(|e| self.db.err(e))?;
+            for s in staged.iter().flatten() {
+                let id = s.record.id();
+                if layers
+                    .get(id.as_str())
+                    .map_err(|e| self.db.err(e))?
+                    .is_none()
+                {
+                    let bytes = record::encode(Kind::LayerMeta, &s.meta)?;
+                    layers
+                        .insert(id.as_str(), bytes.as_slice())
+                        .map_err(|e| self.db.err(e))?;
+                }
+            }
+            let mut images = txn.open_table(IMAGES).map_err(|e| self.db.err(e))?;
+            let mut tags: Vec<String> = match images.get(id.as_str()).map_err(|e| self.db.err(e))? {
+                Some(v) => record::decode::<ImageRecord>(Kind::Image, v.value())?.tags,
+                None => Vec::new(),
+            };
+            let mut name_table = txn.open_table(NAMES).map_err(|e| self.db.err(e))?;
+            for name in &names {
+                // A name moves to the new image, as `docker tag` does.
+                let previous = name_table
+                    .insert(name.as_str(), id.as_str())
+                    .map_err(|e| self.db.err(e))?
+                    .map(|v| v.value().to_owned());
+                if let Some(previous) = previous.filter(|p| *p != id) {
+                    untag(&mut images, &previous, name, &self.db)?;
+                }
+                if !tags.contains(name) {
+                    tags.push(name.clone());
+                }
+            }
+            let image = ImageRecord {
+                manifest: manifest.clone(),
+                manifest_digest,
+                config: config.clone(),
+                tags,
+                layers: diff_ids.clone(),
+                chain_ids: chain_ids(&diff_ids),
+            };
+            let bytes = record::encode(Kind::Image, &image)?;
+            images
+                .insert(id.as_str(), bytes.as_slice())
+                .map_err(|e| self.db.err(e))?;
+            Ok(image)
+        })?;
+        Ok(ImportReport {
+            image: id,
+            tags: image.tags,
+            layers: diff_ids
+                .iter()
+                .zip(staged)
+                .map(|(d, s)| LayerOutcome {
+                    id: d.hex(),
+                    imported: s.is_some(),
+                })
+                .collect(),
+            objects_new,
+            objects_existing,
+            blob_bytes,
+        })
+    }
+
+    /// An OCI manifest for a source without one: the config and each layer blob as imported.
+    fn synthesize_manifest(
+        &self,
+        config: &[u8],
+        staged: &[Option<Staged>],
+        diff_ids: &[Sha256],
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut layers = Vec::new();
+        for (staged, diff_id) in staged.iter().zip(diff_ids) {
+            let record = match staged {
+                Some(s) => s.record.clone(),
+                None => self.layer_record(&diff_id.hex())?,
+            };
+            layers.push(serde_json::json!({
+                "mediaType": layer_media_type(&record.compression),
+                "digest": record.blob_digest.to_string(),
+                "size": record.blob_size,
+            }));
+        }
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": Sha256::of(config).to_string(),
+                "size": config.len(),
+            },
+            "layers": layers,
+        });
+        Ok(serde_json::to_vec(&manifest).unwrap_or_default())
+    }
+}
+
+/// Removes `name` from image `id`'s tags (the image stays, perhaps untagged).
+fn untag(
+    images: &mut redb::Table<&str, &[u8]>,
+    id: &str,
+    name: &str,
+    db: &crate::db::DbAccess,
+) -> Result<(), StoreError> {
+    let Some(value) = images.get(id).map_err(|e| db.err(e))? else {
+        return Ok(());
+    };
+    let mut image: ImageRecord = record::decode(Kind::Image, value.value())?;
+    drop(value);
+    image.tags.retain(|t| t != name);
+    let bytes = record::encode(Kind::Image, &image)?;
+    images.insert(id, bytes.as_slice()).map_err(|e| db.err(e))?;
+    Ok(())
+}
+
+/// A minimal OCI config for a bare layer: this machine's platform and the layer's diff_id.
+fn synthesize_config(diff_ids: &[Sha256]) -> Vec<u8> {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let config = serde_json::json!({
+        "architecture": arch,
+        "os": "linux",
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": diff_ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        },
+    });
+    serde_json::to_vec(&config).unwrap_or_default()
+}

@@ -1,0 +1,150 @@
+//! Decompression on its own thread: the blob is read, hashed (digest) and decompressed there,
+//! and the tar flows to the importing thread in 1 MiB chunks, so decompressing one layer and
+//! hashing and storing its files overlap.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::mpsc::{Receiver, SyncSender};
+
+use crate::compress::{self, Format, PROBE_COMPRESSED_LEN};
+use crate::digest::{HashingReader, Sha256};
+use crate::import::ImportProgress;
+
+/// Chunks in flight between the two threads.
+pub(crate) const DEPTH: usize = 8;
+const CHUNK: usize = 1 << 20;
+
+/// What the decompressing thread learned about the blob.
+pub(crate) struct BlobSummary {
+    /// Compression detected by magic.
+    pub format: Format,
+    /// sha256 of the blob.
+    pub digest: Sha256,
+    /// Length of the blob.
+    pub size: u64,
+    /// The first compressed bytes, for the reproduction probe.
+    pub prefix: Vec<u8>,
+}
+
+/// Remembers the first `limit` bytes read through it, and reports progress.
+struct Tee<'p, R> {
+    inner: R,
+    kept: Vec<u8>,
+    progress: Option<&'p dyn ImportProgress>,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let room = PROBE_COMPRESSED_LEN - self.kept.len();
+        self.kept.extend_from_slice(&buf[..n.min(room)]);
+        if let Some(p) = self.progress {
+            p.advance(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+/// Reads, hashes and decompresses `reader`, sending the tar down `tx`; a read or decompression
+/// error is sent too (so the reader sees it) and returned.
+pub(crate) fn decompress(
+    reader: impl Read,
+    progress: Option<&dyn ImportProgress>,
+    tx: SyncSender<io::Result<Vec<u8>>>,
+) -> io::Result<BlobSummary> {
+    let mut blob = HashingReader::new(Tee {
+        inner: reader,
+        kept: Vec::new(),
+        progress,
+    });
+    let result = (|| -> io::Result<Format> {
+        let mut buffered = BufReader::with_capacity(CHUNK, &mut blob);
+        let format = compress::detect(buffered.fill_buf()?);
+        let mut decoder: Box<dyn Read> = match format {
+            Format::Plain => Box::new(&mut buffered),
+            Format::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(&mut buffered)),
+            Format::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(&mut buffered)?),
+        };
+        loop {
+            let mut chunk = vec![0u8; CHUNK];
+            let n = read_full(&mut decoder, &mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            chunk.truncate(n);
+            if tx.send(Ok(chunk)).is_err() {
+                // The importer stopped reading: it has failed and says why.
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+        }
+        drop(decoder);
+        // Whatever follows the compressed stream is part of the blob and its digest.
+        io::copy(&mut buffered, &mut io::sink())?;
+        Ok(format)
+    })();
+    match result {
+        Ok(format) => {
+            let prefix = std::mem::take(&mut blob.get_mut().kept);
+            let (digest, size) = blob.finish();
+            Ok(BlobSummary {
+                format,
+                digest,
+                size,
+                prefix,
+            })
+        }
+        Err(err) => {
+            let _ = tx.send(Err(io::Error::new(err.kind(), err.to_string())));
+            Err(err)
+        }
+    }
+}
+
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// The importing thread's end: a reader over the chunks.
+pub(crate) struct ChunkReader {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl ChunkReader {
+    pub(crate) fn new(rx: Receiver<io::Result<Vec<u8>>>) -> Self {
+        ChunkReader {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The sender finished cleanly: end of stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}

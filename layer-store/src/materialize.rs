@@ -1,0 +1,455 @@
+//! Materialization: a layer as a read-only directory tree usable as an overlay lower, built under
+//! `tmp/` and renamed to `layers/<id>/tree`, without copying file data where the machine allows.
+//!
+//! Whiteouts (`.wh.name`) become overlay whiteouts and `.wh..wh..opq` an opaque directory, so a
+//! stack of materialized layers mounts to what applying the layers in order gives.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, CWD, FileType, Gid, Mode, RenameFlags, Timespec, Timestamps, Uid};
+use rustix::io::Errno;
+use strata_cow::conventions::{self, Namespace, Opacity, Stub, WhiteoutStyle};
+use strata_cow::xattr;
+
+use crate::error::{IoContext, StoreError};
+use crate::lock::LockMode;
+use crate::object::ObjectId;
+use crate::record::{self, Entry, EntryKind, Kind, LayerMeta, Strategy};
+use crate::store::Store;
+
+/// Why a layer could not be materialized.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MaterializeError {
+    /// An entry lies below a non-directory (a symlink, say) of the same layer.
+    #[error("layer entry {path:?} lies below a non-directory")]
+    BelowNonDirectory {
+        /// The entry.
+        path: String,
+    },
+    /// The strategy needs privileges this process lacks.
+    #[error("strategy {strategy} needs root")]
+    NeedsRoot {
+        /// The strategy.
+        strategy: &'static str,
+    },
+    /// The file system cannot share extents (reflink).
+    #[error("{path}: the file system cannot reflink ({source})")]
+    ReflinkUnsupported {
+        /// The file being cloned.
+        path: PathBuf,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+}
+
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+
+/// The strategy this machine allows best: metadata-only stubs as root when overlay takes
+/// data-only lowers (`datadir+`), hardlinks otherwise.
+pub fn probe_strategy() -> Strategy {
+    let features = strata_cow::probe::Features::probe();
+    if rustix::process::geteuid().is_root() && features.overlay() && features.datadir_add() {
+        Strategy::Stub
+    } else {
+        Strategy::Hardlink
+    }
+}
+
+struct Builder<'a> {
+    store: &'a Store,
+    strategy: Strategy,
+    tree: PathBuf,
+    ns: Namespace,
+    root: bool,
+    /// Paths created so far → whether each is a directory.
+    created: HashMap<Vec<u8>, bool>,
+    /// Directories whose metadata is applied at the end (children would bump their mtime).
+    dirs: Vec<Entry>,
+}
+
+impl Store {
+    /// Materializes layer `id` as `layers/<id>/tree` with `strategy` (probed when `None`),
+    /// replacing an existing tree of another strategy; returns the strategy used.
+    pub fn materialize(
+        &self,
+        id: &str,
+        strategy: Option<Strategy>,
+    ) -> Result<Strategy, StoreError> {
+        let _lock = self.lock(LockMode::Shared)?;
+        let strategy = strategy.unwrap_or_else(probe_strategy);
+        let meta = self
+            .layer_meta(id)?
+            .ok_or_else(|| StoreError::LayerNotFound { id: id.to_owned() })?;
+        if meta.materialized == Some(strategy) && self.layer_tree(id).is_dir() {
+            return Ok(strategy);
+        }
+        let root = rustix::process::geteuid().is_root();
+        if strategy == Strategy::Stub && !root {
+            return Err(MaterializeError::NeedsRoot { strategy: "stub" }.into());
+        }
+        let record = self.layer_record(id)?;
+        let staging = self.new_tmp_dir("tree")?;
+        let result = (|| {
+            let tree = staging.join("tree");
+            fs::create_dir(&tree).at(&tree)?;
+            let mut builder = Builder {
+                store: self,
+                strategy,
+                tree: tree.clone(),
+                ns: if root {
+                    Namespace::Trusted
+                } else {
+                    Namespace::User
+                },
+                root,
+                created: HashMap::new(),
+                dirs: Vec::new(),
+            };
+            for entry in &record.entries {
+                builder.add(entry)?;
+            }
+            builder.finish_dirs()?;
+            self.sync()?;
+            let dest = self.layer_tree(id);
+            if dest.exists() {
+                let old = staging.join("old");
+                fs::rename(&dest, &old).at(&dest)?;
+            }
+            fs::rename(&tree, &dest).at(&dest)
+        })();
+        let _ = fs::remove_dir_all(&staging);
+        result?;
+        self.db.write(|txn| {
+            let mut layers = txn
+                .open_table(crate::db::LAYERS)
+                .map_err(|e| self.db.err(e))?;
+            let updated = LayerMeta {
+                materialized: Some(strategy),
+                ..meta.clone()
+            };
+            let bytes = record::encode(Kind::LayerMeta, &updated)?;
+            layers
+                .insert(id, bytes.as_slice())
+                .map_err(|e| self.db.err(e))?;
+            Ok(())
+        })?;
+        Ok(strategy)
+    }
+}
+
+fn os(bytes: &[u8]) -> &Path {
+    Path::new(std::ffi::OsStr::from_bytes(bytes))
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+impl Builder<'_> {
+    fn path(&self, rel: &[u8]) -> PathBuf {
+        if rel.is_empty() {
+            self.tree.clone()
+        } else {
+            self.tree.join(os(rel))
+        }
+    }
+
+    /// Makes sure every ancestor of `rel` is a directory we created, creating missing ones.
+    fn ensure_parents(&mut self, rel: &[u8]) -> Result<(), StoreError> {
+        let mut end = 0;
+        while let Some(pos) = rel[end..].iter().position(|&b| b == b'/') {
+            let prefix = &rel[..end + pos];
+            match self.created.get(prefix) {
+                Some(true) => {}
+                Some(false) => {
+                    return Err(MaterializeError::BelowNonDirectory { path: lossy(rel) }.into());
+                }
+                None => {
+                    let path = self.path(prefix);
+                    fs::create_dir(&path).at(&path)?;
+                    self.created.insert(prefix.to_vec(), true);
+                }
+            }
+            end += pos + 1;
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, entry: &Entry) -> Result<(), StoreError> {
+        let rel = entry.path.as_slice();
+        self.ensure_parents(rel)?;
+        let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&rel[..i], &rel[i + 1..]),
+            None => (&rel[..0], rel),
+        };
+        if name == OPAQUE_MARKER {
+            let dir = self.path(parent);
+            return conventions::set_opacity(&dir, self.ns, Opacity::Opaque).at(&dir);
+        }
+        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+            let mut target = parent.to_vec();
+            if !target.is_empty() {
+                target.push(b'/');
+            }
+            target.extend_from_slice(hidden);
+            return self.whiteout(parent, &target);
+        }
+        let is_dir = entry.kind == EntryKind::Dir;
+        let path = self.path(rel);
+        match self.created.get(rel) {
+            Some(true) if is_dir => {}
+            Some(was_dir) => {
+                let removed = if *was_dir {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                removed.at(&path)?;
+                self.created
+                    .retain(|k, _| !(k.starts_with(rel) && k.get(rel.len()) == Some(&b'/')));
+            }
+            None => {}
+        }
+        if is_dir {
+            if !rel.is_empty() && !self.created.contains_key(rel) {
+                fs::create_dir(&path).at(&path)?;
+            }
+            self.created.insert(rel.to_vec(), true);
+            self.dirs.push(entry.clone());
+            return Ok(());
+        }
+        self.created.insert(rel.to_vec(), false);
+        match &entry.kind {
+            EntryKind::File { object, size } => self.file(&path, entry, object, *size),
+            EntryKind::Symlink { target } => {
+                symlink(os(target), &path).at(&path)?;
+                self.set_meta(&path, entry, true)
+            }
+            EntryKind::Hardlink { target } => {
+                let from = self.path(target);
+                fs::hard_link(&from, &path).at(&path)
+            }
+            EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
+                let kind = if matches!(entry.kind, EntryKind::CharDevice { .. }) {
+                    FileType::CharacterDevice
+                } else {
+                    FileType::BlockDevice
+                };
+                let dev = rustix::fs::makedev(*major, *minor);
+                rustix::fs::mknodat(CWD, &path, kind, Mode::from_raw_mode(0o600), dev).at(&path)?;
+                self.set_meta(&path, entry, false)
+            }
+            EntryKind::Fifo => {
+                rustix::fs::mknodat(CWD, &path, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
+                    .at(&path)?;
+                self.set_meta(&path, entry, false)
+            }
+            EntryKind::Dir => Ok(()),
+        }
+    }
+
+    /// A whiteout hiding `target` of lower layers, in the form overlay reads.
+    fn whiteout(&mut self, parent: &[u8], target: &[u8]) -> Result<(), StoreError> {
+        let path = self.path(target);
+        if let Some(was_dir) = self.created.remove(target) {
+            let removed = if was_dir {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.at(&path)?;
+        }
+        let style = if self.root {
+            WhiteoutStyle::CharDevice
+        } else {
+            let dir = self.path(parent);
+            conventions::set_opacity(&dir, self.ns, Opacity::Xwhiteouts).at(&dir)?;
+            WhiteoutStyle::Xattr(self.ns)
+        };
+        conventions::create_whiteout(&path, style).at(&path)?;
+        self.created.insert(target.to_vec(), false);
+        Ok(())
+    }
+
+    fn file(
+        &self,
+        path: &Path,
+        entry: &Entry,
+        object: &ObjectId,
+        size: u64,
+    ) -> Result<(), StoreError> {
+        let xattrs = own_xattrs(entry);
+        if size == 0 {
+            File::create(path).at(path)?;
+            return self.set_meta(path, entry, false);
+        }
+        match self.strategy {
+            Strategy::Stub => {
+                let redirect = object.redirect();
+                let stub = Stub {
+                    size,
+                    mode: entry.mode,
+                    uid: entry.uid,
+                    gid: entry.gid,
+                    mtime: conventions::Time {
+                        sec: entry.mtime.sec,
+                        nsec: entry.mtime.nsec,
+                    },
+                    xattrs: &xattrs,
+                    redirect: redirect.as_bytes(),
+                };
+                conventions::create_metacopy_stub(path, &stub).at(path)
+            }
+            Strategy::Hardlink => {
+                let checkout = self.checkout(entry, object)?;
+                match fs::hard_link(&checkout, path) {
+                    Err(e) if e.raw_os_error() == Some(Errno::MLINK.raw_os_error()) => {
+                        self.copy_object(object, path, false)?;
+                        self.set_meta(path, entry, false)
+                    }
+                    other => other.at(path),
+                }
+            }
+            Strategy::Reflink | Strategy::Copy => {
+                self.copy_object(object, path, self.strategy == Strategy::Reflink)?;
+                self.set_meta(path, entry, false)
+            }
+        }
+    }
+
+    /// The checkout file of `object` with `entry`'s metadata, created on first use.
+    fn checkout(&self, entry: &Entry, object: &ObjectId) -> Result<PathBuf, StoreError> {
+        let key = postcard::to_stdvec(&(
+            object,
+            entry.mode,
+            entry.uid,
+            entry.gid,
+            entry.mtime,
+            own_xattrs(entry),
+        ))
+        .map_err(crate::record::RecordError::Payload)?;
+        let key = ObjectId::of(&key);
+        let path = self
+            .store
+            .root()
+            .join("checkouts")
+            .join(key.relative_path());
+        if path.exists() {
+            return Ok(path);
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).at(dir)?;
+        let tmp = self.tree.with_file_name(format!("checkout.{}", key.hex()));
+        self.copy_object(object, &tmp, false)?;
+        self.set_meta(&tmp, entry, false)?;
+        match rustix::fs::renameat_with(CWD, &tmp, CWD, &path, RenameFlags::NOREPLACE) {
+            Ok(()) => Ok(path),
+            Err(Errno::EXIST) => {
+                fs::remove_file(&tmp).at(&tmp)?;
+                Ok(path)
+            }
+            Err(e) => Err(e).at(&path),
+        }
+    }
+
+    /// Copies object data to a new file at `dest`: a reflink where possible (required when
+    /// `reflink_only`), else an in-kernel copy.
+    fn copy_object(
+        &self,
+        object: &ObjectId,
+        dest: &Path,
+        reflink_only: bool,
+    ) -> Result<(), StoreError> {
+        let src_path = self.store.objects.path(object);
+        let src = File::open(&src_path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::ObjectMissing { id: object.hex() },
+            _ => StoreError::Io {
+                path: src_path.clone(),
+                source: e,
+            },
+        })?;
+        let mut out = File::options()
+            .write(true)
+            .create_new(true)
+            .open(dest)
+            .at(dest)?;
+        match rustix::fs::ioctl_ficlone(&out, &src) {
+            Ok(()) => return Ok(()),
+            Err(e) if reflink_only => {
+                return Err(MaterializeError::ReflinkUnsupported {
+                    path: dest.to_path_buf(),
+                    source: e.into(),
+                }
+                .into());
+            }
+            Err(_) => {}
+        }
+        io::copy(&mut &src, &mut out).at(dest)?;
+        Ok(())
+    }
+
+    /// Sets owner, xattrs, mode and times of a created entry (in that order: chown clears
+    /// setuid bits).
+    fn set_meta(&self, path: &Path, entry: &Entry, is_symlink: bool) -> Result<(), StoreError> {
+        if self.root {
+            rustix::fs::chownat(
+                CWD,
+                path,
+                Some(Uid::from_raw(entry.uid)),
+                Some(Gid::from_raw(entry.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .at(path)?;
+        }
+        if !is_symlink {
+            for (name, value) in own_xattrs(entry) {
+                xattr::set(path, &name, &value).at(path)?;
+            }
+            rustix::fs::chmodat(CWD, path, Mode::from_raw_mode(entry.mode), AtFlags::empty())
+                .at(path)?;
+        }
+        let time = Timespec {
+            tv_sec: entry.mtime.sec,
+            tv_nsec: entry.mtime.nsec.into(),
+        };
+        let times = Timestamps {
+            last_access: time,
+            last_modification: time,
+        };
+        rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW).at(path)
+    }
+
+    /// Applies directory metadata deepest first, so creating children no longer touches it.
+    fn finish_dirs(&mut self) -> Result<(), StoreError> {
+        let dirs = std::mem::take(&mut self.dirs);
+        for entry in dirs.iter().rev() {
+            let path = self.path(&entry.path);
+            self.set_meta(&path, entry, false)?;
+        }
+        Ok(())
+    }
+}
+
+/// The entry's xattrs minus overlay's own: a layer must never smuggle in redirects or opacity.
+fn own_xattrs(entry: &Entry) -> Vec<(Vec<u8>, Vec<u8>)> {
+    entry
+        .xattrs
+        .iter()
+        .filter(|(name, _)| {
+            let ours = conventions::is_overlay_xattr(name);
+            if ours {
+                tracing::warn!(path = %lossy(&entry.path), "dropping overlay xattr from layer entry");
+            }
+            !ours
+        })
+        .cloned()
+        .collect()
+}

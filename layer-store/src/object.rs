@@ -1,0 +1,287 @@
+//! Content objects: every regular file's bytes stored once under `objects/ab/cdef…`, named by
+//! their blake3 hash, immutable (mode 0444), written under `tmp/` and renamed into place.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{CWD, RenameFlags};
+use rustix::io::Errno;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{IoContext, StoreError};
+
+/// Files at least this large are hashed with memory mapping and rayon.
+const PARALLEL_HASH_MIN: u64 = 1 << 20;
+
+/// The name of a content object: the blake3 hash of its bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ObjectId(pub [u8; 32]);
+
+impl ObjectId {
+    /// The id of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        ObjectId(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// 64 lowercase hex digits.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Where the object lives relative to `objects/`: `ab/cdef…`.
+    pub fn relative_path(&self) -> String {
+        let hex = self.hex();
+        format!("{}/{}", &hex[..2], &hex[2..])
+    }
+
+    /// The overlay redirect naming this object inside the data-only lower `objects/`: `/ab/cdef…`.
+    pub fn redirect(&self) -> String {
+        format!("/{}", self.relative_path())
+    }
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+
+impl fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectId({})", self.hex())
+    }
+}
+
+impl FromStr for ObjectId {
+    type Err = hex::FromHexError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out)?;
+        Ok(ObjectId(out))
+    }
+}
+
+/// Whether an insert wrote a new object or found it already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// The object was written.
+    New,
+    /// An object with these bytes already existed; nothing was written.
+    Existing,
+}
+
+/// The objects directory of one store.
+#[derive(Debug)]
+pub(crate) struct Objects {
+    dir: PathBuf,
+    next_tmp: AtomicU64,
+}
+
+impl Objects {
+    /// The objects under `dir`, which must exist.
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        Objects {
+            dir,
+            next_tmp: AtomicU64::new(0),
+        }
+    }
+
+    /// The objects directory (the data-only lower of stub mounts).
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates the 256 fan-out directories.
+    pub(crate) fn create_fanout(&self) -> Result<(), StoreError> {
+        for byte in 0..=255u8 {
+            let dir = self.dir.join(hex::encode([byte]));
+            match fs::create_dir(&dir) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e).at(&dir),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Where object `id` lives.
+    pub(crate) fn path(&self, id: &ObjectId) -> PathBuf {
+        self.dir.join(id.relative_path())
+    }
+
+    /// Whether object `id` exists.
+    pub(crate) fn contains(&self, id: &ObjectId) -> bool {
+        rustix::fs::access(self.path(id), rustix::fs::Access::EXISTS).is_ok()
+    }
+
+    /// Stages `bytes` as an object in `stage` (a directory of one import) unless the store or
+    /// the stage already has it; [`publish`](Objects::publish) moves staged objects into place.
+    pub(crate) fn stage_bytes(
+        &self,
+        stage: &Path,
+        bytes: &[u8],
+    ) -> Result<(ObjectId, Inserted), StoreError> {
+        let id = ObjectId::of(bytes);
+        let staged = stage.join(id.hex());
+        if self.contains(&id) || staged.exists() {
+            return Ok((id, Inserted::Existing));
+        }
+        let mut file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&staged)
+            .at(&staged)?;
+        file.write_all(bytes).at(&staged)?;
+        Ok((id, Inserted::New))
+    }
+
+    /// Stages exactly `size` bytes read from `reader`, hashing while writing.
+    pub(crate) fn stage_stream(
+        &self,
+        stage: &Path,
+        reader: &mut dyn Read,
+        size: u64,
+    ) -> Result<(ObjectId, Inserted), StoreError> {
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        let tmp_path = stage.join(format!("partial.{n}"));
+        let mut file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp_path)
+            .at(&tmp_path)?;
+        let result = (|| {
+            let mut hasher = blake3::Hasher::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut left = size;
+            while left > 0 {
+                let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let n = reader.read(&mut buf[..want])?;
+                if n == 0 {
+                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+                }
+                hasher.update(&buf[..n]);
+                file.write_all(&buf[..n])?;
+                left -= n as u64;
+            }
+            Ok(ObjectId(*hasher.finalize().as_bytes()))
+        })();
+        let id = match result {
+            Ok(id) => id,
+            Err(err) => {
+                let _ = fs::remove_file(&tmp_path);
+                return Err(err).at(&tmp_path);
+            }
+        };
+        let staged = stage.join(id.hex());
+        if self.contains(&id) || staged.exists() {
+            fs::remove_file(&tmp_path).at(&tmp_path)?;
+            return Ok((id, Inserted::Existing));
+        }
+        fs::rename(&tmp_path, &staged).at(&staged)?;
+        Ok((id, Inserted::New))
+    }
+
+    /// Moves every object staged in `stage` into place, read-only. A concurrent writer of the
+    /// same bytes may have won the race, which is fine: the content is the same. Returns how
+    /// many objects were new.
+    pub(crate) fn publish(&self, stage: &Path) -> Result<u64, StoreError> {
+        let mut new = 0;
+        for entry in fs::read_dir(stage).at(stage)? {
+            let path = entry.at(stage)?.path();
+            let Some(id) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse::<ObjectId>().ok())
+            else {
+                continue;
+            };
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o444)).at(&path)?;
+            let dest = self.path(&id);
+            match rustix::fs::renameat_with(CWD, &path, CWD, &dest, RenameFlags::NOREPLACE) {
+                Ok(()) => new += 1,
+                Err(Errno::EXIST) => fs::remove_file(&path).at(&path)?,
+                Err(e) => return Err(e).at(&dest),
+            }
+        }
+        Ok(new)
+    }
+}
+
+/// The blake3 of the file at `path`: memory-mapped and hashed with rayon when large.
+pub fn hash_file(path: &Path) -> Result<ObjectId, StoreError> {
+    let len = fs::symlink_metadata(path).at(path)?.len();
+    let mut hasher = blake3::Hasher::new();
+    if len >= PARALLEL_HASH_MIN {
+        hasher.update_mmap_rayon(path).at(path)?;
+    } else {
+        hasher.update_reader(File::open(path).at(path)?).at(path)?;
+    }
+    Ok(ObjectId(*hasher.finalize().as_bytes()))
+}
+
+/// Flushes everything written to the file system holding `dir` to stable storage: one syncfs
+/// instead of an fsync per object.
+///
+/// # References
+/// - [`syncfs(2)`](https://man7.org/linux/man-pages/man2/syncfs.2.html)
+pub(crate) fn sync_fs(dir: &Path) -> Result<(), StoreError> {
+    let fd = File::open(dir).at(dir)?;
+    rustix::fs::syncfs(&fd).at(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn objects() -> (tempfile::TempDir, Objects) {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir(root.path().join("objects")).unwrap();
+        fs::create_dir(root.path().join("tmp")).unwrap();
+        let objects = Objects::new(root.path().join("objects"));
+        objects.create_fanout().unwrap();
+        (root, objects)
+    }
+
+    #[test]
+    fn same_bytes_are_one_read_only_object() {
+        let (root, objects) = objects();
+        let stage = root.path().join("tmp/stage");
+        fs::create_dir(&stage).unwrap();
+        let (a, first) = objects.stage_bytes(&stage, b"hello").unwrap();
+        let (b, second) = objects.stage_stream(&stage, &mut &b"hello"[..], 5).unwrap();
+        assert_eq!(objects.publish(&stage).unwrap(), 1);
+        fs::remove_dir(&stage).unwrap();
+        assert_eq!((a, first, second), (b, Inserted::New, Inserted::Existing));
+        let path = objects.path(&a);
+        assert_eq!(fs::read(&path).unwrap(), b"hello");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o444
+        );
+        assert_eq!(hash_file(&path).unwrap(), a);
+        assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn short_stream_leaves_nothing() {
+        let (root, objects) = objects();
+        let stage = root.path().join("tmp/stage");
+        fs::create_dir(&stage).unwrap();
+        assert!(objects.stage_stream(&stage, &mut &b"abc"[..], 10).is_err());
+        assert_eq!(fs::read_dir(&stage).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn large_files_hash_like_small_ones() {
+        let (root, _) = objects();
+        let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+        let path = root.path().join("big");
+        fs::write(&path, &data).unwrap();
+        assert_eq!(hash_file(&path).unwrap(), ObjectId::of(&data));
+    }
+}

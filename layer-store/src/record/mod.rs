@@ -1,0 +1,228 @@
+//! Records: what the store knows about a layer and an image, encoded with postcard, compressed
+//! with zstd, framed by a versioned header ([`codec`]). Byte layouts are in `docs/format.md`.
+//!
+//! A [`LayerRecord`] holds the layer tar's exact byte stream with every regular file's content
+//! replaced by a reference to a content object, so export rebuilds the tar bit for bit, and the
+//! entries parsed from it, so materialization needs no tar parsing.
+
+pub mod codec;
+
+use serde::{Deserialize, Serialize};
+
+pub use codec::{FeatureFlags, Kind, RecordError, decode, decode_payload, encode};
+
+use crate::digest::Sha256;
+use crate::object::ObjectId;
+
+/// One run of the uncompressed layer tar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Chunk {
+    /// Bytes kept verbatim: header blocks, PAX and GNU long-name records, padding, trailer.
+    Raw(Vec<u8>),
+    /// A regular file's content, `size` bytes of object `id`.
+    Object {
+        /// The content object.
+        id: ObjectId,
+        /// Its length in bytes.
+        size: u64,
+    },
+}
+
+/// How a layer blob was compressed, and whether export can reproduce it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Compression {
+    /// A plain tar.
+    None,
+    /// gzip; `level` is the zlib level that reproduces the deflate stream, if one was found.
+    Gzip {
+        /// The gzip member header as found (magic, flags, mtime, OS, optional name).
+        header: Vec<u8>,
+        /// The reproducing zlib level, or `None` when no tried level matched.
+        level: Option<u32>,
+    },
+    /// zstd; `level` reproduces the frame, if one was found.
+    Zstd {
+        /// The reproducing zstd level, or `None` when no tried level matched.
+        level: Option<i32>,
+        /// Whether the frame carries a content checksum.
+        checksum: bool,
+        /// Whether the frame header records the content size.
+        content_size: bool,
+    },
+}
+
+/// A point in time with nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Time {
+    /// Seconds since the Unix epoch.
+    pub sec: i64,
+    /// Nanoseconds within the second.
+    pub nsec: u32,
+}
+
+/// What kind of file an entry is, with what only that kind has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// A regular file whose content is an object.
+    File {
+        /// The content object.
+        object: ObjectId,
+        /// Length in bytes.
+        size: u64,
+    },
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink {
+        /// The link target, verbatim.
+        target: Vec<u8>,
+    },
+    /// A hard link to an earlier entry of the same layer.
+    Hardlink {
+        /// The path of the entry linked to, normalized like [`Entry::path`].
+        target: Vec<u8>,
+    },
+    /// A character device.
+    CharDevice {
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
+    /// A block device.
+    BlockDevice {
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
+    /// A named pipe.
+    Fifo,
+}
+
+/// One file system entry of a layer, as the tar describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Relative path without `./` or trailing `/`, never with `..` components.
+    pub path: Vec<u8>,
+    /// The kind and its data.
+    pub kind: EntryKind,
+    /// Permission bits including setuid, setgid and sticky.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time.
+    pub mtime: Time,
+    /// Extended attributes (from PAX `SCHILY.xattr.*`), sorted by name.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Everything the store keeps about one layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    /// sha256 of the uncompressed tar; the layer's identity.
+    pub diff_id: Sha256,
+    /// Length of the uncompressed tar.
+    pub tar_size: u64,
+    /// sha256 of the blob as imported (equal to `diff_id` for a plain tar).
+    pub blob_digest: Sha256,
+    /// Length of the blob as imported.
+    pub blob_size: u64,
+    /// How the blob was compressed.
+    pub compression: Compression,
+    /// The tar, in order.
+    pub stream: Vec<Chunk>,
+    /// The entries, in tar order.
+    pub entries: Vec<Entry>,
+}
+
+impl LayerRecord {
+    /// The layer id: hex of the diff_id, also its directory name under `layers/`.
+    pub fn id(&self) -> String {
+        self.diff_id.hex()
+    }
+
+    /// Every object this layer references, with repeats.
+    pub fn objects(&self) -> impl Iterator<Item = (ObjectId, u64)> + '_ {
+        self.stream.iter().filter_map(|chunk| match chunk {
+            Chunk::Object { id, size } => Some((*id, *size)),
+            Chunk::Raw(_) => None,
+        })
+    }
+}
+
+/// Everything the store keeps about one image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// The manifest's bytes as imported (or as synthesized for sources without one).
+    pub manifest: Vec<u8>,
+    /// sha256 of `manifest`: the image's identity.
+    pub manifest_digest: Sha256,
+    /// The config's bytes as imported.
+    pub config: Vec<u8>,
+    /// The names this image was imported under.
+    pub tags: Vec<String>,
+    /// Layer diff_ids, bottom first.
+    pub layers: Vec<Sha256>,
+    /// Chain ids (OCI image spec) of each prefix of `layers`.
+    pub chain_ids: Vec<Sha256>,
+}
+
+impl ImageRecord {
+    /// The image id: hex of the manifest digest.
+    pub fn id(&self) -> String {
+        self.manifest_digest.hex()
+    }
+}
+
+/// How a layer was materialized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Strategy {
+    /// Metadata-only stubs redirecting into `objects/`, mounted with it as a data-only lower.
+    Stub,
+    /// Hardlinks to checkout files keyed by content and inode metadata.
+    Hardlink,
+    /// Reflinked copies (fails where the file system cannot share extents).
+    Reflink,
+    /// Plain copies.
+    Copy,
+}
+
+impl Strategy {
+    /// The lowercase name used on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Stub => "stub",
+            Strategy::Hardlink => "hardlink",
+            Strategy::Reflink => "reflink",
+            Strategy::Copy => "copy",
+        }
+    }
+}
+
+/// The small per-layer row of the `layers` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerMeta {
+    /// Length of the uncompressed tar.
+    pub tar_size: u64,
+    /// Sum of the sizes of the regular files (logical bytes).
+    pub file_bytes: u64,
+    /// How `layers/<id>/tree` was materialized, if it was.
+    pub materialized: Option<Strategy>,
+}
+
+/// Chain ids of a stack of diff_ids (OCI image spec: `ChainID(L0|…|Ln) =
+/// sha256(ChainID(L0|…|Ln-1) + " " + DiffID(Ln))`).
+pub fn chain_ids(diff_ids: &[Sha256]) -> Vec<Sha256> {
+    let mut out: Vec<Sha256> = Vec::with_capacity(diff_ids.len());
+    for diff_id in diff_ids {
+        let next = match out.last() {
+            None => *diff_id,
+            Some(parent) => Sha256::of(format!("{parent} {diff_id}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}

@@ -1,0 +1,289 @@
+//! The [`Store`] handle: layout, and lookups of images and layers.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redb::{ReadableMultimapTable, ReadableTable};
+
+use crate::db::{self, DbAccess, GC_ROOTS, IMAGES, LAYERS, NAMES};
+use crate::error::{IoContext, StoreError};
+use crate::lock::{self, LockGuard, LockMode};
+use crate::object::Objects;
+use crate::record::{self, ImageRecord, Kind, LayerMeta, LayerRecord};
+
+/// A deduplicating layer store rooted at one directory. `Send + Sync`; open as many as you like.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    pub(crate) objects: Objects,
+    pub(crate) db: DbAccess,
+    next_tmp: AtomicU64,
+    durability: Durability,
+}
+
+/// Whether a commit waits for its files to reach stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `syncfs` the store's file system before every database commit (the default): a commit
+    /// survives a power loss.
+    #[default]
+    Immediate,
+    /// Skip the `syncfs`: after a power loss a committed layer may name objects whose data never
+    /// reached the disk (`fsck` finds them). For tests, CI and throwaway stores.
+    None,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`; the metadata database is opened per
+    /// transaction, so other processes can use the store between them.
+    pub fn open(root: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let root = root.as_ref().to_path_buf();
+        fs::create_dir_all(&root).at(&root)?;
+        let db = DbAccess::transient(&root);
+        Store::init(root, db)
+    }
+
+    /// Opens the store at `root` using `db`, the caller's open handle of
+    /// `<root>/strata.redb` (see [`Store::database_path`]), shared with other crates.
+    pub fn open_with_db(
+        root: impl AsRef<Path>,
+        db: Arc<redb::Database>,
+    ) -> Result<Store, StoreError> {
+        let root = root.as_ref().to_path_buf();
+        fs::create_dir_all(&root).at(&root)?;
+        Store::init(root, DbAccess::Shared(db))
+    }
+
+    /// This store with `durability` instead of [`Durability::Immediate`].
+    pub fn with_durability(mut self, durability: Durability) -> Store {
+        self.durability = durability;
+        self
+    }
+
+    /// Flushes the store's file system before a commit, as the durability asks.
+    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        match self.durability {
+            Durability::Immediate => crate::object::sync_fs(&self.root),
+            Durability::None => Ok(()),
+        }
+    }
+
+    /// Where the metadata database of the store at `root` lives.
+    pub fn database_path(root: &Path) -> PathBuf {
+        root.join("strata.redb")
+    }
+
+    fn init(root: PathBuf, db: DbAccess) -> Result<Store, StoreError> {
+        for dir in ["objects", "layers", "tmp", "checkouts", "quarantine"] {
+            let path = root.join(dir);
+            match fs::create_dir(&path) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e).at(&path),
+                _ => {}
+            }
+        }
+        let objects = Objects::new(root.join("objects"));
+        objects.create_fanout()?;
+        let store = Store {
+            root,
+            objects,
+            db,
+            next_tmp: AtomicU64::new(0),
+            durability: Durability::default(),
+        };
+        store.db.create_tables()?;
+        Ok(store)
+    }
+
+    /// The store root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The objects directory: the data-only lower of mounts over stub-materialized layers.
+    pub fn objects_dir(&self) -> &Path {
+        self.objects.dir()
+    }
+
+    /// `layers/<id>`: the layer's record file and materialized tree.
+    pub fn layer_dir(&self, id: &str) -> PathBuf {
+        self.root.join("layers").join(id)
+    }
+
+    /// `layers/<id>/tree`: the materialized tree, an overlay lower once
+    /// [`materialize`](Store::materialize)d.
+    pub fn layer_tree(&self, id: &str) -> PathBuf {
+        self.layer_dir(id).join("tree")
+    }
+
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Creates a fresh directory `tmp/<what>.<pid>.<n>`.
+    pub(crate) fn new_tmp_dir(&self, what: &str) -> Result<PathBuf, StoreError> {
+        let pid = rustix::process::getpid().as_raw_nonzero();
+        loop {
+            let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+            let dir = self.tmp_dir().join(format!("{what}.{pid}.{n}"));
+            match fs::create_dir(&dir) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                other => return other.map(|()| dir.clone()).at(&dir),
+            }
+        }
+    }
+
+    pub(crate) fn lock(&self, mode: LockMode) -> Result<LockGuard, StoreError> {
+        lock::acquire(&self.root.join("lock"), mode)
+    }
+
+    /// Every image, ordered by id.
+    pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        self.db.read(|txn| {
+            let table = txn.open_table(IMAGES).map_err(|e| self.db.err(e))?;
+            let mut out = Vec::new();
+            for row in table.iter().map_err(|e| self.db.err(e))? {
+                let (_, value) = row.map_err(|e| self.db.err(e))?;
+                out.push(record::decode(Kind::Image, value.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// The image with tag `name`, or whose id (manifest digest, `sha256:` optional) starts with
+    /// `name` (at least 12 hex digits).
+    pub fn image(&self, name: &str) -> Result<ImageRecord, StoreError> {
+        let not_found = || StoreError::ImageNotFound {
+            name: name.to_owned(),
+        };
+        self.db.read(|txn| {
+            let names = txn.open_table(NAMES).map_err(|e| self.db.err(e))?;
+            let images = txn.open_table(IMAGES).map_err(|e| self.db.err(e))?;
+            let id = match names.get(name).map_err(|e| self.db.err(e))? {
+                Some(id) => id.value().to_owned(),
+                None => {
+                    let prefix = name.strip_prefix("sha256:").unwrap_or(name);
+                    if prefix.len() < 12 {
+                        return Err(not_found());
+                    }
+                    let mut found = images
+                        .range(prefix..)
+                        .map_err(|e| self.db.err(e))?
+                        .filter_map(Result::ok)
+                        .map(|(k, _)| k.value().to_owned())
+                        .take_while(|k| k.starts_with(prefix));
+                    match (found.next(), found.next()) {
+                        (Some(id), None) => id,
+                        _ => return Err(not_found()),
+                    }
+                }
+            };
+            let value = images
+                .get(id.as_str())
+                .map_err(|e| self.db.err(e))?
+                .ok_or_else(not_found)?;
+            Ok(record::decode(Kind::Image, value.value())?)
+        })
+    }
+
+    /// Every layer with its metadata row, ordered by id.
+    pub fn layers(&self) -> Result<Vec<(String, LayerMeta)>, StoreError> {
+        self.db.read(|txn| {
+            let table = txn.open_table(LAYERS).map_err(|e| self.db.err(e))?;
+            let mut out = Vec::new();
+            for row in table.iter().map_err(|e| self.db.err(e))? {
+                let (key, value) = row.map_err(|e| self.db.err(e))?;
+                out.push((
+                    key.value().to_owned(),
+                    record::decode(Kind::LayerMeta, value.value())?,
+                ));
+            }
+            Ok(out)
+        })
+    }
+
+    /// The metadata row of layer `id`, if the store has it.
+    pub fn layer_meta(&self, id: &str) -> Result<Option<LayerMeta>, StoreError> {
+        self.db.read(|txn| {
+            let table = txn.open_table(LAYERS).map_err(|e| self.db.err(e))?;
+            match table.get(id).map_err(|e| self.db.err(e))? {
+                Some(v) => Ok(Some(record::decode(Kind::LayerMeta, v.value())?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// The full record of layer `id` (read from `layers/<id>/manifest`).
+    pub fn layer_record(&self, id: &str) -> Result<LayerRecord, StoreError> {
+        if self.layer_meta(id)?.is_none() {
+            return Err(StoreError::LayerNotFound { id: id.to_owned() });
+        }
+        let path = self.layer_dir(id).join("manifest");
+        let bytes = fs::read(&path).at(&path)?;
+        Ok(record::decode(Kind::Layer, &bytes)?)
+    }
+
+    /// Removes tag `name`; the image goes with its last tag. Its layers stay until
+    /// [`gc`](Store::gc).
+    pub fn remove_image(&self, name: &str) -> Result<(), StoreError> {
+        let image = self.image(name)?;
+        let id = image.id();
+        self.db.write(|txn| {
+            let mut names = txn.open_table(NAMES).map_err(|e| self.db.err(e))?;
+            let mut images = txn.open_table(IMAGES).map_err(|e| self.db.err(e))?;
+            let tags: Vec<String> = if image.tags.iter().any(|t| t == name) {
+                image.tags.iter().filter(|t| *t != name).cloned().collect()
+            } else {
+                Vec::new()
+            };
+            for tag in image.tags.iter().filter(|t| !tags.contains(t)) {
+                names.remove(tag.as_str()).map_err(|e| self.db.err(e))?;
+            }
+            if tags.is_empty() {
+                images.remove(id.as_str()).map_err(|e| self.db.err(e))?;
+            } else {
+                let updated = ImageRecord {
+                    tags,
+                    ..image.clone()
+                };
+                let bytes = record::encode(Kind::Image, &updated)?;
+                images
+                    .insert(id.as_str(), bytes.as_slice())
+                    .map_err(|e| self.db.err(e))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Registers layer `layer` as needed by `owner` (e.g. a snapshot key); GC keeps it.
+    pub fn add_gc_root(&self, owner: &str, layer: &str) -> Result<(), StoreError> {
+        self.db
+            .write(|txn| db::add_gc_root(txn, owner, layer).map_err(|e| self.db.err(e)))
+    }
+
+    /// Undoes [`add_gc_root`](Store::add_gc_root).
+    pub fn remove_gc_root(&self, owner: &str, layer: &str) -> Result<(), StoreError> {
+        self.db
+            .write(|txn| db::remove_gc_root(txn, owner, layer).map_err(|e| self.db.err(e)))
+    }
+
+    /// Every `(owner, layer)` GC root.
+    pub fn gc_roots(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.db.read(|txn| {
+            let table = txn
+                .open_multimap_table(GC_ROOTS)
+                .map_err(|e| self.db.err(e))?;
+            let mut out = Vec::new();
+            for row in table.iter().map_err(|e| self.db.err(e))? {
+                let (owner, layers) = row.map_err(|e| self.db.err(e))?;
+                for layer in layers {
+                    let layer = layer.map_err(|e| self.db.err(e))?;
+                    out.push((owner.value().to_owned(), layer.value().to_owned()));
+                }
+            }
+            Ok(out)
+        })
+    }
+}

@@ -1,0 +1,46 @@
+//! Integration tests of the layer store, one module per operation.
+
+mod failures;
+mod fixtures;
+mod gc_fsck;
+mod import_export;
+mod interop;
+mod materialize;
+mod props;
+mod record_sample;
+
+use std::path::Path;
+
+use strata_layer_store::{ImportOptions, ImportReport, Store};
+
+/// Imports `source` under `name`.
+pub fn import(store: &Store, source: &Path, name: &str) -> anyhow::Result<ImportReport> {
+    let options = ImportOptions {
+        name: Some(name.to_owned()),
+        ..Default::default()
+    };
+    Ok(store.import(source, &options)?)
+}
+
+/// Every file under `dir`, relative, sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() && !path.is_symlink() {
+                stack.push(path);
+            } else {
+                out.push(
+                    path.strip_prefix(dir)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,130 @@
+//! A stack of materialized layers mounts to exactly what applying the layers in order gives,
+//! for every strategy, and materialization copies no file data where it need not.
+
+use std::os::unix::fs::MetadataExt;
+
+use strata_cow::overlay::{Overlay, OverlayOptions, RedirectDir};
+use strata_layer_store::{Store, Strategy};
+
+use strata_diff::ApplyOptions;
+
+use crate::fixtures::{Comp, Image, apply_model, read_meta, read_tree, sample_layers};
+use crate::import;
+
+/// True when the test may mount; false (after saying why) when it must skip.
+pub fn can_mount() -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("STRATA_REQUIRE_ROOT").is_none_or(|v| v != "1"),
+        "STRATA_REQUIRE_ROOT=1 but not root"
+    );
+    eprintln!("skipping: mounting overlays needs root");
+    false
+}
+
+fn stack_equals_applied_layers(strategy: Strategy) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let layers = sample_layers();
+    let image = Image::new(&layers, Comp::Zstd);
+    image.write_oci(&tmp.path().join("src"), "img");
+    let store = Store::open(tmp.path().join("store"))?;
+    import(&store, &tmp.path().join("src"), "img")?;
+    let record = store.image("img")?;
+    let mut overlay = Overlay::new();
+    for layer in record.layers.iter().rev() {
+        let id = layer.hex();
+        assert_eq!(store.materialize(&id, Some(strategy))?, strategy);
+        overlay = overlay.lower(store.layer_tree(&id));
+    }
+    if strategy == Strategy::Stub {
+        // The kernel follows a lower's metacopy only with metacopy=on (which wants redirect_dir=on).
+        overlay = overlay
+            .data_lower(store.objects_dir())
+            .options(OverlayOptions {
+                metacopy: Some(true),
+                redirect_dir: Some(RedirectDir::On),
+                ..OverlayOptions::default()
+            });
+    }
+    let target = tmp.path().join("mnt");
+    std::fs::create_dir(&target)?;
+    let guard = overlay.mount_at(&target)?;
+    let mounted = read_tree(&target);
+    let mounted_meta = read_meta(&target);
+    drop(guard);
+    assert_eq!(mounted, apply_model(&layers), "{strategy:?}");
+
+    // The diff crate's applier, layer after layer, gives the same tree, owners, times, xattrs.
+    let applied = tmp.path().join("applied");
+    std::fs::create_dir(&applied)?;
+    for tar in &image.tars {
+        strata_diff::apply_layer(&tar[..], &applied, &ApplyOptions::default())?;
+    }
+    assert_eq!(mounted, read_tree(&applied), "{strategy:?}");
+    assert_eq!(mounted_meta, read_meta(&applied), "{strategy:?}");
+    assert_eq!(mounted_meta["bin/tool"].0, 1000);
+    Ok(())
+}
+
+#[test]
+fn stub_stack_mounts_to_the_applied_layers() -> anyhow::Result<()> {
+    if !can_mount() {
+        return Ok(());
+    }
+    stack_equals_applied_layers(Strategy::Stub)
+}
+
+#[test]
+fn hardlink_stack_mounts_to_the_applied_layers() -> anyhow::Result<()> {
+    if !can_mount() {
+        return Ok(());
+    }
+    stack_equals_applied_layers(Strategy::Hardlink)
+}
+
+#[test]
+fn copy_stack_mounts_to_the_applied_layers() -> anyhow::Result<()> {
+    if !can_mount() {
+        return Ok(());
+    }
+    stack_equals_applied_layers(Strategy::Copy)
+}
+
+#[test]
+fn stubs_and_hardlinks_copy_no_file_data() -> anyhow::Result<()> {
+    if !can_mount() {
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    let image = Image::new(&sample_layers(), Comp::Plain);
+    image.write_oci(&tmp.path().join("src"), "img");
+    let store = Store::open(tmp.path().join("store"))?;
+    let report = import(&store, &tmp.path().join("src"), "img")?;
+    let base = &report.layers[0].id;
+    store.materialize(base, Some(Strategy::Stub))?;
+    let stub = std::fs::symlink_metadata(store.layer_tree(base).join("bin/tool"))?;
+    // No data blocks; at most one block for the xattrs that do not fit in the inode.
+    assert_eq!(stub.len(), 70_000);
+    assert!(
+        stub.blocks() <= 8,
+        "a stub is sparse: {} blocks",
+        stub.blocks()
+    );
+    // Switching strategy replaces the tree; identical metadata shares one checkout inode.
+    store.materialize(base, Some(Strategy::Hardlink))?;
+    let tool = std::fs::symlink_metadata(store.layer_tree(base).join("bin/tool"))?;
+    let tool2 = std::fs::symlink_metadata(store.layer_tree(base).join("bin/tool2"))?;
+    assert_eq!(tool.ino(), tool2.ino());
+    assert!(
+        tool.nlink() >= 3,
+        "tree links plus the checkout: {}",
+        tool.nlink()
+    );
+    assert_eq!(
+        store.layer_meta(base)?.unwrap().materialized,
+        Some(Strategy::Hardlink)
+    );
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! Where snapshots live on disk, and the filesystem steps that make them appear and disappear.
+//!
+//! ```text
+//! <root>/snapshots/<id>/fs     upper dir (or the whole tree of a parentless snapshot)
+//! <root>/snapshots/<id>/work   overlay work dir (active snapshots with a parent)
+//! <root>/tmp/snapshotter-*     staging; renamed into snapshots/ at the commit point
+//! ```
+
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+use crate::info::Usage;
+
+/// Prefix of this crate's staging dirs under `tmp/`, which is shared with the layer store.
+const STAGING_PREFIX: &str = "snapshotter-";
+
+/// The paths of one store root.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    root: PathBuf,
+    snapshots: PathBuf,
+    tmp: PathBuf,
+    /// Names this handle's staging dirs, so that cleanup spares the ones still in flight.
+    token: String,
+    staged: AtomicU64,
+}
+
+impl Layout {
+    pub fn create(root: &Path) -> Result<Layout> {
+        let layout = Layout {
+            root: root.to_owned(),
+            snapshots: root.join("snapshots"),
+            tmp: root.join("tmp"),
+            token: format!(
+                "{STAGING_PREFIX}{}-{}-",
+                std::process::id(),
+                crate::record::now_nanos()
+            ),
+            staged: AtomicU64::new(0),
+        };
+        for dir in [&layout.root, &layout.snapshots, &layout.tmp] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(Error::io("create", dir))?;
+        }
+        Ok(layout)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn dir(&self, id: u64) -> PathBuf {
+        self.snapshots.join(id.to_string())
+    }
+
+    pub fn upper(&self, id: u64) -> PathBuf {
+        self.dir(id).join("fs")
+    }
+
+    pub fn work(&self, id: u64) -> PathBuf {
+        self.dir(id).join("work")
+    }
+
+    /// Builds a new snapshot dir under `tmp/`: `fs/` (0755, like a fresh root) and, when the
+    /// snapshot will be an overlay upper, `work/`.
+    pub fn stage(&self, with_work: bool) -> Result<PathBuf> {
+        let n = self.staged.fetch_add(1, Ordering::Relaxed);
+        let dir = self.tmp.join(format!("{}{n}", self.token));
+        let mut subdirs = vec!["fs"];
+        if with_work {
+            subdirs.push("work");
+        }
+        mkdir(&dir, 0o700)?;
+        for sub in subdirs {
+            mkdir(&dir.join(sub), 0o755)?;
+        }
+        Ok(dir)
+    }
+
+    /// Moves a staged dir to `snapshots/<id>`; durable once [`Layout::sync_snapshots`] returns.
+    pub fn publish(&self, staged: &Path, id: u64) -> Result<()> {
+        let target = self.dir(id);
+        fs::rename(staged, &target).map_err(Error::io("rename into place", target))
+    }
+
+    /// Makes renames into (and out of) `snapshots/` durable.
+    pub fn sync_snapshots(&self) -> Result<()> {
+        fsync_dir(&self.snapshots)
+    }
+
+    /// Removes a snapshot's dir; a crash half-way leaves a dir no record names, which
+    /// [`Layout::remove_unnamed`] finishes off.
+    pub fn remove(&self, id: u64) {
+        remove_tree(&self.dir(id));
+    }
+
+    pub fn discard(&self, staged: &Path) {
+        remove_tree(staged);
+    }
+
+    /// Removes every snapshot dir whose id is not in `named`, and this crate's staging dirs
+    /// except this handle's own (which are in flight).
+    /// Returns the highest id seen, so that ids are never reused after a crash.
+    pub fn remove_unnamed(&self, named: &HashSet<u64>) -> Result<Option<u64>> {
+        let mut highest = None;
+        for entry in fs::read_dir(&self.snapshots).map_err(Error::io("list", &self.snapshots))? {
+            let entry = entry.map_err(Error::io("list", &self.snapshots))?;
+            let id = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(id) = id {
+                highest = highest.max(Some(id));
+            }
+            if !id.is_some_and(|id| named.contains(&id)) {
+                tracing::info!(path = %entry.path().display(), "removing unnamed snapshot dir");
+                remove_tree(&entry.path());
+            }
+        }
+        for entry in fs::read_dir(&self.tmp).map_err(Error::io("list", &self.tmp))? {
+            let entry = entry.map_err(Error::io("list", &self.tmp))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(STAGING_PREFIX) && !name.starts_with(&self.token) {
+                remove_tree(&entry.path());
+            }
+        }
+        Ok(highest)
+    }
+}
+
+fn mkdir(path: &Path, mode: u32) -> Result<()> {
+    fs::DirBuilder::new()
+        .mode(mode)
+        .create(path)
+        .map_err(Error::io("create", path))?;
+    // The umask may have narrowed the mode; containerd's suite expects exactly 0755.
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(Error::io("chmod", path))
+}
+
+/// # References
+/// - [fsync(2)](https://man7.org/linux/man-pages/man2/fsync.2.html)
+fn fsync_dir(path: &Path) -> Result<()> {
+    let dir = rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| Error::io("open", path)(e.into()))?;
+    rustix::fs::fsync(&dir).map_err(|e| Error::io("fsync", path)(e.into()))
+}
+
+fn remove_tree(path: &Path) {
+    if let Err(err) = fs::remove_dir_all(path)
+        && err.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), %err, "cannot remove snapshot dir; cleanup retries");
+    }
+}
+
+/// What `du` says of `dir`: allocated bytes and inodes, each hardlinked inode counted once.
+pub(crate) fn disk_usage(dir: &Path) -> Result<Usage> {
+    let mut seen = HashSet::new();
+    let mut usage = Usage::default();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).map_err(Error::io("stat", &path))?;
+        if seen.insert((meta.dev(), meta.ino())) {
+            usage.inodes += 1;
+            usage.size += meta.blocks() * 512;
+        }
+        if meta.is_dir() {
+            for entry in fs::read_dir(&path).map_err(Error::io("list", &path))? {
+                stack.push(entry.map_err(Error::io("list", &path))?.path());
+            }
+        }
+    }
+    Ok(usage)
+}

@@ -1,0 +1,145 @@
+//! Mounts, as containerd's overlay snapshotter returns them.
+//!
+//! - no parent: a bind of the snapshot's `fs/` (`rbind`, `rw`, or `ro` for a view);
+//! - a view with one parent: a read-only bind of the parent's `fs/`;
+//! - otherwise an overlay of the parents' `fs/` dirs (nearest first), with `upperdir` and
+//!   `workdir` for an active snapshot, or lowers only for a view (read-only by construction).
+
+use std::path::Path;
+
+use strata_cow::overlay::{Overlay, OverlayOptions};
+use strata_cow::{MountGuard, MountSpec};
+
+use crate::error::{Error, Result};
+use crate::info::{Kind, Labels};
+use crate::layout::Layout;
+use crate::snapshotter::{Placement, Snapshotter};
+
+impl Snapshotter {
+    /// containerd's Prepare: creates active snapshot `key` on the committed `parent` and
+    /// returns the mounts of its writable tree.
+    pub fn prepare(
+        &self,
+        key: &str,
+        parent: Option<&str>,
+        labels: Labels,
+    ) -> Result<Vec<MountSpec>> {
+        let placement = self.create(Kind::Active, key, parent, labels)?;
+        Ok(self.specs(&placement))
+    }
+
+    /// containerd's View: creates read-only view `key` of the committed `parent` and returns
+    /// its mounts.
+    pub fn view(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<MountSpec>> {
+        let placement = self.create(Kind::View, key, parent, labels)?;
+        Ok(self.specs(&placement))
+    }
+
+    /// The mounts of active snapshot or view `key`; a committed snapshot has none
+    /// (failed precondition).
+    pub fn mounts(&self, key: &str) -> Result<Vec<MountSpec>> {
+        Ok(self.specs(&self.placement(key)?))
+    }
+
+    /// Mounts `key` at `target` (see [`Snapshotter::mounts`]); dropping the guard unmounts it.
+    pub fn mount(&self, key: &str, target: &Path) -> Result<MountGuard> {
+        let specs = self.mounts(key)?;
+        // Every mount kind here is one spec.
+        let spec = specs.first().ok_or_else(|| Error::NotFound {
+            key: key.to_owned(),
+        })?;
+        spec.mount_at(target).map_err(|source| Error::Mount {
+            key: key.to_owned(),
+            target: target.to_owned(),
+            source,
+        })
+    }
+
+    fn specs(&self, placement: &Placement) -> Vec<MountSpec> {
+        vec![spec(self.layout(), placement, self.overlay_options())]
+    }
+}
+
+fn spec(layout: &Layout, placement: &Placement, options: &OverlayOptions) -> MountSpec {
+    let bind = |dir: &Path, read_only: bool| MountSpec {
+        fs_type: "bind".to_owned(),
+        source: dir.to_string_lossy().into_owned(),
+        options: vec![
+            if read_only { "ro" } else { "rw" }.to_owned(),
+            "rbind".to_owned(),
+        ],
+    };
+    match (placement.kind, placement.parent_ids.as_slice()) {
+        (kind, []) => bind(&layout.upper(placement.id), kind == Kind::View),
+        (Kind::View, [parent]) => bind(&layout.upper(*parent), true),
+        (kind, parents) => {
+            let overlay = Overlay::new()
+                .lowers(parents.iter().map(|id| layout.upper(*id)))
+                .options(options.clone());
+            let overlay = if kind == Kind::Active {
+                overlay.upper(layout.upper(placement.id), layout.work(placement.id))
+            } else {
+                overlay
+            };
+            overlay.to_spec()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placement(kind: Kind, parent_ids: &[u64]) -> Placement {
+        Placement {
+            id: 9,
+            kind,
+            parent_ids: parent_ids.to_vec(),
+        }
+    }
+
+    #[test]
+    fn shapes_match_containerd() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout::create(root.path()).unwrap();
+        let r = root.path().display();
+        let opts = OverlayOptions::default();
+        let spec = |kind, parents: &[u64]| spec(&layout, &placement(kind, parents), &opts);
+
+        let active = spec(Kind::Active, &[]);
+        assert_eq!(
+            (active.fs_type.as_str(), active.options.clone()),
+            ("bind", vec!["rw".into(), "rbind".into()])
+        );
+        assert_eq!(active.source, format!("{r}/snapshots/9/fs"));
+        assert_eq!(spec(Kind::View, &[]).options, ["ro", "rbind"]);
+
+        let view1 = spec(Kind::View, &[3]);
+        assert_eq!(
+            (view1.source, view1.options),
+            (
+                format!("{r}/snapshots/3/fs"),
+                vec!["ro".into(), "rbind".into()]
+            )
+        );
+
+        let active2 = spec(Kind::Active, &[3, 1]);
+        assert_eq!(active2.fs_type, "overlay");
+        let lower = format!("lowerdir={r}/snapshots/3/fs:{r}/snapshots/1/fs");
+        assert!(active2.options.contains(&lower), "{:?}", active2.options);
+        assert!(
+            active2
+                .options
+                .contains(&format!("upperdir={r}/snapshots/9/fs"))
+        );
+        assert!(
+            active2
+                .options
+                .contains(&format!("workdir={r}/snapshots/9/work"))
+        );
+
+        let view2 = spec(Kind::View, &[3, 1]);
+        assert!(view2.options.contains(&lower));
+        assert!(!view2.options.iter().any(|o| o.starts_with("upperdir=")));
+    }
+}
