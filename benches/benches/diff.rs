@@ -282,10 +282,14 @@ fn bench_apply(c: &mut Criterion, fx: &Fixtures) {
         let set = strata_diff::changes(empty.path(), &pair.new, &DiffOptions::default()).unwrap();
         let layer = layer_bytes(&set, Compression::None);
         group.throughput(Throughput::Bytes(data_bytes(&set)));
-        let scratch = pair.new.parent().unwrap().to_path_buf();
+        // Extract into memory (tmpfs) so that disk writeback, shared with everything else on
+        // the machine, does not decide the race; STRATA_BENCH_APPLY_DIR picks another place.
+        let scratch = std::env::var_os("STRATA_BENCH_APPLY_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/dev/shm"));
         let target = || {
             tempfile::Builder::new()
-                .prefix("apply-")
+                .prefix("strata-apply-")
                 .tempdir_in(&scratch)
                 .unwrap()
         };

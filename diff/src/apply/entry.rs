@@ -117,44 +117,40 @@ impl<'a> Applier<'a> {
         };
         match kind {
             b'0' => {
-                let dir = self.prepare(parent, name).map_err(at)?;
+                let dir = self.root.dir_creating(parent).map_err(at)?;
                 let flags = OFlags::WRONLY
                     | OFlags::CREATE
                     | OFlags::EXCL
                     | OFlags::NOFOLLOW
                     | OFlags::CLOEXEC;
-                let fd = rustix::fs::openat(
-                    &dir,
-                    OsStr::from_bytes(name),
-                    flags,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(|e| at(e.into()))?;
+                let fd = self
+                    .create_replacing(&dir, name, || {
+                        rustix::fs::openat(
+                            &dir,
+                            OsStr::from_bytes(name),
+                            flags,
+                            Mode::from_raw_mode(0o600),
+                        )
+                    })
+                    .map_err(at)?;
                 let mut file = File::from(fd);
                 self.stats.bytes += write_sparse(&mut file, data, &mut self.buf).map_err(at)?;
-                self.finish(&dir, name, &attrs, FileType::RegularFile)
-                    .map_err(at)?;
+                self.finish_file(&file, &dir, name, &attrs).map_err(at)?;
             }
             b'5' => {
-                let dir = self
-                    .root
-                    .dir_creating(parent)
-                    .map_err(at)?
-                    .try_clone()
-                    .map_err(at)?;
+                let dir = self.root.dir_creating(parent).map_err(at)?;
                 let name_os = OsStr::from_bytes(name);
-                match file_type_at(&dir, name_os).map_err(at)? {
-                    Some(FileType::Directory) => {
-                        drop_stale_xattrs(&dir, name_os, &attrs.xattrs).map_err(at)?;
-                    }
-                    existing => {
-                        if existing.is_some() {
-                            self.root.invalidate();
-                            remove_all_at(&dir, name_os).map_err(at)?;
+                let mkdir = || rustix::fs::mkdirat(&dir, name_os, Mode::from_raw_mode(0o700));
+                match mkdir() {
+                    Ok(()) => {}
+                    Err(Errno::EXIST) => {
+                        if file_type_at(&dir, name_os).map_err(at)? == Some(FileType::Directory) {
+                            drop_stale_xattrs(&dir, name_os, &attrs.xattrs).map_err(at)?;
+                        } else {
+                            self.create_replacing(&dir, name, mkdir).map_err(at)?;
                         }
-                        rustix::fs::mkdirat(&dir, name_os, Mode::from_raw_mode(0o700))
-                            .map_err(|e| at(e.into()))?;
                     }
+                    Err(e) => return Err(at(e.into())),
                 }
                 self.finish(&dir, name, &attrs, FileType::Directory)
                     .map_err(at)?;
@@ -162,13 +158,15 @@ impl<'a> Applier<'a> {
                 self.timed.insert(path.to_path_buf());
             }
             b'2' => {
-                let dir = self.prepare(parent, name).map_err(at)?;
-                rustix::fs::symlinkat(
-                    OsStr::from_bytes(&header.link),
-                    &dir,
-                    OsStr::from_bytes(name),
-                )
-                .map_err(|e| at(e.into()))?;
+                let dir = self.root.dir_creating(parent).map_err(at)?;
+                self.create_replacing(&dir, name, || {
+                    rustix::fs::symlinkat(
+                        OsStr::from_bytes(&header.link),
+                        &dir,
+                        OsStr::from_bytes(name),
+                    )
+                })
+                .map_err(at)?;
                 self.finish(&dir, name, &attrs, FileType::Symlink)
                     .map_err(at)?;
             }
@@ -180,21 +178,27 @@ impl<'a> Applier<'a> {
                     _ => FileType::Fifo,
                 };
                 let dev = rustix::fs::makedev(header.dev_major, header.dev_minor);
-                let dir = self.prepare(parent, name).map_err(at)?;
-                match rustix::fs::mknodat(
-                    &dir,
-                    OsStr::from_bytes(name),
-                    file_type,
-                    Mode::from_raw_mode(0o600),
-                    dev,
-                ) {
+                let dir = self.root.dir_creating(parent).map_err(at)?;
+                let mknod = || {
+                    rustix::fs::mknodat(
+                        &dir,
+                        OsStr::from_bytes(name),
+                        file_type,
+                        Mode::from_raw_mode(0o600),
+                        dev,
+                    )
+                };
+                match self.create_replacing(&dir, name, mknod) {
                     Ok(()) => {}
-                    Err(Errno::PERM) if file_type != FileType::Fifo => {
+                    Err(e)
+                        if e.raw_os_error() == Some(Errno::PERM.raw_os_error())
+                            && file_type != FileType::Fifo =>
+                    {
                         tracing::warn!(path = ?raw, "skipping a device node: not permitted here (user namespace?)");
                         self.stats.skipped_devices += 1;
                         return Ok(());
                     }
-                    Err(e) => return Err(at(e.into())),
+                    Err(e) => return Err(at(e)),
                 }
                 self.finish(&dir, name, &attrs, file_type).map_err(at)?;
             }
@@ -231,24 +235,29 @@ impl<'a> Applier<'a> {
         };
         let target_name = target.file_name().expect("clean paths end in a name");
         let target_dir = match self.root.dir(target.parent().unwrap_or(Path::new(""))) {
-            Ok(fd) => fd.try_clone().map_err(at)?,
+            Ok(fd) => fd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
             Err(e) => return Err(at(e)),
         };
         if target == path {
             return Ok(());
         }
-        let dir = self.prepare(parent, name).map_err(at)?;
-        match rustix::fs::linkat(
-            &target_dir,
-            target_name,
-            &dir,
-            OsStr::from_bytes(name),
-            AtFlags::empty(),
-        ) {
+        let dir = self.root.dir_creating(parent).map_err(at)?;
+        let link = || {
+            rustix::fs::linkat(
+                &target_dir,
+                target_name,
+                &dir,
+                OsStr::from_bytes(name),
+                AtFlags::empty(),
+            )
+        };
+        match self.create_replacing(&dir, name, link) {
             Ok(()) => {}
-            Err(Errno::NOENT) => return Err(missing()),
-            Err(e) => return Err(at(e.into())),
+            Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {
+                return Err(missing());
+            }
+            Err(e) => return Err(at(e)),
         }
         self.stats.entries += 1;
         self.touch(path);
@@ -264,15 +273,22 @@ impl<'a> Applier<'a> {
         }
     }
 
-    /// The parent directory of a new non-directory entry, with whatever was at its name gone.
-    fn prepare(&mut self, parent: &Path, name: &[u8]) -> io::Result<OwnedFd> {
-        let dir = self.root.dir_creating(parent)?.try_clone()?;
-        let name = OsStr::from_bytes(name);
-        if file_type_at(&dir, name)?.is_some() {
-            self.root.invalidate();
-            remove_all_at(&dir, name)?;
+    /// Runs `create` (which makes `name` in `dir`); if something is already there, removes it
+    /// (with everything below it) and runs `create` again. One syscall in the common case.
+    fn create_replacing<T>(
+        &mut self,
+        dir: &OwnedFd,
+        name: &[u8],
+        create: impl Fn() -> rustix::io::Result<T>,
+    ) -> io::Result<T> {
+        match create() {
+            Err(Errno::EXIST) => {
+                self.root.invalidate();
+                remove_all_at(dir, OsStr::from_bytes(name))?;
+                Ok(create()?)
+            }
+            other => Ok(other?),
         }
-        Ok(dir)
     }
 
     /// Sets owner, xattrs, mode, and (except for directories, done last) mtime.
@@ -314,6 +330,43 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
+    /// [`Applier::finish`] for a regular file we hold open: the same order, through the fd.
+    fn finish_file(
+        &mut self,
+        file: &File,
+        dir: &OwnedFd,
+        name: &[u8],
+        attrs: &Attrs,
+    ) -> io::Result<()> {
+        if self.options.ownership == Ownership::FromLayer {
+            rustix::fs::fchown(
+                file,
+                Some(Uid::from_raw(attrs.uid)),
+                Some(Gid::from_raw(attrs.gid)),
+            )?;
+        }
+        if !attrs.xattrs.is_empty() {
+            let target = proc_path(dir, OsStr::from_bytes(name));
+            for (key, value) in &attrs.xattrs {
+                xattr::set(&target, key, value)?;
+            }
+        }
+        rustix::fs::fchmod(file, Mode::from_raw_mode(attrs.mode & 0o7777))?;
+        let time = Timespec {
+            tv_sec: attrs.mtime,
+            tv_nsec: 0,
+        };
+        rustix::fs::futimens(
+            file,
+            &Timestamps {
+                last_access: time,
+                last_modification: time,
+            },
+        )?;
+        self.stats.entries += 1;
+        Ok(())
+    }
+
     fn whiteout(
         &mut self,
         raw: &Path,
@@ -348,7 +401,7 @@ impl<'a> Applier<'a> {
         match self.options.whiteouts {
             Whiteouts::Remove => {
                 let dir = match self.root.dir(parent) {
-                    Ok(dir) => dir.try_clone().map_err(at)?,
+                    Ok(dir) => dir,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
                     Err(e) if e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error()) => {
                         return Ok(());
@@ -364,12 +417,7 @@ impl<'a> Applier<'a> {
                 self.restore_dir_times(parent, times).map_err(at)
             }
             Whiteouts::Overlay(_) => {
-                let dir = self
-                    .root
-                    .dir_creating(parent)
-                    .map_err(at)?
-                    .try_clone()
-                    .map_err(at)?;
+                let dir = self.root.dir_creating(parent).map_err(at)?;
                 if file_type_at(&dir, target).map_err(at)?.is_some() {
                     self.root.invalidate();
                     remove_all_at(&dir, target).map_err(at)?;
@@ -385,11 +433,11 @@ impl<'a> Applier<'a> {
     /// `.wh..wh..opq` in `dir`: everything below `dir` this layer did not write goes.
     fn opaque(&mut self, dir_path: &Path) -> io::Result<()> {
         self.stats.whiteouts += 1;
-        let dir = self.root.dir_creating(dir_path)?.try_clone()?;
+        let dir = self.root.dir_creating(dir_path)?;
         match self.options.whiteouts {
             Whiteouts::Overlay(ns) => {
                 let (parent, name) = split(dir_path);
-                let parent_fd = self.root.dir(parent)?.try_clone()?;
+                let parent_fd = self.root.dir(parent)?;
                 let target = match name {
                     Some(name) => proc_path(&parent_fd, name),
                     None => proc_path(&dir, OsStr::new(".")),
@@ -475,7 +523,7 @@ impl<'a> Applier<'a> {
             };
             let (parent, name) = split(&path);
             let name = name.expect("directories with a time have a name");
-            let dir = self.root.dir(parent).map_err(at)?.try_clone().map_err(at)?;
+            let dir = self.root.dir(parent).map_err(at)?;
             match set_mtime(&dir, name, mtime) {
                 // A later whiteout may have removed it.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -9,6 +9,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -18,8 +19,9 @@ use crate::dir::{open_dir, sorted_names};
 /// An open target directory.
 pub(crate) struct Root {
     fd: OwnedFd,
-    /// One cached parent directory: layers list a directory's entries together.
-    cached: Option<(PathBuf, OwnedFd)>,
+    /// One cached parent directory: layers list a directory's entries together. Shared, so
+    /// that a caller holds it without a `dup`.
+    cached: Option<(PathBuf, Arc<OwnedFd>)>,
 }
 
 impl Root {
@@ -34,13 +36,15 @@ impl Root {
     ///
     /// # References
     /// - [`openat2(2)`](https://man7.org/linux/man-pages/man2/openat2.2.html)
-    pub(crate) fn dir(&mut self, rel: &Path) -> io::Result<&OwnedFd> {
-        let hit = matches!(&self.cached, Some((path, _)) if path == rel);
-        if !hit {
-            let fd = self.resolve_dir(rel)?;
-            self.cached = Some((rel.to_path_buf(), fd));
+    pub(crate) fn dir(&mut self, rel: &Path) -> io::Result<Arc<OwnedFd>> {
+        if let Some((path, fd)) = &self.cached {
+            if path == rel {
+                return Ok(Arc::clone(fd));
+            }
         }
-        Ok(&self.cached.as_ref().expect("just cached").1)
+        let fd = Arc::new(self.resolve_dir(rel)?);
+        self.cached = Some((rel.to_path_buf(), Arc::clone(&fd)));
+        Ok(fd)
     }
 
     fn resolve_dir(&self, rel: &Path) -> io::Result<OwnedFd> {
@@ -63,11 +67,10 @@ impl Root {
     }
 
     /// Like [`Root::dir`], creating missing directories (mode 0755) on the way.
-    pub(crate) fn dir_creating(&mut self, rel: &Path) -> io::Result<&OwnedFd> {
+    pub(crate) fn dir_creating(&mut self, rel: &Path) -> io::Result<Arc<OwnedFd>> {
         match self.dir(rel) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-            Ok(_) => return self.dir(rel),
+            other => return other,
         }
         let mut prefix = PathBuf::new();
         for component in rel.components() {
