@@ -145,6 +145,20 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Materializes several layers in parallel (see [`Store::materialize`]).
+    pub fn materialize_layers(
+        &self,
+        ids: &[String],
+        strategy: Option<Strategy>,
+    ) -> Result<Vec<Strategy>, StoreError> {
+        use rayon::prelude::*;
+        ids.par_iter()
+            .map(|id| self.materialize(id, strategy))
+            .collect()
+    }
+}
+
 fn os(bytes: &[u8]) -> &Path {
     Path::new(std::ffi::OsStr::from_bytes(bytes))
 }

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -131,11 +131,7 @@ impl Objects {
         if self.contains(&id) || staged.exists() {
             return Ok((id, Inserted::Existing));
         }
-        let mut file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&staged)
-            .at(&staged)?;
+        let mut file = create_read_only(&staged)?;
         file.write_all(bytes).at(&staged)?;
         Ok((id, Inserted::New))
     }
@@ -149,11 +145,7 @@ impl Objects {
     ) -> Result<(ObjectId, Inserted), StoreError> {
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
         let tmp_path = stage.join(format!("partial.{n}"));
-        let mut file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp_path)
-            .at(&tmp_path)?;
+        let mut file = create_read_only(&tmp_path)?;
         let result = (|| {
             let mut hasher = blake3::Hasher::new();
             let mut buf = vec![0u8; 1 << 20];
@@ -186,7 +178,7 @@ impl Objects {
         Ok((id, Inserted::New))
     }
 
-    /// Moves every object staged in `stage` into place, read-only. A concurrent writer of the
+    /// Moves every object staged in `stage` into place. A concurrent writer of the
     /// same bytes may have won the race, which is fine: the content is the same. Returns how
     /// many objects were new.
     pub(crate) fn publish(&self, stage: &Path) -> Result<u64, StoreError> {
@@ -200,7 +192,6 @@ impl Objects {
             else {
                 continue;
             };
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o444)).at(&path)?;
             let dest = self.path(&id);
             match rustix::fs::renameat_with(CWD, &path, CWD, &dest, RenameFlags::NOREPLACE) {
                 Ok(()) => new += 1,
@@ -210,6 +201,16 @@ impl Objects {
         }
         Ok(new)
     }
+}
+
+/// Creates `path` for writing with mode 0444: the descriptor may write, nobody may later.
+fn create_read_only(path: &Path) -> Result<File, StoreError> {
+    File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(path)
+        .at(path)
 }
 
 /// The blake3 of the file at `path`: memory-mapped and hashed with rayon when large.
@@ -237,6 +238,7 @@ pub(crate) fn sync_fs(dir: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn objects() -> (tempfile::TempDir, Objects) {
         let root = tempfile::tempdir().unwrap();

@@ -151,11 +151,10 @@ impl Command {
                     bar.0.finish_and_clear();
                 }
                 if materialize {
-                    for layer in &report.layers {
-                        store
-                            .materialize(&layer.id, strategy)
-                            .with_context(|| format!("materializing layer {}", layer.id))?;
-                    }
+                    let ids: Vec<String> = report.layers.iter().map(|l| l.id.clone()).collect();
+                    store.materialize_layers(&ids, strategy).with_context(|| {
+                        format!("materializing the layers of {}", source.display())
+                    })?;
                 }
                 global.emit(&report, || {
                     let imported = report.layers.iter().filter(|l| l.imported).count();

@@ -99,9 +99,10 @@ impl Store {
         let stage = dir.join("objects");
         fs::create_dir(&stage).at(&stage)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(pipe::DEPTH);
+        let (recycle, recycled) = std::sync::mpsc::channel();
         let (tar, summary) = std::thread::scope(|scope| {
-            let producer = scope.spawn(move || pipe::decompress(reader, progress, tx));
-            let tar = self.read_tar(&stage, pipe::ChunkReader::new(rx));
+            let producer = scope.spawn(move || pipe::decompress(reader, progress, tx, recycled));
+            let tar = self.read_tar(&stage, pipe::ChunkReader::new(rx, recycle));
             let summary = producer
                 .join()
                 .unwrap_or_else(|_| Err(io::Error::other("decompression thread panicked")));

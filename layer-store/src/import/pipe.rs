@@ -3,7 +3,7 @@
 //! hashing and storing its files overlap.
 
 use std::io::{self, BufRead, BufReader, Read};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
 
 use crate::compress::{self, Format, PROBE_COMPRESSED_LEN};
 use crate::digest::{HashingReader, Sha256};
@@ -50,6 +50,7 @@ pub(crate) fn decompress(
     reader: impl Read,
     progress: Option<&dyn ImportProgress>,
     tx: SyncSender<io::Result<Vec<u8>>>,
+    recycled: Receiver<Vec<u8>>,
 ) -> io::Result<BlobSummary> {
     let mut blob = HashingReader::new(Tee {
         inner: reader,
@@ -65,7 +66,9 @@ pub(crate) fn decompress(
             Format::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(&mut buffered)?),
         };
         loop {
-            let mut chunk = vec![0u8; CHUNK];
+            // Buffers come back from the reader once read: no allocation or zeroing per chunk.
+            let mut chunk = recycled.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
+            chunk.resize(CHUNK, 0);
             let n = read_full(&mut decoder, &mut chunk)?;
             if n == 0 {
                 break;
@@ -115,14 +118,17 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// The importing thread's end: a reader over the chunks.
 pub(crate) struct ChunkReader {
     rx: Receiver<io::Result<Vec<u8>>>,
+    recycle: Sender<Vec<u8>>,
     chunk: Vec<u8>,
     pos: usize,
 }
 
 impl ChunkReader {
-    pub(crate) fn new(rx: Receiver<io::Result<Vec<u8>>>) -> Self {
+    /// Reads chunks from `rx`, handing each back through `recycle` once read.
+    pub(crate) fn new(rx: Receiver<io::Result<Vec<u8>>>, recycle: Sender<Vec<u8>>) -> Self {
         ChunkReader {
             rx,
+            recycle,
             chunk: Vec::new(),
             pos: 0,
         }
@@ -134,7 +140,9 @@ impl Read for ChunkReader {
         while self.pos == self.chunk.len() {
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
-                    self.chunk = chunk;
+                    let used = std::mem::replace(&mut self.chunk, chunk);
+                    // The producer may be gone; then the buffer is simply dropped.
+                    let _ = self.recycle.send(used);
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),

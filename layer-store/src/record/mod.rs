@@ -5,6 +5,7 @@
 //! replaced by a reference to a content object, so export rebuilds the tar bit for bit, and the
 //! entries parsed from it, so materialization needs no tar parsing.
 
+mod bytes;
 pub mod codec;
 
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,7 @@ use crate::object::ObjectId;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Chunk {
     /// Bytes kept verbatim: header blocks, PAX and GNU long-name records, padding, trailer.
-    Raw(Vec<u8>),
+    Raw(#[serde(with = "bytes")] Vec<u8>),
     /// A regular file's content, `size` bytes of object `id`.
     Object {
         /// The content object.
@@ -36,6 +37,7 @@ pub enum Compression {
     /// gzip; `level` is the zlib level that reproduces the deflate stream, if one was found.
     Gzip {
         /// The gzip member header as found (magic, flags, mtime, OS, optional name).
+        #[serde(with = "bytes")]
         header: Vec<u8>,
         /// The reproducing zlib level, or `None` when no tried level matched.
         level: Option<u32>,
@@ -75,11 +77,13 @@ pub enum EntryKind {
     /// A symbolic link.
     Symlink {
         /// The link target, verbatim.
+        #[serde(with = "bytes")]
         target: Vec<u8>,
     },
     /// A hard link to an earlier entry of the same layer.
     Hardlink {
         /// The path of the entry linked to, normalized like [`Entry::path`].
+        #[serde(with = "bytes")]
         target: Vec<u8>,
     },
     /// A character device.
@@ -104,6 +108,7 @@ pub enum EntryKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// Relative path without `./` or trailing `/`, never with `..` components.
+    #[serde(with = "bytes")]
     pub path: Vec<u8>,
     /// The kind and its data.
     pub kind: EntryKind,
@@ -157,10 +162,12 @@ impl LayerRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRecord {
     /// The manifest's bytes as imported (or as synthesized for sources without one).
+    #[serde(with = "bytes")]
     pub manifest: Vec<u8>,
     /// sha256 of `manifest`: the image's identity.
     pub manifest_digest: Sha256,
     /// The config's bytes as imported.
+    #[serde(with = "bytes")]
     pub config: Vec<u8>,
     /// The names this image was imported under.
     pub tags: Vec<String>,
