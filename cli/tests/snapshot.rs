@@ -166,3 +166,64 @@ fn mount_write_umount() {
     drop(guard);
     assert!(fails(&root, &["umount", target.to_str().unwrap()]).contains(target.to_str().unwrap()));
 }
+
+/// Skips (or fails under STRATA_REQUIRE_ROOT=1) when not root.
+fn can_mount() -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("STRATA_REQUIRE_ROOT").is_none_or(|v| v != "1"),
+        "STRATA_REQUIRE_ROOT=1 but not root"
+    );
+    eprintln!("skipped: mounting needs root");
+    false
+}
+
+/// A one-file layer tar.
+fn one_file_layer(path: &str, data: &[u8]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, path, data).unwrap();
+    tar.into_inner().unwrap()
+}
+
+#[test]
+fn rootfs_on_an_imported_image() {
+    if !can_mount() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let tar = dir.path().join("layer.tar");
+    std::fs::write(&tar, one_file_layer("hello.txt", b"from the image")).unwrap();
+    ok(&root, &["import", tar.to_str().unwrap(), "--name", "img"]);
+    let mounts = json(&root, &["rootfs", "img", "c1"]);
+    let options = mounts[0]["options"].to_string();
+    assert_eq!(mounts[0]["type"], "overlay");
+    assert!(options.contains("/layers/"), "{options}");
+    assert!(fails(&root, &["rootfs", "img", "c1"]).contains("c1"));
+    assert!(fails(&root, &["rootfs", "nope", "c2"]).contains("nope"));
+
+    let target = dir.path().join("mnt");
+    std::fs::create_dir(&target).unwrap();
+    ok(&root, &["mount", "c1", target.to_str().unwrap()]);
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = strata_cow::unmount(self.0);
+        }
+    }
+    let _guard = Unmount(&target);
+    assert_eq!(
+        std::fs::read(target.join("hello.txt")).unwrap(),
+        b"from the image"
+    );
+    std::fs::write(target.join("hello.txt"), "changed").unwrap();
+    ok(&root, &["umount", target.to_str().unwrap()]);
+    let usage = json(&root, &["usage", "c1"]);
+    assert!(usage["inodes"].as_u64().unwrap() >= 1, "{usage}");
+}

@@ -127,6 +127,20 @@ pub enum Error {
         /// What the kernel (or cow) said.
         source: strata_cow::MountError,
     },
+    /// The layer store could not give or materialize an image's layers.
+    #[error("image {image:?}: {source}")]
+    Image {
+        /// The image asked for.
+        image: String,
+        /// What the layer store said.
+        source: Box<strata_layer_store::StoreError>,
+    },
+    /// The layer store passed lives in another root than the snapshotter.
+    #[error("layer store {root} is not in the snapshotter's root")]
+    ForeignStore {
+        /// The layer store's root.
+        root: PathBuf,
+    },
     /// A metadata record could not be decoded.
     #[error("metadata record of snapshot {key:?} is damaged: {reason}")]
     Corrupt {
@@ -157,7 +171,12 @@ impl Error {
             | Error::ImmutableField { .. }
             | Error::LabelTooLong { .. }
             | Error::EmptyKey
+            | Error::ForeignStore { .. }
             | Error::Filter(_) => ErrorKind::InvalidArgument,
+            Error::Image { source, .. } => match **source {
+                strata_layer_store::StoreError::ImageNotFound { .. } => ErrorKind::NotFound,
+                _ => ErrorKind::Internal,
+            },
             Error::BatchAborted(inner) => inner.kind(),
             Error::Io { .. }
             | Error::Mount { .. }

@@ -68,6 +68,17 @@ impl Layout {
         self.dir(id).join("work")
     }
 
+    /// The materialized tree of layer-store layer `id` in the same root
+    /// (`strata_layer_store::Store::layer_tree`).
+    pub fn layer_tree(&self, id: &str) -> PathBuf {
+        self.root.join("layers").join(id).join("tree")
+    }
+
+    /// The layer store's objects dir in the same root (`Store::objects_dir`).
+    pub fn objects(&self) -> PathBuf {
+        self.root.join("objects")
+    }
+
     /// Builds a new snapshot dir under `tmp/`: `fs/` (0755, like a fresh root) and, when the
     /// snapshot will be an overlay upper, `work/`.
     pub fn stage(&self, with_work: bool) -> Result<PathBuf> {

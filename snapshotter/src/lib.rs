@@ -31,6 +31,7 @@ mod error;
 pub mod filter;
 #[cfg(feature = "grpc")]
 pub mod grpc;
+mod image;
 mod info;
 mod layout;
 mod mounts;

@@ -5,15 +5,15 @@
 //! - otherwise an overlay of the parents' `fs/` dirs (nearest first), with `upperdir` and
 //!   `workdir` for an active snapshot, or lowers only for a view (read-only by construction).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use strata_cow::overlay::{Overlay, OverlayOptions};
+use strata_cow::overlay::{Overlay, OverlayOptions, RedirectDir};
 use strata_cow::{MountGuard, MountSpec};
 
 use crate::error::{Error, Result};
 use crate::info::{Kind, Labels};
 use crate::layout::Layout;
-use crate::snapshotter::{Placement, Snapshotter};
+use crate::snapshotter::{Base, Placement, Snapshotter};
 
 impl Snapshotter {
     /// containerd's Prepare: creates active snapshot `key` on the committed `parent` and
@@ -24,14 +24,14 @@ impl Snapshotter {
         parent: Option<&str>,
         labels: Labels,
     ) -> Result<Vec<MountSpec>> {
-        let placement = self.create(Kind::Active, key, parent, labels)?;
+        let placement = self.create(Kind::Active, key, parent, Base::default(), labels)?;
         Ok(self.specs(&placement))
     }
 
     /// containerd's View: creates read-only view `key` of the committed `parent` and returns
     /// its mounts.
     pub fn view(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<MountSpec>> {
-        let placement = self.create(Kind::View, key, parent, labels)?;
+        let placement = self.create(Kind::View, key, parent, Base::default(), labels)?;
         Ok(self.specs(&placement))
     }
 
@@ -55,7 +55,7 @@ impl Snapshotter {
         })
     }
 
-    fn specs(&self, placement: &Placement) -> Vec<MountSpec> {
+    pub(crate) fn specs(&self, placement: &Placement) -> Vec<MountSpec> {
         vec![spec(self.layout(), placement, self.overlay_options())]
     }
 }
@@ -69,18 +69,33 @@ fn spec(layout: &Layout, placement: &Placement, options: &OverlayOptions) -> Mou
             "rbind".to_owned(),
         ],
     };
-    match (placement.kind, placement.parent_ids.as_slice()) {
-        (kind, []) => bind(&layout.upper(placement.id), kind == Kind::View),
-        (Kind::View, [parent]) => bind(&layout.upper(*parent), true),
-        (kind, parents) => {
-            let overlay = Overlay::new()
-                .lowers(parents.iter().map(|id| layout.upper(*id)))
-                .options(options.clone());
-            let overlay = if kind == Kind::Active {
-                overlay.upper(layout.upper(placement.id), layout.work(placement.id))
+    let lowers = &placement.lowers;
+    let dirs: Vec<PathBuf> = lowers
+        .parent_ids
+        .iter()
+        .map(|id| layout.upper(*id))
+        .chain(lowers.layers.iter().map(|id| layout.layer_tree(id)))
+        .collect();
+    match (placement.kind, dirs.as_slice(), lowers.data_lower) {
+        (kind, [], _) => bind(&layout.upper(placement.id), kind == Kind::View),
+        (Kind::View, [dir], false) => bind(dir, true),
+        (kind, dirs, data_lower) => {
+            let mut overlay = Overlay::new().lowers(dirs.iter().cloned());
+            if data_lower {
+                // The kernel follows a stub's metacopy and redirect only with both on.
+                overlay = overlay
+                    .data_lower(layout.objects())
+                    .options(OverlayOptions {
+                        metacopy: Some(true),
+                        redirect_dir: Some(RedirectDir::On),
+                        ..options.clone()
+                    });
             } else {
-                overlay
-            };
+                overlay = overlay.options(options.clone());
+            }
+            if kind == Kind::Active {
+                overlay = overlay.upper(layout.upper(placement.id), layout.work(placement.id));
+            }
             overlay.to_spec()
         }
     }
@@ -89,12 +104,16 @@ fn spec(layout: &Layout, placement: &Placement, options: &OverlayOptions) -> Mou
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tables::Lowers;
 
     fn placement(kind: Kind, parent_ids: &[u64]) -> Placement {
         Placement {
             id: 9,
             kind,
-            parent_ids: parent_ids.to_vec(),
+            lowers: Lowers {
+                parent_ids: parent_ids.to_vec(),
+                ..Lowers::default()
+            },
         }
     }
 

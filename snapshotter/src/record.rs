@@ -1,7 +1,7 @@
 //! The metadata record of one snapshot, as stored in redb.
 //!
 //! Value layout: one version byte ([`RECORD_VERSION`]) then the postcard encoding of [`Record`].
-//! Times are nanoseconds since the Unix epoch.
+//! Times are nanoseconds since the Unix epoch. Version 1 (without the image base) still decodes.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::info::{Info, Kind, Usage};
 
 /// Version of the record encoding; bumped on any incompatible change.
-pub(crate) const RECORD_VERSION: u8 = 1;
+pub(crate) const RECORD_VERSION: u8 = 2;
 
 /// Everything the database knows about one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -24,6 +24,40 @@ pub(crate) struct Record {
     pub updated_ns: u64,
     /// Frozen at Commit; zero for active snapshots and views (computed on demand).
     pub usage: Usage,
+    /// Layer-store layers (ids) this snapshot sits on, topmost first, below its parents' dirs;
+    /// only a snapshot without parent has them (version 2).
+    pub layers: Vec<String>,
+    /// Whether those layers are metadata-only stubs over the store's `objects/` (a data-only
+    /// lower of the mount) (version 2).
+    pub data_lower: bool,
+}
+
+/// Version 1: a [`Record`] without `layers` and `data_lower`.
+#[derive(serde::Deserialize)]
+struct RecordV1 {
+    id: u64,
+    kind: Kind,
+    parent: Option<String>,
+    labels: BTreeMap<String, String>,
+    created_ns: u64,
+    updated_ns: u64,
+    usage: Usage,
+}
+
+impl From<RecordV1> for Record {
+    fn from(v1: RecordV1) -> Record {
+        Record {
+            id: v1.id,
+            kind: v1.kind,
+            parent: v1.parent,
+            labels: v1.labels,
+            created_ns: v1.created_ns,
+            updated_ns: v1.updated_ns,
+            usage: v1.usage,
+            layers: Vec::new(),
+            data_lower: false,
+        }
+    }
 }
 
 impl Record {
@@ -43,6 +77,9 @@ impl Record {
             Some((&RECORD_VERSION, rest)) => {
                 postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string()))
             }
+            Some((1, rest)) => postcard::from_bytes::<RecordV1>(rest)
+                .map(Record::from)
+                .map_err(|e| corrupt(e.to_string())),
             Some((version, _)) => Err(corrupt(format!("unknown record version {version}"))),
             None => Err(corrupt("empty record".to_owned())),
         }
@@ -86,13 +123,36 @@ mod tests {
                 size: 8192,
                 inodes: 3,
             },
+            layers: Vec::new(),
+            data_lower: false,
+        }
+    }
+
+    fn sample_on_layers() -> Record {
+        Record {
+            parent: None,
+            layers: vec!["ab".into(), "cd".into()],
+            data_lower: true,
+            ..sample()
         }
     }
 
     #[test]
     fn round_trips() {
-        let record = sample();
-        assert_eq!(Record::decode("k", &record.encode()).unwrap(), record);
+        for record in [sample(), sample_on_layers()] {
+            assert_eq!(Record::decode("k", &record.encode()).unwrap(), record);
+        }
+    }
+
+    /// Pins format version 2: these bytes must keep decoding to the same record.
+    #[test]
+    fn decodes_version_2_sample() {
+        let bytes = [
+            2, 7, 2, 0, 1, 21, 99, 111, 110, 116, 97, 105, 110, 101, 114, 100, 46, 105, 111, 47,
+            103, 99, 46, 114, 111, 111, 116, 1, 120, 149, 154, 151, 236, 227, 159, 231, 203, 23,
+            128, 148, 147, 142, 231, 159, 231, 203, 23, 128, 64, 3, 2, 2, 97, 98, 2, 99, 100, 1,
+        ];
+        assert_eq!(Record::decode("k", &bytes).unwrap(), sample_on_layers());
     }
 
     /// Pins format version 1: these bytes must keep decoding to the same record.
@@ -117,7 +177,7 @@ mod tests {
             Err(Error::Corrupt { .. })
         ));
         assert!(matches!(
-            Record::decode("k", &[1, 0xff]),
+            Record::decode("k", &[2, 0xff]),
             Err(Error::Corrupt { .. })
         ));
     }

@@ -17,7 +17,7 @@ use crate::info::{FieldPaths, Info, Kind, Labels, MAX_LABEL_LEN, Usage};
 use crate::layout::{Layout, disk_usage};
 use crate::pool::{self, Pool, Taken};
 use crate::record::{Record, now_nanos};
-use crate::tables::{self, CHILDREN, SNAPSHOTS};
+use crate::tables::{self, CHILDREN, Lowers, SNAPSHOTS};
 
 /// A snapshotter over one store root. `Send + Sync`: share it behind an `Arc`.
 pub struct Snapshotter {
@@ -35,8 +35,21 @@ pub struct Snapshotter {
 pub(crate) struct Placement {
     pub id: u64,
     pub kind: Kind,
-    /// Nearest parent first.
-    pub parent_ids: Vec<u64>,
+    pub lowers: Lowers,
+}
+
+/// Layer-store layers a parentless snapshot sits on (see `Snapshotter::prepare_on_image`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Base {
+    /// Layer ids, topmost first.
+    pub layers: Vec<String>,
+    /// Whether the layers are stubs over `objects/`.
+    pub data_lower: bool,
+}
+
+/// The layer store's GC-root owner name for snapshot dir `id`: stable across Commit.
+pub(crate) fn gc_owner(id: u64) -> String {
+    format!("snapshotter:{id}")
 }
 
 impl std::fmt::Debug for Snapshotter {
@@ -108,6 +121,7 @@ impl Snapshotter {
         kind: Kind,
         key: &str,
         parent: Option<&str>,
+        base: Base,
         labels: Labels,
     ) -> Result<Placement> {
         self.check_open(key)?;
@@ -136,7 +150,6 @@ impl Snapshotter {
                     });
                 }
             }
-            let parent_ids = tables::parent_ids(&snapshots, parent.clone())?;
             let (id, published) = match pool.take(txn, &layout, true)? {
                 Taken::Spare(id) => (id, false),
                 Taken::Published(id) => (id, true),
@@ -150,7 +163,14 @@ impl Snapshotter {
                 created_ns: now,
                 updated_ns: now,
                 usage: Usage::default(),
+                layers: base.layers,
+                data_lower: base.data_lower,
             };
+            let lowers = tables::lowers(&snapshots, &record)?;
+            // The layers live as long as the record: same transaction both ways.
+            for layer in &record.layers {
+                strata_layer_store::db::add_gc_root(txn, &gc_owner(id), layer)?;
+            }
             snapshots.insert(key.as_str(), record.encode().as_slice())?;
             if let Some(parent) = &parent {
                 txn.open_multimap_table(CHILDREN)?
@@ -158,11 +178,7 @@ impl Snapshotter {
             }
             let abort_layout = layout.clone();
             Ok(Applied {
-                value: Placement {
-                    id,
-                    kind,
-                    parent_ids,
-                },
+                value: Placement { id, kind, lowers },
                 sync_dirs: published,
                 on_commit: None,
                 // A spare taken by an aborted batch stays in the (rolled back) pool table.
@@ -237,6 +253,9 @@ impl Snapshotter {
             snapshots.remove(key.as_str())?;
             if let Some(parent) = &record.parent {
                 children.remove(parent.as_str(), key.as_str())?;
+            }
+            for layer in &record.layers {
+                strata_layer_store::db::remove_gc_root(txn, &gc_owner(record.id), layer)?;
             }
             Ok(Applied {
                 on_commit: Some(Box::new(move || layout.remove(record.id))),
@@ -365,7 +384,7 @@ impl Snapshotter {
         Ok(Placement {
             id: record.id,
             kind: record.kind,
-            parent_ids: tables::parent_ids(&snapshots, record.parent)?,
+            lowers: tables::lowers(&snapshots, &record)?,
         })
     }
 

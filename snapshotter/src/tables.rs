@@ -48,18 +48,37 @@ pub(crate) fn require(
     })
 }
 
-/// Ids of `parent` and its ancestors, nearest first.
-pub(crate) fn parent_ids(
+/// What a snapshot's mounts stack below its own dir: its ancestors' dirs, then the layer-store
+/// layers at the bottom of its chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Lowers {
+    /// Ids of the parent and its ancestors, nearest first.
+    pub parent_ids: Vec<u64>,
+    /// Layer ids, topmost first.
+    pub layers: Vec<String>,
+    /// Whether `objects/` is a data-only lower.
+    pub data_lower: bool,
+}
+
+/// The lowers of `record`'s mounts.
+pub(crate) fn lowers(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
-    mut parent: Option<String>,
-) -> Result<Vec<u64>> {
-    let mut ids = Vec::new();
+    record: &Record,
+) -> Result<Lowers> {
+    let mut lowers = Lowers {
+        parent_ids: Vec::new(),
+        layers: record.layers.clone(),
+        data_lower: record.data_lower,
+    };
+    let mut parent = record.parent.clone();
     while let Some(name) = parent {
-        let record = require(table, &name)?;
-        ids.push(record.id);
-        parent = record.parent;
+        let ancestor = require(table, &name)?;
+        lowers.parent_ids.push(ancestor.id);
+        lowers.layers.extend(ancestor.layers);
+        lowers.data_lower |= ancestor.data_lower;
+        parent = ancestor.parent;
     }
-    Ok(ids)
+    Ok(lowers)
 }
 
 /// Takes the next id and advances the counter, at least past `floor`.

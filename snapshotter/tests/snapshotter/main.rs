@@ -4,6 +4,7 @@
 mod conformance;
 mod crash;
 mod fstest;
+mod image;
 mod semantics;
 
 use strata_snapshotter::{Labels, Snapshotter};

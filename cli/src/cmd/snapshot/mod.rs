@@ -5,6 +5,7 @@ mod serve;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use strata_layer_store::Store;
 use strata_snapshotter::{Info, Labels, MountSpec, Snapshotter};
 
 use crate::global::Global;
@@ -80,6 +81,17 @@ pub enum Command {
         /// The mount point.
         target: PathBuf,
     },
+    /// Prepare a writable container rootfs KEY on the layers of imported IMAGE, without copying
+    /// them; prints its mounts.
+    Rootfs {
+        /// An imported image (name or id).
+        image: String,
+        /// Key of the new active snapshot.
+        key: String,
+        /// A label, KEY=VALUE (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
     /// Serve containerd's snapshots API on a unix socket (a containerd proxy snapshotter).
     Serve(serve::Serve),
 }
@@ -93,6 +105,14 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 fn open(global: &Global) -> anyhow::Result<Snapshotter> {
     let root = global.root();
     Snapshotter::open(&root).with_context(|| format!("opening snapshots in {}", root.display()))
+}
+
+/// The snapshotter and the layer store of the root, sharing its database.
+fn open_with_store(global: &Global) -> anyhow::Result<(Snapshotter, Store)> {
+    let sn = open(global)?;
+    let store = Store::open_with_db(sn.root(), sn.database())
+        .with_context(|| format!("opening the layer store in {}", sn.root().display()))?;
+    Ok((sn, store))
 }
 
 /// One line per mount: `TYPE SOURCE OPTION,OPTION…`.
@@ -218,6 +238,17 @@ impl Command {
                 strata_cow::unmount(&target)
                     .with_context(|| format!("umount {}", target.display()))?;
                 global.emit(&serde_json::json!({ "unmounted": target }), String::new)
+            }
+            Command::Rootfs {
+                image,
+                key,
+                labels: l,
+            } => {
+                let (sn, store) = open_with_store(global)?;
+                let mounts = sn
+                    .prepare_on_image(&key, &store, &image, labels(l))
+                    .with_context(|| format!("rootfs {key} on image {image}"))?;
+                global.emit(&mounts_json(&mounts), || mounts_text(&mounts))
             }
             Command::Serve(serve) => serve.run(global),
         }

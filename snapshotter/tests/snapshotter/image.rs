@@ -1,0 +1,208 @@
+//! Snapshots on layer-store images: `prepare_on_image` mounts the image's materialized layers
+//! without copying, writes land in the upper, and the layer store's GC keeps the layers while a
+//! snapshot sits on them.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use strata_diff::{ApplyOptions, Compression, DiffOptions, WriteOptions};
+use strata_layer_store::digest::Sha256;
+use strata_layer_store::{Durability, GcOptions, ImportOptions, Store, Strategy};
+use strata_snapshotter::{ErrorKind, Labels, Snapshotter};
+
+use crate::conformance::{Suite, suite};
+use crate::fstest::{Op, apply, assert_same_tree, file};
+
+/// Writes `blob` under `dir/blobs/sha256/` and returns its OCI descriptor.
+fn put_blob(dir: &Path, media_type: &str, blob: &[u8]) -> serde_json::Value {
+    let digest = Sha256::of(blob);
+    fs::write(dir.join("blobs/sha256").join(digest.hex()), blob).unwrap();
+    serde_json::json!({ "mediaType": media_type, "digest": digest.to_string(), "size": blob.len() })
+}
+
+/// An OCI layout at `dir` holding image `name` made of the plain layer `tars`, bottom first.
+pub fn write_oci(dir: &Path, name: &str, tars: &[Vec<u8>]) {
+    fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    let layers: Vec<_> = tars
+        .iter()
+        .map(|t| put_blob(dir, "application/vnd.oci.image.layer.v1.tar", t))
+        .collect();
+    let diff_ids: Vec<String> = tars.iter().map(|t| Sha256::of(t).to_string()).collect();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+    });
+    let config = put_blob(
+        dir,
+        "application/vnd.oci.image.config.v1+json",
+        &serde_json::to_vec(&config).unwrap(),
+    );
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config, "layers": layers,
+    });
+    let mut manifest = put_blob(
+        dir,
+        "application/vnd.oci.image.manifest.v1+json",
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
+    manifest["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": name });
+    let index = serde_json::json!({ "schemaVersion": 2, "manifests": [manifest] });
+    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// The layer turning tree `old` into tree `new`.
+fn layer(old: &Path, new: &Path) -> Vec<u8> {
+    let set = strata_diff::changes(old, new, &DiffOptions::default()).unwrap();
+    let mut tar = Vec::new();
+    strata_diff::write_layer(&set, &WriteOptions::new(Compression::None), &mut tar).unwrap();
+    tar
+}
+
+fn base_ops() -> Vec<Op> {
+    vec![
+        Op::Dir("etc", 0o755),
+        file("etc/hostname", "base\n", 0o644),
+        Op::Dir("bin", 0o755),
+        file("bin/tool", vec![7u8; 70_000], 0o755),
+        Op::Dir("gone", 0o755),
+        file("gone/x", "x", 0o644),
+        Op::Dir("opaque", 0o755),
+        file("opaque/old", "old", 0o644),
+    ]
+}
+
+fn app_ops() -> Vec<Op> {
+    vec![
+        file("etc/hostname", "app\n", 0o644),
+        Op::RemoveAll("gone"),
+        Op::RemoveAll("opaque"),
+        Op::Dir("opaque", 0o700),
+        file("opaque/new", "new", 0o600),
+        file("app", "the app\n", 0o755),
+    ]
+}
+
+/// Every object file's content: what writes through a mount must never change.
+fn objects(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for fan in fs::read_dir(root.join("objects")).unwrap() {
+        for entry in fs::read_dir(fan.unwrap().path()).unwrap() {
+            let path = entry.unwrap().path();
+            out.insert(path.display().to_string(), fs::read(&path).unwrap());
+        }
+    }
+    out
+}
+
+/// A two-layer image "img" imported into the store of `suite`; returns the store and the tree
+/// applying the layers in order gives.
+pub fn image(suite: &Suite) -> (Store, std::path::PathBuf) {
+    let (empty, base, app) = (
+        suite.scratch("empty"),
+        suite.scratch("base"),
+        suite.scratch("app"),
+    );
+    apply(&base, &base_ops()).unwrap();
+    apply(&app, &base_ops()).unwrap();
+    apply(&app, &app_ops()).unwrap();
+    let tars = [layer(&empty, &base), layer(&base, &app)];
+    let oci = suite.dir.path().join("oci");
+    write_oci(&oci, "img", &tars);
+    let store = Store::open_with_db(suite.sn.root(), suite.sn.database())
+        .unwrap()
+        .with_durability(Durability::None);
+    let options = ImportOptions {
+        name: Some("img".into()),
+        ..ImportOptions::default()
+    };
+    store.import(&oci, &options).unwrap();
+    let applied = suite.scratch("applied");
+    for tar in &tars {
+        strata_diff::apply_layer(&tar[..], &applied, &ApplyOptions::default()).unwrap();
+    }
+    (store, applied)
+}
+
+fn layer_dirs(store: &Store) -> usize {
+    fs::read_dir(store.root().join("layers")).unwrap().count()
+}
+
+#[test]
+fn rootfs_on_image_layers() {
+    let Some(suite) = suite() else { return };
+    let (store, applied) = image(&suite);
+    let sn = &suite.sn;
+
+    let mounts = sn
+        .prepare_on_image("c1", &store, "img", Labels::new())
+        .unwrap();
+    let options = mounts[0].options.join(",");
+    let record = store.image("img").unwrap();
+    let (top, bottom) = (record.layers[1].hex(), record.layers[0].hex());
+    let lowers = format!(
+        "lowerdir={}:{}",
+        store.layer_tree(&top).display(),
+        store.layer_tree(&bottom).display()
+    );
+    assert!(options.contains(&lowers), "{options}");
+    if strata_layer_store::probe_strategy() == Strategy::Stub {
+        let data_lower = format!("::{}", store.objects_dir().display());
+        assert!(options.contains(&data_lower), "{options}");
+    }
+
+    let before = objects(store.root());
+    let target = suite.scratch("rootfs");
+    let guard = sn.mount("c1", &target).unwrap();
+    assert_same_tree(&applied, &target);
+    fs::write(target.join("bin/tool"), "rewritten").unwrap();
+    fs::write(target.join("written"), "by the container").unwrap();
+    guard.unmount().unwrap();
+    assert_eq!(before, objects(store.root()), "objects changed");
+    assert!(
+        sn.usage("c1").unwrap().inodes >= 3,
+        "writes land in the upper"
+    );
+
+    // Committed, the snapshot still sits on the layers; its child sees everything.
+    sn.commit("c1-done", "c1", Labels::new()).unwrap();
+    sn.prepare("c2", Some("c1-done"), Labels::new()).unwrap();
+    let guard = sn.mount("c2", &target).unwrap();
+    assert_eq!(fs::read(target.join("bin/tool")).unwrap(), b"rewritten");
+    assert_eq!(fs::read(target.join("app")).unwrap(), b"the app\n");
+    assert!(!target.join("gone").exists());
+    guard.unmount().unwrap();
+
+    // GC keeps the layers while a snapshot sits on them, even with the image gone.
+    store.remove_image("img").unwrap();
+    let report = store.gc(GcOptions::default()).unwrap();
+    assert!(report.layers.is_empty(), "{:?}", report.layers);
+    assert_eq!(layer_dirs(&store), 2);
+    sn.remove("c2").unwrap();
+    sn.remove("c1-done").unwrap();
+    let report = store.gc(GcOptions::default()).unwrap();
+    assert_eq!(report.layers.len(), 2);
+    assert_eq!(layer_dirs(&store), 0);
+}
+
+#[test]
+fn unknown_image_and_foreign_store() {
+    let Some(suite) = suite() else { return };
+    let store = Store::open_with_db(suite.sn.root(), suite.sn.database()).unwrap();
+    let err = suite
+        .sn
+        .prepare_on_image("c", &store, "nope", Labels::new())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(suite.sn.stat("c").is_err(), "nothing created");
+
+    let other = tempfile::tempdir().unwrap();
+    let other_sn = Snapshotter::open(other.path()).unwrap();
+    let err = other_sn
+        .prepare_on_image("c", &store, "nope", Labels::new())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+}
