@@ -167,7 +167,7 @@ fn mount_write_umount() {
     assert!(fails(&root, &["umount", target.to_str().unwrap()]).contains(target.to_str().unwrap()));
 }
 
-/// Skips (or fails under STRATA_REQUIRE_ROOT=1) when not root.
+/// Whether mount tests can run; skips (or fails under STRATA_REQUIRE_ROOT=1) when not root.
 fn can_mount() -> bool {
     if rustix::process::geteuid().is_root() {
         return true;
@@ -226,4 +226,88 @@ fn rootfs_on_an_imported_image() {
     ok(&root, &["umount", target.to_str().unwrap()]);
     let usage = json(&root, &["usage", "c1"]);
     assert!(usage["inodes"].as_u64().unwrap() >= 1, "{usage}");
+}
+
+/// Relative path → (kind and mode, content or link target) of every entry under `root`.
+fn tree(root: &Path) -> std::collections::BTreeMap<String, (u32, Vec<u8>)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let data = if meta.is_file() {
+                std::fs::read(&path).unwrap()
+            } else if meta.is_symlink() {
+                std::fs::read_link(&path)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else {
+                stack.push(path.clone());
+                Vec::new()
+            };
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            out.insert(rel, (meta.mode(), data));
+        }
+    }
+    out
+}
+
+#[test]
+fn commit_image_exports_what_the_container_sees() {
+    if !can_mount() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    let tar = dir.path().join("layer.tar");
+    std::fs::write(&tar, one_file_layer("hello.txt", b"from the image")).unwrap();
+    ok(&root, &["import", &path(&tar), "--name", "img"]);
+    ok(&root, &["rootfs", "img", "c1"]);
+    let target = dir.path().join("mnt");
+    std::fs::create_dir(&target).unwrap();
+    ok(&root, &["mount", "c1", &path(&target)]);
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = strata_cow::unmount(self.0);
+        }
+    }
+    let guard = Unmount(&target);
+    std::fs::remove_file(target.join("hello.txt")).unwrap();
+    std::fs::create_dir(target.join("etc")).unwrap();
+    std::fs::write(target.join("etc/motd"), "made in a container\n").unwrap();
+    ok(&root, &["umount", &path(&target)]);
+    std::mem::forget(guard);
+
+    let made = json(&root, &["commit", "c1-done", "c1", "--image", "img2"]);
+    assert_eq!(made["snapshot"]["kind"], "committed", "{made}");
+    assert_eq!(made["image"]["changes"], 3, "{made}");
+    let oci = dir.path().join("oci");
+    ok(&root, &["export", "img2", "--output", &path(&oci)]);
+    let bundle = dir.path().join("bundle");
+    let unpacked = Command::new("umoci")
+        .args([
+            "unpack",
+            "--image",
+            &format!("{}:img2", path(&oci)),
+            &path(&bundle),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        unpacked.status.success(),
+        "umoci: {}",
+        String::from_utf8_lossy(&unpacked.stderr)
+    );
+
+    ok(&root, &["view", "v", "c1-done"]);
+    ok(&root, &["mount", "v", &path(&target)]);
+    let _guard = Unmount(&target);
+    let seen = tree(&target);
+    assert!(seen.contains_key("etc/motd") && !seen.contains_key("hello.txt"));
+    assert_eq!(tree(&bundle.join("rootfs")), seen);
 }

@@ -141,6 +141,36 @@ pub enum Error {
         /// The layer store's root.
         root: PathBuf,
     },
+    /// Only a snapshot prepared on an image (without snapshot parents) can become an image.
+    #[error("snapshot {key:?} was not prepared on an image")]
+    NotOnImage {
+        /// The snapshot.
+        key: String,
+    },
+    /// The changes of a snapshot could not be read.
+    #[error("diff of snapshot {key:?}: {source}")]
+    Diff {
+        /// The snapshot.
+        key: String,
+        /// What the differ said.
+        source: Box<strata_diff::DiffError>,
+    },
+    /// The layer of a snapshot's changes could not be written.
+    #[error("layer of snapshot {key:?}: {source}")]
+    WriteLayer {
+        /// The snapshot.
+        key: String,
+        /// What the layer writer said.
+        source: Box<strata_diff::WriteError>,
+    },
+    /// An image's stored manifest or config is not what OCI describes.
+    #[error("image {image}: {reason}")]
+    ImageJson {
+        /// The image id.
+        image: String,
+        /// What was wrong.
+        reason: String,
+    },
     /// A metadata record could not be decoded.
     #[error("metadata record of snapshot {key:?} is damaged: {reason}")]
     Corrupt {
@@ -172,6 +202,7 @@ impl Error {
             | Error::LabelTooLong { .. }
             | Error::EmptyKey
             | Error::ForeignStore { .. }
+            | Error::NotOnImage { .. }
             | Error::Filter(_) => ErrorKind::InvalidArgument,
             Error::Image { source, .. } => match **source {
                 strata_layer_store::StoreError::ImageNotFound { .. } => ErrorKind::NotFound,
@@ -179,6 +210,9 @@ impl Error {
             },
             Error::BatchAborted(inner) => inner.kind(),
             Error::Io { .. }
+            | Error::Diff { .. }
+            | Error::WriteLayer { .. }
+            | Error::ImageJson { .. }
             | Error::Mount { .. }
             | Error::Corrupt { .. }
             | Error::Db(_)

@@ -42,6 +42,7 @@ impl Snapshotter {
         let base = Base {
             data_lower: strategies.contains(&Strategy::Stub),
             layers,
+            image: Some(record.id()),
         };
         let placement = self.create(Kind::Active, key, None, base, labels)?;
         Ok(self.specs(&placement))

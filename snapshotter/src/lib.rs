@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 mod batch;
+mod commit_image;
 mod error;
 pub mod filter;
 #[cfg(feature = "grpc")]
@@ -40,6 +41,7 @@ mod record;
 mod snapshotter;
 mod tables;
 
+pub use commit_image::ImageCommit;
 pub use error::{Error, ErrorKind, Precondition, Result};
 pub use info::{FieldPaths, Info, Kind, Labels, MAX_LABEL_LEN, Usage};
 pub use snapshotter::Snapshotter;

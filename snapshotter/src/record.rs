@@ -30,6 +30,8 @@ pub(crate) struct Record {
     /// Whether those layers are metadata-only stubs over the store's `objects/` (a data-only
     /// lower of the mount) (version 2).
     pub data_lower: bool,
+    /// The layer-store image (id) whose layers those are (version 2).
+    pub image: Option<String>,
 }
 
 /// Version 1: a [`Record`] without `layers` and `data_lower`.
@@ -56,6 +58,7 @@ impl From<RecordV1> for Record {
             usage: v1.usage,
             layers: Vec::new(),
             data_lower: false,
+            image: None,
         }
     }
 }
@@ -125,6 +128,7 @@ mod tests {
             },
             layers: Vec::new(),
             data_lower: false,
+            image: None,
         }
     }
 
@@ -133,6 +137,7 @@ mod tests {
             parent: None,
             layers: vec!["ab".into(), "cd".into()],
             data_lower: true,
+            image: Some("img".into()),
             ..sample()
         }
     }
@@ -150,7 +155,8 @@ mod tests {
         let bytes = [
             2, 7, 2, 0, 1, 21, 99, 111, 110, 116, 97, 105, 110, 101, 114, 100, 46, 105, 111, 47,
             103, 99, 46, 114, 111, 111, 116, 1, 120, 149, 154, 151, 236, 227, 159, 231, 203, 23,
-            128, 148, 147, 142, 231, 159, 231, 203, 23, 128, 64, 3, 2, 2, 97, 98, 2, 99, 100, 1,
+            128, 148, 147, 142, 231, 159, 231, 203, 23, 128, 64, 3, 2, 2, 97, 98, 2, 99, 100, 1, 1,
+            3, 105, 109, 103,
         ];
         assert_eq!(Record::decode("k", &bytes).unwrap(), sample_on_layers());
     }

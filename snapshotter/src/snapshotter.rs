@@ -45,6 +45,8 @@ pub(crate) struct Base {
     pub layers: Vec<String>,
     /// Whether the layers are stubs over `objects/`.
     pub data_lower: bool,
+    /// The image (id) the layers came from.
+    pub image: Option<String>,
 }
 
 /// The layer store's GC-root owner name for snapshot dir `id`: stable across Commit.
@@ -165,6 +167,7 @@ impl Snapshotter {
                 usage: Usage::default(),
                 layers: base.layers,
                 data_lower: base.data_lower,
+                image: base.image,
             };
             let lowers = tables::lowers(&snapshots, &record)?;
             // The layers live as long as the record: same transaction both ways.
@@ -396,7 +399,7 @@ impl Snapshotter {
         &self.overlay
     }
 
-    fn read(&self, key: &str) -> Result<Record> {
+    pub(crate) fn read(&self, key: &str) -> Result<Record> {
         let txn = self.batcher.db().begin_read()?;
         tables::require(&txn.open_table(SNAPSHOTS)?, key)
     }

@@ -206,3 +206,53 @@ fn unknown_image_and_foreign_store() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
 }
+
+/// Mounts `key` at a fresh scratch dir.
+fn mounted(suite: &Suite, key: &str) -> (std::path::PathBuf, strata_snapshotter::MountGuard) {
+    let target = suite.scratch(key);
+    let guard = suite.sn.mount(key, &target).unwrap();
+    (target, guard)
+}
+
+#[test]
+fn container_changes_become_an_image() {
+    let Some(suite) = suite() else { return };
+    let (store, _) = image(&suite);
+    let sn = &suite.sn;
+    sn.prepare_on_image("c1", &store, "img", Labels::new())
+        .unwrap();
+    let (target, guard) = mounted(&suite, "c1");
+    fs::write(target.join("etc/hostname"), "container\n").unwrap();
+    fs::remove_file(target.join("app")).unwrap();
+    fs::create_dir(target.join("data")).unwrap();
+    fs::write(target.join("data/file"), "data").unwrap();
+    guard.unmount().unwrap();
+
+    let made = sn.commit_image("c1", &store, "img2").unwrap();
+    assert!(made.from_upper_dir);
+    assert_eq!(store.image("img2").unwrap().layers.len(), 3);
+    sn.prepare_on_image("c2", &store, "img2", Labels::new())
+        .unwrap();
+    let (view1, g1) = mounted(&suite, "c1");
+    let (view2, g2) = mounted(&suite, "c2");
+    assert_same_tree(&view1, &view2);
+    drop((g1, g2));
+
+    // A chown of a lower file is a metadata-only copy-up: the slow path diffs mounted trees.
+    let (target, guard) = mounted(&suite, "c2");
+    std::os::unix::fs::lchown(target.join("bin/tool"), Some(1000), Some(1000)).unwrap();
+    guard.unmount().unwrap();
+    let made = sn.commit_image("c2", &store, "img3").unwrap();
+    assert!(!made.from_upper_dir, "{made:?}");
+    sn.prepare_on_image("c3", &store, "img3", Labels::new())
+        .unwrap();
+    let (view2, g2) = mounted(&suite, "c2");
+    let (view3, g3) = mounted(&suite, "c3");
+    assert_same_tree(&view2, &view3);
+    drop((g2, g3));
+    assert_eq!(made.changes, 1, "{made:?}");
+
+    sn.prepare("plain", None, Labels::new()).unwrap();
+    let err = sn.commit_image("plain", &store, "x").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+}

@@ -33,12 +33,16 @@ pub enum Command {
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
         labels: Vec<(String, String)>,
     },
-    /// Commit the active snapshot KEY as NAME.
+    /// Commit the active snapshot KEY as NAME; with `--image NEW`, its changes also become a
+    /// new layer on its image (see `rootfs`), stored as image NEW.
     Commit {
         /// Name of the committed snapshot.
         name: String,
         /// The active snapshot to commit.
         key: String,
+        /// Also store the snapshot's image plus its changes as image NEW.
+        #[arg(long, value_name = "NEW")]
+        image: Option<String>,
         /// A label, KEY=VALUE (repeatable); replaces the active snapshot's labels.
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
         labels: Vec<(String, String)>,
@@ -186,6 +190,7 @@ impl Command {
             Command::Commit {
                 name,
                 key,
+                image: None,
                 labels: l,
             } => {
                 let sn = open(global)?;
@@ -193,6 +198,27 @@ impl Command {
                     .with_context(|| format!("commit {key} as {name}"))?;
                 let info = sn.stat(&name)?;
                 global.emit(&info, String::new)
+            }
+            Command::Commit {
+                name,
+                key,
+                image: Some(image),
+                labels: l,
+            } => {
+                let (sn, store) = open_with_store(global)?;
+                let made = sn
+                    .commit_image(&key, &store, &image)
+                    .with_context(|| format!("commit {key} as image {image}"))?;
+                sn.commit(&name, &key, labels(l))
+                    .with_context(|| format!("commit {key} as {name}"))?;
+                let snapshot = sn.stat(&name)?;
+                let out = serde_json::json!({ "snapshot": snapshot, "image": made });
+                global.emit(&out, || {
+                    format!(
+                        "image {image} ({}): new layer {} ({} changes, {} bytes)",
+                        made.import.image, made.diff_id, made.changes, made.blob_size
+                    )
+                })
             }
             Command::Remove { key } => {
                 open(global)?
