@@ -1,5 +1,6 @@
 //! Commands over strata-snapshotter: snapshots, rootfs, serve, quickstart.
 
+mod quickstart;
 mod serve;
 
 use std::path::PathBuf;
@@ -96,6 +97,9 @@ pub enum Command {
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
         labels: Vec<(String, String)>,
     },
+    /// Build a sample image from files of this machine, run a container rootfs on it, commit
+    /// and export the result, and report what happened with timings (needs root).
+    Quickstart(quickstart::Quickstart),
     /// Serve containerd's snapshots API on a unix socket (a containerd proxy snapshotter).
     Serve(serve::Serve),
 }
@@ -276,6 +280,7 @@ impl Command {
                     .with_context(|| format!("rootfs {key} on image {image}"))?;
                 global.emit(&mounts_json(&mounts), || mounts_text(&mounts))
             }
+            Command::Quickstart(quickstart) => quickstart.run(global),
             Command::Serve(serve) => serve.run(global),
         }
     }
