@@ -4,6 +4,9 @@
 //! - a view with one parent: a read-only bind of the parent's `fs/`;
 //! - otherwise an overlay of the parents' `fs/` dirs (nearest first), with `upperdir` and
 //!   `workdir` for an active snapshot, or lowers only for a view (read-only by construction).
+//!
+//! A chain that sits on layer-store layers (`prepare_on_image`) adds their trees below the
+//! parents' dirs, and the store's `objects/` as a data-only lower when they are stubs.
 
 use std::path::{Path, PathBuf};
 
