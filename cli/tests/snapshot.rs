@@ -286,6 +286,15 @@ fn commit_image_exports_what_the_container_sees() {
     let made = json(&root, &["commit", "c1-done", "c1", "--image", "img2"]);
     assert_eq!(made["snapshot"]["kind"], "committed", "{made}");
     assert_eq!(made["image"]["changes"], 3, "{made}");
+    ok(&root, &["rootfs", "img", "c2"]);
+    assert!(fails(&root, &["commit", "c1-done", "c2", "--image", "x"]).contains("c1-done"));
+    assert!(
+        fails(
+            &root,
+            &["export", "x", "--output", &path(&dir.path().join("x"))]
+        )
+        .contains('x')
+    );
     let oci = dir.path().join("oci");
     ok(&root, &["export", "img2", "--output", &path(&oci)]);
     let bundle = dir.path().join("bundle");

@@ -3,7 +3,9 @@
 //! A [`Snapshotter`] keeps snapshots of three kinds ([`Kind`]) in one key space: active
 //! (writable), views (read-only) and committed (immutable parents). It implements containerd's
 //! Prepare, View, Mounts, Commit, Remove, Stat, Update, Usage, Walk, Cleanup and Close with
-//! containerd's errors ([`ErrorKind`]).
+//! containerd's errors ([`ErrorKind`]). [`Snapshotter::prepare_on_image`] puts a container
+//! rootfs on a layer store image's layers without copying them, and
+//! [`Snapshotter::commit_image`] turns its changes into a new layer and image.
 //!
 //! ```
 //! use strata_snapshotter::{Kind, Labels, Snapshotter};

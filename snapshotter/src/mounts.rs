@@ -164,4 +164,42 @@ mod tests {
         assert!(view2.options.contains(&lower));
         assert!(!view2.options.iter().any(|o| o.starts_with("upperdir=")));
     }
+
+    #[test]
+    fn layers_go_below_the_parents_with_objects_as_data_lower() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout::create(root.path()).unwrap();
+        let r = root.path().display();
+        let on_layers = |kind, parent_ids: &[u64], data_lower| Placement {
+            id: 9,
+            kind,
+            lowers: Lowers {
+                parent_ids: parent_ids.to_vec(),
+                layers: vec!["top".into(), "bottom".into()],
+                data_lower,
+            },
+        };
+        let opts = OverlayOptions::default();
+        let stubs = spec(&layout, &on_layers(Kind::Active, &[3], true), &opts);
+        let lower = format!(
+            "lowerdir={r}/snapshots/3/fs:{r}/layers/top/tree:{r}/layers/bottom/tree::{r}/objects"
+        );
+        assert!(stubs.options.contains(&lower), "{:?}", stubs.options);
+        assert!(
+            stubs.options.contains(&"metacopy=on".to_owned()),
+            "{:?}",
+            stubs.options
+        );
+        assert!(
+            stubs
+                .options
+                .contains(&format!("upperdir={r}/snapshots/9/fs"))
+        );
+
+        let trees = spec(&layout, &on_layers(Kind::View, &[], false), &opts);
+        let lower = format!("lowerdir={r}/layers/top/tree:{r}/layers/bottom/tree");
+        assert_eq!(trees.fs_type, "overlay");
+        assert!(trees.options.contains(&lower), "{:?}", trees.options);
+        assert!(!trees.options.iter().any(|o| o.starts_with("metacopy")));
+    }
 }

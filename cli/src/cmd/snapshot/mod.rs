@@ -210,6 +210,10 @@ impl Command {
                 labels: l,
             } => {
                 let (sn, store) = open_with_store(global)?;
+                // Refuse a taken NAME before making the image, not after.
+                if sn.stat(&name).is_ok() {
+                    anyhow::bail!("commit {key} as {name}: snapshot {name:?} already exists");
+                }
                 let made = sn
                     .commit_image(&key, &store, &image)
                     .with_context(|| format!("commit {key} as image {image}"))?;
