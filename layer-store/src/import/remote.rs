@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use oci_spec::image::ImageManifest;
@@ -145,10 +146,24 @@ impl Store {
             names: Vec::new(),
             blobs: Blobs::Dir(PathBuf::new()),
         };
+        // Staging names are unique per handle, not per process: once the commit renamed a
+        // staging dir away, another handle may reuse its name, so clean up by identity.
+        let inodes: Vec<Option<u64>> = slots
+            .iter()
+            .map(|s| {
+                s.as_ref()
+                    .and_then(|s| fs::metadata(&s.dir).ok())
+                    .map(|m| m.ino())
+            })
+            .collect();
         let result = self.commit_import(&plan, &slots, options);
         // What the commit did not rename into place (a failure, a layer another import won).
-        for s in slots.iter().flatten() {
-            let _ = fs::remove_dir_all(&s.dir);
+        for (s, ino) in slots.iter().zip(inodes) {
+            if let (Some(s), Some(ino)) = (s, ino) {
+                if fs::metadata(&s.dir).is_ok_and(|m| m.ino() == ino) {
+                    let _ = fs::remove_dir_all(&s.dir);
+                }
+            }
         }
         result
     }

@@ -69,7 +69,7 @@ pub enum RegistryError {
         digest: String,
         /// The store's error.
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     /// The pull was cancelled; what was downloaded stays under `tmp/pull/` for the next try.
     #[error("{reference}: cancelled")]
@@ -82,5 +82,11 @@ pub enum RegistryError {
     Runtime(#[source] std::io::Error),
     /// A store operation failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(Box<StoreError>),
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(e: StoreError) -> Self {
+        RegistryError::Store(Box::new(e))
+    }
 }

@@ -60,7 +60,7 @@ pub(crate) fn fetch_layer(
     let layer_err = |source: StoreError| RegistryError::Layer {
         reference: session.name.clone(),
         digest: blob.digest.to_string(),
-        source,
+        source: Box::new(source),
     };
     let dir = store.tmp_dir().join("pull");
     fs::create_dir_all(&dir).at(&dir).map_err(layer_err)?;

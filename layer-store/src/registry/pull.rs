@@ -243,8 +243,7 @@ impl Store {
     ) -> Result<FetchedSet, RegistryError> {
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
-        let results: Mutex<Vec<(usize, Result<Option<Fetched>, RegistryError>)>> =
-            Mutex::new(Vec::new());
+        let results: Mutex<Vec<(usize, FetchResult)>> = Mutex::new(Vec::new());
         let workers = options.jobs.max(1).min(missing.len());
         std::thread::scope(|scope| {
             for _ in 0..workers {
@@ -285,6 +284,8 @@ impl Store {
         }
     }
 }
+
+type FetchResult = Result<Option<Fetched>, RegistryError>;
 
 /// The layers a pull fetched, by index.
 struct FetchedSet(Vec<(usize, Fetched)>);

@@ -516,7 +516,7 @@ fn bad_references_and_missing_images_name_what_is_wrong() {
         .push("nope", &reference, &push_options())
         .unwrap_err();
     assert!(
-        matches!(err, RegistryError::Store(StoreError::ImageNotFound { .. })),
+        matches!(&err, RegistryError::Store(e) if matches!(**e, StoreError::ImageNotFound { .. })),
         "{err}"
     );
 }
