@@ -47,6 +47,8 @@ mod lock;
 pub mod materialize;
 pub mod object;
 pub mod record;
+#[cfg(feature = "registry")]
+pub mod registry;
 mod store;
 pub mod tarstream;
 
@@ -55,7 +57,9 @@ pub use error::StoreError;
 pub use export::{ExportReport, LayerExport};
 pub use fsck::{FsckOptions, FsckReport, Problem};
 pub use gc::{GcOptions, GcReport};
-pub use import::{ImportError, ImportOptions, ImportProgress, ImportReport};
+pub use import::{
+    ImportError, ImportOptions, ImportProgress, ImportReport, LayerBlob, StagedLayer,
+};
 pub use materialize::{MaterializeError, probe_strategy};
 pub use record::{ImageRecord, LayerMeta, LayerRecord, Strategy};
 pub use store::{Durability, Store};

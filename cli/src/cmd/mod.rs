@@ -1,6 +1,7 @@
 //! The subcommands, one module per crate they drive.
 
 mod diff;
+mod registry;
 mod snapshot;
 mod store;
 
@@ -15,6 +16,8 @@ pub enum Command {
     Store(store::Command),
     #[command(flatten)]
     Snapshot(snapshot::Command),
+    #[command(flatten)]
+    Registry(registry::Command),
 }
 
 impl Command {
@@ -23,6 +26,7 @@ impl Command {
             Command::Diff(cmd) => cmd.run(global),
             Command::Store(cmd) => cmd.run(global),
             Command::Snapshot(cmd) => cmd.run(global),
+            Command::Registry(cmd) => cmd.run(global),
         }
     }
 }

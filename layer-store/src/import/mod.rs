@@ -8,6 +8,7 @@
 
 mod layer;
 mod pipe;
+mod remote;
 mod source;
 
 use std::fs;
@@ -27,6 +28,8 @@ use crate::record::{self, Compression, ImageRecord, Kind, chain_ids};
 use crate::store::Store;
 use layer::Staged;
 use source::{Blobs, Plan};
+
+pub use remote::{LayerBlob, StagedLayer};
 
 /// Why an import was refused.
 #[derive(Debug, thiserror::Error)]

@@ -181,7 +181,7 @@ fn read_verified(blobs: &Blobs, desc: &Descriptor) -> Result<(String, Vec<u8>), 
 }
 
 /// The diff_ids a config lists.
-fn diff_ids(name: &str, config: &[u8]) -> Result<Vec<Sha256>, StoreError> {
+pub(crate) fn diff_ids(name: &str, config: &[u8]) -> Result<Vec<Sha256>, StoreError> {
     let parsed = ImageConfiguration::from_reader(config).map_err(bad_json(name))?;
     parsed
         .rootfs()

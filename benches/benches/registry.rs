@@ -1,0 +1,127 @@
+//! Pull from a loopback registry (Debian's `docker-registry`): Strata into an empty store, and
+//! into a store holding the base layer, against `skopeo copy` of the same image to an OCI
+//! layout dir (which only writes blobs; Strata also unpacks into deduplicated objects).
+//!
+//! The image is the two-layer OCI layout made by `layer-store/scripts/make-bench-image.py`
+//! (`STRATA_BENCH_IMAGE`, default `/work/reg-bench-img`); skipped with a message when absent.
+
+#[allow(dead_code)]
+#[path = "../../layer-store/tests/registry/server.rs"]
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use strata_layer_store::registry::{Connection, PullOptions};
+use strata_layer_store::{Durability, GcOptions, ImportOptions, Store};
+
+fn skopeo(args: &[&str]) {
+    let status = Command::new("skopeo").args(args).status().unwrap();
+    assert!(status.success(), "skopeo {args:?}");
+}
+
+fn store(root: &Path) -> Store {
+    Store::open(root).unwrap().with_durability(Durability::None)
+}
+
+fn options<'a>() -> PullOptions<'a> {
+    PullOptions {
+        connection: Connection {
+            insecure: true,
+            ..Connection::default()
+        },
+        ..PullOptions::default()
+    }
+}
+
+fn pull(c: &mut Criterion) {
+    let images = PathBuf::from(
+        std::env::var("STRATA_BENCH_IMAGE").unwrap_or_else(|_| "/work/reg-bench-img".into()),
+    );
+    if !images.join("two-layer/index.json").exists() {
+        eprintln!(
+            "skipping registry benches: no {}",
+            images.join("two-layer").display()
+        );
+        return;
+    }
+    let registry = server::Registry::start(false);
+    let reference = registry.reference("bench:1");
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:bench:latest", images.join("two-layer").display()),
+        &format!("docker://{reference}"),
+    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut group = c.benchmark_group("registry_pull");
+    group.sample_size(10);
+
+    group.bench_function("skopeo_copy_to_oci_dir", |b| {
+        b.iter_batched(
+            || tmp.path().join(format!("skopeo-{}", unique())),
+            |dir| {
+                skopeo(&[
+                    "copy",
+                    "--quiet",
+                    "--src-tls-verify=false",
+                    &format!("docker://{reference}"),
+                    &format!("oci:{}:x", dir.display()),
+                ]);
+                std::fs::remove_dir_all(dir).unwrap();
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    group.bench_function("strata_pull_empty_store", |b| {
+        b.iter_batched(
+            || tmp.path().join(format!("store-{}", unique())),
+            |root| {
+                let report = store(&root).pull(&reference, &options()).unwrap();
+                assert_eq!(report.bytes_present, 0);
+                std::fs::remove_dir_all(root).unwrap();
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    // A store holding the base image: only the top layer moves.
+    let base_root = tmp.path().join("with-base");
+    let with_base = store(&base_root);
+    let import = ImportOptions {
+        name: Some("base".into()),
+        ..Default::default()
+    };
+    with_base.import(&images.join("base"), &import).unwrap();
+    group.bench_function("strata_pull_base_present", |b| {
+        b.iter_batched(
+            || {
+                // Forget the previous pull's top layer; the base stays.
+                let _ = with_base.remove_image(&reference);
+                with_base.gc(GcOptions::default()).unwrap();
+            },
+            |()| {
+                let report = with_base.pull(&reference, &options()).unwrap();
+                assert!(report.bytes_present > 0, "the base layer was fetched again");
+                eprintln!(
+                    "fetched {} B, present {} B",
+                    report.bytes_fetched, report.bytes_present
+                );
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+criterion_group!(benches, pull);
+criterion_main!(benches);

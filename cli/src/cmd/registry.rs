@@ -1,0 +1,255 @@
+//! Commands that talk to an OCI registry: pull, push; and history, which shows what the
+//! image's config says about its layers.
+
+use std::io::{BufRead, IsTerminal};
+
+use anyhow::Context;
+use strata_layer_store::Store;
+use strata_layer_store::digest::Sha256;
+use strata_layer_store::registry::{
+    Auth, Connection, LayerFetch, Platform, PullOptions, PullProgress, PushOptions,
+};
+
+use crate::global::Global;
+
+/// Registry credentials and transport, shared by pull and push.
+#[derive(Debug, clap::Args)]
+pub struct RegistryArgs {
+    /// Speak plain HTTP to the registry (for a registry on loopback).
+    #[arg(long)]
+    insecure: bool,
+    /// User name for basic authentication (password from STRATA_REGISTRY_PASSWORD or
+    /// --password-stdin).
+    #[arg(long, env = "STRATA_REGISTRY_USER")]
+    username: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long, requires = "username")]
+    password_stdin: bool,
+    /// A bearer token (instead of a user name).
+    #[arg(
+        long,
+        env = "STRATA_REGISTRY_TOKEN",
+        conflicts_with = "username",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// Layers transferred at once.
+    #[arg(long, default_value_t = 4)]
+    jobs: usize,
+}
+
+impl RegistryArgs {
+    fn connection(&self) -> anyhow::Result<Connection> {
+        let auth = match (&self.username, &self.token) {
+            (Some(username), _) => {
+                let password = if self.password_stdin {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .lock()
+                        .read_line(&mut line)
+                        .context("reading the password from standard input")?;
+                    line.trim_end_matches(['\n', '\r']).to_owned()
+                } else {
+                    std::env::var("STRATA_REGISTRY_PASSWORD").with_context(|| {
+                        format!("no password for {username}: set STRATA_REGISTRY_PASSWORD or pass --password-stdin")
+                    })?
+                };
+                Auth::Basic {
+                    username: username.clone(),
+                    password,
+                }
+            }
+            (None, Some(token)) => Auth::Bearer {
+                token: token.clone(),
+            },
+            (None, None) => Auth::Anonymous,
+        };
+        Ok(Connection {
+            auth,
+            insecure: self.insecure,
+        })
+    }
+}
+
+/// The commands of this group.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Pull an image from a registry, fetching only the layers the store lacks.
+    Pull {
+        /// `registry/repository[:tag][@digest]`.
+        reference: String,
+        /// Platform to choose from an index: os/arch[/variant] [default: this machine's].
+        #[arg(long)]
+        platform: Option<String>,
+        /// Tag the image with this name instead of the reference.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Push an image to a registry, uploading only the blobs it lacks.
+    Push {
+        /// Image tag or id.
+        image: String,
+        /// `registry/repository[:tag]`.
+        reference: String,
+        /// Mount blobs the registry lacks here from this repository of the same registry.
+        #[arg(long)]
+        mount_from: Option<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Show an image's layers with the command that made each (newest first).
+    History {
+        /// Image tag or id.
+        image: String,
+    },
+}
+
+/// One progress bar per layer, on a terminal.
+struct Bars {
+    multi: indicatif::MultiProgress,
+    bars: std::sync::Mutex<Vec<(usize, indicatif::ProgressBar)>>,
+}
+
+impl Bars {
+    fn bar(&self, index: usize) -> Option<indicatif::ProgressBar> {
+        let bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        bars.iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, b)| b.clone())
+    }
+}
+
+impl PullProgress for Bars {
+    fn layer_start(&self, index: usize, digest: &Sha256, size: u64, resumed: u64) {
+        let bar = self.multi.add(indicatif::ProgressBar::new(size));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(digest.hex()[..12].to_owned());
+        if resumed > 0 {
+            bar.set_message(format!("(resuming at {resumed})"));
+        }
+        self.bars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((index, bar));
+    }
+
+    fn layer_advance(&self, index: usize, bytes: u64) {
+        if let Some(bar) = self.bar(index) {
+            bar.inc(bytes);
+        }
+    }
+
+    fn layer_done(&self, index: usize) {
+        if let Some(bar) = self.bar(index) {
+            bar.finish_with_message("done");
+        }
+    }
+}
+
+impl Command {
+    pub fn run(self, global: &Global) -> anyhow::Result<()> {
+        let root = global.root();
+        let store =
+            Store::open(&root).with_context(|| format!("opening store {}", root.display()))?;
+        match self {
+            Command::Pull {
+                reference,
+                platform,
+                name,
+                registry,
+            } => {
+                let platform = platform.map(|p| p.parse::<Platform>()).transpose()?;
+                let bars = std::io::stderr().is_terminal().then(|| Bars {
+                    multi: indicatif::MultiProgress::new(),
+                    bars: std::sync::Mutex::new(Vec::new()),
+                });
+                let options = PullOptions {
+                    connection: registry.connection()?,
+                    platform,
+                    jobs: registry.jobs,
+                    name,
+                    progress: bars.as_ref().map(|b| b as &dyn PullProgress),
+                    // A killed pull leaves its partial downloads on disk all the same.
+                    cancel: None,
+                };
+                let report = store
+                    .pull(&reference, &options)
+                    .with_context(|| format!("pulling {reference}"))?;
+                global.emit(&report, || {
+                    let fetched = report
+                        .layers
+                        .iter()
+                        .filter(|l| l.fetch == LayerFetch::Fetched)
+                        .count();
+                    format!(
+                        "{} sha256:{}\n{} layers, {fetched} fetched: {} bytes downloaded, {} resumed from disk, {} already in the store; {} objects new, {} deduplicated",
+                        report.tags.first().map(String::as_str).unwrap_or(&reference),
+                        report.image,
+                        report.layers.len(),
+                        report.bytes_fetched,
+                        report.bytes_resumed,
+                        report.bytes_present,
+                        report.objects_new,
+                        report.objects_existing,
+                    )
+                })
+            }
+            Command::Push {
+                image,
+                reference,
+                mount_from,
+                registry,
+            } => {
+                let options = PushOptions {
+                    connection: registry.connection()?,
+                    jobs: registry.jobs,
+                    mount_from,
+                };
+                let report = store
+                    .push(&image, &reference, &options)
+                    .with_context(|| format!("pushing {image} to {reference}"))?;
+                global.emit(&report, || {
+                    let mut text = format!("{} {}", report.reference, report.manifest);
+                    for blob in &report.blobs {
+                        text.push_str(&format!(
+                            "\n  {} {:>12} {:?}",
+                            blob.digest, blob.size, blob.outcome
+                        ));
+                    }
+                    text.push_str(&format!("\n{} bytes uploaded", report.bytes_uploaded));
+                    text
+                })
+            }
+            Command::History { image } => {
+                let history = store
+                    .history(&image)
+                    .with_context(|| format!("history of {image}"))?;
+                global.emit(&history, || {
+                    let mut text = format!(
+                        "{:<19}  {:>12}  {:<25}  CREATED BY",
+                        "LAYER", "SIZE", "CREATED"
+                    );
+                    for entry in history.iter().rev() {
+                        let (layer, size) = match &entry.layer {
+                            Some(l) => (l.digest.chars().take(19).collect(), l.size.to_string()),
+                            None => ("<missing>".to_owned(), "0".to_owned()),
+                        };
+                        text.push_str(&format!(
+                            "\n{layer:<19}  {size:>12}  {:<25}  {}",
+                            entry.created.as_deref().unwrap_or(""),
+                            entry.created_by.as_deref().unwrap_or(""),
+                        ));
+                    }
+                    text
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! `strata pull|push|history` through the built binary, against a real registry.
+
+#[allow(dead_code)]
+#[path = "../../layer-store/tests/registry/server.rs"]
+mod server;
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use anyhow::Context;
+use server::Registry;
+use strata_layer_store::digest::Sha256;
+
+fn strata(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("running strata")
+}
+
+fn ok_json(root: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let mut full = vec!["--json"];
+    full.extend_from_slice(args);
+    let out = strata(root, &full);
+    anyhow::ensure!(
+        out.status.success(),
+        "strata {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).context("stdout is one JSON document")
+}
+
+/// A gzip layer blob holding `name` with `len` bytes, and its diff_id.
+fn layer(name: &str, len: usize) -> (Vec<u8>, String) {
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(len as u64);
+    h.set_mtime(1_700_000_000);
+    b.append_data(&mut h, name, &data[..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    gz.write_all(&tar).unwrap();
+    (gz.finish().unwrap(), Sha256::of(&tar).to_string())
+}
+
+/// Writes an OCI layout of two layers whose config history has an empty-layer step between
+/// them; returns the layer blob digests.
+fn write_layout(dir: &Path) -> Vec<String> {
+    let (a, a_diff) = layer("base.txt", 100_000);
+    let (b, b_diff) = layer("app.txt", 50_000);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [a_diff, b_diff]},
+        "history": [
+            {"created": "2024-01-01T00:00:00Z", "created_by": "ADD base.txt /"},
+            {"created": "2024-01-02T00:00:00Z", "created_by": "ENV MODE=app", "empty_layer": true},
+            {"created": "2024-01-03T00:00:00Z", "created_by": "RUN make app"},
+        ],
+    }))
+    .unwrap();
+    let desc = |media: &str, bytes: &[u8]| serde_json::json!({"mediaType": media, "digest": Sha256::of(bytes).to_string(), "size": bytes.len()});
+    let gz = "application/vnd.oci.image.layer.v1.tar+gzip";
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": desc("application/vnd.oci.image.config.v1+json", &config),
+        "layers": [desc(gz, &a), desc(gz, &b)],
+    }))
+    .unwrap();
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    for bytes in [&a, &b, &config, &manifest] {
+        fs::write(blobs.join(Sha256::of(bytes).hex()), bytes).unwrap();
+    }
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [
+        desc("application/vnd.oci.image.manifest.v1+json", &manifest)
+    ]});
+    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    vec![Sha256::of(&a).to_string(), Sha256::of(&b).to_string()]
+}
+
+#[test]
+fn push_pull_history_through_the_cli() -> anyhow::Result<()> {
+    let registry = Registry::start(false);
+    let tmp = tempfile::tempdir()?;
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let layout = tmp.path().join("layout");
+    let digests = write_layout(&layout);
+    ok_json(&a, &["import", layout.to_str().unwrap(), "--name", "app"])?;
+    let reference = registry.reference("cli/app:1");
+
+    let pushed = ok_json(&a, &["push", "app", &reference, "--insecure"])?;
+    assert_eq!(pushed["blobs"].as_array().unwrap().len(), 3);
+    let pulled = ok_json(&b, &["pull", &reference, "--insecure", "--jobs", "2"])?;
+    let sizes: u64 = digests
+        .iter()
+        .map(|d| {
+            fs::metadata(layout.join("blobs/sha256").join(&d[7..]))
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert_eq!(pulled["bytes_fetched"], sizes);
+    // Pulling again moves nothing.
+    let again = ok_json(&b, &["pull", &reference, "--insecure"])?;
+    assert_eq!(again["bytes_fetched"], 0);
+    assert_eq!(again["bytes_present"], sizes);
+
+    // Both stores export the same layout bytes.
+    let (ea, eb) = (tmp.path().join("ea"), tmp.path().join("eb"));
+    ok_json(&a, &["export", "app", "-o", ea.to_str().unwrap()])?;
+    ok_json(&b, &["export", &reference, "-o", eb.to_str().unwrap()])?;
+    for d in &digests {
+        assert_eq!(
+            fs::read(ea.join("blobs/sha256").join(&d[7..]))?,
+            fs::read(eb.join("blobs/sha256").join(&d[7..]))?
+        );
+    }
+
+    let history = ok_json(&b, &["history", &reference])?;
+    let steps = history.as_array().unwrap();
+    assert_eq!(steps.len(), 3);
+    assert_eq!(steps[0]["layer"]["digest"], digests[0].as_str());
+    assert!(steps[1]["layer"].is_null(), "the ENV step owns no layer");
+    assert_eq!(steps[2]["layer"]["digest"], digests[1].as_str());
+    assert_eq!(steps[2]["created_by"], "RUN make app");
+    let text = strata(&b, &["history", &reference]);
+    let text = String::from_utf8(text.stdout)?;
+    let lines: Vec<&str> = text.lines().collect();
+    // Newest first, as docker history prints.
+    assert!(lines[1].contains("RUN make app") && lines[1].contains(&digests[1][..19]));
+    assert!(lines[2].contains("<missing>") && lines[2].contains("ENV MODE=app"));
+    Ok(())
+}
+
+#[test]
+fn pull_errors_name_the_reference() {
+    let registry = Registry::start(false);
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = registry.reference("absent:1");
+    let out = strata(tmp.path(), &["pull", &reference, "--insecure"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&reference), "{stderr}");
+    let out = strata(tmp.path(), &["pull", "x", "--platform", "linux"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("linux"));
+}
+
+#[test]
+fn basic_auth_password_from_stdin() -> anyhow::Result<()> {
+    let registry = Registry::start(true);
+    let tmp = tempfile::tempdir()?;
+    let layout = tmp.path().join("layout");
+    write_layout(&layout);
+    let a = tmp.path().join("a");
+    ok_json(&a, &["import", layout.to_str().unwrap(), "--name", "app"])?;
+    let reference = registry.reference("private/app:1");
+    let denied = strata(&a, &["push", "app", &reference, "--insecure"]);
+    assert!(!denied.status.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(&a)
+        .args([
+            "push",
+            "app",
+            &reference,
+            "--insecure",
+            "--username",
+            server::USER,
+        ])
+        .arg("--password-stdin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    writeln!(child.stdin.take().unwrap(), "{}", server::PASSWORD)?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = tmp.path().join("b");
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(&b)
+        .args(["pull", &reference, "--insecure", "--username", server::USER])
+        .env("STRATA_REGISTRY_PASSWORD", server::PASSWORD)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// A TCP proxy to the registry that stops forwarding a response once `limit` bytes of it went
+/// through, until dropped: a pull through it stalls mid-blob, deterministically.
+struct StallingProxy {
+    port: u16,
+    _release: std::sync::mpsc::Sender<()>,
+}
+
+impl StallingProxy {
+    fn start(upstream: u16, limit: usize) -> StallingProxy {
+        use std::io::Read;
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = std::sync::Arc::new(std::sync::Mutex::new(released));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    return;
+                };
+                let (mut client_r, mut server_w) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || std::io::copy(&mut client_r, &mut server_w));
+                let released = released.clone();
+                std::thread::spawn(move || {
+                    let mut sent = 0;
+                    let mut buf = [0u8; 16 << 10];
+                    loop {
+                        let Ok(n) = server.read(&mut buf) else { return };
+                        if n == 0 || client.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                        sent += n;
+                        if sent > limit {
+                            // Stall until the proxy is dropped.
+                            let _ = released.lock().map(|r| r.recv());
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        StallingProxy {
+            port,
+            _release: release,
+        }
+    }
+}
+
+#[test]
+fn a_pull_killed_mid_blob_resumes_where_it_stopped() -> anyhow::Result<()> {
+    let registry = Registry::start(false);
+    let tmp = tempfile::tempdir()?;
+    let a = tmp.path().join("a");
+    let big = tmp.path().join("big.tar.gz");
+    // Incompressible, so the blob is about as large as the file.
+    let mut x: u32 = 12345;
+    let data: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    b.append_data(&mut h, "noise.bin", &data[..])?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(1));
+    gz.write_all(&b.into_inner()?)?;
+    fs::write(&big, gz.finish()?)?;
+    ok_json(&a, &["import", big.to_str().unwrap(), "--name", "big"])?;
+    ok_json(
+        &a,
+        &["push", "big", &registry.reference("big:1"), "--insecure"],
+    )?;
+
+    let proxy = StallingProxy::start(registry.port, 512 << 10);
+    let target = tmp.path().join("b");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(&target)
+        .args([
+            "pull",
+            &format!("127.0.0.1:{}/big:1", proxy.port),
+            "--insecure",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    // Poll (bounded) until the stalled download has left bytes on disk, then kill.
+    let pull_dir = target.join("tmp/pull");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let partial = loop {
+        let found = fs::read_dir(&pull_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|e| e.metadata().is_ok_and(|m| m.len() > 0));
+        if let Some(entry) = found {
+            break entry.path();
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no partial download appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    child.kill()?;
+    child.wait()?;
+    drop(proxy);
+    let kept = fs::metadata(&partial)?.len();
+    let images = ok_json(&target, &["images"])?;
+    assert_eq!(
+        images.as_array().map(Vec::len),
+        Some(0),
+        "a killed pull left an image"
+    );
+
+    let report = ok_json(
+        &target,
+        &["pull", &registry.reference("big:1"), "--insecure"],
+    )?;
+    assert_eq!(report["bytes_resumed"], kept);
+    let size = fs::metadata(&big)?.len();
+    assert_eq!(report["bytes_fetched"].as_u64(), Some(size - kept));
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! Why a pull or push failed, naming the reference and blob at fault.
+
+use crate::error::StoreError;
+
+/// Everything a registry operation can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The image reference does not parse.
+    #[error("bad image reference {reference:?}: {reason}")]
+    BadReference {
+        /// The reference given.
+        reference: String,
+        /// The parser's message.
+        reason: String,
+    },
+    /// A platform string is not `os/arch[/variant]`.
+    #[error("bad platform {platform:?}: expected os/arch[/variant]")]
+    BadPlatform {
+        /// The string given.
+        platform: String,
+    },
+    /// The registry refused or failed a request.
+    #[error("{reference}: {operation} failed: {source}")]
+    Registry {
+        /// The image reference.
+        reference: String,
+        /// What was asked (`manifest`, `blob sha256:…`, `upload sha256:…`, …).
+        operation: String,
+        /// What the client said.
+        #[source]
+        source: Box<oci_client::errors::OciDistributionError>,
+    },
+    /// The reference names an index with no image for the platform.
+    #[error("{reference}: no image for platform {platform}")]
+    NoPlatform {
+        /// The image reference.
+        reference: String,
+        /// The platform looked for.
+        platform: String,
+    },
+    /// A manifest, config or layer is of a kind Strata cannot use.
+    #[error("{reference}: {digest} has unsupported media type {media_type:?}")]
+    UnsupportedMediaType {
+        /// The image reference.
+        reference: String,
+        /// The descriptor's digest.
+        digest: String,
+        /// Its media type.
+        media_type: String,
+    },
+    /// A manifest or config does not parse or disagrees with its descriptor.
+    #[error("{reference}: {digest}: {reason}")]
+    BadDocument {
+        /// The image reference.
+        reference: String,
+        /// The document's digest.
+        digest: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Importing a layer blob failed (wrong digest, size or diff_id, corrupt data, I/O);
+    /// nothing of the image became visible.
+    #[error("{reference}: layer {digest}: {source}")]
+    Layer {
+        /// The image reference.
+        reference: String,
+        /// The blob's digest.
+        digest: String,
+        /// The store's error.
+        #[source]
+        source: Box<StoreError>,
+    },
+    /// The pull was cancelled; what was downloaded stays under `tmp/pull/` for the next try.
+    #[error("{reference}: cancelled")]
+    Cancelled {
+        /// The image reference.
+        reference: String,
+    },
+    /// The tokio runtime could not start.
+    #[error("starting the registry client runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// A store operation failed.
+    #[error(transparent)]
+    Store(Box<StoreError>),
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(e: StoreError) -> Self {
+        RegistryError::Store(Box::new(e))
+    }
+}

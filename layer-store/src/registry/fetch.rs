@@ -1,0 +1,237 @@
+//! Fetching one layer blob: its bytes stream from the registry straight into the store's
+//! verifying import, and are appended to `tmp/pull/<digest hex>` on the way. When a pull is
+//! interrupted, the next one feeds that file to the import first (rehashing it: the sha256 state
+//! is rebuilt from the bytes, never trusted) and asks the registry only for the rest, with an
+//! HTTP range request. The file is locked while in use, so concurrent pulls of one blob take
+//! turns, and the second finds the layer already in the store.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use oci_client::client::BlobResponse;
+use rustix::fs::FlockOperation;
+
+use crate::error::{IoContext, StoreError};
+use crate::import::{ImportError, ImportProgress, LayerBlob, StagedLayer};
+use crate::registry::RegistryError;
+use crate::registry::pull::{PullOptions, PullProgress};
+use crate::registry::session::Session;
+use crate::store::Store;
+
+/// A layer fetched and staged.
+pub(crate) struct Fetched {
+    /// Taken by the commit.
+    pub staged: Option<StagedLayer>,
+    /// The partial-download file, removed once the image is committed.
+    pub partial: PathBuf,
+    /// Bytes downloaded now.
+    pub network: u64,
+    /// Bytes found on disk from an earlier, interrupted pull.
+    pub resumed: u64,
+}
+
+/// Forwards import progress of one layer to the pull's observer.
+struct LayerProgress<'a> {
+    index: usize,
+    sink: &'a dyn PullProgress,
+}
+
+impl ImportProgress for LayerProgress<'_> {
+    fn start(&self, _total: u64) {}
+    fn advance(&self, bytes: u64) {
+        self.sink.layer_advance(self.index, bytes);
+    }
+}
+
+/// Fetches layer `index` (`blob`) into a staged import; `None` when another pull committed
+/// the layer while this one waited for the blob's lock.
+pub(crate) fn fetch_layer(
+    store: &Store,
+    session: &Session,
+    index: usize,
+    blob: &LayerBlob,
+    options: &PullOptions<'_>,
+) -> Result<Option<Fetched>, RegistryError> {
+    let layer_err = |source: StoreError| RegistryError::Layer {
+        reference: session.name.clone(),
+        digest: blob.digest.to_string(),
+        source: Box::new(source),
+    };
+    let dir = store.tmp_dir().join("pull");
+    fs::create_dir_all(&dir).at(&dir).map_err(layer_err)?;
+    let path = dir.join(blob.digest.hex());
+    let mut file = lock_partial(&path).map_err(layer_err)?;
+    if store.has_layer(&blob.diff_id)? {
+        return Ok(None);
+    }
+    let mut have = file.metadata().at(&path).map_err(layer_err)?.len();
+    if have > blob.size {
+        file.set_len(0).at(&path).map_err(layer_err)?;
+        have = 0;
+    }
+    let digest = blob.digest.to_string();
+    let stream = if have == blob.size {
+        None
+    } else if have == 0 {
+        let response = session
+            .block_on(
+                session
+                    .client
+                    .pull_blob_stream(&session.reference, digest.as_str()),
+            )
+            .map_err(session.fail(format!("blob {digest}")))?;
+        Some(response.stream)
+    } else {
+        let response = session
+            .block_on(session.client.pull_blob_stream_partial(
+                &session.reference,
+                digest.as_str(),
+                have,
+                None,
+            ))
+            .map_err(session.fail(format!("blob {digest} from byte {have}")))?;
+        match response {
+            BlobResponse::Partial(s) => Some(s.stream),
+            // The registry ignored the range: start over.
+            BlobResponse::Full(s) => {
+                file.set_len(0).at(&path).map_err(layer_err)?;
+                have = 0;
+                Some(s.stream)
+            }
+        }
+    };
+    file.seek(SeekFrom::Start(have))
+        .at(&path)
+        .map_err(layer_err)?;
+    if let Some(p) = options.progress {
+        p.layer_start(index, &blob.digest, blob.size, have);
+    }
+    let on_disk = File::open(&path).at(&path).map_err(layer_err)?.take(have);
+    let mut network = Network {
+        session,
+        stream,
+        chunk: bytes::Bytes::new(),
+        file,
+        received: 0,
+        failed: false,
+        cancel: options.cancel,
+    };
+    let progress = options.progress.map(|sink| LayerProgress { index, sink });
+    let result = store.stage_layer_blob(
+        on_disk.chain(&mut network),
+        blob,
+        progress.as_ref().map(|p| p as &dyn ImportProgress),
+    );
+    match result {
+        Ok(staged) => {
+            if let Some(p) = options.progress {
+                p.layer_done(index);
+            }
+            Ok(Some(Fetched {
+                staged: Some(staged),
+                partial: path,
+                network: network.received,
+                resumed: have,
+            }))
+        }
+        Err(e) => {
+            if options.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(RegistryError::Cancelled {
+                    reference: session.name.clone(),
+                });
+            }
+            // Keep what a broken connection left, to resume from; bytes that failed to verify
+            // or decode are wrong and must not be resumed from.
+            let transient =
+                network.failed && matches!(e, StoreError::Import(ImportError::Read { .. }));
+            if !transient {
+                let _ = fs::remove_file(&path);
+            }
+            Err(layer_err(e))
+        }
+    }
+}
+
+/// Opens and exclusively locks the partial download at `path`, waiting for another pull that
+/// holds it; retries if that pull removed the file meanwhile.
+///
+/// # References
+/// - [`flock(2)`](https://man7.org/linux/man-pages/man2/flock.2.html)
+fn lock_partial(path: &std::path::Path) -> Result<File, StoreError> {
+    loop {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .at(path)?;
+        rustix::fs::flock(&file, FlockOperation::LockExclusive).at(path)?;
+        let held = file.metadata().at(path)?;
+        match fs::metadata(path) {
+            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => return Ok(file),
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).at(path),
+        }
+    }
+}
+
+/// The rest of the blob from the registry, appended to the partial file as it is read.
+struct Network<'a> {
+    session: &'a Session,
+    stream: Option<BoxStream<'static, Result<bytes::Bytes, io::Error>>>,
+    chunk: bytes::Bytes,
+    file: File,
+    received: u64,
+    /// Whether the connection failed (the bytes so far are worth keeping).
+    failed: bool,
+    cancel: Option<&'a std::sync::atomic::AtomicBool>,
+}
+
+impl Read for Network<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.chunk.is_empty() {
+            let Some(stream) = self.stream.as_mut() else {
+                return Ok(0);
+            };
+            if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                self.failed = true;
+                // Not `Interrupted`: readers retry on that.
+                return Err(io::Error::other("pull cancelled"));
+            }
+            match self.session.block_on(stream.next()) {
+                None => {
+                    // Never poll a finished stream again: the client's verifying stream would
+                    // check its (reset) digest a second time.
+                    self.stream = None;
+                    return Ok(0);
+                }
+                Some(Ok(chunk)) => {
+                    // On disk before the import sees it: a resume never skips a byte.
+                    self.file.write_all(&chunk)?;
+                    self.received += chunk.len() as u64;
+                    self.chunk = chunk;
+                }
+                Some(Err(e)) => {
+                    self.failed = !is_digest_error(&e);
+                    return Err(e);
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Whether the client's stream failed because the blob did not hash to its digest.
+fn is_digest_error(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>())
+}

@@ -1,0 +1,103 @@
+//! `Store::history`: an image's config history aligned with its layers, as `docker history`
+//! shows it (entries marked `empty_layer` own no layer).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::import::ImportError;
+use crate::store::Store;
+
+/// One step of an image's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryEntry {
+    /// When the step ran (RFC 3339), if recorded.
+    pub created: Option<String>,
+    /// The command that made it, if recorded.
+    pub created_by: Option<String>,
+    /// A comment, if recorded.
+    pub comment: Option<String>,
+    /// The layer the step made: `None` for steps that changed only the config.
+    pub layer: Option<HistoryLayer>,
+}
+
+/// The layer of a [`HistoryEntry`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryLayer {
+    /// The blob's digest (from the manifest).
+    pub digest: String,
+    /// The blob's size.
+    pub size: u64,
+    /// The layer's diff_id.
+    pub diff_id: String,
+}
+
+#[derive(Deserialize)]
+struct Config {
+    #[serde(default)]
+    history: Vec<Step>,
+}
+
+#[derive(Deserialize)]
+struct Step {
+    created: Option<String>,
+    created_by: Option<String>,
+    comment: Option<String>,
+    #[serde(default)]
+    empty_layer: bool,
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    layers: Vec<Descriptor>,
+}
+
+#[derive(Deserialize)]
+struct Descriptor {
+    digest: String,
+    size: u64,
+}
+
+impl Store {
+    /// The history of image `name`, oldest first. Layers the config's history does not account
+    /// for get entries of their own with nothing recorded.
+    pub fn history(&self, name: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        let image = self.image(name)?;
+        let bad = |blob: &str, e: serde_json::Error| ImportError::BadJson {
+            blob: blob.to_owned(),
+            reason: e.to_string(),
+        };
+        let config: Config = serde_json::from_slice(&image.config).map_err(|e| bad("config", e))?;
+        let manifest: Manifest =
+            serde_json::from_slice(&image.manifest).map_err(|e| bad("manifest", e))?;
+        let mut layers = manifest
+            .layers
+            .into_iter()
+            .zip(&image.layers)
+            .map(|(d, diff_id)| HistoryLayer {
+                digest: d.digest,
+                size: d.size,
+                diff_id: diff_id.to_string(),
+            });
+        let mut out: Vec<HistoryEntry> = config
+            .history
+            .into_iter()
+            .map(|step| HistoryEntry {
+                layer: if step.empty_layer {
+                    None
+                } else {
+                    layers.next()
+                },
+                created: step.created,
+                created_by: step.created_by,
+                comment: step.comment,
+            })
+            .collect();
+        out.extend(layers.map(|layer| HistoryEntry {
+            created: None,
+            created_by: None,
+            comment: None,
+            layer: Some(layer),
+        }));
+        Ok(out)
+    }
+}

@@ -1,0 +1,122 @@
+//! Pull and push through an OCI distribution registry (cargo feature `registry`).
+//!
+//! The API is synchronous: each call builds a small tokio runtime of its own for `oci-client`
+//! and blocks on it. [`Store::pull`] fetches only the layers the store lacks (by diff_id),
+//! several at once, each streamed into the same verifying import as [`Store::import`] while a
+//! copy of the bytes goes to `tmp/pull/<digest>`, so an interrupted pull resumes from there with
+//! an HTTP range request; the image becomes visible in one commit, or not at all.
+//! [`Store::push`] uploads only the blobs the registry lacks, from the store's bit-exact export.
+
+mod error;
+mod fetch;
+mod history;
+mod pull;
+mod push;
+mod session;
+
+pub use error::RegistryError;
+pub use history::{HistoryEntry, HistoryLayer};
+pub use pull::{LayerFetch, PullOptions, PullProgress, PullReport, PulledLayer};
+pub use push::{BlobOutcome, PushOptions, PushReport, PushedBlob};
+
+use std::fmt;
+use std::str::FromStr;
+
+/// How to authenticate to a registry.
+#[derive(Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Auth {
+    /// No credentials (the registry may still hand out an anonymous bearer token).
+    #[default]
+    Anonymous,
+    /// HTTP basic authentication, or the credentials for a token server.
+    Basic {
+        /// User name.
+        username: String,
+        /// Password.
+        password: String,
+    },
+    /// A bearer token obtained elsewhere.
+    Bearer {
+        /// The token.
+        token: String,
+    },
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print secrets.
+        match self {
+            Auth::Anonymous => f.write_str("Anonymous"),
+            Auth::Basic { username, .. } => write!(f, "Basic({username}, ***)"),
+            Auth::Bearer { .. } => f.write_str("Bearer(***)"),
+        }
+    }
+}
+
+/// How to reach a registry.
+#[derive(Debug, Clone, Default)]
+pub struct Connection {
+    /// Credentials.
+    pub auth: Auth,
+    /// Speak plain HTTP to the reference's registry (for a registry on loopback).
+    pub insecure: bool,
+}
+
+/// An image platform, written `os/architecture[/variant]` (e.g. `linux/arm64/v8`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    /// Operating system (`linux`).
+    pub os: String,
+    /// Architecture in OCI spelling (`amd64`, `arm64`).
+    pub architecture: String,
+    /// Variant (`v8`), if any.
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The platform this program runs on.
+    pub fn host() -> Platform {
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            other => other,
+        };
+        Platform {
+            os: std::env::consts::OS.to_owned(),
+            architecture: architecture.to_owned(),
+            variant: None,
+        }
+    }
+}
+
+impl FromStr for Platform {
+    type Err = RegistryError;
+
+    fn from_str(s: &str) -> Result<Platform, RegistryError> {
+        let mut parts = s.split('/');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(os), Some(arch), variant, None) if !os.is_empty() && !arch.is_empty() => {
+                Ok(Platform {
+                    os: os.to_owned(),
+                    architecture: arch.to_owned(),
+                    variant: variant.filter(|v| !v.is_empty()).map(str::to_owned),
+                })
+            }
+            _ => Err(RegistryError::BadPlatform {
+                platform: s.to_owned(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        match &self.variant {
+            Some(v) => write!(f, "/{v}"),
+            None => Ok(()),
+        }
+    }
+}

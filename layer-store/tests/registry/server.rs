@@ -1,0 +1,113 @@
+//! A real registry (Debian's `docker-registry`, the CNCF distribution registry) on 127.0.0.1,
+//! with its own config and storage in a temp dir, stopped by PID when dropped.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Registry {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+/// User and password of a registry started with auth.
+pub const USER: &str = "strata";
+pub const PASSWORD: &str = "s3cret-pass";
+
+impl Registry {
+    /// Starts a registry; with `auth`, it requires basic auth as [`USER`]/[`PASSWORD`].
+    pub fn start(auth: bool) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let storage = dir.path().join("storage");
+        fs::create_dir(&storage).unwrap();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            storage.display()
+        );
+        if auth {
+            let htpasswd = dir.path().join("htpasswd");
+            let status = Command::new("htpasswd")
+                .args(["-Bbc"])
+                .arg(&htpasswd)
+                .args([USER, PASSWORD])
+                .stderr(Stdio::null())
+                .status()
+                .expect("htpasswd (apache2-utils) is needed for the auth test");
+            assert!(status.success());
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: strata\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        let config_path = dir.path().join("config.yml");
+        fs::write(&config_path, config).unwrap();
+        let log = fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry (Debian package docker-registry) is needed");
+        let registry = Registry { child, port, dir };
+        registry.wait_ready();
+        registry
+    }
+
+    /// Polls `/v2/` until the registry answers (any HTTP status), for at most 20 s.
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: localhost\r\n\r\n");
+                let mut head = [0u8; 12];
+                if s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "registry did not come up:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `127.0.0.1:PORT/repo`.
+    pub fn reference(&self, repo: &str) -> String {
+        format!("127.0.0.1:{}/{repo}", self.port)
+    }
+
+    /// The registry's log (including its access log).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Where the registry stores blob `digest`'s bytes.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = &digest[7..];
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
