@@ -4,7 +4,6 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{ReadableMultimapTable, ReadableTable};
 
@@ -20,7 +19,6 @@ pub struct Store {
     root: PathBuf,
     pub(crate) objects: Objects,
     pub(crate) db: DbAccess,
-    next_tmp: AtomicU64,
     durability: Durability,
 }
 
@@ -90,7 +88,6 @@ impl Store {
             root,
             objects,
             db,
-            next_tmp: AtomicU64::new(0),
             durability: Durability::default(),
         };
         store.db.create_tables()?;
@@ -122,17 +119,19 @@ impl Store {
         self.root.join("tmp")
     }
 
-    /// Creates a fresh directory `tmp/<what>.<pid>.<n>`.
+    /// Creates a fresh directory `tmp/<what>.<random>`.
+    ///
+    /// Names are random rather than counted: a counter per handle repeats across handles, and a
+    /// name freed by a rename into place could then be taken by another handle's staging dir,
+    /// which the first handle's cleanup would remove.
     pub(crate) fn new_tmp_dir(&self, what: &str) -> Result<PathBuf, StoreError> {
-        let pid = rustix::process::getpid().as_raw_nonzero();
-        loop {
-            let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
-            let dir = self.tmp_dir().join(format!("{what}.{pid}.{n}"));
-            match fs::create_dir(&dir) {
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                other => return other.map(|()| dir.clone()).at(&dir),
-            }
-        }
+        let tmp = self.tmp_dir();
+        tempfile::Builder::new()
+            .prefix(&format!("{what}."))
+            .rand_bytes(12)
+            .tempdir_in(&tmp)
+            .map(tempfile::TempDir::keep)
+            .at(&tmp)
     }
 
     pub(crate) fn lock(&self, mode: LockMode) -> Result<LockGuard, StoreError> {
@@ -285,5 +284,24 @@ impl Store {
             }
             Ok(out)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_dirs_of_two_handles_never_share_a_name() -> Result<(), StoreError> {
+        let root = tempfile::tempdir().at(Path::new("tempdir"))?;
+        let first = Store::open(root.path())?;
+        let second = Store::open(root.path())?;
+        let a = first.new_tmp_dir("layer")?;
+        // A commit renames staging into place, freeing its name.
+        let placed = root.path().join("layers").join("placed");
+        fs::rename(&a, &placed).at(&a)?;
+        let b = second.new_tmp_dir("layer")?;
+        assert_ne!(a, b, "a freed staging name was handed to another handle");
+        Ok(())
     }
 }
