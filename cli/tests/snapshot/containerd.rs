@@ -167,6 +167,49 @@ fn busybox_image(dir: &Path) -> PathBuf {
     archive
 }
 
+/// Passes `archive` through a second Strata store (`strata import`, then `strata export`), so that
+/// containerd runs what Strata exports. Not `Env::store`: `strata serve` holds that one.
+fn exported_by_strata(dir: &Path, archive: &Path) -> PathBuf {
+    let store = dir.join("export-store");
+    let layout = dir.join("strata-export");
+    let strata = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("--root")
+            .arg(&store)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "strata {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    strata(&[
+        "import".as_ref(),
+        archive.as_os_str(),
+        "--name".as_ref(),
+        "busybox".as_ref(),
+    ]);
+    strata(&[
+        "export".as_ref(),
+        "busybox".as_ref(),
+        "-o".as_ref(),
+        layout.as_os_str(),
+    ]);
+    let exported = dir.join("strata-busybox.tar");
+    let out = Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&exported)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    exported
+}
+
 #[test]
 fn containerd_runs_containers_on_strata() {
     let missing: Vec<&str> = ["containerd", "ctr", "runc", "umoci"]
@@ -250,8 +293,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     let err = env.snapshots(&["info", "c1"]).unwrap_err();
     assert!(err.contains("not found"), "{err}");
 
-    // An image unpacked onto strata, and a container running on it.
-    let archive = busybox_image(&env.dir);
+    // An image exported by strata, unpacked onto strata, and a container running on it.
+    let archive = exported_by_strata(&env.dir, &busybox_image(&env.dir));
     env.ctr(&[
         "images",
         "import",
