@@ -1,20 +1,24 @@
 //! Byte-for-byte comparison of two regular files of the same size.
 //!
-//! Files are read in chunks into two small buffers that stay in the CPU cache, so the cost is
-//! one pass over the page cache per file, with an early exit at the first difference. (mmap
-//! would save the copy but costs page faults and a SIGBUS if a file shrinks under us.)
+//! Files are read in chunks into two buffers small enough to stay in the CPU's L2 cache
+//! together: the kernel's copy out of the page cache then lands in cache and the compare reads
+//! it from there (measured on the Debian base → app pair: 64 KiB chunks cost half the CPU of
+//! 128 KiB ones and less than `mmap`, whose page-table set-up outweighs the saved copy for the
+//! small files that dominate a rootfs; `mmap` would also risk a SIGBUS if a file shrinks under
+//! us). Reading stops at the size `lstat` gave, so no call is spent on finding the end.
 
 use std::ffi::CStr;
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::fd::AsFd;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 
+use rustix::buffer::spare_capacity;
 use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
 
-const CHUNK: usize = 128 * 1024;
+const CHUNK: usize = 64 * 1024;
 
 /// Whether the regular files `old_dir/name` and `new_dir/name`, both `size` bytes long by their
-/// `lstat`, hold the same bytes.
+/// `lstat`, hold the same bytes. A file that turns out shorter than `size` counts as different.
 pub(crate) fn same_content(
     old_dir: impl AsFd,
     new_dir: impl AsFd,
@@ -24,43 +28,42 @@ pub(crate) fn same_content(
     if size == 0 {
         return Ok(true);
     }
-    let mut old = open(old_dir, name)?;
-    let mut new = open(new_dir, name)?;
-    let chunk = CHUNK.min(usize::try_from(size).unwrap_or(CHUNK));
-    let mut a = vec![0u8; chunk];
-    let mut b = vec![0u8; chunk];
-    loop {
-        let n = read_full(&mut old, &mut a)?;
-        let m = read_full(&mut new, &mut b)?;
-        if a[..n] != b[..m] {
+    let old = open(old_dir, name)?;
+    let new = open(new_dir, name)?;
+    let chunk = usize::try_from(size).map_or(CHUNK, |size| size.min(CHUNK));
+    let mut a = Vec::with_capacity(chunk);
+    let mut b = Vec::with_capacity(chunk);
+    let mut left = size;
+    while left > 0 {
+        let want = usize::try_from(left).map_or(chunk, |left| left.min(chunk));
+        a.clear();
+        b.clear();
+        if !read_exact(&old, &mut a, want)? || !read_exact(&new, &mut b, want)? || a != b {
             return Ok(false);
         }
-        if n < a.len() {
-            return Ok(true);
-        }
+        left -= want as u64;
     }
+    Ok(true)
 }
 
-fn open(dir: impl AsFd, name: &CStr) -> io::Result<File> {
+fn open(dir: impl AsFd, name: &CStr) -> io::Result<OwnedFd> {
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
-    Ok(File::from(rustix::fs::openat(
-        dir,
-        name,
-        flags,
-        Mode::empty(),
-    )?))
+    Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?)
 }
 
-/// Reads until `buf` is full or the file ends; returns how many bytes were read.
-fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// Reads `file` into the spare capacity of the empty `buf` until it holds at least `want`
+/// bytes (more only if the file grew past its `lstat` size); false when the file ends first.
+///
+/// # References
+/// - [`read(2)`](https://man7.org/linux/man-pages/man2/read.2.html)
+fn read_exact(file: &OwnedFd, buf: &mut Vec<u8>, want: usize) -> io::Result<bool> {
+    while buf.len() < want {
+        match rustix::io::read(file, spare_capacity(buf)) {
+            Ok(0) => return Ok(false),
+            Ok(_) => {}
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
-    Ok(filled)
+    Ok(true)
 }

@@ -1,13 +1,15 @@
-//! One entry's metadata, read with one `lstat` (plus `readlink` and the xattr list), and the rule
-//! that decides whether two entries differ.
+//! One entry's metadata, read relative to its directory with one `lstat` (plus `readlink` and the
+//! xattr list), and the rule that decides whether two entries differ.
 
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::PathBuf;
 
 use rustix::fs::{AtFlags, FileType, Stat};
-use strata_cow::{conventions, xattr};
+use strata_cow::conventions;
+
+use crate::xattr_at;
 
 /// The type of a directory entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,15 +79,20 @@ pub struct Meta {
 }
 
 impl Meta {
-    /// Reads the metadata of `name` inside the directory `dir`, whose full path is `path`.
-    pub(crate) fn load(dir: impl AsFd, name: &CStr, path: &Path) -> io::Result<Meta> {
+    /// Reads the metadata of `name` inside the directory `dir`; `path` gives its full path, needed
+    /// only on kernels that cannot read xattrs relative to `dir`.
+    pub(crate) fn load(
+        dir: impl AsFd,
+        name: &CStr,
+        path: impl FnOnce() -> PathBuf,
+    ) -> io::Result<Meta> {
         let stat = rustix::fs::statat(dir.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW)?;
         let mut meta = Meta::from_stat(&stat);
         if meta.kind == Kind::Symlink {
             let target = rustix::fs::readlinkat(dir.as_fd(), name, Vec::new())?;
             meta.link_target = Some(target.into_bytes());
         }
-        let (overlay, own) = xattr::all(path)?
+        let (overlay, own) = xattr_at::all_at(dir.as_fd(), name, path)?
             .into_iter()
             .partition(|(name, _)| conventions::is_overlay_xattr(name));
         meta.xattrs = own;

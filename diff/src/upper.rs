@@ -115,7 +115,7 @@ impl UpperWalk<'_> {
     fn entry(&self, dir: &Dir, name: &CString) -> Result<Vec<Change>, DiffError> {
         let path = dir.rel.join(component(name));
         let full = self.upper.join(&path);
-        let meta = Meta::load(&dir.fd, name, &full).map_err(DiffError::read(&full))?;
+        let meta = Meta::load(&dir.fd, name, || full.clone()).map_err(DiffError::read(&full))?;
         for ns in Namespace::ALL {
             for attr in [Attr::Redirect, Attr::Metacopy] {
                 if meta.overlay_xattr(ns.name(attr)).is_some() {
@@ -205,7 +205,7 @@ impl UpperWalk<'_> {
     ) -> Result<Option<Found<'d>>, DiffError> {
         for lower in &dir.lowers {
             let full = self.lowers[lower.index].join(rel);
-            match Meta::load(&lower.fd, name, &full) {
+            match Meta::load(&lower.fd, name, || full.clone()) {
                 Ok(meta) if is_whiteout(&meta) => return Ok(None),
                 Ok(meta) => return Ok(Some(Found { dir: lower, meta })),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -221,7 +221,7 @@ impl UpperWalk<'_> {
         let mut out = Vec::new();
         for lower in &dir.lowers {
             let full = self.lowers[lower.index].join(rel);
-            let meta = match Meta::load(&lower.fd, name, &full) {
+            let meta = match Meta::load(&lower.fd, name, || full.clone()) {
                 Ok(meta) => meta,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(source) => return Err(DiffError::Read { path: full, source }),

@@ -79,10 +79,11 @@ impl<W: Write> Emitter<'_, W> {
                     source: e.into(),
                 }
             })?;
-            let meta = Meta::load(CWD, &c_path, &full).map_err(|source| WriteError::Read {
-                path: full.clone(),
-                source,
-            })?;
+            let meta =
+                Meta::load(CWD, &c_path, || full.clone()).map_err(|source| WriteError::Read {
+                    path: full.clone(),
+                    source,
+                })?;
             self.entry(dir, &meta)?;
         }
         Ok(())

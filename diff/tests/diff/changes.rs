@@ -214,3 +214,56 @@ fn many_entries_agree_across_thread_counts() {
         (0..600).filter(|i| (i / 30 * 31 + i % 30) % 7 == 0).count()
     );
 }
+
+#[test]
+fn deferred_work_lands_in_walk_order_among_inline_changes() {
+    // Content compares and subdirectories run after their directory's metadata pass; their
+    // changes must still come out exactly where the walk puts them.
+    let (old, new) = pair();
+    let (o, n) = (old.path(), new.path());
+    fs::write(o.join("a-content"), "1111").unwrap();
+    fs::write(n.join("a-content"), "2222").unwrap();
+    for root in [o, n] {
+        fs::create_dir_all(root.join("b-dir/inner")).unwrap();
+    }
+    fs::write(n.join("b-dir/inner/new"), "n").unwrap();
+    fs::write(o.join("c-deleted"), "c").unwrap();
+    fs::create_dir_all(n.join("d-added/x")).unwrap();
+    fs::write(n.join("d-added/x/y"), "y").unwrap();
+    fs::write(o.join("e-mode"), "e").unwrap();
+    fs::write(n.join("e-mode"), "e").unwrap();
+    fs::set_permissions(n.join("e-mode"), fs::Permissions::from_mode(0o600)).unwrap();
+    same_file(o, n, "f-same", b"ffff", 1000, 0);
+    fs::write(o.join("g-file-to-dir"), "g").unwrap();
+    fs::create_dir(n.join("g-file-to-dir")).unwrap();
+    fs::write(n.join("g-file-to-dir/child"), "c").unwrap();
+    fs::write(o.join("h-content"), vec![1u8; 200_000]).unwrap();
+    fs::write(
+        n.join("h-content"),
+        [vec![1u8; 70_000], vec![2u8; 130_000]].concat(),
+    )
+    .unwrap();
+    for root in [o, n] {
+        for file in ["a-content", "e-mode", "h-content"] {
+            set_mtime(&root.join(file), 1000, 0);
+        }
+        for dir in ["b-dir/inner", "b-dir"] {
+            set_mtime(&root.join(dir), 2000, 7);
+        }
+    }
+    assert_eq!(
+        lines(&both(o, n, ContentCheck::Ambiguous)),
+        [
+            "M a-content",
+            "A b-dir/inner/new",
+            "D c-deleted",
+            "A d-added",
+            "A d-added/x",
+            "A d-added/x/y",
+            "M e-mode",
+            "M g-file-to-dir",
+            "A g-file-to-dir/child",
+            "M h-content",
+        ]
+    );
+}
