@@ -41,6 +41,8 @@ fn trees() -> (tempfile::TempDir, tempfile::TempDir) {
 #[test]
 fn diff_prints_tab_separated_changes_in_path_order() {
     let (old, new) = trees();
+    // Walk order puts added/file before added.txt; bytewise path order ('.' < '/') does not.
+    fs::write(new.path().join("added.txt"), "t").unwrap();
     let out = strata(&[os("diff"), old.path().as_os_str(), new.path().as_os_str()]);
     assert!(
         out.status.success(),
@@ -49,7 +51,7 @@ fn diff_prints_tab_separated_changes_in_path_order() {
     );
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        "A\tadded\nA\tadded/file\nM\tedit\nD\tgone\n"
+        "A\tadded\nA\tadded.txt\nA\tadded/file\nM\tedit\nD\tgone\n"
     );
     let json = strata(&[
         os("--json"),
@@ -59,9 +61,10 @@ fn diff_prints_tab_separated_changes_in_path_order() {
     ]);
     assert!(json.status.success());
     let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(doc["changes"][3]["kind"], "D");
-    assert_eq!(doc["changes"][3]["path"], "gone");
-    assert_eq!(doc["changes"].as_array().unwrap().len(), 4);
+    assert_eq!(doc["changes"][1]["path"], "added.txt");
+    assert_eq!(doc["changes"][4]["kind"], "D");
+    assert_eq!(doc["changes"][4]["path"], "gone");
+    assert_eq!(doc["changes"].as_array().unwrap().len(), 5);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -18,8 +19,8 @@ pub enum Command {
         old: PathBuf,
         /// The new tree.
         new: PathBuf,
-        /// What to print: `changes` (`A|M|D<TAB>path` lines in walk order, parents before
-        /// children, names sorted), or a layer: `tar`, `tar+gzip`, `tar+zstd`.
+        /// What to print: `changes` (`A|M|D<TAB>path` lines sorted bytewise by path), or a
+        /// layer: `tar`, `tar+gzip`, `tar+zstd`.
         #[arg(long, value_enum, default_value_t = Format::Changes)]
         format: Format,
         /// Write to FILE (atomically: a temporary file renamed into place) instead of stdout.
@@ -141,9 +142,17 @@ impl Command {
 }
 
 fn print_changes(global: &Global, set: &ChangeSet, output: Option<&Path>) -> anyhow::Result<()> {
-    let lines: Vec<ChangeLine> = set
-        .changes
-        .iter()
+    // The change set is in walk order (a directory's subtree before its next sibling); the
+    // command line contract is bytewise path order, where `a.txt` comes before `a/b`.
+    let mut sorted: Vec<&strata_diff::Change> = set.changes.iter().collect();
+    sorted.sort_by(|a, b| {
+        a.path
+            .as_os_str()
+            .as_bytes()
+            .cmp(b.path.as_os_str().as_bytes())
+    });
+    let lines: Vec<ChangeLine> = sorted
+        .into_iter()
         .map(|c| ChangeLine {
             kind: c.kind.letter(),
             path: c.path.to_string_lossy().into_owned(),
