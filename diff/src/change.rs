@@ -69,11 +69,11 @@ pub enum ContentCheck {
     Always,
 }
 
-/// Where a diff runs.
+/// Where a diff (or the layer writer, see [`WriteOptions::threads`](crate::WriteOptions)) runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Threads {
     /// On the current rayon pool: directories and entries are compared concurrently. Pick a
-    /// pool with `pool.install(|| changes(..))`.
+    /// pool with `pool.install(|| changes(..))`. The writer uses one helper thread instead.
     #[default]
     Rayon,
     /// On the calling thread only (the 1-thread baseline).

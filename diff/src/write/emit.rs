@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::CWD;
 
 use super::header::{EntryHeader, TypeFlag, padding, write_header, write_trailer};
+use super::pipe::ChunkWriter;
 use super::{WriteError, WriteOptions};
 use crate::change::{ChangeKind, ChangeSet};
 use crate::meta::{Kind, Meta};
@@ -17,23 +18,20 @@ use crate::meta::{Kind, Meta};
 /// The prefix that marks a whiteout in a layer.
 pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
 
-const COPY_CHUNK: usize = 256 * 1024;
-
-struct Emitter<'a, W> {
+struct Emitter<'a, 'c> {
     source: &'a Path,
     options: &'a WriteOptions,
-    out: W,
+    out: &'a mut ChunkWriter<'c>,
     /// Every archive path written, so that none is written twice.
     written: HashSet<PathBuf>,
     /// The first path written for each (dev, ino) of a hardlinked file.
     links: HashMap<(u64, u64), PathBuf>,
-    buf: Vec<u8>,
 }
 
 pub(crate) fn emit(
     set: &ChangeSet,
     options: &WriteOptions,
-    out: &mut impl Write,
+    out: &mut ChunkWriter<'_>,
 ) -> Result<(), WriteError> {
     let mut emitter = Emitter {
         source: &set.source,
@@ -41,7 +39,6 @@ pub(crate) fn emit(
         out,
         written: HashSet::new(),
         links: HashMap::new(),
-        buf: vec![0u8; COPY_CHUNK],
     };
     for change in &set.changes {
         let path = change.path.as_path();
@@ -60,7 +57,7 @@ pub(crate) fn emit(
     write_trailer(&mut emitter.out).map_err(WriteError::Output)
 }
 
-impl<W: Write> Emitter<'_, W> {
+impl Emitter<'_, '_> {
     /// Writes each ancestor directory of `path` not written yet, from the source tree.
     fn parents(&mut self, path: &Path) -> Result<(), WriteError> {
         let ancestors: Vec<&Path> = path
@@ -188,8 +185,10 @@ impl<W: Write> Emitter<'_, W> {
             .map_err(read_err)?;
         let mut left = size;
         while left > 0 {
-            let want = COPY_CHUNK.min(usize::try_from(left).unwrap_or(COPY_CHUNK));
-            let n = match file.read(&mut self.buf[..want]) {
+            let spare = self.out.spare().map_err(WriteError::Output)?;
+            let want = usize::try_from(left).map_or(spare.len(), |left| left.min(spare.len()));
+            // Straight into the chunk the consumer hashes: no copy of our own.
+            let n = match file.read(&mut spare[..want]) {
                 Ok(0) => {
                     return Err(WriteError::Changed {
                         path: full,
@@ -200,9 +199,7 @@ impl<W: Write> Emitter<'_, W> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(read_err(e)),
             };
-            self.out
-                .write_all(&self.buf[..n])
-                .map_err(WriteError::Output)?;
+            self.out.advance(n);
             left -= n as u64;
         }
         self.out

@@ -4,11 +4,12 @@ mod emit;
 pub(crate) use emit::WHITEOUT_PREFIX;
 mod hash;
 mod header;
+mod pipe;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-use crate::change::ChangeSet;
+use crate::change::{ChangeSet, Threads};
 use hash::HashWriter;
 
 /// The compression of a layer blob.
@@ -30,6 +31,10 @@ pub struct WriteOptions {
     pub compression: Compression,
     /// `SOURCE_DATE_EPOCH`: mtimes later than this are written as this (reproducible builds).
     pub source_date_epoch: Option<i64>,
+    /// [`Threads::Sequential`]: everything on the calling thread (the 1-thread baseline).
+    /// Otherwise (the default) a helper thread reads the source files and builds the tar stream
+    /// while the calling thread hashes, compresses and writes it. The bytes are the same.
+    pub threads: Threads,
 }
 
 impl WriteOptions {
@@ -38,6 +43,7 @@ impl WriteOptions {
         WriteOptions {
             compression,
             source_date_epoch: None,
+            threads: Threads::default(),
         }
     }
 
@@ -115,13 +121,13 @@ pub fn write_layer(
     let mut blob = HashWriter::new(out);
     let diff_id = match options.compression {
         Compression::None => {
-            emit::emit(set, options, &mut blob)?;
+            stream(set, options, &mut blob)?;
             None
         }
         Compression::Gzip => {
             let encoder = flate2::write::GzEncoder::new(&mut blob, flate2::Compression::new(6));
             let mut tar = HashWriter::new(encoder);
-            emit::emit(set, options, &mut tar)?;
+            stream(set, options, &mut tar)?;
             let (diff_id, _, encoder) = tar.finish();
             encoder.finish().map_err(WriteError::Output)?;
             Some(diff_id)
@@ -129,7 +135,7 @@ pub fn write_layer(
         Compression::Zstd => {
             let encoder = zstd::Encoder::new(&mut blob, 3).map_err(WriteError::Output)?;
             let mut tar = HashWriter::new(encoder);
-            emit::emit(set, options, &mut tar)?;
+            stream(set, options, &mut tar)?;
             let (diff_id, _, encoder) = tar.finish();
             encoder.finish().map_err(WriteError::Output)?;
             Some(diff_id)
@@ -142,4 +148,13 @@ pub fn write_layer(
         digest,
         size,
     })
+}
+
+/// The tar stream of `set` into `tar` in fixed chunks, overlapped with its consumer unless
+/// sequential.
+fn stream(set: &ChangeSet, options: &WriteOptions, tar: &mut impl Write) -> Result<(), WriteError> {
+    match options.threads {
+        Threads::Sequential => pipe::sequential(tar, |chunks| emit::emit(set, options, chunks)),
+        Threads::Rayon => pipe::overlapped(tar, |chunks| emit::emit(set, options, chunks)),
+    }
 }

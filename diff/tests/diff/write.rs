@@ -1,11 +1,11 @@
 //! The layer writer: bytes, names, whiteouts, hardlinks, PAX, digests.
 
 use std::fs;
-use std::io::Read;
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 
 use sha2::{Digest, Sha256};
-use strata_diff::{Compression, ContentCheck, WriteError, WriteOptions};
+use strata_diff::{Compression, ContentCheck, Threads, WriteError, WriteOptions};
 
 use crate::support::{both, is_root, set_mtime};
 
@@ -252,4 +252,54 @@ fn a_file_that_shrinks_while_written_is_an_error() {
         matches!(&err, WriteError::Changed { expected: 10, .. }),
         "{err}"
     );
+}
+
+#[test]
+fn overlapped_and_sequential_writers_give_the_same_bytes_and_output_errors() {
+    let (old, new) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Sizes around the hand-over chunk (128 KiB) and the read chunk.
+    for (i, size) in [0usize, 1, 511, 65_536, 131_071, 131_072, 131_073, 700_001]
+        .into_iter()
+        .enumerate()
+    {
+        let data: Vec<u8> = (0..size).map(|b| (b * 7 + i) as u8).collect();
+        fs::write(new.path().join(format!("f{i}")), data).unwrap();
+    }
+    let set = both(old.path(), new.path(), ContentCheck::Ambiguous);
+    for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+        let with = |threads| WriteOptions {
+            threads,
+            ..WriteOptions::new(compression)
+        };
+        let seq = write(&set, &with(Threads::Sequential));
+        assert_eq!(write(&set, &with(Threads::Rayon)), seq, "{compression:?}");
+    }
+
+    /// Accepts `left` bytes, then fails like a full disk.
+    struct Full {
+        left: usize,
+    }
+    impl io::Write for Full {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.left == 0 {
+                return Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"));
+            }
+            let n = buf.len().min(self.left);
+            self.left -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    for threads in [Threads::Sequential, Threads::Rayon] {
+        let options = WriteOptions {
+            threads,
+            ..WriteOptions::new(Compression::None)
+        };
+        match strata_diff::write_layer(&set, &options, Full { left: 300_000 }) {
+            Err(WriteError::Output(e)) => assert_eq!(e.kind(), io::ErrorKind::StorageFull),
+            other => panic!("{threads:?}: {other:?}"),
+        }
+    }
 }
