@@ -1,11 +1,12 @@
 //! Byte-for-byte comparison of two regular files of the same size.
 //!
 //! Files are read in chunks into two buffers small enough to stay in the CPU's L2 cache
-//! together: the kernel's copy out of the page cache then lands in cache and the compare reads
-//! it from there (measured on the Debian base → app pair: 64 KiB chunks cost half the CPU of
-//! 128 KiB ones and less than `mmap`, whose page-table set-up outweighs the saved copy for the
-//! small files that dominate a rootfs; `mmap` would also risk a SIGBUS if a file shrinks under
-//! us). Reading stops at the size `lstat` gave, so no call is spent on finding the end.
+//! together, so the kernel's copy out of the page cache lands in cache and the compare reads it
+//! from there. Measured on the 5,078 pairs the Debian base → app diff compares: 16-64 KiB
+//! chunks took half the CPU of 128-256 KiB ones, and `mmap` (from 64 KiB up, `read` below)
+//! took more than 64 KiB `read`s, its page-table set-up outweighing the saved copy; `mmap` would
+//! also risk a SIGBUS if a file shrinks under us. Reading stops at the size `lstat` gave, so no
+//! call is spent on finding the end.
 
 use std::ffi::CStr;
 use std::io;
