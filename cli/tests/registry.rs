@@ -88,7 +88,7 @@ fn write_layout(dir: &Path) -> Vec<String> {
 
 #[test]
 fn push_pull_history_through_the_cli() -> anyhow::Result<()> {
-    let registry = Registry::start(false);
+    let registry = Registry::start(server::Access::Open);
     let tmp = tempfile::tempdir()?;
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let layout = tmp.path().join("layout");
@@ -142,7 +142,7 @@ fn push_pull_history_through_the_cli() -> anyhow::Result<()> {
 
 #[test]
 fn pull_errors_name_the_reference() {
-    let registry = Registry::start(false);
+    let registry = Registry::start(server::Access::Open);
     let tmp = tempfile::tempdir().unwrap();
     let reference = registry.reference("absent:1");
     let out = strata(tmp.path(), &["pull", &reference, "--insecure"]);
@@ -156,7 +156,7 @@ fn pull_errors_name_the_reference() {
 
 #[test]
 fn basic_auth_password_from_stdin() -> anyhow::Result<()> {
-    let registry = Registry::start(true);
+    let registry = Registry::start(server::Access::Basic);
     let tmp = tempfile::tempdir()?;
     let layout = tmp.path().join("layout");
     write_layout(&layout);
@@ -255,7 +255,7 @@ impl StallingProxy {
 
 #[test]
 fn a_pull_killed_mid_blob_resumes_where_it_stopped() -> anyhow::Result<()> {
-    let registry = Registry::start(false);
+    let registry = Registry::start(server::Access::Open);
     let tmp = tempfile::tempdir()?;
     let a = tmp.path().join("a");
     let big = tmp.path().join("big.tar.gz");
