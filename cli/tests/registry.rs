@@ -3,6 +3,9 @@
 #[allow(dead_code)]
 #[path = "../../layer-store/tests/registry/server.rs"]
 mod server;
+#[allow(dead_code)]
+#[path = "../../layer-store/tests/registry/token.rs"]
+mod token;
 
 use std::fs;
 use std::io::Write;
@@ -200,6 +203,58 @@ fn basic_auth_password_from_stdin() -> anyhow::Result<()> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    Ok(())
+}
+
+#[test]
+fn bearer_token_from_credentials_or_the_environment() -> anyhow::Result<()> {
+    let tokens = token::TokenServer::start();
+    let (realm, cert) = (tokens.realm(), tokens.cert());
+    let registry = Registry::start(server::Access::Token {
+        realm: &realm,
+        cert: &cert,
+    });
+    let tmp = tempfile::tempdir()?;
+    let layout = tmp.path().join("layout");
+    write_layout(&layout);
+    let a = tmp.path().join("a");
+    ok_json(&a, &["import", layout.to_str().unwrap(), "--name", "app"])?;
+    let reference = registry.reference("private/app:1");
+    // User and password are traded for a token at the registry's token server.
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(&a)
+        .args(["push", "app", &reference, "--insecure"])
+        .env("STRATA_REGISTRY_USER", server::USER)
+        .env("STRATA_REGISTRY_PASSWORD", server::PASSWORD)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    anyhow::ensure!(tokens.issued() > 0, "no token was asked for");
+
+    let b = tmp.path().join("b");
+    let denied = strata(&b, &["pull", &reference, "--insecure"]);
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains(&reference));
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(&b)
+        .args(["--json", "pull", &reference, "--insecure"])
+        .env(
+            "STRATA_REGISTRY_TOKEN",
+            tokens.token("repository:private/app:pull"),
+        )
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(report["layers"].as_array().map(Vec::len), Some(2));
     Ok(())
 }
 
