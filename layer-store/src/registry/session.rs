@@ -47,6 +47,8 @@ impl Session {
             .map_err(RegistryError::Runtime)?;
         let client = Client::new(ClientConfig {
             protocol,
+            // One streamed PUT per blob, rather than a request per 4 MiB chunk.
+            use_monolithic_push: true,
             ..Default::default()
         });
         let auth = match &connection.auth {

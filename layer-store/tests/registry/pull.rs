@@ -39,6 +39,10 @@ fn push_then_pull_into_a_fresh_store_exports_the_same_bytes() {
             .all(|b| b.outcome == BlobOutcome::Present)
     );
     assert_eq!(again.bytes_uploaded, image.manifest.len() as u64);
+    // Each blob went up as one streamed PUT, not in chunks.
+    let log = world.registry.log();
+    assert!(!log.contains("\"PATCH /v2/"), "{log}");
+    assert!(log.contains("\"PUT /v2/strata/app/blobs/uploads/"), "{log}");
 
     let fresh = world.store("fresh");
     let report = fresh.pull(&reference, &pull_options()).unwrap();
