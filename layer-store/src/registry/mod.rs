@@ -8,6 +8,7 @@
 //! [`Store::push`] uploads only the blobs the registry lacks, each streamed from the store's
 //! bit-exact export through a bounded buffer (a few MiB per upload), never whole in memory.
 
+mod download;
 mod error;
 mod fetch;
 mod history;

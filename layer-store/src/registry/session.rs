@@ -72,6 +72,15 @@ impl Session {
         self.runtime.block_on(future)
     }
 
+    /// Runs `future` on the runtime's own threads.
+    pub fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime.spawn(future)
+    }
+
     /// Wraps a client error with the reference and what was asked.
     pub fn fail(
         &self,
