@@ -7,7 +7,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
@@ -93,7 +93,11 @@ pub(crate) fn fetch_layer(
     if let Some(p) = options.progress {
         p.layer_start(index, &blob.digest, blob.size, have);
     }
-    let on_disk = File::open(&path).at(&path).map_err(layer_err)?.take(have);
+    let on_disk = Prefix {
+        file: &file,
+        pos: 0,
+        end: have,
+    };
     // `file` itself stays open, holding the lock, until the layer is staged.
     let mut network = match stream {
         Some(stream) => {
@@ -139,6 +143,25 @@ pub(crate) fn fetch_layer(
             }
             Err(layer_err(e))
         }
+    }
+}
+
+/// The first `end` bytes of a file, read without moving its offset (where the download
+/// appends), and from the locked file itself: another pull may unlink its path meanwhile.
+struct Prefix<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for Prefix<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf
+            .len()
+            .min(usize::try_from(self.end - self.pos).unwrap_or(usize::MAX));
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 

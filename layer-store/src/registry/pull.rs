@@ -197,10 +197,12 @@ impl Store {
             name: Some(name),
             progress: None,
         };
-        let report = self.commit_image(&manifest, &config, staged, &import)?;
+        // Every layer is verified and staged: the partial downloads have done their job, and
+        // removing them before the commit's `syncfs` spares writing them to disk.
         for partial in partials {
             let _ = fs::remove_file(partial);
         }
+        let report = self.commit_image(&manifest, &config, staged, &import)?;
         let layers: Vec<PulledLayer> = blobs
             .iter()
             .enumerate()
