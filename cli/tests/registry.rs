@@ -16,13 +16,38 @@ use anyhow::Context;
 use server::Registry;
 use strata_layer_store::digest::Sha256;
 
+/// `strata --root ROOT`, ready for arguments.
+fn strata_cmd(root: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.arg("--root").arg(root);
+    cmd
+}
+
 fn strata(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--root")
-        .arg(root)
+    strata_cmd(root)
         .args(args)
         .output()
         .expect("running strata")
+}
+
+/// Runs `cmd`, failing with its stderr unless it succeeds.
+fn succeed(cmd: &mut Command) -> anyhow::Result<Output> {
+    let out = cmd.output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out)
+}
+
+/// A store at `TMP/a` holding the image of [`write_layout`] as `app`.
+fn source_store(tmp: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let layout = tmp.join("layout");
+    write_layout(&layout);
+    let a = tmp.join("a");
+    ok_json(&a, &["import", layout.to_str().unwrap(), "--name", "app"])?;
+    Ok(a)
 }
 
 fn ok_json(root: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
@@ -161,25 +186,13 @@ fn pull_errors_name_the_reference() {
 fn basic_auth_password_from_stdin() -> anyhow::Result<()> {
     let registry = Registry::start(server::Access::Basic);
     let tmp = tempfile::tempdir()?;
-    let layout = tmp.path().join("layout");
-    write_layout(&layout);
-    let a = tmp.path().join("a");
-    ok_json(&a, &["import", layout.to_str().unwrap(), "--name", "app"])?;
+    let a = source_store(tmp.path())?;
     let reference = registry.reference("private/app:1");
     let denied = strata(&a, &["push", "app", &reference, "--insecure"]);
     assert!(!denied.status.success());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--root")
-        .arg(&a)
-        .args([
-            "push",
-            "app",
-            &reference,
-            "--insecure",
-            "--username",
-            server::USER,
-        ])
-        .arg("--password-stdin")
+    let mut child = strata_cmd(&a)
+        .args(["push", "app", &reference, "--insecure"])
+        .args(["--username", server::USER, "--password-stdin"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -192,17 +205,11 @@ fn basic_auth_password_from_stdin() -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     let b = tmp.path().join("b");
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--root")
-        .arg(&b)
-        .args(["pull", &reference, "--insecure", "--username", server::USER])
-        .env("STRATA_REGISTRY_PASSWORD", server::PASSWORD)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeed(
+        strata_cmd(&b)
+            .args(["pull", &reference, "--insecure", "--username", server::USER])
+            .env("STRATA_REGISTRY_PASSWORD", server::PASSWORD),
+    )?;
     Ok(())
 }
 
@@ -215,44 +222,29 @@ fn bearer_token_from_credentials_or_the_environment() -> anyhow::Result<()> {
         cert: &cert,
     });
     let tmp = tempfile::tempdir()?;
-    let layout = tmp.path().join("layout");
-    write_layout(&layout);
-    let a = tmp.path().join("a");
-    ok_json(&a, &["import", layout.to_str().unwrap(), "--name", "app"])?;
+    let a = source_store(tmp.path())?;
     let reference = registry.reference("private/app:1");
     // User and password are traded for a token at the registry's token server.
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--root")
-        .arg(&a)
-        .args(["push", "app", &reference, "--insecure"])
-        .env("STRATA_REGISTRY_USER", server::USER)
-        .env("STRATA_REGISTRY_PASSWORD", server::PASSWORD)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeed(
+        strata_cmd(&a)
+            .args(["push", "app", &reference, "--insecure"])
+            .env("STRATA_REGISTRY_USER", server::USER)
+            .env("STRATA_REGISTRY_PASSWORD", server::PASSWORD),
+    )?;
     anyhow::ensure!(tokens.issued() > 0, "no token was asked for");
 
     let b = tmp.path().join("b");
     let denied = strata(&b, &["pull", &reference, "--insecure"]);
     assert!(!denied.status.success());
     assert!(String::from_utf8_lossy(&denied.stderr).contains(&reference));
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--root")
-        .arg(&b)
-        .args(["--json", "pull", &reference, "--insecure"])
-        .env(
-            "STRATA_REGISTRY_TOKEN",
-            tokens.token("repository:private/app:pull"),
-        )
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeed(
+        strata_cmd(&b)
+            .args(["--json", "pull", &reference, "--insecure"])
+            .env(
+                "STRATA_REGISTRY_TOKEN",
+                tokens.token("repository:private/app:pull"),
+            ),
+    )?;
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(report["layers"].as_array().map(Vec::len), Some(2));
     Ok(())
@@ -340,9 +332,7 @@ fn a_pull_killed_mid_blob_resumes_where_it_stopped() -> anyhow::Result<()> {
 
     let proxy = StallingProxy::start(registry.port, 512 << 10);
     let target = tmp.path().join("b");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--root")
-        .arg(&target)
+    let mut child = strata_cmd(&target)
         .args([
             "pull",
             &format!("127.0.0.1:{}/big:1", proxy.port),

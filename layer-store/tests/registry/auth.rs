@@ -34,10 +34,7 @@ fn refuses_anonymous_and_admits_credentials(world: &World) -> String {
     let image = single("auth", 5, 64 << 10);
     world.import(&image, "auth");
     let reference = world.reference("private/auth:1");
-    let err = world
-        .source
-        .push("auth", &reference, &push_options())
-        .unwrap_err();
+    let err = world.push("auth", &reference).unwrap_err();
     assert!(matches!(err, RegistryError::Registry { .. }), "{err}");
 
     let push = PushOptions {

@@ -18,7 +18,9 @@ use std::process::Command;
 
 use fixtures::{Comp, Image, Item};
 use server::{Access, Registry};
-use strata_layer_store::registry::{Connection, PullOptions, PushOptions};
+use strata_layer_store::registry::{
+    Connection, PullOptions, PushOptions, PushReport, RegistryError,
+};
 use strata_layer_store::{Durability, ImportOptions, Store};
 
 /// `len` bytes that do not compress (xorshift), different for each `seed`.
@@ -132,8 +134,13 @@ impl World {
     fn publish(&self, image: &Image, name: &str) -> String {
         self.import(image, name);
         let reference = self.reference(&format!("{name}:1"));
-        self.source.push(name, &reference, &push_options()).unwrap();
+        self.push(name, &reference).unwrap();
         reference
+    }
+
+    /// Pushes image `name` of the source store to `reference`, anonymously.
+    fn push(&self, name: &str, reference: &str) -> Result<PushReport, RegistryError> {
+        self.source.push(name, reference, &push_options())
     }
 
     /// Imports `image` (written as an OCI layout) into the source store as `name`.

@@ -9,9 +9,7 @@ use strata_layer_store::registry::{
 };
 use strata_layer_store::{FsckOptions, StoreError};
 
-use crate::{
-    World, app_image, assert_exports, base_image, fixtures, pull_options, push_options, single,
-};
+use crate::{World, app_image, assert_exports, base_image, fixtures, pull_options, single};
 
 #[test]
 fn push_then_pull_into_a_fresh_store_exports_the_same_bytes() {
@@ -19,19 +17,13 @@ fn push_then_pull_into_a_fresh_store_exports_the_same_bytes() {
     let image = app_image();
     world.import(&image, "app");
     let reference = world.reference("strata/app:v1");
-    let pushed = world
-        .source
-        .push("app", &reference, &push_options())
-        .unwrap();
+    let pushed = world.push("app", &reference).unwrap();
     assert_eq!(pushed.manifest, image.manifest_digest());
     let uploaded = |outcome| pushed.blobs.iter().all(|b| b.outcome == outcome);
     assert!(uploaded(BlobOutcome::Uploaded));
 
     // Pushing again uploads nothing but the manifest: every blob is already there.
-    let again = world
-        .source
-        .push("app", &reference, &push_options())
-        .unwrap();
+    let again = world.push("app", &reference).unwrap();
     assert!(
         again
             .blobs
@@ -266,9 +258,7 @@ fn bad_references_and_missing_images_name_what_is_wrong() {
     let reference = world.reference("nothing:here");
     let err = target.pull(&reference, &pull_options()).unwrap_err();
     assert!(err.to_string().contains(&reference), "{err}");
-    let err = target
-        .push("nope", &reference, &push_options())
-        .unwrap_err();
+    let err = world.push("nope", &reference).unwrap_err();
     assert!(
         matches!(&err, RegistryError::Store(e) if matches!(**e, StoreError::ImageNotFound { .. })),
         "{err}"

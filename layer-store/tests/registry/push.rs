@@ -37,10 +37,7 @@ fn a_blob_the_export_cannot_reproduce_is_pushed_as_exported_with_its_manifest_re
     let image = Image::new(&[layer("cli", 13, 256 << 10)], Comp::GzipCli);
     world.import(&image, "cli");
     let reference = world.reference("cli:1");
-    let report = world
-        .source
-        .push("cli", &reference, &push_options())
-        .unwrap();
+    let report = world.push("cli", &reference).unwrap();
     let layer = &report.blobs[0];
     assert_eq!(layer.outcome, BlobOutcome::Uploaded);
     assert_ne!(layer.digest, fixtures::sha256(&image.blobs[0]));
