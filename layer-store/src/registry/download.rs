@@ -183,3 +183,55 @@ fn is_digest_error(e: &io::Error) -> bool {
     e.get_ref()
         .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Connection;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// However the response is chunked, the import reads the blob's bytes in order, and a
+        /// connection that breaks leaves in the partial file exactly what arrived before it.
+        #[test]
+        fn the_partial_file_holds_what_arrived_before_a_break(
+            sizes in prop::collection::vec(1usize..300_000, 1..24),
+            break_at in proptest::option::of(0usize..24),
+        ) {
+            let total: usize = sizes.iter().sum();
+            let blob: Vec<u8> = (0..total).map(|i| (i * 31 % 251) as u8).collect();
+            let mut items = Vec::new();
+            let mut sent = 0;
+            for (i, &n) in sizes.iter().enumerate() {
+                if break_at == Some(i) {
+                    items.push(Err(io::Error::other("connection reset")));
+                    break;
+                }
+                items.push(Ok(Bytes::copy_from_slice(&blob[sent..sent + n])));
+                sent += n;
+            }
+            let broken = sent < total || break_at == Some(sizes.len());
+            let session = Session::new("127.0.0.1:1/unit:test", &Connection::default()).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("partial");
+            let file = File::create(&path).unwrap();
+            let stream = Box::pin(futures_util::stream::iter(items));
+            let mut download = Download::start(&session, stream, file, None);
+            let mut read = Vec::new();
+            let result = download.read_to_end(&mut read);
+            let on_disk = std::fs::read(&path).unwrap();
+            prop_assert_eq!(&read[..], &blob[..sent]);
+            prop_assert_eq!(download.received, sent as u64);
+            prop_assert_eq!(result.is_err(), broken);
+            prop_assert_eq!(download.interrupted, broken);
+            if broken {
+                prop_assert_eq!(&on_disk[..], &blob[..sent]);
+            } else {
+                // At the end the file only has to be a prefix: the import has it all.
+                prop_assert!(blob.starts_with(&on_disk));
+            }
+        }
+    }
+}

@@ -164,35 +164,28 @@ fn leave_partial(
 }
 
 #[test]
-fn a_killed_pull_resumes() {
-    // Interrupting by SIGKILL mid-blob is the CLI test's (a stalling proxy); here a leftover
-    // partial file from a killed process, a prefix of the blob, is resumed just the same.
+fn a_partial_download_on_disk_is_resumed_if_good_and_discarded_if_corrupt() {
+    // Interrupting by SIGKILL mid-blob is the CLI test's (a stalling proxy); here the partial
+    // file a killed process leaves is written by hand.
     let world = World::new();
     let image = single("k", 9, 1 << 20);
+    let blob = &image.blobs[0];
     let reference = world.publish(&image, "k");
     let target = world.store("target");
-    let half = image.blobs[0].len() / 2;
-    leave_partial(&target, &image.blobs[0], &image.blobs[0][..half]);
-    let report = target.pull(&reference, &pull_options()).unwrap();
-    assert_eq!(report.bytes_resumed, half as u64);
-    assert_exports(&target, &reference, &image);
-}
 
-#[test]
-fn a_corrupt_partial_download_is_refused_and_discarded() {
-    let world = World::new();
-    let image = single("c", 11, 1 << 20);
-    let reference = world.publish(&image, "c");
-    let target = world.store("target");
-    let mut wrong = image.blobs[0][..1000].to_vec();
+    let mut wrong = blob[..1000].to_vec();
     wrong[500] ^= 0xff;
-    let partial = leave_partial(&target, &image.blobs[0], &wrong);
+    let partial = leave_partial(&target, blob, &wrong);
     let err = target.pull(&reference, &pull_options()).unwrap_err();
     assert!(matches!(err, RegistryError::Layer { .. }), "{err}");
     assert!(target.images().unwrap().is_empty());
     assert!(!partial.exists(), "bytes that failed to verify were kept");
-    // A second pull starts over and succeeds.
-    target.pull(&reference, &pull_options()).unwrap();
+
+    let half = blob.len() / 2;
+    leave_partial(&target, blob, &blob[..half]);
+    let report = target.pull(&reference, &pull_options()).unwrap();
+    assert_eq!(report.bytes_resumed, half as u64);
+    assert_eq!(report.bytes_fetched, (blob.len() - half) as u64);
     assert_exports(&target, &reference, &image);
 }
 
