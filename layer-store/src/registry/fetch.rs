@@ -1,9 +1,9 @@
 //! Fetching one layer blob: its bytes stream from the registry straight into the store's
-//! verifying import, and are appended to `tmp/pull/<digest hex>` on the way (`download`). When a pull is
-//! interrupted, the next one feeds that file to the import first (rehashing it: the sha256 state
-//! is rebuilt from the bytes, never trusted) and asks the registry only for the rest, with an
-//! HTTP range request. The file is locked while in use, so concurrent pulls of one blob take
-//! turns, and the second finds the layer already in the store.
+//! verifying import, and are appended to `tmp/pull/<digest hex>` on the way (see `download`).
+//! When a pull is interrupted, the next one feeds that file to the import first (rehashing it:
+//! the sha256 state is rebuilt from the bytes, never trusted) and asks the registry only for the
+//! rest, with an HTTP range request. The file is locked while in use, so concurrent pulls of one
+//! blob take turns, and the second finds the layer already in the store.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
