@@ -87,6 +87,20 @@ fn pull_fetches_only_layers_the_store_lacks() {
     assert_exports(&target, &app_ref, &app);
 }
 
+#[test]
+fn a_pull_reports_files_the_store_already_held_from_another_image() {
+    // Two layers that differ (note.txt names the layer) but carry the same data.bin.
+    let world = World::new();
+    let first = world.publish(&single("x", 5, 256 << 10), "x");
+    let second = world.publish(&single("y", 5, 256 << 10), "y");
+    let target = world.store("target");
+    let report = target.pull(&first, &pull_options()).unwrap();
+    assert_eq!((report.objects_new, report.objects_existing), (2, 0));
+    let report = target.pull(&second, &pull_options()).unwrap();
+    assert_eq!(report.layers[0].fetch, LayerFetch::Fetched);
+    assert_eq!((report.objects_new, report.objects_existing), (1, 1));
+}
+
 /// Cancels the pull once `after` bytes of some layer were imported.
 struct CancelAfter<'a> {
     cancel: &'a AtomicBool,
