@@ -189,6 +189,9 @@ impl Store {
                 missing.push(i);
             }
         }
+        // Largest first: with fewer jobs than layers, a big layer started last would be the
+        // tail the whole pull waits for.
+        missing.sort_by_key(|&i| std::cmp::Reverse(blobs[i].size));
         let mut fetched = self.fetch_all(&session, &blobs, &missing, options)?;
         let (staged, partials): (Vec<StagedLayer>, Vec<_>) =
             fetched.iter_mut_staged().into_iter().unzip();
