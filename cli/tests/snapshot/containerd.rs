@@ -108,19 +108,7 @@ impl Env {
     }
 
     fn strata_json(&self, args: &[&str]) -> serde_json::Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .arg("--root")
-            .arg(&self.store)
-            .arg("--json")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        crate::common::ok_json(&self.store, args).unwrap()
     }
 }
 
