@@ -7,7 +7,7 @@ use std::sync::Arc;
 use strata_snapshotter::Snapshotter;
 use strata_snapshotter::grpc::proto::services::snapshots::v1 as pb;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 type Client = pb::snapshots_client::SnapshotsClient<Channel>;
 
@@ -21,19 +21,8 @@ async fn start() -> (tempfile::TempDir, Client) {
         listener,
         std::future::pending(),
     ));
-    let channel = Endpoint::try_from("http://[::]:0")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap();
-    (dir, Client::new(channel))
+    let client = strata_snapshotter::grpc::connect(socket).await.unwrap();
+    (dir, client)
 }
 
 fn code<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
