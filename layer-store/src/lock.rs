@@ -17,9 +17,10 @@ pub enum LockMode {
     Exclusive,
 }
 
-/// A held lock; dropping it (closing the descriptor) releases it.
+/// A held store lock; dropping it (closing the descriptor) releases it.
 #[derive(Debug)]
-pub(crate) struct LockGuard {
+#[must_use = "the lock is released when the guard drops"]
+pub struct LockGuard {
     _file: File,
 }
 
