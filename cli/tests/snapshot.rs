@@ -9,6 +9,7 @@ use std::path::Path;
 
 use std::process::Command;
 
+use common::daemon::Daemon;
 use common::{can_mount, ok, ok_json, strata};
 
 fn json(root: &Path, args: &[&str]) -> serde_json::Value {
@@ -285,4 +286,28 @@ fn commit_image_exports_what_the_container_sees() {
     let seen = tree(&target);
     assert!(seen.contains_key("etc/motd") && !seen.contains_key("hello.txt"));
     assert_eq!(tree(&bundle.join("rootfs")), seen);
+}
+
+/// While `strata serve` keeps the store's database open, other commands on that store fail at
+/// once with an error naming the server's pid, rather than wait for it forever; once it
+/// stops they work again.
+#[test]
+fn commands_on_a_served_store_fail_fast_naming_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_strata"));
+    serve
+        .arg("--root")
+        .arg(&root)
+        .args(["serve", "--address"])
+        .arg(dir.path().join("s.sock"));
+    let mut server = Daemon::start("strata serve", serve, "serving snapshots on");
+    let in_use = format!("in use by process {}", server.pid());
+    for args in [&["images"][..], &["ls"], &["gc"], &["prepare", "k"]] {
+        let err = fails(&root, args);
+        assert!(err.contains(&in_use), "strata {args:?}: {err}");
+    }
+    server.kill(rustix::process::Signal::TERM);
+    ok(&root, &["prepare", "k"]);
+    assert_eq!(json(&root, &["images"]), serde_json::json!([]));
 }

@@ -3,6 +3,8 @@
 // Each test crate uses its own subset.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
