@@ -1,7 +1,7 @@
 //! Helpers the CLI test crates share: run the built `strata` against a store root.
 
 // Each test crate uses its own subset.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod daemon;
 
@@ -44,16 +44,4 @@ pub fn ok_json(root: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> 
     serde_json::from_slice(&out.stdout).context("stdout is one JSON document")
 }
 
-/// Whether tests that mount can run: they need root. Not root, the caller skips, unless
-/// `STRATA_REQUIRE_ROOT=1` (CI) makes that a failure.
-pub fn can_mount() -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("STRATA_REQUIRE_ROOT").is_none_or(|v| v != "1"),
-        "STRATA_REQUIRE_ROOT=1 but not root"
-    );
-    eprintln!("skipped: mounting needs root");
-    false
-}
+pub use strata_testkit::can_mount;
