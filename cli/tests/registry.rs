@@ -3,6 +3,9 @@
 #[allow(dead_code)]
 #[path = "../../layer-store/tests/registry/server.rs"]
 mod server;
+#[allow(dead_code)]
+#[path = "../../layer-store/tests/registry/token.rs"]
+mod token;
 
 use std::fs;
 use std::io::Write;
@@ -88,7 +91,7 @@ fn write_layout(dir: &Path) -> Vec<String> {
 
 #[test]
 fn push_pull_history_through_the_cli() -> anyhow::Result<()> {
-    let registry = Registry::start(false);
+    let registry = Registry::start(server::Access::Open);
     let tmp = tempfile::tempdir()?;
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let layout = tmp.path().join("layout");
@@ -142,7 +145,7 @@ fn push_pull_history_through_the_cli() -> anyhow::Result<()> {
 
 #[test]
 fn pull_errors_name_the_reference() {
-    let registry = Registry::start(false);
+    let registry = Registry::start(server::Access::Open);
     let tmp = tempfile::tempdir().unwrap();
     let reference = registry.reference("absent:1");
     let out = strata(tmp.path(), &["pull", &reference, "--insecure"]);
@@ -156,7 +159,7 @@ fn pull_errors_name_the_reference() {
 
 #[test]
 fn basic_auth_password_from_stdin() -> anyhow::Result<()> {
-    let registry = Registry::start(true);
+    let registry = Registry::start(server::Access::Basic);
     let tmp = tempfile::tempdir()?;
     let layout = tmp.path().join("layout");
     write_layout(&layout);
@@ -200,6 +203,58 @@ fn basic_auth_password_from_stdin() -> anyhow::Result<()> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    Ok(())
+}
+
+#[test]
+fn bearer_token_from_credentials_or_the_environment() -> anyhow::Result<()> {
+    let tokens = token::TokenServer::start();
+    let (realm, cert) = (tokens.realm(), tokens.cert());
+    let registry = Registry::start(server::Access::Token {
+        realm: &realm,
+        cert: &cert,
+    });
+    let tmp = tempfile::tempdir()?;
+    let layout = tmp.path().join("layout");
+    write_layout(&layout);
+    let a = tmp.path().join("a");
+    ok_json(&a, &["import", layout.to_str().unwrap(), "--name", "app"])?;
+    let reference = registry.reference("private/app:1");
+    // User and password are traded for a token at the registry's token server.
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(&a)
+        .args(["push", "app", &reference, "--insecure"])
+        .env("STRATA_REGISTRY_USER", server::USER)
+        .env("STRATA_REGISTRY_PASSWORD", server::PASSWORD)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    anyhow::ensure!(tokens.issued() > 0, "no token was asked for");
+
+    let b = tmp.path().join("b");
+    let denied = strata(&b, &["pull", &reference, "--insecure"]);
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains(&reference));
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(&b)
+        .args(["--json", "pull", &reference, "--insecure"])
+        .env(
+            "STRATA_REGISTRY_TOKEN",
+            tokens.token("repository:private/app:pull"),
+        )
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(report["layers"].as_array().map(Vec::len), Some(2));
     Ok(())
 }
 
@@ -255,7 +310,7 @@ impl StallingProxy {
 
 #[test]
 fn a_pull_killed_mid_blob_resumes_where_it_stopped() -> anyhow::Result<()> {
-    let registry = Registry::start(false);
+    let registry = Registry::start(server::Access::Open);
     let tmp = tempfile::tempdir()?;
     let a = tmp.path().join("a");
     let big = tmp.path().join("big.tar.gz");
