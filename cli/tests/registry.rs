@@ -10,32 +10,13 @@ mod token;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use anyhow::Context;
+mod common;
+
+use common::{ok_json, strata};
 use server::Registry;
 use strata_layer_store::digest::Sha256;
-
-fn strata(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .expect("running strata")
-}
-
-fn ok_json(root: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-    let mut full = vec!["--json"];
-    full.extend_from_slice(args);
-    let out = strata(root, &full);
-    anyhow::ensure!(
-        out.status.success(),
-        "strata {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).context("stdout is one JSON document")
-}
 
 /// A gzip layer blob holding `name` with `len` bytes, and its diff_id.
 fn layer(name: &str, len: usize) -> (Vec<u8>, String) {
