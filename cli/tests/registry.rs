@@ -12,7 +12,9 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use anyhow::Context;
+mod common;
+
+use common::{ok_json, strata};
 use server::Registry;
 use strata_layer_store::digest::Sha256;
 
@@ -21,13 +23,6 @@ fn strata_cmd(root: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
     cmd.arg("--root").arg(root);
     cmd
-}
-
-fn strata(root: &Path, args: &[&str]) -> Output {
-    strata_cmd(root)
-        .args(args)
-        .output()
-        .expect("running strata")
 }
 
 /// Runs `cmd`, failing with its stderr unless it succeeds.
@@ -48,18 +43,6 @@ fn source_store(tmp: &Path) -> anyhow::Result<std::path::PathBuf> {
     let a = tmp.join("a");
     ok_json(&a, &["import", layout.to_str().unwrap(), "--name", "app"])?;
     Ok(a)
-}
-
-fn ok_json(root: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-    let mut full = vec!["--json"];
-    full.extend_from_slice(args);
-    let out = strata(root, &full);
-    anyhow::ensure!(
-        out.status.success(),
-        "strata {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).context("stdout is one JSON document")
 }
 
 /// A gzip layer blob holding `name` with `len` bytes, and its diff_id.
