@@ -9,6 +9,7 @@ use strata_layer_store::registry::{
 };
 use strata_layer_store::{FsckOptions, StoreError};
 
+use crate::server::RangeStripper;
 use crate::{World, app_image, assert_exports, base_image, fixtures, pull_options, single};
 
 #[test]
@@ -200,6 +201,34 @@ fn a_partial_download_on_disk_is_resumed_if_good_and_discarded_if_corrupt() {
     let report = target.pull(&reference, &pull_options()).unwrap();
     assert_eq!(report.bytes_resumed, half as u64);
     assert_eq!(report.bytes_fetched, (blob.len() - half) as u64);
+    assert_exports(&target, &reference, &image);
+}
+
+#[test]
+fn a_registry_that_ignores_ranges_gets_the_blob_from_the_start() {
+    let world = World::new();
+    let image = single("r", 12, 1 << 20);
+    let blob = &image.blobs[0];
+    let direct = world.publish(&image, "r");
+    let partial_responses = || world.registry.log().matches("\" 206 ").count();
+    // Directly, even a fresh pull asks for a range (from byte 0) and gets one.
+    world
+        .store("direct")
+        .pull(&direct, &pull_options())
+        .unwrap();
+    let ranged = partial_responses();
+    assert!(ranged > 0, "{}", world.registry.log());
+
+    let proxy = RangeStripper::start(world.registry.port);
+    let reference = format!("127.0.0.1:{}/r:1", proxy.port);
+    let target = world.store("target");
+    let partial = leave_partial(&target, blob, &blob[..blob.len() / 2]);
+    let report = target.pull(&reference, &pull_options()).unwrap();
+    // The half on disk was dropped: the whole blob came again, and verified.
+    assert_eq!(partial_responses(), ranged, "a range reached the registry");
+    assert_eq!(report.bytes_resumed, 0);
+    assert_eq!(report.bytes_fetched, blob.len() as u64);
+    assert!(!partial.exists());
     assert_exports(&target, &reference, &image);
 }
 

@@ -131,3 +131,49 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// A TCP proxy to a registry that drops every `Range` header from requests, as some registries
+/// and CDNs effectively do: blob requests get the whole blob (200), never a part (206). For
+/// pulls only (a request body containing a `Range:` line would be altered). Its threads end with
+/// their connections; the listener's with the test process.
+pub struct RangeStripper {
+    pub port: u16,
+}
+
+impl RangeStripper {
+    pub fn start(upstream: u16) -> RangeStripper {
+        use std::io::BufRead;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    return;
+                };
+                let (mut to_client, mut from_server) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || std::io::copy(&mut from_server, &mut to_client));
+                std::thread::spawn(move || {
+                    let mut requests = std::io::BufReader::new(client);
+                    let mut server = server;
+                    let mut line = Vec::new();
+                    loop {
+                        line.clear();
+                        match requests.read_until(b'\n', &mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        if line.to_ascii_lowercase().starts_with(b"range:") {
+                            continue;
+                        }
+                        if server.write_all(&line).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        RangeStripper { port }
+    }
+}
