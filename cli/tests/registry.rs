@@ -1,5 +1,7 @@
 //! `strata pull|push|history` through the built binary, against a real registry.
 
+#[path = "../../layer-store/tests/registry/index.rs"]
+mod index;
 #[allow(dead_code)]
 #[path = "../../layer-store/tests/registry/server.rs"]
 mod server;
@@ -17,6 +19,7 @@ mod common;
 use common::{ok_json, strata};
 use server::Registry;
 use strata_layer_store::digest::Sha256;
+use strata_layer_store::registry::Platform;
 
 /// `strata --root ROOT`, ready for arguments.
 fn strata_cmd(root: &Path) -> Command {
@@ -60,11 +63,12 @@ fn layer(name: &str, len: usize) -> (Vec<u8>, String) {
     (gz.finish().unwrap(), Sha256::of(&tar).to_string())
 }
 
-/// Writes an OCI layout of two layers whose config history has an empty-layer step between
-/// them; returns the layer blob digests.
-fn write_layout(dir: &Path) -> Vec<String> {
-    let (a, a_diff) = layer("base.txt", 100_000);
-    let (b, b_diff) = layer("app.txt", 50_000);
+/// Writes the blobs of an image of two layers (files `base{variant}.txt`, `app{variant}.txt`)
+/// whose config history has an empty-layer step between them into the OCI layout at `dir`;
+/// returns its manifest and the layer blob digests.
+fn write_image(dir: &Path, variant: &str) -> (Vec<u8>, Vec<String>) {
+    let (a, a_diff) = layer(&format!("base{variant}.txt"), 100_000);
+    let (b, b_diff) = layer(&format!("app{variant}.txt"), 50_000);
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": [a_diff, b_diff]},
@@ -90,11 +94,20 @@ fn write_layout(dir: &Path) -> Vec<String> {
         fs::write(blobs.join(Sha256::of(bytes).hex()), bytes).unwrap();
     }
     fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [
-        desc("application/vnd.oci.image.manifest.v1+json", &manifest)
-    ]});
+    let digests = vec![Sha256::of(&a).to_string(), Sha256::of(&b).to_string()];
+    (manifest, digests)
+}
+
+/// Writes an OCI layout holding the image of [`write_image`]; returns its layer blob digests.
+fn write_layout(dir: &Path) -> Vec<String> {
+    let (manifest, digests) = write_image(dir, "");
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": Sha256::of(&manifest).to_string(),
+        "size": manifest.len(),
+    }]});
     fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    vec![Sha256::of(&a).to_string(), Sha256::of(&b).to_string()]
+    digests
 }
 
 #[test]
@@ -163,6 +176,45 @@ fn pull_errors_name_the_reference() {
     let out = strata(tmp.path(), &["pull", "x", "--platform", "linux"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("linux"));
+}
+
+#[test]
+fn platform_chooses_from_an_index() -> anyhow::Result<()> {
+    let registry = Registry::start(server::Access::Open);
+    let tmp = tempfile::tempdir()?;
+    let layout = tmp.path().join("layout");
+    let (native, _) = write_image(&layout, "-native");
+    let (foreign, _) = write_image(&layout, "-foreign");
+    let host = Platform::host().to_string();
+    let other = if host == "linux/arm64" {
+        "linux/amd64"
+    } else {
+        "linux/arm64"
+    };
+    index::write_index(&layout, "multi", &[(&native, &host), (&foreign, other)]);
+    let reference = registry.reference("multi:1");
+    let status = Command::new("skopeo")
+        .args(["copy", "--quiet", "--all", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:multi", layout.display()))
+        .arg(format!("docker://{reference}"))
+        .status()?;
+    anyhow::ensure!(status.success(), "skopeo copy --all failed");
+
+    let root = tmp.path().join("store");
+    let pull = ["pull", reference.as_str(), "--insecure"];
+    let pulled = ok_json(&root, &pull)?;
+    assert_eq!(pulled["image"], Sha256::of(&native).hex());
+    let chosen = [&pull[..], &["--platform", other, "--name", "other"]].concat();
+    let pulled = ok_json(&root, &chosen)?;
+    assert_eq!(pulled["image"], Sha256::of(&foreign).hex());
+    let missing = strata(&root, &[&pull[..], &["--platform", "linux/s390x"]].concat());
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("no image for platform linux/s390x") && stderr.contains(&reference),
+        "{stderr}"
+    );
+    Ok(())
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod auth;
 #[allow(dead_code)]
 #[path = "../store/fixtures.rs"]
 mod fixtures;
+mod index;
 mod platform;
 mod pull;
 mod push;

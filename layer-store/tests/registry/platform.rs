@@ -1,12 +1,10 @@
 //! Image indexes: `skopeo copy --all` pushes an index of two platforms' images; a pull picks
 //! this machine's by default and the other on request, and names a platform the index lacks.
 
-use std::fs;
-use std::path::Path;
-
 use strata_layer_store::registry::{Platform, PullOptions, RegistryError};
 
 use crate::fixtures::{Image, sha256};
+use crate::index::write_index;
 use crate::{World, assert_exports, pull_options, single, skopeo};
 
 /// `image` with its config naming `platform` (and its manifest naming that config).
@@ -20,39 +18,6 @@ fn for_platform(mut image: Image, platform: &Platform) -> Image {
     manifest["config"]["size"] = image.config.len().into();
     image.manifest = serde_json::to_vec(&manifest).unwrap();
     image
-}
-
-/// Writes an OCI layout at `dir` whose tag `tag` names an index of `images`.
-fn write_index(dir: &Path, tag: &str, images: &[(&Image, &Platform)]) {
-    let entries: Vec<serde_json::Value> = images
-        .iter()
-        .map(|(image, platform)| {
-            image.write_oci(dir, tag);
-            serde_json::json!({
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": image.manifest_digest(),
-                "size": image.manifest.len(),
-                "platform": {"os": platform.os, "architecture": platform.architecture},
-            })
-        })
-        .collect();
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": entries,
-    }))
-    .unwrap();
-    fs::write(dir.join("blobs/sha256").join(&sha256(&index)[7..]), &index).unwrap();
-    let top = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "digest": sha256(&index),
-            "size": index.len(),
-            "annotations": {"org.opencontainers.image.ref.name": tag},
-        }],
-    });
-    fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
 }
 
 #[test]
@@ -69,7 +34,17 @@ fn an_index_yields_the_host_platform_by_default_and_another_on_request() {
     let native = for_platform(single("native", 21, 64 << 10), &host);
     let foreign = for_platform(single("foreign", 22, 64 << 10), &other);
     let layout = world.root("layout");
-    write_index(&layout, "multi", &[(&native, &host), (&foreign, &other)]);
+    native.write_oci(&layout, "native");
+    foreign.write_oci(&layout, "foreign");
+    let (host_name, other_name) = (host.to_string(), other.to_string());
+    write_index(
+        &layout,
+        "multi",
+        &[
+            (&native.manifest, &host_name),
+            (&foreign.manifest, &other_name),
+        ],
+    );
     let reference = world.reference("multi:1");
     let src = format!("oci:{}:multi", layout.display());
     let dst = format!("docker://{reference}");
