@@ -103,6 +103,9 @@ pub enum WriteError {
     /// Writing the output failed.
     #[error("writing the layer: {0}")]
     Output(#[source] io::Error),
+    /// The helper thread that reads the source files could not be started.
+    #[error("starting the layer reader thread: {0}")]
+    Thread(#[source] io::Error),
 }
 
 /// Writes `set` as an OCI layer to `out` and returns its digests.

@@ -112,14 +112,17 @@ pub(crate) fn overlapped<W: Write>(
     let (full_tx, full_rx) = sync_channel(IN_FLIGHT);
     let (empty_tx, empty_rx) = channel();
     std::thread::scope(|scope| {
-        let producer = scope.spawn(move || {
-            let mut chunks = ChunkWriter::new(Consumer::Thread {
-                full: full_tx,
-                empty: empty_rx,
-            });
-            produce(&mut chunks)?;
-            chunks.flush().map_err(WriteError::Output)
-        });
+        let producer = std::thread::Builder::new()
+            .name("strata-layer-read".into())
+            .spawn_scoped(scope, move || {
+                let mut chunks = ChunkWriter::new(Consumer::Thread {
+                    full: full_tx,
+                    empty: empty_rx,
+                });
+                produce(&mut chunks)?;
+                chunks.flush().map_err(WriteError::Output)
+            })
+            .map_err(WriteError::Thread)?;
         let mut consumed = Ok(());
         // Ends when the producer is done and drops its sender.
         for (chunk, filled) in &full_rx {
