@@ -26,19 +26,16 @@
 //! assert!(!copy.path().join("gone").exists());
 //! # Ok(()) }
 //! ```
-// `sys` alone may use unsafe: two syscalls rustix lacks.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod apply;
 mod change;
 mod content;
 mod dir;
 mod meta;
-mod sys;
 mod tree;
 mod upper;
 mod write;
-mod xattr_at;
 
 pub use apply::{ApplyError, ApplyOptions, ApplyStats, Ownership, Whiteouts, apply_layer};
 pub use change::{Change, ChangeKind, ChangeSet, ContentCheck, DiffError, DiffOptions, Threads};

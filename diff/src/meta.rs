@@ -9,8 +9,6 @@ use std::path::PathBuf;
 use rustix::fs::{AtFlags, FileType, Stat};
 use strata_cow::conventions;
 
-use crate::xattr_at;
-
 /// The type of a directory entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -92,7 +90,7 @@ impl Meta {
             let target = rustix::fs::readlinkat(dir.as_fd(), name, Vec::new())?;
             meta.link_target = Some(target.into_bytes());
         }
-        let (overlay, own) = xattr_at::all_at(dir.as_fd(), name, path)?
+        let (overlay, own) = strata_cow::xattr::all_at(dir.as_fd(), name, path)?
             .into_iter()
             .partition(|(name, _)| conventions::is_overlay_xattr(name));
         meta.xattrs = own;
