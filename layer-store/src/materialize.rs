@@ -91,32 +91,11 @@ impl Store {
         if meta.materialized == Some(strategy) && self.layer_tree(id).is_dir() {
             return Ok(strategy);
         }
-        let root = rustix::process::geteuid().is_root();
-        if strategy == Strategy::Stub && !root {
-            return Err(MaterializeError::NeedsRoot { strategy: "stub" }.into());
-        }
         let record = self.layer_record(id)?;
         let staging = self.new_tmp_dir("tree")?;
         let result = (|| {
             let tree = staging.join("tree");
-            fs::create_dir(&tree).at(&tree)?;
-            let mut builder = Builder {
-                store: self,
-                strategy,
-                tree: tree.clone(),
-                ns: if root {
-                    Namespace::Trusted
-                } else {
-                    Namespace::User
-                },
-                root,
-                created: HashMap::new(),
-                dirs: Vec::new(),
-            };
-            for entry in &record.entries {
-                builder.add(entry)?;
-            }
-            builder.finish_dirs()?;
+            build_tree(self, strategy, &tree, &record.entries)?;
             self.sync()?;
             let dest = self.layer_tree(id);
             if dest.exists() {
@@ -157,6 +136,39 @@ impl Store {
             .map(|id| self.materialize(id, strategy))
             .collect()
     }
+}
+
+/// Builds the tree of a layer with `entries` at `tree` (which must not exist) by `strategy`;
+/// the caller makes it durable and renames it into place. Stubs need nothing of the objects
+/// but their ids, so an import builds them while its objects are still staged.
+pub(crate) fn build_tree(
+    store: &Store,
+    strategy: Strategy,
+    tree: &Path,
+    entries: &[Entry],
+) -> Result<(), StoreError> {
+    let root = rustix::process::geteuid().is_root();
+    if strategy == Strategy::Stub && !root {
+        return Err(MaterializeError::NeedsRoot { strategy: "stub" }.into());
+    }
+    fs::create_dir(tree).at(tree)?;
+    let mut builder = Builder {
+        store,
+        strategy,
+        tree: tree.to_path_buf(),
+        ns: if root {
+            Namespace::Trusted
+        } else {
+            Namespace::User
+        },
+        root,
+        created: HashMap::new(),
+        dirs: Vec::new(),
+    };
+    for entry in entries {
+        builder.add(entry)?;
+    }
+    builder.finish_dirs()
 }
 
 fn os(bytes: &[u8]) -> &Path {

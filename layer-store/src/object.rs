@@ -1,15 +1,18 @@
 //! Content objects: every regular file's bytes stored once under `objects/ab/cdef…`, named by
 //! their blake3 hash, immutable (mode 0444), written under `tmp/` and renamed into place.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::fs::{CWD, RenameFlags};
+use rayon::prelude::*;
+use rustix::fs::{Access, AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
@@ -80,33 +83,47 @@ pub enum Inserted {
 #[derive(Debug)]
 pub(crate) struct Objects {
     dir: PathBuf,
+    /// `dir`, open: lookups and renames relative to it walk two path components, not the
+    /// store root's whole path, once per object.
+    fd: OwnedFd,
     next_tmp: AtomicU64,
 }
 
-impl Objects {
-    /// The objects under `dir`, which must exist.
-    pub(crate) fn new(dir: PathBuf) -> Self {
-        Objects {
+/// The objects one import staged in its own directory, before [`Objects::publish`].
+#[derive(Debug)]
+pub(crate) struct Stage {
+    dir: PathBuf,
+    /// Ids staged so far: remembered here rather than asked of the file system per file.
+    staged: HashSet<ObjectId>,
+}
+
+impl Stage {
+    /// Creates the staging directory `dir`.
+    pub(crate) fn create(dir: PathBuf) -> Result<Self, StoreError> {
+        fs::create_dir(&dir).at(&dir)?;
+        Ok(Stage {
             dir,
+            staged: HashSet::new(),
+        })
+    }
+}
+
+impl Objects {
+    /// Opens the objects under `dir` (which must exist), creating its 256 fan-out directories.
+    pub(crate) fn open(dir: PathBuf) -> Result<Self, StoreError> {
+        create_fanout(&dir)?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = rustix::fs::open(&dir, flags, Mode::empty()).at(&dir)?;
+        Ok(Objects {
+            dir,
+            fd,
             next_tmp: AtomicU64::new(0),
-        }
+        })
     }
 
     /// The objects directory (the data-only lower of stub mounts).
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// Creates the 256 fan-out directories.
-    pub(crate) fn create_fanout(&self) -> Result<(), StoreError> {
-        for byte in 0..=255u8 {
-            let dir = self.dir.join(hex::encode([byte]));
-            match fs::create_dir(&dir) {
-                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e).at(&dir),
-                _ => {}
-            }
-        }
-        Ok(())
     }
 
     /// Where object `id` lives.
@@ -116,35 +133,47 @@ impl Objects {
 
     /// Whether object `id` exists.
     pub(crate) fn contains(&self, id: &ObjectId) -> bool {
-        rustix::fs::access(self.path(id), rustix::fs::Access::EXISTS).is_ok()
+        rustix::fs::accessat(
+            &self.fd,
+            id.relative_path(),
+            Access::EXISTS,
+            AtFlags::empty(),
+        )
+        .is_ok()
+    }
+
+    /// Whether `id` need not be staged again: the store or `stage` has it.
+    fn known(&self, stage: &Stage, id: &ObjectId) -> bool {
+        stage.staged.contains(id) || self.contains(id)
     }
 
     /// Stages `bytes` as an object in `stage` (a directory of one import) unless the store or
     /// the stage already has it; [`publish`](Objects::publish) moves staged objects into place.
     pub(crate) fn stage_bytes(
         &self,
-        stage: &Path,
+        stage: &mut Stage,
         bytes: &[u8],
     ) -> Result<(ObjectId, Inserted), StoreError> {
         let id = ObjectId::of(bytes);
-        let staged = stage.join(id.hex());
-        if self.contains(&id) || staged.exists() {
+        if self.known(stage, &id) {
             return Ok((id, Inserted::Existing));
         }
+        let staged = stage.dir.join(id.hex());
         let mut file = create_read_only(&staged)?;
         file.write_all(bytes).at(&staged)?;
+        stage.staged.insert(id);
         Ok((id, Inserted::New))
     }
 
     /// Stages exactly `size` bytes read from `reader`, hashing while writing.
     pub(crate) fn stage_stream(
         &self,
-        stage: &Path,
+        stage: &mut Stage,
         reader: &mut dyn Read,
         size: u64,
     ) -> Result<(ObjectId, Inserted), StoreError> {
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp_path = stage.join(format!("partial.{n}"));
+        let tmp_path = stage.dir.join(format!("partial.{n}"));
         let mut file = create_read_only(&tmp_path)?;
         let result = (|| {
             let mut hasher = blake3::Hasher::new();
@@ -169,38 +198,58 @@ impl Objects {
                 return Err(err).at(&tmp_path);
             }
         };
-        let staged = stage.join(id.hex());
-        if self.contains(&id) || staged.exists() {
+        if self.known(stage, &id) {
             fs::remove_file(&tmp_path).at(&tmp_path)?;
             return Ok((id, Inserted::Existing));
         }
+        let staged = stage.dir.join(id.hex());
         fs::rename(&tmp_path, &staged).at(&staged)?;
+        stage.staged.insert(id);
         Ok((id, Inserted::New))
     }
 
-    /// Moves every object staged in `stage` into place. A concurrent writer of the
-    /// same bytes may have won the race, which is fine: the content is the same. Returns how
-    /// many objects were new.
-    pub(crate) fn publish(&self, stage: &Path) -> Result<u64, StoreError> {
-        let mut new = 0;
-        for entry in fs::read_dir(stage).at(stage)? {
-            let path = entry.at(stage)?.path();
-            let Some(id) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.parse::<ObjectId>().ok())
-            else {
-                continue;
-            };
-            let dest = self.path(&id);
-            match rustix::fs::renameat_with(CWD, &path, CWD, &dest, RenameFlags::NOREPLACE) {
-                Ok(()) => new += 1,
-                Err(Errno::EXIST) => fs::remove_file(&path).at(&path)?,
-                Err(e) => return Err(e).at(&dest),
-            }
-        }
+    /// Moves every object staged in `stage` into place, in parallel, and removes the staging
+    /// directory. A concurrent writer of the same bytes may have won the race, which is fine:
+    /// the content is the same. Returns how many objects were new.
+    pub(crate) fn publish(&self, stage: &Stage) -> Result<u64, StoreError> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let stage_fd = rustix::fs::open(&stage.dir, flags, Mode::empty()).at(&stage.dir)?;
+        let ids: Vec<&ObjectId> = stage.staged.iter().collect();
+        let new = ids
+            .par_iter()
+            .map(|id| {
+                let name = id.hex();
+                let dest = id.relative_path();
+                match rustix::fs::renameat_with(
+                    &stage_fd,
+                    &name,
+                    &self.fd,
+                    &dest,
+                    RenameFlags::NOREPLACE,
+                ) {
+                    Ok(()) => Ok(1),
+                    Err(Errno::EXIST) => rustix::fs::unlinkat(&stage_fd, &name, AtFlags::empty())
+                        .map(|()| 0)
+                        .at(&stage.dir.join(&name)),
+                    Err(e) => Err(e).at(&self.dir.join(&dest)),
+                }
+            })
+            .sum::<Result<u64, StoreError>>()?;
+        fs::remove_dir(&stage.dir).at(&stage.dir)?;
         Ok(new)
     }
+}
+
+/// Creates the 256 fan-out directories of the objects directory `dir`.
+fn create_fanout(dir: &Path) -> Result<(), StoreError> {
+    for byte in 0..=255u8 {
+        let sub = dir.join(hex::encode([byte]));
+        match fs::create_dir(&sub) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e).at(&sub),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Creates `path` for writing with mode 0444: the descriptor may write, nobody may later.
@@ -244,20 +293,19 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         fs::create_dir(root.path().join("objects")).unwrap();
         fs::create_dir(root.path().join("tmp")).unwrap();
-        let objects = Objects::new(root.path().join("objects"));
-        objects.create_fanout().unwrap();
+        let objects = Objects::open(root.path().join("objects")).unwrap();
         (root, objects)
     }
 
     #[test]
     fn same_bytes_are_one_read_only_object() {
         let (root, objects) = objects();
-        let stage = root.path().join("tmp/stage");
-        fs::create_dir(&stage).unwrap();
-        let (a, first) = objects.stage_bytes(&stage, b"hello").unwrap();
-        let (b, second) = objects.stage_stream(&stage, &mut &b"hello"[..], 5).unwrap();
+        let mut stage = Stage::create(root.path().join("tmp/stage")).unwrap();
+        let (a, first) = objects.stage_bytes(&mut stage, b"hello").unwrap();
+        let (b, second) = objects
+            .stage_stream(&mut stage, &mut &b"hello"[..], 5)
+            .unwrap();
         assert_eq!(objects.publish(&stage).unwrap(), 1);
-        fs::remove_dir(&stage).unwrap();
         assert_eq!((a, first, second), (b, Inserted::New, Inserted::Existing));
         let path = objects.path(&a);
         assert_eq!(fs::read(&path).unwrap(), b"hello");
@@ -272,10 +320,13 @@ mod tests {
     #[test]
     fn short_stream_leaves_nothing() {
         let (root, objects) = objects();
-        let stage = root.path().join("tmp/stage");
-        fs::create_dir(&stage).unwrap();
-        assert!(objects.stage_stream(&stage, &mut &b"abc"[..], 10).is_err());
-        assert_eq!(fs::read_dir(&stage).unwrap().count(), 0);
+        let mut stage = Stage::create(root.path().join("tmp/stage")).unwrap();
+        assert!(
+            objects
+                .stage_stream(&mut stage, &mut &b"abc"[..], 10)
+                .is_err()
+        );
+        assert_eq!(fs::read_dir(&stage.dir).unwrap().count(), 0);
     }
 
     #[test]

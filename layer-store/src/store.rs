@@ -82,8 +82,7 @@ impl Store {
                 _ => {}
             }
         }
-        let objects = Objects::new(root.join("objects"));
-        objects.create_fanout()?;
+        let objects = Objects::open(root.join("objects"))?;
         let store = Store {
             root,
             objects,

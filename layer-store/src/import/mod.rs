@@ -24,9 +24,10 @@ use crate::db::{IMAGES, LAYERS, NAMES};
 use crate::digest::Sha256;
 use crate::error::{IoContext, StoreError};
 use crate::lock::LockMode;
-use crate::record::{self, Compression, ImageRecord, Kind, chain_ids};
+use crate::materialize::{MaterializeError, probe_strategy};
+use crate::record::{self, Compression, ImageRecord, Kind, Strategy, chain_ids};
 use crate::store::Store;
-use layer::Staged;
+use layer::{Staged, StagedTree};
 use source::{Blobs, Plan};
 
 pub use remote::{LayerBlob, StagedLayer};
@@ -204,6 +205,39 @@ impl Store {
         source: &Path,
         options: &ImportOptions<'_>,
     ) -> Result<ImportReport, StoreError> {
+        self.import_with(source, options, StagedTree::None)
+    }
+
+    /// [`import`](Store::import)s and then [`materialize`](Store::materialize)s every layer
+    /// of the image with `strategy` (probed when `None`). Stub trees are built while the
+    /// layers stream and commit with them, so they cost no second pass and no second sync.
+    pub fn import_materialized(
+        &self,
+        source: &Path,
+        options: &ImportOptions<'_>,
+        strategy: Option<Strategy>,
+    ) -> Result<ImportReport, StoreError> {
+        let strategy = strategy.unwrap_or_else(probe_strategy);
+        let tree = match strategy {
+            Strategy::Stub if !rustix::process::geteuid().is_root() => {
+                return Err(MaterializeError::NeedsRoot { strategy: "stub" }.into());
+            }
+            Strategy::Stub => StagedTree::Stubs,
+            _ => StagedTree::None,
+        };
+        let report = self.import_with(source, options, tree)?;
+        let ids: Vec<String> = report.layers.iter().map(|l| l.id.clone()).collect();
+        // Layers the store already had, or trees of other strategies.
+        self.materialize_layers(&ids, Some(strategy))?;
+        Ok(report)
+    }
+
+    fn import_with(
+        &self,
+        source: &Path,
+        options: &ImportOptions<'_>,
+        tree: StagedTree,
+    ) -> Result<ImportReport, StoreError> {
         let _lock = self.lock(LockMode::Shared)?;
         let plan = plan(source, options.name.as_deref())?;
         let present: Vec<bool> = plan
@@ -233,7 +267,7 @@ impl Store {
                     return Ok(None);
                 }
                 let reader = plan.blobs.open(&expected.blob)?;
-                self.stage_layer(reader, expected, options.progress)
+                self.stage_layer(reader, expected, options.progress, tree)
                     .map(Some)
             })
             .collect();
@@ -286,12 +320,10 @@ impl Store {
         let mut objects_existing = 0;
         let mut blob_bytes = 0;
         for s in staged.iter().flatten() {
-            let stage = s.dir.join("objects");
-            let published = self.objects.publish(&stage)?;
+            let published = self.objects.publish(&s.objects)?;
             objects_new += published;
             objects_existing += s.objects_existing + (s.objects_new - published);
             blob_bytes += s.record.blob_size;
-            fs::remove_dir(&stage).at(&stage)?;
             let dest = self.layer_dir(&s.record.id());
             if dest.exists() {
                 if self.layer_meta(&s.record.id())?.is_some() {

@@ -4,7 +4,7 @@
 use std::os::unix::fs::MetadataExt;
 
 use strata_cow::overlay::{Overlay, OverlayOptions, RedirectDir};
-use strata_layer_store::{Store, Strategy};
+use strata_layer_store::{ImportOptions, Store, Strategy};
 
 use strata_diff::ApplyOptions;
 
@@ -24,17 +24,46 @@ pub fn can_mount() -> bool {
     false
 }
 
-fn stack_equals_applied_layers(strategy: Strategy) -> anyhow::Result<()> {
+/// When the layers are materialized.
+#[derive(Debug, Clone, Copy)]
+enum When {
+    /// By `materialize`, after the import.
+    AfterImport,
+    /// By `import_materialized` (stubs are built while the layers stream).
+    WithImport,
+}
+
+fn stack_equals_applied_layers(strategy: Strategy, when: When) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let layers = sample_layers();
     let image = Image::new(&layers, Comp::Zstd);
     image.write_oci(&tmp.path().join("src"), "img");
     let store = Store::open(tmp.path().join("store"))?;
-    import(&store, &tmp.path().join("src"), "img")?;
+    match when {
+        When::AfterImport => {
+            import(&store, &tmp.path().join("src"), "img")?;
+        }
+        When::WithImport => {
+            let options = ImportOptions {
+                name: Some("img".into()),
+                ..Default::default()
+            };
+            store.import_materialized(&tmp.path().join("src"), &options, Some(strategy))?;
+            assert!(
+                std::fs::read_dir(store.root().join("tmp"))?
+                    .next()
+                    .is_none(),
+                "staging left behind"
+            );
+        }
+    }
     let record = store.image("img")?;
     let mut overlay = Overlay::new();
     for layer in record.layers.iter().rev() {
         let id = layer.hex();
+        if let When::WithImport = when {
+            assert_eq!(store.layer_meta(&id)?.unwrap().materialized, Some(strategy));
+        }
         assert_eq!(store.materialize(&id, Some(strategy))?, strategy);
         overlay = overlay.lower(store.layer_tree(&id));
     }
@@ -73,7 +102,15 @@ fn stub_stack_mounts_to_the_applied_layers() -> anyhow::Result<()> {
     if !can_mount() {
         return Ok(());
     }
-    stack_equals_applied_layers(Strategy::Stub)
+    stack_equals_applied_layers(Strategy::Stub, When::AfterImport)
+}
+
+#[test]
+fn stubs_built_during_import_mount_to_the_applied_layers() -> anyhow::Result<()> {
+    if !can_mount() {
+        return Ok(());
+    }
+    stack_equals_applied_layers(Strategy::Stub, When::WithImport)
 }
 
 #[test]
@@ -81,7 +118,15 @@ fn hardlink_stack_mounts_to_the_applied_layers() -> anyhow::Result<()> {
     if !can_mount() {
         return Ok(());
     }
-    stack_equals_applied_layers(Strategy::Hardlink)
+    stack_equals_applied_layers(Strategy::Hardlink, When::AfterImport)
+}
+
+#[test]
+fn hardlinks_after_import_materialized_mount_to_the_applied_layers() -> anyhow::Result<()> {
+    if !can_mount() {
+        return Ok(());
+    }
+    stack_equals_applied_layers(Strategy::Hardlink, When::WithImport)
 }
 
 #[test]
@@ -89,7 +134,7 @@ fn copy_stack_mounts_to_the_applied_layers() -> anyhow::Result<()> {
     if !can_mount() {
         return Ok(());
     }
-    stack_equals_applied_layers(Strategy::Copy)
+    stack_equals_applied_layers(Strategy::Copy, When::AfterImport)
 }
 
 #[test]
@@ -126,5 +171,33 @@ fn stubs_and_hardlinks_copy_no_file_data() -> anyhow::Result<()> {
         store.layer_meta(base)?.unwrap().materialized,
         Some(Strategy::Hardlink)
     );
+    Ok(())
+}
+
+#[test]
+fn import_materialized_materializes_layers_the_store_already_had() -> anyhow::Result<()> {
+    if !can_mount() {
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    let image = Image::new(&sample_layers(), Comp::Gzip);
+    image.write_oci(&tmp.path().join("src"), "img");
+    let store = Store::open(tmp.path().join("store"))?;
+    let first = import(&store, &tmp.path().join("src"), "img")?;
+    let again = store.import_materialized(
+        &tmp.path().join("src"),
+        &Default::default(),
+        Some(Strategy::Stub),
+    )?;
+    assert!(again.layers.iter().all(|l| !l.imported));
+    for layer in &first.layers {
+        assert_eq!(
+            store.layer_meta(&layer.id)?.unwrap().materialized,
+            Some(Strategy::Stub)
+        );
+        assert!(store.layer_tree(&layer.id).is_dir());
+    }
+    let base = store.layer_tree(&first.layers[0].id).join("bin/tool");
+    assert_eq!(std::fs::symlink_metadata(base)?.len(), 70_000);
     Ok(())
 }
