@@ -16,6 +16,7 @@ use rustix::io::Errno;
 use strata_cow::conventions::{self, Namespace, Opacity, Stub, WhiteoutStyle};
 use strata_cow::xattr;
 
+use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
 use crate::lock::LockMode;
 use crate::object::ObjectId;
@@ -96,13 +97,18 @@ impl Store {
         let result = (|| {
             let tree = staging.join("tree");
             build_tree(self, strategy, &tree, &record.entries)?;
-            self.sync()?;
             let dest = self.layer_tree(id);
             if dest.exists() {
                 let old = staging.join("old");
                 fs::rename(&dest, &old).at(&dest)?;
             }
-            fs::rename(&tree, &dest).at(&dest)
+            fs::rename(&tree, &dest).at(&dest)?;
+            // A crash before the commit leaves a tree the record does not name: the next
+            // materialize replaces it.
+            let mut written = Written::default();
+            written.add_tree(&dest)?;
+            written.add(self.layer_dir(id));
+            self.sync(written)
         })();
         let _ = fs::remove_dir_all(&staging);
         result?;

@@ -16,6 +16,7 @@ use rustix::fs::{Access, AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
+use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
 
 /// Files at least this large are hashed with memory mapping and rayon.
@@ -98,6 +99,12 @@ pub(crate) struct Stage {
 }
 
 impl Stage {
+    /// The staging directory: sync it before [`Objects::publish`], or a crash could leave a
+    /// published object whose data never reached the disk, which later imports would trust.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Creates the staging directory `dir`.
     pub(crate) fn create(dir: PathBuf) -> Result<Self, StoreError> {
         fs::create_dir(&dir).at(&dir)?;
@@ -109,9 +116,9 @@ impl Stage {
 }
 
 impl Objects {
-    /// Opens the objects under `dir` (which must exist), creating its 256 fan-out directories.
+    /// Opens the objects under `dir`, which must exist. Fan-out directories are created as
+    /// objects need them: 256 mkdirs cost a new store 0.1 s on a busy file system.
     pub(crate) fn open(dir: PathBuf) -> Result<Self, StoreError> {
-        create_fanout(&dir)?;
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let fd = rustix::fs::open(&dir, flags, Mode::empty()).at(&dir)?;
         Ok(Objects {
@@ -209,47 +216,60 @@ impl Objects {
     }
 
     /// Moves every object staged in `stage` into place, in parallel, and removes the staging
-    /// directory. A concurrent writer of the same bytes may have won the race, which is fine:
-    /// the content is the same. Returns how many objects were new.
-    pub(crate) fn publish(&self, stage: &Stage) -> Result<u64, StoreError> {
+    /// directory; `written` learns the fan-out directories that gained entries (the objects'
+    /// data must be durable already: see [`Stage::dir`]). A concurrent
+    /// writer of the same bytes may have won the race, which is fine: the content is the same.
+    /// Returns how many objects were new.
+    pub(crate) fn publish(&self, stage: &Stage, written: &mut Written) -> Result<u64, StoreError> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let stage_fd = rustix::fs::open(&stage.dir, flags, Mode::empty()).at(&stage.dir)?;
         let ids: Vec<&ObjectId> = stage.staged.iter().collect();
-        let new = ids
+        let placed: Vec<Option<&ObjectId>> = ids
             .par_iter()
-            .map(|id| {
+            .map(|&id| {
                 let name = id.hex();
                 let dest = id.relative_path();
-                match rustix::fs::renameat_with(
-                    &stage_fd,
-                    &name,
-                    &self.fd,
-                    &dest,
-                    RenameFlags::NOREPLACE,
-                ) {
-                    Ok(()) => Ok(1),
+                let rename = || {
+                    rustix::fs::renameat_with(
+                        &stage_fd,
+                        &name,
+                        &self.fd,
+                        &dest,
+                        RenameFlags::NOREPLACE,
+                    )
+                };
+                let renamed = match rename() {
+                    Err(Errno::NOENT) => {
+                        let fanout = &dest[..2];
+                        match rustix::fs::mkdirat(&self.fd, fanout, Mode::from_raw_mode(0o755)) {
+                            Ok(()) | Err(Errno::EXIST) => {}
+                            Err(e) => return Err(e).at(&self.dir.join(fanout)),
+                        }
+                        rename()
+                    }
+                    other => other,
+                };
+                match renamed {
+                    Ok(()) => Ok(Some(id)),
                     Err(Errno::EXIST) => rustix::fs::unlinkat(&stage_fd, &name, AtFlags::empty())
-                        .map(|()| 0)
+                        .map(|()| None)
                         .at(&stage.dir.join(&name)),
                     Err(e) => Err(e).at(&self.dir.join(&dest)),
                 }
             })
-            .sum::<Result<u64, StoreError>>()?;
+            .collect::<Result<_, StoreError>>()?;
         fs::remove_dir(&stage.dir).at(&stage.dir)?;
+        let mut fanouts: Vec<u8> = placed.into_iter().flatten().map(|id| id.0[0]).collect();
+        let new = fanouts.len() as u64;
+        fanouts.sort_unstable();
+        fanouts.dedup();
+        for byte in fanouts {
+            written.add(self.dir.join(hex::encode([byte])));
+        }
+        // Where a fan-out directory was new.
+        written.add(self.dir.clone());
         Ok(new)
     }
-}
-
-/// Creates the 256 fan-out directories of the objects directory `dir`.
-fn create_fanout(dir: &Path) -> Result<(), StoreError> {
-    for byte in 0..=255u8 {
-        let sub = dir.join(hex::encode([byte]));
-        match fs::create_dir(&sub) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e).at(&sub),
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// Creates `path` for writing with mode 0444: the descriptor may write, nobody may later.
@@ -274,16 +294,6 @@ pub fn hash_file(path: &Path) -> Result<ObjectId, StoreError> {
     Ok(ObjectId(*hasher.finalize().as_bytes()))
 }
 
-/// Flushes everything written to the file system holding `dir` to stable storage: one syncfs
-/// instead of an fsync per object.
-///
-/// # References
-/// - [`syncfs(2)`](https://man7.org/linux/man-pages/man2/syncfs.2.html)
-pub(crate) fn sync_fs(dir: &Path) -> Result<(), StoreError> {
-    let fd = File::open(dir).at(dir)?;
-    rustix::fs::syncfs(&fd).at(dir)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,7 +315,9 @@ mod tests {
         let (b, second) = objects
             .stage_stream(&mut stage, &mut &b"hello"[..], 5)
             .unwrap();
-        assert_eq!(objects.publish(&stage).unwrap(), 1);
+        let mut written = Written::default();
+        assert_eq!(objects.publish(&stage, &mut written).unwrap(), 1);
+        assert!(!written.is_whole_fs());
         assert_eq!((a, first, second), (b, Inserted::New, Inserted::Existing));
         let path = objects.path(&a);
         assert_eq!(fs::read(&path).unwrap(), b"hello");
@@ -326,7 +338,7 @@ mod tests {
                 .stage_stream(&mut stage, &mut &b"abc"[..], 10)
                 .is_err()
         );
-        assert_eq!(fs::read_dir(&stage.dir).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(stage.dir()).unwrap().count(), 0);
     }
 
     #[test]

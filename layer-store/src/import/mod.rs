@@ -22,6 +22,7 @@ use serde::Serialize;
 use crate::compress::{self, Format};
 use crate::db::{IMAGES, LAYERS, NAMES};
 use crate::digest::Sha256;
+use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
 use crate::lock::LockMode;
 use crate::materialize::{MaterializeError, probe_strategy};
@@ -240,14 +241,7 @@ impl Store {
     ) -> Result<ImportReport, StoreError> {
         let _lock = self.lock(LockMode::Shared)?;
         let plan = plan(source, options.name.as_deref())?;
-        let present: Vec<bool> = plan
-            .layers
-            .iter()
-            .map(|l| match l.diff_id {
-                Some(d) => self.layer_meta(&d.hex()).map(|m| m.is_some()),
-                None => Ok(false),
-            })
-            .collect::<Result<_, _>>()?;
+        let present = self.present_layers(&plan)?;
         if let Some(progress) = options.progress {
             let total = plan
                 .layers
@@ -291,6 +285,24 @@ impl Store {
         result
     }
 
+    /// Which of the plan's layers the store has, in one read transaction (each opening of the
+    /// database costs fsyncs).
+    fn present_layers(&self, plan: &Plan) -> Result<Vec<bool>, StoreError> {
+        self.db.read(|txn| {
+            let table = txn.open_table(LAYERS).map_err(|e| self.db.err(e))?;
+            plan.layers
+                .iter()
+                .map(|l| match l.diff_id {
+                    Some(d) => Ok(table
+                        .get(d.hex().as_str())
+                        .map_err(|e| self.db.err(e))?
+                        .is_some()),
+                    None => Ok(false),
+                })
+                .collect()
+        })
+    }
+
     /// Publishes staged layers and names the image: the commit half of [`Store::import`].
     fn commit_import(
         &self,
@@ -319,8 +331,14 @@ impl Store {
         let mut objects_new = 0;
         let mut objects_existing = 0;
         let mut blob_bytes = 0;
+        let mut data = Written::default();
         for s in staged.iter().flatten() {
-            let published = self.objects.publish(&s.objects)?;
+            data.add_tree(s.objects.dir())?;
+        }
+        self.sync(data)?;
+        let mut written = Written::default();
+        for s in staged.iter().flatten() {
+            let published = self.objects.publish(&s.objects, &mut written)?;
             objects_new += published;
             objects_existing += s.objects_existing + (s.objects_new - published);
             blob_bytes += s.record.blob_size;
@@ -333,8 +351,10 @@ impl Store {
                 fs::remove_dir_all(&dest).at(&dest)?;
             }
             fs::rename(&s.dir, &dest).at(&dest)?;
+            written.add_tree(&dest)?;
         }
-        self.sync()?;
+        written.add(self.root().join("layers"));
+        self.sync(written)?;
         let manifest_digest = Sha256::of(&manifest);
         let names: Vec<String> = match &options.name {
             Some(name) => vec![name.clone()],
