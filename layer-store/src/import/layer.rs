@@ -198,6 +198,7 @@ impl Store {
         })?;
         let raw_prefix = std::mem::take(&mut tar.get_mut().kept);
         let (diff_id, tar_size) = tar.finish();
+        let diff_id = Sha256(diff_id);
         Ok(TarResult {
             parts,
             diff_id,
