@@ -74,6 +74,8 @@ struct Builder<'a> {
     created: HashMap<Vec<u8>, bool>,
     /// Directories whose metadata is applied at the end (children would bump their mtime).
     dirs: Vec<Entry>,
+    /// Stubs not created yet, by path: created in parallel, see [`Builder::create_pending`].
+    pending: HashMap<Vec<u8>, &'a Entry>,
 }
 
 impl Store {
@@ -170,11 +172,18 @@ pub(crate) fn build_tree(
         root,
         created: HashMap::new(),
         dirs: Vec::new(),
+        pending: HashMap::new(),
     };
     for entry in entries {
         builder.add(entry)?;
     }
+    builder.create_pending()?;
     builder.finish_dirs()
+}
+
+/// Whether `path` lies below directory `dir` (both relative to the tree).
+fn is_below(path: &[u8], dir: &[u8]) -> bool {
+    path.starts_with(dir) && path.get(dir.len()) == Some(&b'/')
 }
 
 fn os(bytes: &[u8]) -> &Path {
@@ -185,7 +194,7 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
     fn path(&self, rel: &[u8]) -> PathBuf {
         if rel.is_empty() {
             self.tree.clone()
@@ -215,7 +224,7 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn add(&mut self, entry: &Entry) -> Result<(), StoreError> {
+    fn add(&mut self, entry: &'a Entry) -> Result<(), StoreError> {
         let rel = entry.path.as_slice();
         self.ensure_parents(rel)?;
         let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
@@ -238,15 +247,11 @@ impl Builder<'_> {
         let path = self.path(rel);
         match self.created.get(rel) {
             Some(true) if is_dir => {}
-            Some(was_dir) => {
-                let removed = if *was_dir {
-                    fs::remove_dir_all(&path)
-                } else {
-                    fs::remove_file(&path)
-                };
-                removed.at(&path)?;
-                self.created
-                    .retain(|k, _| !(k.starts_with(rel) && k.get(rel.len()) == Some(&b'/')));
+            Some(&was_dir) => {
+                self.remove(rel, was_dir)?;
+                // Gone, with everything below: a directory replacing a file must be created.
+                self.created.remove(rel);
+                self.created.retain(|k, _| !is_below(k, rel));
             }
             None => {}
         }
@@ -260,12 +265,18 @@ impl Builder<'_> {
         }
         self.created.insert(rel.to_vec(), false);
         match &entry.kind {
+            // Stubs are most of a tree and independent of each other: created later, in parallel.
+            EntryKind::File { size, .. } if *size > 0 && self.strategy == Strategy::Stub => {
+                self.pending.insert(rel.to_vec(), entry);
+                Ok(())
+            }
             EntryKind::File { object, size } => self.file(&path, entry, object, *size),
             EntryKind::Symlink { target } => {
                 symlink(os(target), &path).at(&path)?;
                 self.set_meta(&path, entry, true)
             }
             EntryKind::Hardlink { target } => {
+                self.create_pending()?;
                 let from = self.path(target);
                 fs::hard_link(&from, &path).at(&path)
             }
@@ -292,12 +303,7 @@ impl Builder<'_> {
     fn whiteout(&mut self, parent: &[u8], target: &[u8]) -> Result<(), StoreError> {
         let path = self.path(target);
         if let Some(was_dir) = self.created.remove(target) {
-            let removed = if was_dir {
-                fs::remove_dir_all(&path)
-            } else {
-                fs::remove_file(&path)
-            };
-            removed.at(&path)?;
+            self.remove(target, was_dir)?;
         }
         let style = if self.root {
             WhiteoutStyle::CharDevice
@@ -309,6 +315,38 @@ impl Builder<'_> {
         conventions::create_whiteout(&path, style).at(&path)?;
         self.created.insert(target.to_vec(), false);
         Ok(())
+    }
+
+    /// Removes what this layer created at `rel` earlier (a later entry replaces it).
+    fn remove(&mut self, rel: &[u8], was_dir: bool) -> Result<(), StoreError> {
+        let path = self.path(rel);
+        if was_dir {
+            self.pending.retain(|k, _| !is_below(k, rel));
+            // Its metadata, applied at the end, would land on whatever replaces it.
+            self.dirs
+                .retain(|d| d.path.as_slice() != rel && !is_below(&d.path, rel));
+            fs::remove_dir_all(&path).at(&path)
+        } else if self.pending.remove(rel).is_some() {
+            // Never created.
+            Ok(())
+        } else {
+            fs::remove_file(&path).at(&path)
+        }
+    }
+
+    /// Creates the pending stubs, in parallel.
+    fn create_pending(&mut self) -> Result<(), StoreError> {
+        use rayon::prelude::*;
+        let pending: Vec<(Vec<u8>, &Entry)> =
+            std::mem::take(&mut self.pending).into_iter().collect();
+        pending
+            .par_iter()
+            .try_for_each(|(rel, entry)| match &entry.kind {
+                EntryKind::File { object, size } => {
+                    self.file(&self.path(rel), entry, object, *size)
+                }
+                _ => Ok(()),
+            })
     }
 
     fn file(

@@ -8,7 +8,9 @@ use strata_layer_store::{ImportOptions, Store, Strategy};
 
 use strata_diff::ApplyOptions;
 
-use crate::fixtures::{Comp, Image, apply_model, read_meta, read_tree, sample_layers};
+use std::collections::BTreeMap;
+
+use crate::fixtures::{Comp, Image, Item, Meta, apply_model, read_meta, read_tree, sample_layers};
 use crate::import;
 
 /// True when the test may mount; false (after saying why) when it must skip.
@@ -34,8 +36,20 @@ enum When {
 }
 
 fn stack_equals_applied_layers(strategy: Strategy, when: When) -> anyhow::Result<()> {
+    let mounted_meta = stack_matches(&sample_layers(), strategy, when)?;
+    assert_eq!(mounted_meta["bin/tool"].0, 1000);
+    Ok(())
+}
+
+/// Mounts the stack of `layers` materialized by `strategy`, compares it with the model and with
+/// the diff crate's applier, and returns the mounted metadata.
+fn stack_matches(
+    layers: &[Vec<Item>],
+    strategy: Strategy,
+    when: When,
+) -> anyhow::Result<BTreeMap<String, Meta>> {
     let tmp = tempfile::tempdir()?;
-    let layers = sample_layers();
+    let layers = layers.to_vec();
     let image = Image::new(&layers, Comp::Zstd);
     image.write_oci(&tmp.path().join("src"), "img");
     let store = Store::open(tmp.path().join("store"))?;
@@ -93,7 +107,32 @@ fn stack_equals_applied_layers(strategy: Strategy, when: When) -> anyhow::Result
     }
     assert_eq!(mounted, read_tree(&applied), "{strategy:?}");
     assert_eq!(mounted_meta, read_meta(&applied), "{strategy:?}");
-    assert_eq!(mounted_meta["bin/tool"].0, 1000);
+    Ok(mounted_meta)
+}
+
+#[test]
+fn entries_a_layer_replaces_itself_are_gone_from_its_tree() -> anyhow::Result<()> {
+    if !can_mount() {
+        return Ok(());
+    }
+    let big = |b: u8| vec![b; 3000];
+    let layer = vec![
+        // A directory of stubs, then a file in its place.
+        Item::Dir("a".into(), 0o755),
+        Item::File("a/x".into(), big(1), 0o644),
+        Item::File("a/y".into(), big(2), 0o644),
+        Item::File("a".into(), big(3), 0o644),
+        // A stub, then a directory in its place, with a child.
+        Item::File("b".into(), big(4), 0o644),
+        Item::Dir("b".into(), 0o755),
+        Item::File("b/z".into(), big(5), 0o644),
+        // A hard link to a stub.
+        Item::File("d".into(), big(7), 0o644),
+        Item::Hardlink("e".into(), "d".into()),
+    ];
+    for when in [When::AfterImport, When::WithImport] {
+        stack_matches(std::slice::from_ref(&layer), Strategy::Stub, when)?;
+    }
     Ok(())
 }
 
