@@ -46,7 +46,7 @@ fn pull(c: &mut Criterion) {
         );
         return;
     }
-    let registry = server::Registry::start(false);
+    let registry = server::Registry::start(server::Access::Open);
     let reference = registry.reference("bench:1");
     skopeo(&[
         "copy",

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use strata_snapshotter::grpc::proto::services::snapshots::v1 as pb;
 use strata_snapshotter::{Labels, Snapshotter};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 type Client = pb::snapshots_client::SnapshotsClient<Channel>;
 
@@ -124,22 +124,6 @@ impl Drop for Daemon {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         let _ = self.0.wait();
     }
-}
-
-async fn connect(socket: PathBuf) -> Client {
-    let channel = Endpoint::try_from("http://[::]:0")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap();
-    Client::new(channel)
 }
 
 /// A target of the gRPC benches: a socket, the snapshotter name and namespace to send.
@@ -262,7 +246,9 @@ fn grpc(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("snapshot/grpc");
     for t in &targets {
-        let mut client = rt.block_on(connect(t.socket.clone()));
+        let mut client = rt
+            .block_on(strata_snapshotter::grpc::connect(t.socket.clone()))
+            .unwrap();
         let base = unique("base");
         rt.block_on(async {
             prepare(&mut client, t, &format!("{base}-a"), "").await;

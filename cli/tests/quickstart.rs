@@ -1,31 +1,19 @@
 //! `strata quickstart` through the built binary: twice on one store, checked with umoci.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
+use common::{can_mount, ok_json};
+
 fn quickstart(root: &Path) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--root")
-        .arg(root)
-        .args(["--json", "quickstart"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "quickstart: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    ok_json(root, &["quickstart"]).unwrap()
 }
 
 #[test]
 fn quickstart_runs_twice_and_exports_an_unpackable_image() {
-    if !rustix::process::geteuid().is_root() {
-        assert!(
-            std::env::var_os("STRATA_REQUIRE_ROOT").is_none_or(|v| v != "1"),
-            "STRATA_REQUIRE_ROOT=1 but not root"
-        );
-        eprintln!("skipped: quickstart mounts, which needs root");
+    if !can_mount() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -73,16 +61,7 @@ fn quickstart_runs_twice_and_exports_an_unpackable_image() {
     );
 
     // Each run removes its container snapshot; nothing stays mounted.
-    let ls = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--root")
-        .arg(&root)
-        .args(["--json", "ls"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&ls.stdout).unwrap(),
-        serde_json::json!([])
-    );
+    assert_eq!(ok_json(&root, &["ls"]).unwrap(), serde_json::json!([]));
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     assert!(!mounts.contains(root.to_str().unwrap()));
 }

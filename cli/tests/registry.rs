@@ -1,37 +1,51 @@
 //! `strata pull|push|history` through the built binary, against a real registry.
 
+#[path = "../../layer-store/tests/registry/index.rs"]
+mod index;
 #[allow(dead_code)]
 #[path = "../../layer-store/tests/registry/server.rs"]
 mod server;
+#[allow(dead_code)]
+#[path = "../../layer-store/tests/registry/token.rs"]
+mod token;
 
 use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use anyhow::Context;
+mod common;
+
+use common::{ok_json, strata};
 use server::Registry;
 use strata_layer_store::digest::Sha256;
+use strata_layer_store::registry::Platform;
 
-fn strata(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .expect("running strata")
+/// `strata --root ROOT`, ready for arguments.
+fn strata_cmd(root: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.arg("--root").arg(root);
+    cmd
 }
 
-fn ok_json(root: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-    let mut full = vec!["--json"];
-    full.extend_from_slice(args);
-    let out = strata(root, &full);
+/// Runs `cmd`, failing with its stderr unless it succeeds.
+fn succeed(cmd: &mut Command) -> anyhow::Result<Output> {
+    let out = cmd.output()?;
     anyhow::ensure!(
         out.status.success(),
-        "strata {args:?} failed: {}",
+        "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).context("stdout is one JSON document")
+    Ok(out)
+}
+
+/// A store at `TMP/a` holding the image of [`write_layout`] as `app`.
+fn source_store(tmp: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let layout = tmp.join("layout");
+    write_layout(&layout);
+    let a = tmp.join("a");
+    ok_json(&a, &["import", layout.to_str().unwrap(), "--name", "app"])?;
+    Ok(a)
 }
 
 /// A gzip layer blob holding `name` with `len` bytes, and its diff_id.
@@ -49,11 +63,12 @@ fn layer(name: &str, len: usize) -> (Vec<u8>, String) {
     (gz.finish().unwrap(), Sha256::of(&tar).to_string())
 }
 
-/// Writes an OCI layout of two layers whose config history has an empty-layer step between
-/// them; returns the layer blob digests.
-fn write_layout(dir: &Path) -> Vec<String> {
-    let (a, a_diff) = layer("base.txt", 100_000);
-    let (b, b_diff) = layer("app.txt", 50_000);
+/// Writes the blobs of an image of two layers (files `base{variant}.txt`, `app{variant}.txt`)
+/// whose config history has an empty-layer step between them into the OCI layout at `dir`;
+/// returns its manifest and the layer blob digests.
+fn write_image(dir: &Path, variant: &str) -> (Vec<u8>, Vec<String>) {
+    let (a, a_diff) = layer(&format!("base{variant}.txt"), 100_000);
+    let (b, b_diff) = layer(&format!("app{variant}.txt"), 50_000);
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": [a_diff, b_diff]},
@@ -79,16 +94,25 @@ fn write_layout(dir: &Path) -> Vec<String> {
         fs::write(blobs.join(Sha256::of(bytes).hex()), bytes).unwrap();
     }
     fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [
-        desc("application/vnd.oci.image.manifest.v1+json", &manifest)
-    ]});
+    let digests = vec![Sha256::of(&a).to_string(), Sha256::of(&b).to_string()];
+    (manifest, digests)
+}
+
+/// Writes an OCI layout holding the image of [`write_image`]; returns its layer blob digests.
+fn write_layout(dir: &Path) -> Vec<String> {
+    let (manifest, digests) = write_image(dir, "");
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": Sha256::of(&manifest).to_string(),
+        "size": manifest.len(),
+    }]});
     fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    vec![Sha256::of(&a).to_string(), Sha256::of(&b).to_string()]
+    digests
 }
 
 #[test]
 fn push_pull_history_through_the_cli() -> anyhow::Result<()> {
-    let registry = Registry::start(false);
+    let registry = Registry::start(server::Access::Open);
     let tmp = tempfile::tempdir()?;
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let layout = tmp.path().join("layout");
@@ -142,7 +166,7 @@ fn push_pull_history_through_the_cli() -> anyhow::Result<()> {
 
 #[test]
 fn pull_errors_name_the_reference() {
-    let registry = Registry::start(false);
+    let registry = Registry::start(server::Access::Open);
     let tmp = tempfile::tempdir().unwrap();
     let reference = registry.reference("absent:1");
     let out = strata(tmp.path(), &["pull", &reference, "--insecure"]);
@@ -155,28 +179,55 @@ fn pull_errors_name_the_reference() {
 }
 
 #[test]
-fn basic_auth_password_from_stdin() -> anyhow::Result<()> {
-    let registry = Registry::start(true);
+fn platform_chooses_from_an_index() -> anyhow::Result<()> {
+    let registry = Registry::start(server::Access::Open);
     let tmp = tempfile::tempdir()?;
     let layout = tmp.path().join("layout");
-    write_layout(&layout);
-    let a = tmp.path().join("a");
-    ok_json(&a, &["import", layout.to_str().unwrap(), "--name", "app"])?;
+    let (native, _) = write_image(&layout, "-native");
+    let (foreign, _) = write_image(&layout, "-foreign");
+    let host = Platform::host().to_string();
+    let other = if host == "linux/arm64" {
+        "linux/amd64"
+    } else {
+        "linux/arm64"
+    };
+    index::write_index(&layout, "multi", &[(&native, &host), (&foreign, other)]);
+    let reference = registry.reference("multi:1");
+    let status = Command::new("skopeo")
+        .args(["copy", "--quiet", "--all", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:multi", layout.display()))
+        .arg(format!("docker://{reference}"))
+        .status()?;
+    anyhow::ensure!(status.success(), "skopeo copy --all failed");
+
+    let root = tmp.path().join("store");
+    let pull = ["pull", reference.as_str(), "--insecure"];
+    let pulled = ok_json(&root, &pull)?;
+    assert_eq!(pulled["image"], Sha256::of(&native).hex());
+    let chosen = [&pull[..], &["--platform", other, "--name", "other"]].concat();
+    let pulled = ok_json(&root, &chosen)?;
+    assert_eq!(pulled["image"], Sha256::of(&foreign).hex());
+    let missing = strata(&root, &[&pull[..], &["--platform", "linux/s390x"]].concat());
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("no image for platform linux/s390x") && stderr.contains(&reference),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[test]
+fn basic_auth_password_from_stdin() -> anyhow::Result<()> {
+    let registry = Registry::start(server::Access::Basic);
+    let tmp = tempfile::tempdir()?;
+    let a = source_store(tmp.path())?;
     let reference = registry.reference("private/app:1");
     let denied = strata(&a, &["push", "app", &reference, "--insecure"]);
     assert!(!denied.status.success());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--root")
-        .arg(&a)
-        .args([
-            "push",
-            "app",
-            &reference,
-            "--insecure",
-            "--username",
-            server::USER,
-        ])
-        .arg("--password-stdin")
+    let mut child = strata_cmd(&a)
+        .args(["push", "app", &reference, "--insecure"])
+        .args(["--username", server::USER, "--password-stdin"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -189,17 +240,48 @@ fn basic_auth_password_from_stdin() -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     let b = tmp.path().join("b");
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--root")
-        .arg(&b)
-        .args(["pull", &reference, "--insecure", "--username", server::USER])
-        .env("STRATA_REGISTRY_PASSWORD", server::PASSWORD)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeed(
+        strata_cmd(&b)
+            .args(["pull", &reference, "--insecure", "--username", server::USER])
+            .env("STRATA_REGISTRY_PASSWORD", server::PASSWORD),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn bearer_token_from_credentials_or_the_environment() -> anyhow::Result<()> {
+    let tokens = token::TokenServer::start();
+    let (realm, cert) = (tokens.realm(), tokens.cert());
+    let registry = Registry::start(server::Access::Token {
+        realm: &realm,
+        cert: &cert,
+    });
+    let tmp = tempfile::tempdir()?;
+    let a = source_store(tmp.path())?;
+    let reference = registry.reference("private/app:1");
+    // User and password are traded for a token at the registry's token server.
+    succeed(
+        strata_cmd(&a)
+            .args(["push", "app", &reference, "--insecure"])
+            .env("STRATA_REGISTRY_USER", server::USER)
+            .env("STRATA_REGISTRY_PASSWORD", server::PASSWORD),
+    )?;
+    anyhow::ensure!(tokens.issued() > 0, "no token was asked for");
+
+    let b = tmp.path().join("b");
+    let denied = strata(&b, &["pull", &reference, "--insecure"]);
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains(&reference));
+    let out = succeed(
+        strata_cmd(&b)
+            .args(["--json", "pull", &reference, "--insecure"])
+            .env(
+                "STRATA_REGISTRY_TOKEN",
+                tokens.token("repository:private/app:pull"),
+            ),
+    )?;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(report["layers"].as_array().map(Vec::len), Some(2));
     Ok(())
 }
 
@@ -255,7 +337,7 @@ impl StallingProxy {
 
 #[test]
 fn a_pull_killed_mid_blob_resumes_where_it_stopped() -> anyhow::Result<()> {
-    let registry = Registry::start(false);
+    let registry = Registry::start(server::Access::Open);
     let tmp = tempfile::tempdir()?;
     let a = tmp.path().join("a");
     let big = tmp.path().join("big.tar.gz");
@@ -285,9 +367,7 @@ fn a_pull_killed_mid_blob_resumes_where_it_stopped() -> anyhow::Result<()> {
 
     let proxy = StallingProxy::start(registry.port, 512 << 10);
     let target = tmp.path().join("b");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--root")
-        .arg(&target)
+    let mut child = strata_cmd(&target)
         .args([
             "pull",
             &format!("127.0.0.1:{}/big:1", proxy.port),

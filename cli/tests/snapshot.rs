@@ -3,32 +3,17 @@
 #[path = "snapshot/containerd.rs"]
 mod containerd;
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn strata(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .unwrap()
-}
+use std::process::Command;
 
-fn ok(root: &Path, args: &[&str]) -> String {
-    let out = strata(root, args);
-    assert!(
-        out.status.success(),
-        "strata {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::daemon::Daemon;
+use common::{can_mount, ok, ok_json, strata};
 
 fn json(root: &Path, args: &[&str]) -> serde_json::Value {
-    let mut with_json = vec!["--json"];
-    with_json.extend_from_slice(args);
-    serde_json::from_str(&ok(root, &with_json)).unwrap()
+    ok_json(root, args).unwrap()
 }
 
 fn fails(root: &Path, args: &[&str]) -> String {
@@ -125,12 +110,7 @@ fn errors_name_the_key_and_exit_non_zero() {
 
 #[test]
 fn mount_write_umount() {
-    if !rustix::process::geteuid().is_root() {
-        assert!(
-            std::env::var_os("STRATA_REQUIRE_ROOT").is_none_or(|v| v != "1"),
-            "STRATA_REQUIRE_ROOT=1 but not root"
-        );
-        eprintln!("skipped: mounting needs root");
+    if !can_mount() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -165,19 +145,6 @@ fn mount_write_umount() {
     );
     drop(guard);
     assert!(fails(&root, &["umount", target.to_str().unwrap()]).contains(target.to_str().unwrap()));
-}
-
-/// Whether mount tests can run; skips (or fails under STRATA_REQUIRE_ROOT=1) when not root.
-fn can_mount() -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("STRATA_REQUIRE_ROOT").is_none_or(|v| v != "1"),
-        "STRATA_REQUIRE_ROOT=1 but not root"
-    );
-    eprintln!("skipped: mounting needs root");
-    false
 }
 
 /// A one-file layer tar.
@@ -319,4 +286,28 @@ fn commit_image_exports_what_the_container_sees() {
     let seen = tree(&target);
     assert!(seen.contains_key("etc/motd") && !seen.contains_key("hello.txt"));
     assert_eq!(tree(&bundle.join("rootfs")), seen);
+}
+
+/// While `strata serve` keeps the store's database open, other commands on that store fail at
+/// once with an error naming the server's pid, rather than wait for it forever; once it
+/// stops they work again.
+#[test]
+fn commands_on_a_served_store_fail_fast_naming_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_strata"));
+    serve
+        .arg("--root")
+        .arg(&root)
+        .args(["serve", "--address"])
+        .arg(dir.path().join("s.sock"));
+    let mut server = Daemon::start("strata serve", serve, "serving snapshots on");
+    let in_use = format!("in use by process {}", server.pid());
+    for args in [&["images"][..], &["ls"], &["gc"], &["prepare", "k"]] {
+        let err = fails(&root, args);
+        assert!(err.contains(&in_use), "strata {args:?}: {err}");
+    }
+    server.kill(rustix::process::Signal::TERM);
+    ok(&root, &["prepare", "k"]);
+    assert_eq!(json(&root, &["images"]), serde_json::json!([]));
 }

@@ -3,30 +3,12 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use anyhow::Context;
 
-fn strata(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .expect("running strata")
-}
-
-fn ok_json(root: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-    let mut full = vec!["--json"];
-    full.extend_from_slice(args);
-    let out = strata(root, &full);
-    anyhow::ensure!(
-        out.status.success(),
-        "strata {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).context("stdout is one JSON document")
-}
+mod common;
+use common::{ok_json, strata};
 
 /// A gzip layer tar of `files`.
 fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {

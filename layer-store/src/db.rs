@@ -5,7 +5,9 @@
 //! opened with [`Store::open`](crate::Store::open) therefore opens the database only for the
 //! length of each transaction, serialized across processes by an `flock` on `<root>/db.lock`; a
 //! long-running process that keeps the database open (the snapshotter) passes its handle to
-//! [`Store::open_with_db`](crate::Store::open_with_db) and should hold `db.lock` itself.
+//! [`Store::open_with_db`](crate::Store::open_with_db) and holds `db.lock` for its life as a
+//! [`DatabaseOwner`](crate::DatabaseOwner); transactions of other processes then fail with
+//! [`StoreError::InUse`](crate::StoreError::InUse) rather than wait for it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use redb::{Database, MultimapTableDefinition, TableDefinition, WriteTransaction};
 
 use crate::error::StoreError;
-use crate::lock::{self, LockMode};
+use crate::lock;
 
 /// Layer id (diff_id hex) → [`LayerMeta`](crate::record::LayerMeta) record.
 pub(crate) const LAYERS: TableDefinition<&str, &[u8]> = TableDefinition::new("layer_store.layers");
@@ -34,8 +36,8 @@ pub(crate) enum DbAccess {
     Transient {
         /// `strata.redb`.
         path: PathBuf,
-        /// `db.lock`.
-        lock: PathBuf,
+        /// The store root, whose `db.lock` serializes transactions across processes.
+        root: PathBuf,
     },
 }
 
@@ -44,7 +46,7 @@ impl DbAccess {
     pub(crate) fn transient(root: &Path) -> Self {
         DbAccess::Transient {
             path: root.join("strata.redb"),
-            lock: root.join("db.lock"),
+            root: root.to_owned(),
         }
     }
 
@@ -62,8 +64,8 @@ impl DbAccess {
     ) -> Result<R, StoreError> {
         match self {
             DbAccess::Shared(db) => f(db),
-            DbAccess::Transient { path, lock } => {
-                let _guard = lock::acquire(lock, LockMode::Exclusive)?;
+            DbAccess::Transient { path, root } => {
+                let _guard = lock::acquire_database(root)?;
                 let db = Database::create(path).map_err(|e| StoreError::db(path, e))?;
                 f(&db)
             }

@@ -86,6 +86,18 @@ pub enum StoreError {
         /// Who uses it (an image name or a GC root owner).
         user: String,
     },
+    /// Another process keeps the store's metadata database open for its whole life (a
+    /// snapshotter, as `strata serve` does), so this one cannot open it.
+    #[error(
+        "store {root} is in use by process {pid}, which keeps its database open \
+         (is `strata serve` running on it?)"
+    )]
+    InUse {
+        /// The store root.
+        root: PathBuf,
+        /// The process holding the database.
+        pid: i32,
+    },
 }
 
 impl StoreError {

@@ -61,6 +61,7 @@ pub use gc::{GcOptions, GcReport};
 pub use import::{
     ImportError, ImportOptions, ImportProgress, ImportReport, LayerBlob, StagedLayer,
 };
+pub use lock::{DatabaseOwner, LockGuard};
 pub use materialize::{MaterializeError, probe_strategy};
 pub use record::{ImageRecord, LayerMeta, LayerRecord, Strategy};
 pub use store::{Durability, Store};

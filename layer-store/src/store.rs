@@ -139,6 +139,19 @@ impl Store {
         lock::acquire(&self.root.join("lock"), mode)
     }
 
+    /// Keeps GC and `fsck --repair` from removing anything, in any process, until the guard
+    /// drops (they wait; imports and other holds do not).
+    ///
+    /// Take it before reading an image whose layers your own records will reference (e.g. a
+    /// snapshotter registering GC roots) and drop it once those references are committed;
+    /// otherwise a GC between the read and the commit may remove the layers.
+    ///
+    /// # Errors
+    /// The lock file cannot be opened or locked.
+    pub fn hold(&self) -> Result<LockGuard, StoreError> {
+        self.lock(LockMode::Shared)
+    }
+
     /// Every image, ordered by id.
     pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
         self.db.read(|txn| {

@@ -135,6 +135,9 @@ pub enum Error {
         /// What the layer store said.
         source: Box<strata_layer_store::StoreError>,
     },
+    /// The store root could not be used (e.g. another process keeps its database open).
+    #[error(transparent)]
+    Store(Box<strata_layer_store::StoreError>),
     /// The layer store passed lives in another root than the snapshotter.
     #[error("layer store {root} is not in the snapshotter's root")]
     ForeignStore {
@@ -206,6 +209,10 @@ impl Error {
             | Error::Filter(_) => ErrorKind::InvalidArgument,
             Error::Image { source, .. } => match **source {
                 strata_layer_store::StoreError::ImageNotFound { .. } => ErrorKind::NotFound,
+                _ => ErrorKind::Internal,
+            },
+            Error::Store(source) => match **source {
+                strata_layer_store::StoreError::InUse { .. } => ErrorKind::FailedPrecondition,
                 _ => ErrorKind::Internal,
             },
             Error::BatchAborted(inner) => inner.kind(),

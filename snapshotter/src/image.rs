@@ -34,6 +34,9 @@ impl Snapshotter {
             image: image.to_owned(),
             source: Box::new(source),
         };
+        // Until the snapshot's record (and with it its GC roots) commits, only this hold keeps
+        // a GC in another process from removing the layers of an image removed meanwhile.
+        let _hold = store.hold().map_err(layer_error)?;
         let record = store.image(image).map_err(layer_error)?;
         let layers: Vec<String> = record.layers.iter().rev().map(|d| d.hex()).collect();
         let strategies = store

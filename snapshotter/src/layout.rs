@@ -147,26 +147,6 @@ impl Layout {
     }
 }
 
-/// Takes `<root>/db.lock` exclusively, waiting for other holders: the layer store opens
-/// `strata.redb` per transaction under this lock, so a process holding the database open holds
-/// the lock too, and other processes wait instead of failing to open the database.
-///
-/// # References
-/// - [flock(2)](https://man7.org/linux/man-pages/man2/flock.2.html)
-pub(crate) fn lock_database(root: &Path) -> Result<fs::File> {
-    let path = root.join("db.lock");
-    let file = fs::File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(Error::io("open", &path))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| Error::io("lock", &path)(e.into()))?;
-    Ok(file)
-}
-
 fn mkdir(path: &Path, mode: u32) -> Result<()> {
     fs::DirBuilder::new()
         .mode(mode)

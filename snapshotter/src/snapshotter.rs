@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use strata_cow::overlay::OverlayOptions;
+use strata_layer_store::DatabaseOwner;
 
 use redb::{Database, ReadableDatabase, ReadableMultimapTable, ReadableTable};
 
@@ -27,7 +28,7 @@ pub struct Snapshotter {
     pool: Arc<Pool>,
     closed: AtomicBool,
     /// `db.lock`, held while this handle has the database open (see [`Snapshotter::open`]).
-    _db_lock: Option<std::fs::File>,
+    _db_owner: Option<DatabaseOwner>,
 }
 
 /// Where a snapshot's dirs are, and those of its ancestors: what its mounts are made of.
@@ -67,14 +68,15 @@ impl Snapshotter {
     /// `<root>/strata.redb`, and removes what a crash left behind.
     ///
     /// The handle keeps the database open and holds `<root>/db.lock` until dropped, so other
-    /// processes using the store (the layer store's CLI commands) wait for it.
+    /// processes using the store (the layer store's CLI commands, another snapshotter) fail
+    /// with an error naming this process rather than open the database beside it.
     pub fn open(root: impl AsRef<Path>) -> Result<Snapshotter> {
         let root = root.as_ref();
         let layout = Layout::create(root)?;
-        let lock = crate::layout::lock_database(root)?;
+        let owner = DatabaseOwner::acquire(root).map_err(|e| Error::Store(Box::new(e)))?;
         let db = Database::create(root.join("strata.redb"))?;
         let mut snapshotter = Snapshotter::with_layout(layout, Arc::new(db))?;
-        snapshotter._db_lock = Some(lock);
+        snapshotter._db_owner = Some(owner);
         Ok(snapshotter)
     }
 
@@ -107,7 +109,7 @@ impl Snapshotter {
             batcher: Batcher::new(db, Box::new(move || sync_layout.sync_snapshots())),
             pool,
             closed: AtomicBool::new(false),
-            _db_lock: None,
+            _db_owner: None,
         };
         snapshotter.cleanup()?;
         Ok(snapshotter)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use strata_snapshotter::Snapshotter;
 use strata_snapshotter::grpc::proto::services::snapshots::v1 as pb;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 type Client = pb::snapshots_client::SnapshotsClient<Channel>;
 
@@ -21,24 +21,28 @@ async fn start() -> (tempfile::TempDir, Client) {
         listener,
         std::future::pending(),
     ));
-    let channel = Endpoint::try_from("http://[::]:0")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap();
-    (dir, Client::new(channel))
+    let client = strata_snapshotter::grpc::connect(socket).await.unwrap();
+    (dir, client)
 }
 
 fn code<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
     r.map(drop).unwrap_err().code()
 }
+
+/// A request naming one snapshot by key; containerd's key-only requests share this shape.
+macro_rules! by_key {
+    ($($name:ident => $request:ident),* $(,)?) => {$(
+        fn $name(key: &str) -> pb::$request {
+            pb::$request { snapshotter: "strata".into(), key: key.into() }
+        }
+    )*};
+}
+by_key!(
+    stat_of => StatSnapshotRequest,
+    mounts_of => MountsRequest,
+    remove_of => RemoveSnapshotRequest,
+    usage_of => UsageRequest,
+);
 
 fn prepare(key: &str, parent: &str) -> pb::PrepareSnapshotRequest {
     pb::PrepareSnapshotRequest {
@@ -93,10 +97,7 @@ async fn operations_and_error_codes() {
     assert!(view[0].options.contains(&"ro".to_owned()));
 
     let info = c
-        .stat(pb::StatSnapshotRequest {
-            snapshotter: "strata".into(),
-            key: "b".into(),
-        })
+        .stat(stat_of("b"))
         .await
         .unwrap()
         .into_inner()
@@ -143,26 +144,10 @@ async fn operations_and_error_codes() {
         names
     };
     assert_eq!(listed, ["b", "v"]);
-    let usage = c
-        .usage(pb::UsageRequest {
-            snapshotter: "strata".into(),
-            key: "b".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let usage = c.usage(usage_of("b")).await.unwrap().into_inner();
     assert_eq!(usage.inodes, 1);
 
-    assert_eq!(
-        code(
-            c.stat(pb::StatSnapshotRequest {
-                snapshotter: "strata".into(),
-                key: "ghost".into()
-            })
-            .await
-        ),
-        Code::NotFound
-    );
+    assert_eq!(code(c.stat(stat_of("ghost")).await), Code::NotFound);
     assert_eq!(
         code(c.prepare(prepare("b", "base")).await),
         Code::AlreadyExists
@@ -177,23 +162,11 @@ async fn operations_and_error_codes() {
         Code::FailedPrecondition
     );
     assert_eq!(
-        code(
-            c.mounts(pb::MountsRequest {
-                snapshotter: "strata".into(),
-                key: "base".into()
-            })
-            .await
-        ),
+        code(c.mounts(mounts_of("base")).await),
         Code::FailedPrecondition
     );
     assert_eq!(
-        code(
-            c.remove(pb::RemoveSnapshotRequest {
-                snapshotter: "strata".into(),
-                key: "base".into()
-            })
-            .await
-        ),
+        code(c.remove(remove_of("base")).await),
         Code::FailedPrecondition
     );
     let bad_filter = c
@@ -226,14 +199,7 @@ async fn colliding_clients_have_one_winner() {
                 tokio::spawn(async move { c.prepare(prepare(&key, "base")).await.map(drop) })
             })
             .collect();
-        let mut ok = 0;
-        for t in tasks {
-            match t.await.unwrap() {
-                Ok(()) => ok += 1,
-                Err(status) => assert_eq!(status.code(), Code::AlreadyExists, "{status}"),
-            }
-        }
-        assert_eq!(ok, 1);
+        assert_one_winner(tasks).await;
 
         for i in 0..8 {
             c.prepare(prepare(&format!("r{round}-{i}"), "base"))
@@ -250,13 +216,18 @@ async fn colliding_clients_have_one_winner() {
                 })
             })
             .collect();
-        let mut ok = 0;
-        for t in tasks {
-            match t.await.unwrap() {
-                Ok(()) => ok += 1,
-                Err(status) => assert_eq!(status.code(), Code::AlreadyExists, "{status}"),
-            }
-        }
-        assert_eq!(ok, 1);
+        assert_one_winner(tasks).await;
     }
+}
+
+/// Exactly one of the colliding requests succeeded; every other one got AlreadyExists.
+async fn assert_one_winner(tasks: Vec<tokio::task::JoinHandle<Result<(), tonic::Status>>>) {
+    let mut winners = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => winners += 1,
+            Err(status) => assert_eq!(status.code(), Code::AlreadyExists, "{status}"),
+        }
+    }
+    assert_eq!(winners, 1);
 }

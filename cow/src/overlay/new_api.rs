@@ -177,13 +177,7 @@ mod tests {
     /// need no escaping with `lowerdir+`, and a path over 255 bytes goes as `/proc/self/fd/N`.
     #[test]
     fn layers_by_string_and_by_fd_mount_alike() {
-        if !rustix::process::geteuid().is_root() {
-            assert_ne!(
-                std::env::var("STRATA_REQUIRE_ROOT").as_deref(),
-                Ok("1"),
-                "needs root"
-            );
-            eprintln!("skipped: mounting needs root");
+        if !strata_testkit::can_mount() {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();

@@ -6,18 +6,7 @@ use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
 
-/// True when mounting is possible; otherwise prints why the test is skipped, or panics when
-/// `STRATA_REQUIRE_ROOT=1` demands that it run.
-pub fn can_mount() -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var_os("STRATA_REQUIRE_ROOT").is_some_and(|v| v == "1") {
-        panic!("STRATA_REQUIRE_ROOT=1 but this test runs without root");
-    }
-    eprintln!("skipped: mounting needs root (run as root or set STRATA_REQUIRE_ROOT=1 to fail)");
-    false
-}
+pub use strata_testkit::can_mount;
 
 /// Returns early from a test (with `Ok(())`) when it cannot mount.
 macro_rules! require_root {

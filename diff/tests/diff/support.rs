@@ -170,19 +170,7 @@ fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Node>) {
     }
 }
 
-/// True when this process may mount and chown; otherwise prints why the test is skipped, or
-/// fails when `STRATA_REQUIRE_ROOT=1`.
-pub fn is_root(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("STRATA_REQUIRE_ROOT").as_deref() != Ok("1"),
-        "{test} needs root and STRATA_REQUIRE_ROOT=1"
-    );
-    eprintln!("skipping {test}: needs root");
-    false
-}
+pub use strata_testkit::can_mount;
 
 /// A raw tar built entry by entry, with names written verbatim (hostile ones included).
 #[derive(Default)]

@@ -1,24 +1,25 @@
 //! Fetching one layer blob: its bytes stream from the registry straight into the store's
-//! verifying import, and are appended to `tmp/pull/<digest hex>` on the way. When a pull is
-//! interrupted, the next one feeds that file to the import first (rehashing it: the sha256 state
-//! is rebuilt from the bytes, never trusted) and asks the registry only for the rest, with an
-//! HTTP range request. The file is locked while in use, so concurrent pulls of one blob take
-//! turns, and the second finds the layer already in the store.
+//! verifying import, and are appended to `tmp/pull/<digest hex>` on the way (see `download`).
+//! When a pull is interrupted, the next one feeds that file to the import first (rehashing it:
+//! the sha256 state is rebuilt from the bytes, never trusted) and asks the registry only for the
+//! rest, with an HTTP range request. The file is locked while in use, so concurrent pulls of one
+//! blob take turns, and the second finds the layer already in the store.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use oci_client::client::BlobResponse;
+use oci_client::errors::OciDistributionError;
 use rustix::fs::FlockOperation;
 
 use crate::error::{IoContext, StoreError};
 use crate::import::{ImportError, ImportProgress, LayerBlob, StagedLayer};
 use crate::registry::RegistryError;
+use crate::registry::download::Download;
 use crate::registry::pull::{PullOptions, PullProgress};
 use crate::registry::session::Session;
 use crate::store::Store;
@@ -65,7 +66,7 @@ pub(crate) fn fetch_layer(
     let dir = store.tmp_dir().join("pull");
     fs::create_dir_all(&dir).at(&dir).map_err(layer_err)?;
     let path = dir.join(blob.digest.hex());
-    let mut file = lock_partial(&path).map_err(layer_err)?;
+    let file = lock_partial(&path).map_err(layer_err)?;
     if store.has_layer(&blob.diff_id)? {
         return Ok(None);
     }
@@ -74,56 +75,44 @@ pub(crate) fn fetch_layer(
         file.set_len(0).at(&path).map_err(layer_err)?;
         have = 0;
     }
-    let digest = blob.digest.to_string();
     let stream = if have == blob.size {
         None
-    } else if have == 0 {
-        let response = session
-            .block_on(
-                session
-                    .client
-                    .pull_blob_stream(&session.reference, digest.as_str()),
-            )
-            .map_err(session.fail(format!("blob {digest}")))?;
-        Some(response.stream)
     } else {
-        let response = session
-            .block_on(session.client.pull_blob_stream_partial(
-                &session.reference,
-                digest.as_str(),
-                have,
-                None,
-            ))
-            .map_err(session.fail(format!("blob {digest} from byte {have}")))?;
-        match response {
-            BlobResponse::Partial(s) => Some(s.stream),
-            // The registry ignored the range: start over.
-            BlobResponse::Full(s) => {
-                file.set_len(0).at(&path).map_err(layer_err)?;
-                have = 0;
-                Some(s.stream)
-            }
-        }
+        Some(
+            request(session, blob, &mut have)
+                .map_err(session.fail(format!("blob {} from byte {have}", blob.digest)))?,
+        )
     };
-    file.seek(SeekFrom::Start(have))
+    if have == 0 {
+        file.set_len(0).at(&path).map_err(layer_err)?;
+    }
+    (&file)
+        .seek(SeekFrom::Start(have))
         .at(&path)
         .map_err(layer_err)?;
     if let Some(p) = options.progress {
         p.layer_start(index, &blob.digest, blob.size, have);
     }
-    let on_disk = File::open(&path).at(&path).map_err(layer_err)?.take(have);
-    let mut network = Network {
-        session,
-        stream,
-        chunk: bytes::Bytes::new(),
-        file,
-        received: 0,
-        failed: false,
-        cancel: options.cancel,
+    let on_disk = Prefix {
+        file: &file,
+        pos: 0,
+        end: have,
+    };
+    // `file` itself stays open, holding the lock, until the layer is staged.
+    let mut network = match stream {
+        Some(stream) => {
+            let append = file.try_clone().at(&path).map_err(layer_err)?;
+            Some(Download::start(session, stream, append, options.cancel))
+        }
+        None => None,
     };
     let progress = options.progress.map(|sink| LayerProgress { index, sink });
+    let rest: Box<dyn Read + Send> = match network.as_mut() {
+        Some(download) => Box::new(download),
+        None => Box::new(io::empty()),
+    };
     let result = store.stage_layer_blob(
-        on_disk.chain(&mut network),
+        on_disk.chain(rest),
         blob,
         progress.as_ref().map(|p| p as &dyn ImportProgress),
     );
@@ -135,7 +124,7 @@ pub(crate) fn fetch_layer(
             Ok(Some(Fetched {
                 staged: Some(staged),
                 partial: path,
-                network: network.received,
+                network: network.as_ref().map_or(0, |d| d.received),
                 resumed: have,
             }))
         }
@@ -147,13 +136,32 @@ pub(crate) fn fetch_layer(
             }
             // Keep what a broken connection left, to resume from; bytes that failed to verify
             // or decode are wrong and must not be resumed from.
-            let transient =
-                network.failed && matches!(e, StoreError::Import(ImportError::Read { .. }));
+            let transient = network.as_ref().is_some_and(|d| d.interrupted)
+                && matches!(e, StoreError::Import(ImportError::Read { .. }));
             if !transient {
                 let _ = fs::remove_file(&path);
             }
             Err(layer_err(e))
         }
+    }
+}
+
+/// The first `end` bytes of a file, read without moving its offset (where the download
+/// appends), and from the locked file itself: another pull may unlink its path meanwhile.
+struct Prefix<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for Prefix<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf
+            .len()
+            .min(usize::try_from(self.end - self.pos).unwrap_or(usize::MAX));
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
@@ -182,56 +190,26 @@ fn lock_partial(path: &std::path::Path) -> Result<File, StoreError> {
     }
 }
 
-/// The rest of the blob from the registry, appended to the partial file as it is read.
-struct Network<'a> {
-    session: &'a Session,
-    stream: Option<BoxStream<'static, Result<bytes::Bytes, io::Error>>>,
-    chunk: bytes::Bytes,
-    file: File,
-    received: u64,
-    /// Whether the connection failed (the bytes so far are worth keeping).
-    failed: bool,
-    cancel: Option<&'a std::sync::atomic::AtomicBool>,
-}
-
-impl Read for Network<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.chunk.is_empty() {
-            let Some(stream) = self.stream.as_mut() else {
-                return Ok(0);
-            };
-            if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-                self.failed = true;
-                // Not `Interrupted`: readers retry on that.
-                return Err(io::Error::other("pull cancelled"));
-            }
-            match self.session.block_on(stream.next()) {
-                None => {
-                    // Never poll a finished stream again: the client's verifying stream would
-                    // check its (reset) digest a second time.
-                    self.stream = None;
-                    return Ok(0);
-                }
-                Some(Ok(chunk)) => {
-                    // On disk before the import sees it: a resume never skips a byte.
-                    self.file.write_all(&chunk)?;
-                    self.received += chunk.len() as u64;
-                    self.chunk = chunk;
-                }
-                Some(Err(e)) => {
-                    self.failed = !is_digest_error(&e);
-                    return Err(e);
-                }
-            }
+/// Asks for blob `blob` from byte `have` on: a range request even from byte 0, so that the
+/// response is the bytes as they come (the import verifies them; the client's own check
+/// would hash the blob a second time). `have` drops to 0 if the registry ignores the range.
+fn request(
+    session: &Session,
+    blob: &LayerBlob,
+    have: &mut u64,
+) -> Result<BoxStream<'static, io::Result<bytes::Bytes>>, OciDistributionError> {
+    let digest = blob.digest.to_string();
+    let response = session.block_on(session.client.pull_blob_stream_partial(
+        &session.reference,
+        digest.as_str(),
+        *have,
+        None,
+    ))?;
+    Ok(match response {
+        BlobResponse::Partial(s) => s.stream,
+        BlobResponse::Full(s) => {
+            *have = 0;
+            s.stream
         }
-        let n = buf.len().min(self.chunk.len());
-        buf[..n].copy_from_slice(&self.chunk.split_to(n));
-        Ok(n)
-    }
-}
-
-/// Whether the client's stream failed because the blob did not hash to its digest.
-fn is_digest_error(e: &io::Error) -> bool {
-    e.get_ref()
-        .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>())
+    })
 }

@@ -5,14 +5,17 @@
 //! several at once, each streamed into the same verifying import as [`Store::import`] while a
 //! copy of the bytes goes to `tmp/pull/<digest>`, so an interrupted pull resumes from there with
 //! an HTTP range request; the image becomes visible in one commit, or not at all.
-//! [`Store::push`] uploads only the blobs the registry lacks, from the store's bit-exact export.
+//! [`Store::push`] uploads only the blobs the registry lacks, each streamed from the store's
+//! bit-exact export through a bounded buffer (a few MiB per upload), never whole in memory.
 
+mod download;
 mod error;
 mod fetch;
 mod history;
 mod pull;
 mod push;
 mod session;
+mod upload;
 
 pub use error::RegistryError;
 pub use history::{HistoryEntry, HistoryLayer};

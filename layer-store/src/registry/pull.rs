@@ -189,6 +189,9 @@ impl Store {
                 missing.push(i);
             }
         }
+        // Largest first: with fewer jobs than layers, a big layer started last would be the
+        // tail the whole pull waits for.
+        missing.sort_by_key(|&i| std::cmp::Reverse(blobs[i].size));
         let mut fetched = self.fetch_all(&session, &blobs, &missing, options)?;
         let (staged, partials): (Vec<StagedLayer>, Vec<_>) =
             fetched.iter_mut_staged().into_iter().unzip();
@@ -197,10 +200,12 @@ impl Store {
             name: Some(name),
             progress: None,
         };
-        let report = self.commit_image(&manifest, &config, staged, &import)?;
+        // Every layer is verified and staged: the partial downloads have done their job, and
+        // removing them before the commit's `syncfs` spares writing them to disk.
         for partial in partials {
             let _ = fs::remove_file(partial);
         }
+        let report = self.commit_image(&manifest, &config, staged, &import)?;
         let layers: Vec<PulledLayer> = blobs
             .iter()
             .enumerate()

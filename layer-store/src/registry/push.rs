@@ -1,7 +1,7 @@
 //! `Store::push`: upload the blobs the registry lacks (asking first, mounting from another
 //! repository when told where to look), several at once, then the config and the manifest.
-//! Blobs come from the store's bit-exact export, so they hash to the digests the image was
-//! pulled or imported with.
+//! Blobs stream from the store's bit-exact export (see `upload`), so they hash to the digests
+//! the image was pulled or imported with.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::digest::Sha256;
 use crate::lock::LockMode;
 use crate::registry::session::Session;
+use crate::registry::upload::UploadedBlob;
 use crate::registry::{Connection, RegistryError};
 use crate::store::Store;
 
@@ -243,12 +244,8 @@ impl Store {
                 return done(BlobOutcome::Mounted);
             }
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(record.blob_size).unwrap_or(0));
-        let (digest, size) = self.write_layer_blob(&record, &mut bytes)?;
+        let UploadedBlob { digest, size } = self.upload_layer(session, &record)?;
         let digest = digest.to_string();
-        session
-            .block_on(session.client.push_blob(&session.reference, bytes, &digest))
-            .map_err(session.fail(format!("upload {digest}")))?;
         Ok(PushedBlob {
             digest,
             size,

@@ -47,6 +47,8 @@ impl Session {
             .map_err(RegistryError::Runtime)?;
         let client = Client::new(ClientConfig {
             protocol,
+            // One streamed PUT per blob, rather than a request per 4 MiB chunk.
+            use_monolithic_push: true,
             ..Default::default()
         });
         let auth = match &connection.auth {
@@ -68,6 +70,15 @@ impl Session {
     /// Runs `future` to completion; callable from several plain threads at once.
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.runtime.block_on(future)
+    }
+
+    /// Runs `future` on the runtime's own threads.
+    pub fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime.spawn(future)
     }
 
     /// Wraps a client error with the reference and what was asked.

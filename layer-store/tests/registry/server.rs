@@ -4,7 +4,7 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,13 +14,26 @@ pub struct Registry {
     pub dir: tempfile::TempDir,
 }
 
-/// User and password of a registry started with auth.
+/// User and password of a registry started with auth (or of its token server).
 pub const USER: &str = "strata";
 pub const PASSWORD: &str = "s3cret-pass";
+/// The registry's name in tokens (`aud`) and the token issuer it trusts (`iss`).
+pub const SERVICE: &str = "strata-test-registry";
+pub const ISSUER: &str = "strata-test-token-issuer";
+
+/// Who may use a registry.
+pub enum Access<'a> {
+    /// Everyone.
+    Open,
+    /// HTTP basic auth as [`USER`]/[`PASSWORD`] (an htpasswd file).
+    Basic,
+    /// Bearer tokens from the token server at `realm`, signed by the key of certificate `cert`.
+    Token { realm: &'a str, cert: &'a Path },
+}
 
 impl Registry {
-    /// Starts a registry; with `auth`, it requires basic auth as [`USER`]/[`PASSWORD`].
-    pub fn start(auth: bool) -> Registry {
+    /// Starts a registry open to `access`.
+    pub fn start(access: Access<'_>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -33,20 +46,27 @@ impl Registry {
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             storage.display()
         );
-        if auth {
-            let htpasswd = dir.path().join("htpasswd");
-            let status = Command::new("htpasswd")
-                .args(["-Bbc"])
-                .arg(&htpasswd)
-                .args([USER, PASSWORD])
-                .stderr(Stdio::null())
-                .status()
-                .expect("htpasswd (apache2-utils) is needed for the auth test");
-            assert!(status.success());
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: strata\n    path: {}\n",
-                htpasswd.display()
-            ));
+        match access {
+            Access::Open => {}
+            Access::Basic => {
+                let htpasswd = dir.path().join("htpasswd");
+                let status = Command::new("htpasswd")
+                    .args(["-Bbc"])
+                    .arg(&htpasswd)
+                    .args([USER, PASSWORD])
+                    .stderr(Stdio::null())
+                    .status()
+                    .expect("htpasswd (apache2-utils) is needed for the auth test");
+                assert!(status.success());
+                config.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: strata\n    path: {}\n",
+                    htpasswd.display()
+                ));
+            }
+            Access::Token { realm, cert } => config.push_str(&format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+                cert.display()
+            )),
         }
         let config_path = dir.path().join("config.yml");
         fs::write(&config_path, config).unwrap();
@@ -109,5 +129,51 @@ impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy to a registry that drops every `Range` header from requests, as some registries
+/// and CDNs effectively do: blob requests get the whole blob (200), never a part (206). For
+/// pulls only (a request body containing a `Range:` line would be altered). Its threads end with
+/// their connections; the listener's with the test process.
+pub struct RangeStripper {
+    pub port: u16,
+}
+
+impl RangeStripper {
+    pub fn start(upstream: u16) -> RangeStripper {
+        use std::io::BufRead;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    return;
+                };
+                let (mut to_client, mut from_server) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || std::io::copy(&mut from_server, &mut to_client));
+                std::thread::spawn(move || {
+                    let mut requests = std::io::BufReader::new(client);
+                    let mut server = server;
+                    let mut line = Vec::new();
+                    loop {
+                        line.clear();
+                        match requests.read_until(b'\n', &mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        if line.to_ascii_lowercase().starts_with(b"range:") {
+                            continue;
+                        }
+                        if server.write_all(&line).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        RangeStripper { port }
     }
 }

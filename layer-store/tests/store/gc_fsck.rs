@@ -123,3 +123,44 @@ fn fsck_finds_a_flipped_byte_and_repair_quarantines_it() -> anyhow::Result<()> {
     assert!(!victim.exists());
     Ok(())
 }
+
+/// Whether the kernel shows someone blocked on an `flock` of the file with inode `ino`.
+fn flock_waiter_on(ino: u64) -> bool {
+    // Blocked requests are the `->` lines of /proc/locks: "N: -> FLOCK ADVISORY WRITE pid maj:min:ino …".
+    fs::read_to_string("/proc/locks").unwrap().lines().any(|l| {
+        l.contains("-> FLOCK")
+            && l.split_whitespace()
+                .any(|f| f.ends_with(&format!(":{ino}")))
+    })
+}
+
+/// A hold keeps GC out until it drops: GC waits on the store lock meanwhile, then removes what
+/// nothing needs.
+#[test]
+fn gc_waits_while_the_store_is_held() -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let tmp = tempfile::tempdir()?;
+    let (store, _a, _b) = two_images(tmp.path());
+    store.remove_image("b")?;
+    let hold = store.hold()?;
+    let lock_ino = fs::metadata(store.root().join("lock"))?.ino();
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let gc = s.spawn(|| {
+            let report = store.gc(GcOptions::default());
+            done.store(true, Ordering::SeqCst);
+            report
+        });
+        while !flock_waiter_on(lock_ino) {
+            assert!(!gc.is_finished(), "GC ran while the store was held");
+            std::thread::yield_now();
+        }
+        assert!(!done.load(Ordering::SeqCst));
+        drop(hold);
+        let report = gc.join().unwrap()?;
+        assert_eq!(report.layers.len(), 1, "{report:?}");
+        anyhow::Ok(())
+    })
+}

@@ -13,18 +13,7 @@ use std::collections::BTreeMap;
 use crate::fixtures::{Comp, Image, Item, Meta, apply_model, read_meta, read_tree, sample_layers};
 use crate::import;
 
-/// True when the test may mount; false (after saying why) when it must skip.
-pub fn can_mount() -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("STRATA_REQUIRE_ROOT").is_none_or(|v| v != "1"),
-        "STRATA_REQUIRE_ROOT=1 but not root"
-    );
-    eprintln!("skipping: mounting overlays needs root");
-    false
-}
+pub use strata_testkit::can_mount;
 
 /// When the layers are materialized.
 #[derive(Debug, Clone, Copy)]

@@ -16,8 +16,10 @@
 //! # Ok(()) }
 //! ```
 
+mod client;
 mod service;
 
+pub use client::connect;
 pub use service::{SnapshotService, serve, status};
 
 /// The generated protobuf types and service, one module per protobuf package.

@@ -17,12 +17,7 @@ pub struct Suite {
 }
 
 pub fn suite() -> Option<Suite> {
-    if !rustix::process::geteuid().is_root() {
-        assert!(
-            std::env::var_os("STRATA_REQUIRE_ROOT").is_none_or(|v| v != "1"),
-            "STRATA_REQUIRE_ROOT=1 but not root: mount tests cannot run"
-        );
-        eprintln!("skipped: mounting overlays needs root");
+    if !strata_testkit::can_mount() {
         return None;
     }
     // containerd clears the umask so that modes come out exactly as asked.

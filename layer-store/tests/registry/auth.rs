@@ -1,0 +1,89 @@
+//! Authentication against a registry that demands it: basic (htpasswd) and bearer tokens from
+//! a token server (the registry's `auth: token:`), both obtained with credentials and handed in.
+
+use strata_layer_store::registry::{Auth, Connection, PullOptions, PushOptions, RegistryError};
+
+use crate::server::{Access, PASSWORD, USER};
+use crate::token::TokenServer;
+use crate::{World, assert_exports, pull_options, push_options, single};
+
+fn connection(auth: Auth) -> Connection {
+    Connection {
+        auth,
+        insecure: true,
+    }
+}
+
+fn credentials() -> Auth {
+    Auth::Basic {
+        username: USER.into(),
+        password: PASSWORD.into(),
+    }
+}
+
+fn pull_with<'a>(auth: Auth) -> PullOptions<'a> {
+    PullOptions {
+        connection: connection(auth),
+        ..pull_options()
+    }
+}
+
+/// Checks that `world`'s registry refuses anonymous push and pull and that [`credentials`]
+/// get an image through both; returns the reference pushed.
+fn refuses_anonymous_and_admits_credentials(world: &World) -> String {
+    let image = single("auth", 5, 64 << 10);
+    world.import(&image, "auth");
+    let reference = world.reference("private/auth:1");
+    let err = world.push("auth", &reference).unwrap_err();
+    assert!(matches!(err, RegistryError::Registry { .. }), "{err}");
+
+    let push = PushOptions {
+        connection: connection(credentials()),
+        ..push_options()
+    };
+    world.source.push("auth", &reference, &push).unwrap();
+    let target = world.store("target");
+    let err = target.pull(&reference, &pull_options()).unwrap_err();
+    assert!(matches!(err, RegistryError::Registry { .. }), "{err}");
+    assert!(target.images().unwrap().is_empty());
+    target.pull(&reference, &pull_with(credentials())).unwrap();
+    assert_exports(&target, &reference, &image);
+    reference
+}
+
+#[test]
+fn basic_auth_is_required_and_used() {
+    let world = World::with_access(Access::Basic);
+    refuses_anonymous_and_admits_credentials(&world);
+}
+
+#[test]
+fn bearer_tokens_from_a_token_server_are_required_and_used() {
+    let tokens = TokenServer::start();
+    let realm = tokens.realm();
+    let cert = tokens.cert();
+    let world = World::with_access(Access::Token {
+        realm: &realm,
+        cert: &cert,
+    });
+    let reference = refuses_anonymous_and_admits_credentials(&world);
+    // Credentials were traded for tokens (push, pull), never sent to the registry itself.
+    assert!(tokens.issued() >= 2, "{} tokens issued", tokens.issued());
+
+    // A token handed in (`--token`) is used as is.
+    let granted = Auth::Bearer {
+        token: tokens.token("repository:private/auth:pull"),
+    };
+    let handed = world.store("handed");
+    handed.pull(&reference, &pull_with(granted)).unwrap();
+
+    // The registry checks what a token grants: one for another repository is refused.
+    let elsewhere = Auth::Bearer {
+        token: tokens.token("repository:private/other:pull"),
+    };
+    let refused = world.store("refused");
+    let err = refused.pull(&reference, &pull_with(elsewhere)).unwrap_err();
+    assert!(matches!(err, RegistryError::Registry { .. }), "{err}");
+    assert!(err.to_string().contains(&reference), "{err}");
+    assert!(refused.images().unwrap().is_empty());
+}

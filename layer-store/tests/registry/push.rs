@@ -1,0 +1,93 @@
+//! Push: cross-repository mounts, blobs the export cannot reproduce, and `skopeo` as a peer
+//! in both directions.
+
+use std::fs;
+
+use strata_layer_store::registry::{BlobOutcome, PushOptions};
+
+use crate::fixtures::{Comp, Image};
+use crate::{
+    World, assert_exports, base_image, fixtures, layer, pull_options, push_options, skopeo,
+};
+
+#[test]
+fn push_mounts_blobs_from_another_repository() {
+    let world = World::new();
+    let image = base_image();
+    world.publish(&image, "one");
+    let options = PushOptions {
+        mount_from: Some("one".into()),
+        ..push_options()
+    };
+    let two = world.reference("two:1");
+    let report = world.source.push("one", &two, &options).unwrap();
+    let outcomes: Vec<BlobOutcome> = report.blobs.iter().map(|b| b.outcome).collect();
+    // Layers mounted; the config is uploaded (it is small and not mounted).
+    assert_eq!(outcomes[..2], [BlobOutcome::Mounted, BlobOutcome::Mounted]);
+    let fresh = world.store("fresh");
+    fresh.pull(&two, &pull_options()).unwrap();
+    assert_exports(&fresh, &two, &image);
+}
+
+#[test]
+fn a_blob_the_export_cannot_reproduce_is_pushed_as_exported_with_its_manifest_rewritten() {
+    // GNU gzip's deflate stream is not zlib-rs's: the export compresses afresh, so the pushed
+    // layer is a new blob (staged whole under tmp/ to learn its digest before the upload).
+    let world = World::new();
+    let image = Image::new(&[layer("cli", 13, 256 << 10)], Comp::GzipCli);
+    world.import(&image, "cli");
+    let reference = world.reference("cli:1");
+    let report = world.push("cli", &reference).unwrap();
+    let layer = &report.blobs[0];
+    assert_eq!(layer.outcome, BlobOutcome::Uploaded);
+    assert_ne!(layer.digest, fixtures::sha256(&image.blobs[0]));
+    assert_eq!(
+        fs::read(world.registry.blob_path(&layer.digest))
+            .unwrap()
+            .len() as u64,
+        layer.size
+    );
+    assert_ne!(report.manifest, image.manifest_digest());
+    assert!(
+        fs::read_dir(world.root("source").join("tmp"))
+            .unwrap()
+            .all(|e| !e.unwrap().file_name().to_string_lossy().contains("push")),
+        "the staged blob was left behind"
+    );
+    // Same layer (diff_id), new blob: a pull into a fresh store finds it whole.
+    let fresh = world.store("fresh");
+    let pulled = fresh.pull(&reference, &pull_options()).unwrap();
+    assert_eq!(pulled.layers[0].diff_id, fixtures::sha256(&image.tars[0]));
+    assert_eq!(pulled.layers[0].digest, layer.digest);
+}
+
+#[test]
+fn skopeo_copies_what_strata_pushed_and_strata_pulls_what_skopeo_pushed() {
+    let world = World::new();
+    let image = crate::app_image();
+    let by_strata = world.publish(&image, "by-strata");
+
+    let layout = world.root("skopeo-layout");
+    let src = format!("docker://{by_strata}");
+    let dst = format!("oci:{}:app", layout.display());
+    skopeo(&["copy", "--src-tls-verify=false", &src, &dst]);
+    for blob in image.blobs.iter().chain([&image.config, &image.manifest]) {
+        let path = layout
+            .join("blobs/sha256")
+            .join(&fixtures::sha256(blob)[7..]);
+        assert!(
+            fs::read(&path).unwrap() == *blob,
+            "skopeo got different bytes"
+        );
+    }
+
+    let original = world.root("original");
+    image.write_oci(&original, "app");
+    let by_skopeo = world.reference("by-skopeo:1");
+    let src = format!("oci:{}:app", original.display());
+    let dst = format!("docker://{by_skopeo}");
+    skopeo(&["copy", "--dest-tls-verify=false", &src, &dst]);
+    let target = world.store("target");
+    target.pull(&by_skopeo, &pull_options()).unwrap();
+    assert_exports(&target, &by_skopeo, &image);
+}
