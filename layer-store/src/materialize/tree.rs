@@ -190,10 +190,18 @@ impl<'a> Builder<'a> {
     }
 
     /// A whiteout hiding `target` of lower layers, in the form overlay reads.
+    ///
+    /// A whiteout hides lower layers only, never an entry of its own layer (OCI image spec,
+    /// "Whiteouts"): that entry already hides a lower file, and a directory of this layer
+    /// becomes opaque.
     fn whiteout(&mut self, parent: &[u8], target: &[u8]) -> Result<(), StoreError> {
         let path = self.path(target);
-        if let Some(was_dir) = self.created.remove(target) {
-            self.remove(target, was_dir)?;
+        match self.created.get(target) {
+            Some(false) => return Ok(()),
+            Some(true) => {
+                return conventions::set_opacity(&path, self.ns, Opacity::Opaque).at(&path);
+            }
+            None => {}
         }
         let style = if self.root {
             WhiteoutStyle::CharDevice

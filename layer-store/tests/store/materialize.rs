@@ -100,7 +100,7 @@ fn stack_matches(
 }
 
 #[test]
-fn entries_a_layer_replaces_itself_are_gone_from_its_tree() -> anyhow::Result<()> {
+fn entries_a_layer_replaces_or_whites_out_itself_mount_as_applied() -> anyhow::Result<()> {
     if !can_mount() {
         return Ok(());
     }
@@ -115,12 +115,18 @@ fn entries_a_layer_replaces_itself_are_gone_from_its_tree() -> anyhow::Result<()
         Item::File("b".into(), big(4), 0o644),
         Item::Dir("b".into(), 0o755),
         Item::File("b/z".into(), big(5), 0o644),
+        // A stub, then a whiteout of that name: it hides lower layers only.
+        Item::File("c".into(), big(6), 0o644),
+        Item::Whiteout("c".into()),
         // A hard link to a stub.
         Item::File("d".into(), big(7), 0o644),
         Item::Hardlink("e".into(), "d".into()),
     ];
+    // What the whiteout hides.
+    let lower = vec![Item::File("c".into(), big(10), 0o644)];
     for when in [When::AfterImport, When::WithImport] {
-        stack_matches(std::slice::from_ref(&layer), Strategy::Stub, when)?;
+        let mounted = stack_matches(&[lower.clone(), layer.clone()], Strategy::Stub, when)?;
+        assert!(mounted.contains_key("c"));
     }
     Ok(())
 }
