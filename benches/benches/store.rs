@@ -1,6 +1,7 @@
 //! Layer store benchmarks, each with its baseline in the same run:
 //! - `import`: Strata's import of a gzip and a zstd layer (MB/s of compressed input) against
 //!   decompressing and unpacking the same blob with the `tar` crate (what a plain unpacker does).
+//! - `import-materialized`: import + materialize in one pass against import, then materialize.
 //! - `export`: rebuilding and compressing a layer blob against compressing the same tar from
 //!   memory.
 //! - `materialize`: stub and hardlink trees against the copy strategy.
@@ -96,6 +97,44 @@ fn import(c: &mut Criterion) {
     group.finish();
 }
 
+/// Import and materialize in one call (stub trees built while the layer streams) against the
+/// same import followed by `materialize`, a second pass with its own sync and commit.
+fn import_materialized(c: &mut Criterion) {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("layer.gzip");
+    fs::write(&path, gzip(&rootfs_tar(1500))).unwrap();
+    let strategy = strata_layer_store::probe_strategy();
+    let mut group = c.benchmark_group("import-materialized");
+    group.throughput(Throughput::Elements(1500));
+    group.bench_function(BenchmarkId::new("one-pass", strategy.name()), |b| {
+        b.iter_batched(
+            || fresh_store(&tmp.path().join("store")),
+            |store| {
+                store
+                    .import_materialized(&path, &Default::default(), Some(strategy))
+                    .unwrap()
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.bench_function(
+        BenchmarkId::new("import-then-materialize", strategy.name()),
+        |b| {
+            b.iter_batched(
+                || fresh_store(&tmp.path().join("store")),
+                |store| {
+                    let report = store.import(&path, &Default::default()).unwrap();
+                    store
+                        .materialize(&report.layers[0].id, Some(strategy))
+                        .unwrap()
+                },
+                BatchSize::PerIteration,
+            )
+        },
+    );
+    group.finish();
+}
+
 fn export(c: &mut Criterion) {
     let tmp = tempfile::tempdir().unwrap();
     let tar = rootfs_tar(1500);
@@ -159,5 +198,5 @@ fn materialize(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, import, export, materialize);
+criterion_group!(benches, import, import_materialized, export, materialize);
 criterion_main!(benches);

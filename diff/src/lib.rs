@@ -42,4 +42,5 @@ pub use change::{Change, ChangeKind, ChangeSet, ContentCheck, DiffError, DiffOpt
 pub use meta::{Kind, Meta, Time};
 pub use tree::changes;
 pub use upper::upper_changes;
+pub use write::hash;
 pub use write::{Compression, LayerDigests, WriteError, WriteOptions, write_layer};

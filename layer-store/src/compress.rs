@@ -62,8 +62,17 @@ impl Probe<'_> {
         let Ok(mut c) = Compressor::new(candidate, self.raw_len, Vec::new()) else {
             return false;
         };
-        if c.write_all(self.raw).is_err() {
-            return false;
+        // Fed a chunk at a time, a wrong candidate is given up at its first emitted block
+        // rather than after compressing the whole probe.
+        for chunk in self.raw.chunks(GZIP_CHUNK) {
+            if c.write_all(chunk).is_err() {
+                return false;
+            }
+            let ours = c.emitted();
+            let settled = ours.len().saturating_sub(1);
+            if !self.compressed.starts_with(&ours[..settled]) {
+                return false;
+            }
         }
         if self.raw.len() as u64 == self.raw_len {
             return c

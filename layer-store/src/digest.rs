@@ -1,12 +1,12 @@
-//! OCI-boundary identities: sha256 digests, and readers/writers that compute them while
-//! streaming.
+//! OCI-boundary identities: sha256 digests, and the readers and writers that compute them
+//! while streaming (the diff crate's, shared by both crates).
 
 use std::fmt;
-use std::io::{self, Read, Write};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256 as Sha256Hasher};
+pub use strata_diff::hash::{HashingReader, HashingWriter};
 
 /// A sha256 digest, written `sha256:<64 hex>` at the OCI boundary.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -58,88 +58,6 @@ impl FromStr for Sha256 {
         let mut out = [0u8; 32];
         hex::decode_to_slice(hex_part, &mut out).map_err(|_| bad())?;
         Ok(Sha256(out))
-    }
-}
-
-/// A reader that hashes (sha256) and counts every byte read through it.
-pub struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256Hasher,
-    count: u64,
-}
-
-impl<R: Read> HashingReader<R> {
-    /// Wraps `inner`.
-    pub fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            hasher: Sha256Hasher::new(),
-            count: 0,
-        }
-    }
-
-    /// The digest and length of everything read so far.
-    pub fn finish(self) -> (Sha256, u64) {
-        (Sha256(self.hasher.finalize().into()), self.count)
-    }
-
-    /// Bytes read so far.
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
-    /// The wrapped reader.
-    pub fn get_mut(&mut self) -> &mut R {
-        &mut self.inner
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
-/// A writer that hashes (sha256) and counts every byte written through it.
-pub struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256Hasher,
-    count: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    /// Wraps `inner`.
-    pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256Hasher::new(),
-            count: 0,
-        }
-    }
-
-    /// The digest and length of everything written, and the inner writer.
-    pub fn finish(self) -> (Sha256, u64, W) {
-        (
-            Sha256(self.hasher.finalize().into()),
-            self.count,
-            self.inner,
-        )
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 

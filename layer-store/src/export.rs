@@ -62,7 +62,7 @@ impl Store {
                 }
             }
         }
-        let (diff_id, _, _) = hashing.finish();
+        let diff_id = Sha256(hashing.finish().0);
         if diff_id != record.diff_id {
             return Err(StoreError::ObjectCorrupt {
                 id: record.id(),
@@ -86,7 +86,7 @@ impl Store {
         let hashing = compressor.finish().map_err(|e| export_io("blob", e))?;
         let (digest, size, mut inner) = hashing.finish();
         inner.flush().map_err(|e| export_io("blob", e))?;
-        Ok((digest, size))
+        Ok((Sha256(digest), size))
     }
 
     /// Exports image `name` as an OCI image layout at `dest`, which must not exist; it appears

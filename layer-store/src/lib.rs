@@ -38,6 +38,7 @@ mod compress;
 pub mod db;
 pub mod digest;
 mod du;
+mod durable;
 mod error;
 mod export;
 mod fsck;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use redb::{ReadableMultimapTable, ReadableTable};
 
 use crate::db::{self, DbAccess, GC_ROOTS, IMAGES, LAYERS, NAMES};
+use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
 use crate::lock::{self, LockGuard, LockMode};
 use crate::object::Objects;
@@ -25,11 +26,12 @@ pub struct Store {
 /// Whether a commit waits for its files to reach stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// `syncfs` the store's file system before every database commit (the default): a commit
-    /// survives a power loss.
+    /// Flush what a commit names before the database names it (the default): an fsync of each
+    /// file and directory written, or one `syncfs` for large batches. A commit survives a power
+    /// loss.
     #[default]
     Immediate,
-    /// Skip the `syncfs`: after a power loss a committed layer may name objects whose data never
+    /// Skip the flush: after a power loss a committed layer may name objects whose data never
     /// reached the disk (`fsck` finds them). For tests, CI and throwaway stores.
     None,
 }
@@ -61,10 +63,10 @@ impl Store {
         self
     }
 
-    /// Flushes the store's file system before a commit, as the durability asks.
-    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+    /// Makes `written` durable before a commit, as the durability asks.
+    pub(crate) fn sync(&self, written: Written) -> Result<(), StoreError> {
         match self.durability {
-            Durability::Immediate => crate::object::sync_fs(&self.root),
+            Durability::Immediate => written.sync(&self.root),
             Durability::None => Ok(()),
         }
     }
@@ -82,8 +84,7 @@ impl Store {
                 _ => {}
             }
         }
-        let objects = Objects::new(root.join("objects"));
-        objects.create_fanout()?;
+        let objects = Objects::open(root.join("objects"))?;
         let store = Store {
             root,
             objects,

@@ -144,17 +144,14 @@ impl Command {
                     name,
                     progress: bar.as_ref().map(|b| b as &dyn ImportProgress),
                 };
-                let report = store
-                    .import(&source, &options)
-                    .with_context(|| format!("importing {}", source.display()))?;
+                let report = if materialize {
+                    store.import_materialized(&source, &options, strategy)
+                } else {
+                    store.import(&source, &options)
+                }
+                .with_context(|| format!("importing {}", source.display()))?;
                 if let Some(bar) = bar {
                     bar.0.finish_and_clear();
-                }
-                if materialize {
-                    let ids: Vec<String> = report.layers.iter().map(|l| l.id.clone()).collect();
-                    store.materialize_layers(&ids, strategy).with_context(|| {
-                        format!("materializing the layers of {}", source.display())
-                    })?;
                 }
                 global.emit(&report, || {
                     let imported = report.layers.iter().filter(|l| l.imported).count();

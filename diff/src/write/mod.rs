@@ -2,7 +2,7 @@
 
 mod emit;
 pub(crate) use emit::WHITEOUT_PREFIX;
-mod hash;
+pub mod hash;
 mod header;
 mod pipe;
 
@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use crate::change::{ChangeSet, Threads};
-use hash::HashWriter;
+use hash::{HashingWriter, oci_digest};
 
 /// The compression of a layer blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -121,7 +121,7 @@ pub fn write_layer(
     options: &WriteOptions,
     out: impl Write,
 ) -> Result<LayerDigests, WriteError> {
-    let mut blob = HashWriter::new(out);
+    let mut blob = HashingWriter::new(out);
     let diff_id = match options.compression {
         Compression::None => {
             stream(set, options, &mut blob)?;
@@ -129,23 +129,24 @@ pub fn write_layer(
         }
         Compression::Gzip => {
             let encoder = flate2::write::GzEncoder::new(&mut blob, flate2::Compression::new(6));
-            let mut tar = HashWriter::new(encoder);
+            let mut tar = HashingWriter::new(encoder);
             stream(set, options, &mut tar)?;
             let (diff_id, _, encoder) = tar.finish();
             encoder.finish().map_err(WriteError::Output)?;
-            Some(diff_id)
+            Some(oci_digest(&diff_id))
         }
         Compression::Zstd => {
             let encoder = zstd::Encoder::new(&mut blob, 3).map_err(WriteError::Output)?;
-            let mut tar = HashWriter::new(encoder);
+            let mut tar = HashingWriter::new(encoder);
             stream(set, options, &mut tar)?;
             let (diff_id, _, encoder) = tar.finish();
             encoder.finish().map_err(WriteError::Output)?;
-            Some(diff_id)
+            Some(oci_digest(&diff_id))
         }
     };
     blob.flush().map_err(WriteError::Output)?;
     let (digest, size, _) = blob.finish();
+    let digest = oci_digest(&digest);
     Ok(LayerDigests {
         diff_id: diff_id.unwrap_or_else(|| digest.clone()),
         digest,

@@ -10,8 +10,9 @@ use crate::digest::{HashingReader, Sha256};
 use crate::error::{IoContext, StoreError};
 use crate::import::pipe;
 use crate::import::{ImportError, ImportProgress};
-use crate::object::{Inserted, ObjectId};
-use crate::record::{self, EntryKind, Kind, LayerMeta, LayerRecord};
+use crate::materialize;
+use crate::object::{Inserted, ObjectId, Stage};
+use crate::record::{self, EntryKind, Kind, LayerMeta, LayerRecord, Strategy};
 use crate::store::Store;
 use crate::tarstream::{self, Parts};
 
@@ -31,11 +32,23 @@ pub(crate) struct Expected {
     pub diff_id: Option<Sha256>,
 }
 
-/// A layer whose objects are in the store and whose record is staged in `tmp/`.
+/// Whether staging a layer also builds its tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StagedTree {
+    /// Only objects and record; materialize later.
+    None,
+    /// Also a tree of metadata-only stubs, `tree/` beside `manifest`: stubs name objects by id
+    /// only, so the tree is built while the next layer still streams and commits with the layer.
+    Stubs,
+}
+
+/// A layer whose objects and record are staged in `tmp/`.
 #[derive(Debug)]
 pub(crate) struct Staged {
-    /// The staging directory holding `manifest`.
+    /// The staging directory holding `manifest` (and `tree/` when built).
     pub dir: PathBuf,
+    /// Its objects, staged in `objects/` inside `dir`.
+    pub objects: Stage,
     /// The record.
     pub record: LayerRecord,
     /// Its `layers` table row.
@@ -80,9 +93,10 @@ impl Store {
         reader: impl Read + Send,
         expected: &Expected,
         progress: Option<&dyn ImportProgress>,
+        tree: StagedTree,
     ) -> Result<Staged, StoreError> {
         let dir = self.new_tmp_dir("layer")?;
-        let result = self.stage_layer_in(&dir, reader, expected, progress);
+        let result = self.stage_layer_in(&dir, reader, expected, progress, tree);
         if result.is_err() {
             let _ = fs::remove_dir_all(&dir);
         }
@@ -95,14 +109,14 @@ impl Store {
         reader: impl Read + Send,
         expected: &Expected,
         progress: Option<&dyn ImportProgress>,
+        tree: StagedTree,
     ) -> Result<Staged, StoreError> {
-        let stage = dir.join("objects");
-        fs::create_dir(&stage).at(&stage)?;
+        let mut stage = Stage::create(dir.join("objects"))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(pipe::DEPTH);
         let (recycle, recycled) = std::sync::mpsc::channel();
         let (tar, summary) = std::thread::scope(|scope| {
             let producer = scope.spawn(move || pipe::decompress(reader, progress, tx, recycled));
-            let tar = self.read_tar(&stage, pipe::ChunkReader::new(rx, recycle));
+            let tar = self.read_tar(&mut stage, pipe::ChunkReader::new(rx, recycle));
             let summary = producer
                 .join()
                 .unwrap_or_else(|_| Err(io::Error::other("decompression thread panicked")));
@@ -143,12 +157,21 @@ impl Store {
         };
         let path = dir.join("manifest");
         fs::write(&path, record::encode(Kind::Layer, &record)?).at(&path)?;
+        let materialized = match tree {
+            StagedTree::None => None,
+            StagedTree::Stubs => {
+                let tree = dir.join("tree");
+                materialize::build_tree(self, Strategy::Stub, &tree, &record.entries)?;
+                Some(Strategy::Stub)
+            }
+        };
         Ok(Staged {
             dir: dir.to_path_buf(),
+            objects: stage,
             meta: LayerMeta {
                 tar_size: record.tar_size,
                 file_bytes,
-                materialized: None,
+                materialized,
             },
             record,
             objects_new: tar.objects_new,
@@ -157,7 +180,7 @@ impl Store {
     }
 
     /// Splits the tar read from `reader` into objects and parts, hashing it.
-    fn read_tar(&self, stage: &Path, reader: impl Read) -> Result<TarResult, StoreError> {
+    fn read_tar(&self, stage: &mut Stage, reader: impl Read) -> Result<TarResult, StoreError> {
         let mut tar = HashingReader::new(Tee {
             inner: reader,
             kept: Vec::new(),
@@ -175,6 +198,7 @@ impl Store {
         })?;
         let raw_prefix = std::mem::take(&mut tar.get_mut().kept);
         let (diff_id, tar_size) = tar.finish();
+        let diff_id = Sha256(diff_id);
         Ok(TarResult {
             parts,
             diff_id,
@@ -187,7 +211,7 @@ impl Store {
 
     fn store_file(
         &self,
-        stage: &Path,
+        stage: &mut Stage,
         file: &mut dyn Read,
         size: u64,
         buf: &mut Vec<u8>,

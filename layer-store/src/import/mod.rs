@@ -22,11 +22,13 @@ use serde::Serialize;
 use crate::compress::{self, Format};
 use crate::db::{IMAGES, LAYERS, NAMES};
 use crate::digest::Sha256;
+use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
 use crate::lock::LockMode;
-use crate::record::{self, Compression, ImageRecord, Kind, chain_ids};
+use crate::materialize::{MaterializeError, probe_strategy};
+use crate::record::{self, Compression, ImageRecord, Kind, Strategy, chain_ids};
 use crate::store::Store;
-use layer::Staged;
+use layer::{Staged, StagedTree};
 use source::{Blobs, Plan};
 
 pub use remote::{LayerBlob, StagedLayer};
@@ -204,16 +206,42 @@ impl Store {
         source: &Path,
         options: &ImportOptions<'_>,
     ) -> Result<ImportReport, StoreError> {
+        self.import_with(source, options, StagedTree::None)
+    }
+
+    /// [`import`](Store::import)s and then [`materialize`](Store::materialize)s every layer
+    /// of the image with `strategy` (probed when `None`). Stub trees are built while the
+    /// layers stream and commit with them, so they cost no second pass and no second sync.
+    pub fn import_materialized(
+        &self,
+        source: &Path,
+        options: &ImportOptions<'_>,
+        strategy: Option<Strategy>,
+    ) -> Result<ImportReport, StoreError> {
+        let strategy = strategy.unwrap_or_else(probe_strategy);
+        let tree = match strategy {
+            Strategy::Stub if !rustix::process::geteuid().is_root() => {
+                return Err(MaterializeError::NeedsRoot { strategy: "stub" }.into());
+            }
+            Strategy::Stub => StagedTree::Stubs,
+            _ => StagedTree::None,
+        };
+        let report = self.import_with(source, options, tree)?;
+        let ids: Vec<String> = report.layers.iter().map(|l| l.id.clone()).collect();
+        // Layers the store already had, or trees of other strategies.
+        self.materialize_layers(&ids, Some(strategy))?;
+        Ok(report)
+    }
+
+    fn import_with(
+        &self,
+        source: &Path,
+        options: &ImportOptions<'_>,
+        tree: StagedTree,
+    ) -> Result<ImportReport, StoreError> {
         let _lock = self.lock(LockMode::Shared)?;
         let plan = plan(source, options.name.as_deref())?;
-        let present: Vec<bool> = plan
-            .layers
-            .iter()
-            .map(|l| match l.diff_id {
-                Some(d) => self.layer_meta(&d.hex()).map(|m| m.is_some()),
-                None => Ok(false),
-            })
-            .collect::<Result<_, _>>()?;
+        let present = self.present_layers(&plan)?;
         if let Some(progress) = options.progress {
             let total = plan
                 .layers
@@ -233,7 +261,7 @@ impl Store {
                     return Ok(None);
                 }
                 let reader = plan.blobs.open(&expected.blob)?;
-                self.stage_layer(reader, expected, options.progress)
+                self.stage_layer(reader, expected, options.progress, tree)
                     .map(Some)
             })
             .collect();
@@ -255,6 +283,24 @@ impl Store {
             let _ = fs::remove_dir_all(&s.dir);
         }
         result
+    }
+
+    /// Which of the plan's layers the store has, in one read transaction (each opening of the
+    /// database costs fsyncs).
+    fn present_layers(&self, plan: &Plan) -> Result<Vec<bool>, StoreError> {
+        self.db.read(|txn| {
+            let table = txn.open_table(LAYERS).map_err(|e| self.db.err(e))?;
+            plan.layers
+                .iter()
+                .map(|l| match l.diff_id {
+                    Some(d) => Ok(table
+                        .get(d.hex().as_str())
+                        .map_err(|e| self.db.err(e))?
+                        .is_some()),
+                    None => Ok(false),
+                })
+                .collect()
+        })
     }
 
     /// Publishes staged layers and names the image: the commit half of [`Store::import`].
@@ -285,13 +331,17 @@ impl Store {
         let mut objects_new = 0;
         let mut objects_existing = 0;
         let mut blob_bytes = 0;
+        let mut data = Written::default();
         for s in staged.iter().flatten() {
-            let stage = s.dir.join("objects");
-            let published = self.objects.publish(&stage)?;
+            data.add_tree(s.objects.dir())?;
+        }
+        self.sync(data)?;
+        let mut written = Written::default();
+        for s in staged.iter().flatten() {
+            let published = self.objects.publish(&s.objects, &mut written)?;
             objects_new += published;
             objects_existing += s.objects_existing + (s.objects_new - published);
             blob_bytes += s.record.blob_size;
-            fs::remove_dir(&stage).at(&stage)?;
             let dest = self.layer_dir(&s.record.id());
             if dest.exists() {
                 if self.layer_meta(&s.record.id())?.is_some() {
@@ -301,8 +351,10 @@ impl Store {
                 fs::remove_dir_all(&dest).at(&dest)?;
             }
             fs::rename(&s.dir, &dest).at(&dest)?;
+            written.add_tree(&dest)?;
         }
-        self.sync()?;
+        written.add(self.root().join("layers"));
+        self.sync(written)?;
         let manifest_digest = Sha256::of(&manifest);
         let names: Vec<String> = match &options.name {
             Some(name) => vec![name.clone()],

@@ -88,6 +88,7 @@ pub(crate) fn decompress(
         Ok(format) => {
             let prefix = std::mem::take(&mut blob.get_mut().kept);
             let (digest, size) = blob.finish();
+            let digest = Sha256(digest);
             Ok(BlobSummary {
                 format,
                 digest,

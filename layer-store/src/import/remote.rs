@@ -12,7 +12,7 @@ use oci_spec::image::ImageManifest;
 
 use crate::digest::Sha256;
 use crate::error::StoreError;
-use crate::import::layer::{Expected, Staged};
+use crate::import::layer::{Expected, Staged, StagedTree};
 use crate::import::source::{Blobs, Plan, diff_ids};
 use crate::import::{ImportError, ImportOptions, ImportProgress, ImportReport};
 use crate::lock::{LockGuard, LockMode};
@@ -77,7 +77,7 @@ impl Store {
             size: Some(blob.size),
             diff_id: Some(blob.diff_id),
         };
-        let staged = self.stage_layer(reader, &expected, progress)?;
+        let staged = self.stage_layer(reader, &expected, progress, StagedTree::None)?;
         Ok(StagedLayer {
             staged: Some(staged),
             blob: *blob,

@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::Path;
 
-use strata_layer_store::{ImportError, Store, StoreError};
+use strata_layer_store::{ImportError, Store, StoreError, Strategy};
 
 use crate::files_under;
 use crate::fixtures::{Comp, Image, sample_layers};
@@ -28,6 +28,17 @@ fn import_err(src: &Path) -> (tempfile::TempDir, StoreError) {
     let err = store
         .import(src, &Default::default())
         .expect_err("import must fail");
+    assert_empty(&store, &root);
+    // Building trees while importing leaves nothing either.
+    let strategy = if rustix::process::geteuid().is_root() {
+        Strategy::Stub
+    } else {
+        Strategy::Hardlink
+    };
+    let again = store
+        .import_materialized(src, &Default::default(), Some(strategy))
+        .expect_err("import_materialized must fail");
+    assert_eq!(again.to_string(), err.to_string());
     assert_empty(&store, &root);
     (tmp, err)
 }

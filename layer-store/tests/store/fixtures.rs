@@ -259,10 +259,13 @@ pub fn apply_model(layers: &[Vec<Item>]) -> BTreeMap<String, Node> {
         tree.retain(|k, _| !(k.starts_with(&prefix) || (!keep_self && k == path)));
     };
     for layer in layers {
-        // Opaque markers apply to lower layers only, so collect them first.
+        // Opaque markers and whiteouts apply to lower layers only (OCI image spec,
+        // "Whiteouts"), so apply them first.
         for item in layer {
-            if let Item::Opaque(dir) = item {
-                remove_under(&mut tree, dir, true);
+            match item {
+                Item::Opaque(dir) => remove_under(&mut tree, dir, true),
+                Item::Whiteout(p) => remove_under(&mut tree, p, false),
+                _ => {}
             }
         }
         for item in layer {
@@ -302,8 +305,7 @@ pub fn apply_model(layers: &[Vec<Item>]) -> BTreeMap<String, Node> {
                     let node = tree[target].clone();
                     tree.insert(p.clone(), node);
                 }
-                Item::Whiteout(p) => remove_under(&mut tree, p, false),
-                Item::Opaque(_) => {}
+                Item::Whiteout(_) | Item::Opaque(_) => {}
             }
         }
     }

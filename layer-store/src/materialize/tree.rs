@@ -1,8 +1,5 @@
-//! Materialization: a layer as a read-only directory tree usable as an overlay lower, built under
-//! `tmp/` and renamed to `layers/<id>/tree`, without copying file data where the machine allows.
-//!
-//! Whiteouts (`.wh.name`) become overlay whiteouts and `.wh..wh..opq` an opaque directory, so a
-//! stack of materialized layers mounts to what applying the layers in order gives.
+//! Building one layer's tree: entries in tar order, later ones replacing earlier ones of the
+//! same layer, whiteouts and opaque markers in overlay form, directory metadata last.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -16,52 +13,14 @@ use rustix::io::Errno;
 use strata_cow::conventions::{self, Namespace, Opacity, Stub, WhiteoutStyle};
 use strata_cow::xattr;
 
+use super::MaterializeError;
 use crate::error::{IoContext, StoreError};
-use crate::lock::LockMode;
 use crate::object::ObjectId;
-use crate::record::{self, Entry, EntryKind, Kind, LayerMeta, Strategy};
+use crate::record::{Entry, EntryKind, Strategy};
 use crate::store::Store;
-
-/// Why a layer could not be materialized.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum MaterializeError {
-    /// An entry lies below a non-directory (a symlink, say) of the same layer.
-    #[error("layer entry {path:?} lies below a non-directory")]
-    BelowNonDirectory {
-        /// The entry.
-        path: String,
-    },
-    /// The strategy needs privileges this process lacks.
-    #[error("strategy {strategy} needs root")]
-    NeedsRoot {
-        /// The strategy.
-        strategy: &'static str,
-    },
-    /// The file system cannot share extents (reflink).
-    #[error("{path}: the file system cannot reflink ({source})")]
-    ReflinkUnsupported {
-        /// The file being cloned.
-        path: PathBuf,
-        /// What the kernel said.
-        #[source]
-        source: io::Error,
-    },
-}
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
-
-/// The strategy this machine allows best: metadata-only stubs as root when overlay takes
-/// data-only lowers (`datadir+`), hardlinks otherwise.
-pub fn probe_strategy() -> Strategy {
-    let features = strata_cow::probe::Features::probe();
-    if rustix::process::geteuid().is_root() && features.overlay() && features.datadir_add() {
-        Strategy::Stub
-    } else {
-        Strategy::Hardlink
-    }
-}
 
 struct Builder<'a> {
     store: &'a Store,
@@ -73,90 +32,48 @@ struct Builder<'a> {
     created: HashMap<Vec<u8>, bool>,
     /// Directories whose metadata is applied at the end (children would bump their mtime).
     dirs: Vec<Entry>,
+    /// Stubs not created yet, by path: created in parallel, see [`Builder::create_pending`].
+    pending: HashMap<Vec<u8>, &'a Entry>,
 }
 
-impl Store {
-    /// Materializes layer `id` as `layers/<id>/tree` with `strategy` (probed when `None`),
-    /// replacing an existing tree of another strategy; returns the strategy used.
-    pub fn materialize(
-        &self,
-        id: &str,
-        strategy: Option<Strategy>,
-    ) -> Result<Strategy, StoreError> {
-        let _lock = self.lock(LockMode::Shared)?;
-        let strategy = strategy.unwrap_or_else(probe_strategy);
-        let meta = self
-            .layer_meta(id)?
-            .ok_or_else(|| StoreError::LayerNotFound { id: id.to_owned() })?;
-        if meta.materialized == Some(strategy) && self.layer_tree(id).is_dir() {
-            return Ok(strategy);
-        }
-        let root = rustix::process::geteuid().is_root();
-        if strategy == Strategy::Stub && !root {
-            return Err(MaterializeError::NeedsRoot { strategy: "stub" }.into());
-        }
-        let record = self.layer_record(id)?;
-        let staging = self.new_tmp_dir("tree")?;
-        let result = (|| {
-            let tree = staging.join("tree");
-            fs::create_dir(&tree).at(&tree)?;
-            let mut builder = Builder {
-                store: self,
-                strategy,
-                tree: tree.clone(),
-                ns: if root {
-                    Namespace::Trusted
-                } else {
-                    Namespace::User
-                },
-                root,
-                created: HashMap::new(),
-                dirs: Vec::new(),
-            };
-            for entry in &record.entries {
-                builder.add(entry)?;
-            }
-            builder.finish_dirs()?;
-            self.sync()?;
-            let dest = self.layer_tree(id);
-            if dest.exists() {
-                let old = staging.join("old");
-                fs::rename(&dest, &old).at(&dest)?;
-            }
-            fs::rename(&tree, &dest).at(&dest)
-        })();
-        let _ = fs::remove_dir_all(&staging);
-        result?;
-        self.db.write(|txn| {
-            let mut layers = txn
-                .open_table(crate::db::LAYERS)
-                .map_err(|e| self.db.err(e))?;
-            let updated = LayerMeta {
-                materialized: Some(strategy),
-                ..meta.clone()
-            };
-            let bytes = record::encode(Kind::LayerMeta, &updated)?;
-            layers
-                .insert(id, bytes.as_slice())
-                .map_err(|e| self.db.err(e))?;
-            Ok(())
-        })?;
-        Ok(strategy)
+/// Builds the tree of a layer with `entries` at `tree` (which must not exist) by `strategy`;
+/// the caller makes it durable and renames it into place. Stubs need nothing of the objects
+/// but their ids, so an import builds them while its objects are still staged.
+pub(crate) fn build_tree(
+    store: &Store,
+    strategy: Strategy,
+    tree: &Path,
+    entries: &[Entry],
+) -> Result<(), StoreError> {
+    let root = rustix::process::geteuid().is_root();
+    if strategy == Strategy::Stub && !root {
+        return Err(MaterializeError::NeedsRoot { strategy: "stub" }.into());
     }
+    fs::create_dir(tree).at(tree)?;
+    let mut builder = Builder {
+        store,
+        strategy,
+        tree: tree.to_path_buf(),
+        ns: if root {
+            Namespace::Trusted
+        } else {
+            Namespace::User
+        },
+        root,
+        created: HashMap::new(),
+        dirs: Vec::new(),
+        pending: HashMap::new(),
+    };
+    for entry in entries {
+        builder.add(entry)?;
+    }
+    builder.create_pending()?;
+    builder.finish_dirs()
 }
 
-impl Store {
-    /// Materializes several layers in parallel (see [`Store::materialize`]).
-    pub fn materialize_layers(
-        &self,
-        ids: &[String],
-        strategy: Option<Strategy>,
-    ) -> Result<Vec<Strategy>, StoreError> {
-        use rayon::prelude::*;
-        ids.par_iter()
-            .map(|id| self.materialize(id, strategy))
-            .collect()
-    }
+/// Whether `path` lies below directory `dir` (both relative to the tree).
+fn is_below(path: &[u8], dir: &[u8]) -> bool {
+    path.starts_with(dir) && path.get(dir.len()) == Some(&b'/')
 }
 
 fn os(bytes: &[u8]) -> &Path {
@@ -167,7 +84,7 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
     fn path(&self, rel: &[u8]) -> PathBuf {
         if rel.is_empty() {
             self.tree.clone()
@@ -197,7 +114,7 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn add(&mut self, entry: &Entry) -> Result<(), StoreError> {
+    fn add(&mut self, entry: &'a Entry) -> Result<(), StoreError> {
         let rel = entry.path.as_slice();
         self.ensure_parents(rel)?;
         let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
@@ -220,15 +137,11 @@ impl Builder<'_> {
         let path = self.path(rel);
         match self.created.get(rel) {
             Some(true) if is_dir => {}
-            Some(was_dir) => {
-                let removed = if *was_dir {
-                    fs::remove_dir_all(&path)
-                } else {
-                    fs::remove_file(&path)
-                };
-                removed.at(&path)?;
-                self.created
-                    .retain(|k, _| !(k.starts_with(rel) && k.get(rel.len()) == Some(&b'/')));
+            Some(&was_dir) => {
+                self.remove(rel, was_dir)?;
+                // Gone, with everything below: a directory replacing a file must be created.
+                self.created.remove(rel);
+                self.created.retain(|k, _| !is_below(k, rel));
             }
             None => {}
         }
@@ -242,12 +155,18 @@ impl Builder<'_> {
         }
         self.created.insert(rel.to_vec(), false);
         match &entry.kind {
+            // Stubs are most of a tree and independent of each other: created later, in parallel.
+            EntryKind::File { size, .. } if *size > 0 && self.strategy == Strategy::Stub => {
+                self.pending.insert(rel.to_vec(), entry);
+                Ok(())
+            }
             EntryKind::File { object, size } => self.file(&path, entry, object, *size),
             EntryKind::Symlink { target } => {
                 symlink(os(target), &path).at(&path)?;
                 self.set_meta(&path, entry, true)
             }
             EntryKind::Hardlink { target } => {
+                self.create_pending()?;
                 let from = self.path(target);
                 fs::hard_link(&from, &path).at(&path)
             }
@@ -271,15 +190,18 @@ impl Builder<'_> {
     }
 
     /// A whiteout hiding `target` of lower layers, in the form overlay reads.
+    ///
+    /// A whiteout hides lower layers only, never an entry of its own layer (OCI image spec,
+    /// "Whiteouts"): that entry already hides a lower file, and a directory of this layer
+    /// becomes opaque.
     fn whiteout(&mut self, parent: &[u8], target: &[u8]) -> Result<(), StoreError> {
         let path = self.path(target);
-        if let Some(was_dir) = self.created.remove(target) {
-            let removed = if was_dir {
-                fs::remove_dir_all(&path)
-            } else {
-                fs::remove_file(&path)
-            };
-            removed.at(&path)?;
+        match self.created.get(target) {
+            Some(false) => return Ok(()),
+            Some(true) => {
+                return conventions::set_opacity(&path, self.ns, Opacity::Opaque).at(&path);
+            }
+            None => {}
         }
         let style = if self.root {
             WhiteoutStyle::CharDevice
@@ -291,6 +213,38 @@ impl Builder<'_> {
         conventions::create_whiteout(&path, style).at(&path)?;
         self.created.insert(target.to_vec(), false);
         Ok(())
+    }
+
+    /// Removes what this layer created at `rel` earlier (a later entry replaces it).
+    fn remove(&mut self, rel: &[u8], was_dir: bool) -> Result<(), StoreError> {
+        let path = self.path(rel);
+        if was_dir {
+            self.pending.retain(|k, _| !is_below(k, rel));
+            // Its metadata, applied at the end, would land on whatever replaces it.
+            self.dirs
+                .retain(|d| d.path.as_slice() != rel && !is_below(&d.path, rel));
+            fs::remove_dir_all(&path).at(&path)
+        } else if self.pending.remove(rel).is_some() {
+            // Never created.
+            Ok(())
+        } else {
+            fs::remove_file(&path).at(&path)
+        }
+    }
+
+    /// Creates the pending stubs, in parallel.
+    fn create_pending(&mut self) -> Result<(), StoreError> {
+        use rayon::prelude::*;
+        let pending: Vec<(Vec<u8>, &Entry)> =
+            std::mem::take(&mut self.pending).into_iter().collect();
+        pending
+            .par_iter()
+            .try_for_each(|(rel, entry)| match &entry.kind {
+                EntryKind::File { object, size } => {
+                    self.file(&self.path(rel), entry, object, *size)
+                }
+                _ => Ok(()),
+            })
     }
 
     fn file(

@@ -1,0 +1,124 @@
+//! Materialization: a layer as a read-only directory tree usable as an overlay lower, built under
+//! `tmp/` and renamed to `layers/<id>/tree`, without copying file data where the machine allows.
+//!
+//! Whiteouts (`.wh.name`) become overlay whiteouts and `.wh..wh..opq` an opaque directory, so a
+//! stack of materialized layers mounts to what applying the layers in order gives.
+
+mod tree;
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use crate::durable::Written;
+use crate::error::{IoContext, StoreError};
+use crate::lock::LockMode;
+use crate::record::{self, Kind, LayerMeta, Strategy};
+use crate::store::Store;
+pub(crate) use tree::build_tree;
+
+/// Why a layer could not be materialized.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MaterializeError {
+    /// An entry lies below a non-directory (a symlink, say) of the same layer.
+    #[error("layer entry {path:?} lies below a non-directory")]
+    BelowNonDirectory {
+        /// The entry.
+        path: String,
+    },
+    /// The strategy needs privileges this process lacks.
+    #[error("strategy {strategy} needs root")]
+    NeedsRoot {
+        /// The strategy.
+        strategy: &'static str,
+    },
+    /// The file system cannot share extents (reflink).
+    #[error("{path}: the file system cannot reflink ({source})")]
+    ReflinkUnsupported {
+        /// The file being cloned.
+        path: PathBuf,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The strategy this machine allows best: metadata-only stubs as root when overlay takes
+/// data-only lowers (`datadir+`), hardlinks otherwise.
+pub fn probe_strategy() -> Strategy {
+    let features = strata_cow::probe::Features::probe();
+    if rustix::process::geteuid().is_root() && features.overlay() && features.datadir_add() {
+        Strategy::Stub
+    } else {
+        Strategy::Hardlink
+    }
+}
+
+impl Store {
+    /// Materializes layer `id` as `layers/<id>/tree` with `strategy` (probed when `None`),
+    /// replacing an existing tree of another strategy; returns the strategy used.
+    pub fn materialize(
+        &self,
+        id: &str,
+        strategy: Option<Strategy>,
+    ) -> Result<Strategy, StoreError> {
+        let _lock = self.lock(LockMode::Shared)?;
+        let strategy = strategy.unwrap_or_else(probe_strategy);
+        let meta = self
+            .layer_meta(id)?
+            .ok_or_else(|| StoreError::LayerNotFound { id: id.to_owned() })?;
+        if meta.materialized == Some(strategy) && self.layer_tree(id).is_dir() {
+            return Ok(strategy);
+        }
+        let record = self.layer_record(id)?;
+        let staging = self.new_tmp_dir("tree")?;
+        let result = (|| {
+            let tree = staging.join("tree");
+            build_tree(self, strategy, &tree, &record.entries)?;
+            let dest = self.layer_tree(id);
+            if dest.exists() {
+                let old = staging.join("old");
+                fs::rename(&dest, &old).at(&dest)?;
+            }
+            fs::rename(&tree, &dest).at(&dest)?;
+            // A crash before the commit leaves a tree the record does not name: the next
+            // materialize replaces it.
+            let mut written = Written::default();
+            written.add_tree(&dest)?;
+            written.add(self.layer_dir(id));
+            self.sync(written)
+        })();
+        let _ = fs::remove_dir_all(&staging);
+        result?;
+        self.db.write(|txn| {
+            let mut layers = txn
+                .open_table(crate::db::LAYERS)
+                .map_err(|e| self.db.err(e))?;
+            let updated = LayerMeta {
+                materialized: Some(strategy),
+                ..meta.clone()
+            };
+            let bytes = record::encode(Kind::LayerMeta, &updated)?;
+            layers
+                .insert(id, bytes.as_slice())
+                .map_err(|e| self.db.err(e))?;
+            Ok(())
+        })?;
+        Ok(strategy)
+    }
+}
+
+impl Store {
+    /// Materializes several layers in parallel (see [`Store::materialize`]).
+    pub fn materialize_layers(
+        &self,
+        ids: &[String],
+        strategy: Option<Strategy>,
+    ) -> Result<Vec<Strategy>, StoreError> {
+        use rayon::prelude::*;
+        ids.par_iter()
+            .map(|id| self.materialize(id, strategy))
+            .collect()
+    }
+}
