@@ -391,13 +391,22 @@ impl<'a> Applier<'a> {
         {
             return Err(invalid());
         }
-        self.stats.whiteouts += 1;
         let path = parent.join(OsStr::from_bytes(target));
+        let target = OsStr::from_bytes(target);
         if self.touched.contains(&path) {
-            // Whiteouts hide only what the layers below hold.
+            // Whiteouts hide only what the layers below hold: what this layer wrote stays, but
+            // a directory it wrote loses what the layers below had in it, as if opaque.
+            let dir = self.root.dir(parent).map_err(at)?;
+            if file_type_at(&dir, target)
+                .map_err(at)?
+                .is_some_and(|t| t.is_dir())
+            {
+                return self.opaque(&path).map_err(at);
+            }
+            self.stats.whiteouts += 1;
             return Ok(());
         }
-        let target = OsStr::from_bytes(target);
+        self.stats.whiteouts += 1;
         match self.options.whiteouts {
             Whiteouts::Remove => {
                 let dir = match self.root.dir(parent) {

@@ -80,9 +80,14 @@ fn whiteouts_only_hide_lower_entries() {
     let r = root.path();
     fs::write(r.join("lower"), "l").unwrap();
     fs::create_dir_all(r.join("tree/x")).unwrap();
+    fs::create_dir_all(r.join("both/lower-child")).unwrap();
     let layer = RawTar::new()
         .add(b"mine", Raw::File(b"m"))
         .add(b".wh.mine", Raw::File(b""))
+        // A directory of this layer stays with its own children; the lower ones go.
+        .add(b"both/", Raw::Dir)
+        .add(b"both/x", Raw::File(b"x"))
+        .add(b".wh.both", Raw::File(b""))
         .add(b".wh.lower", Raw::File(b""))
         .add(b".wh.tree", Raw::File(b""))
         .add(b".wh.never-existed", Raw::File(b""))
@@ -91,6 +96,11 @@ fn whiteouts_only_hide_lower_entries() {
     assert!(r.join("mine").exists());
     assert!(!r.join("lower").exists());
     assert!(!r.join("tree").exists());
+    let both: Vec<_> = fs::read_dir(r.join("both"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(both, ["x"]);
 }
 
 #[test]
