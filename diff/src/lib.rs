@@ -33,6 +33,7 @@ mod change;
 mod content;
 mod dir;
 mod meta;
+pub mod pax;
 mod tree;
 mod upper;
 mod write;

@@ -141,8 +141,12 @@ pub fn split<R: Read, E: From<TarError>>(
         if is_extension {
             let data = s.read_extension(size, at)?;
             match entry_type {
-                EntryType::XHeader => pending.pax = parse_pax(&data),
-                EntryType::XGlobalHeader => global_pax = parse_pax(&data),
+                EntryType::XHeader => {
+                    pending.pax = parse_pax(&data).map_err(|_| bad(at, "pax record"))?
+                }
+                EntryType::XGlobalHeader => {
+                    global_pax = parse_pax(&data).map_err(|_| bad(at, "pax record"))?
+                }
                 EntryType::GNULongName => pending.path = Some(trim_nul(data)),
                 _ => pending.link = Some(trim_nul(data)),
             }
@@ -372,11 +376,16 @@ fn trim_nul(mut data: Vec<u8>) -> Vec<u8> {
     data
 }
 
-fn parse_pax(data: &[u8]) -> Vec<(String, Vec<u8>)> {
-    tar::PaxExtensions::new(data)
-        .filter_map(Result::ok)
-        .filter_map(|ext| Some((ext.key().ok()?.to_owned(), ext.value_bytes().to_vec())))
-        .collect()
+/// The records of a PAX header; keys that are not UTF-8 (none that we read) are skipped.
+fn parse_pax(data: &[u8]) -> Result<Vec<(String, Vec<u8>)>, &'static str> {
+    let mut out = Vec::new();
+    for record in strata_diff::pax::records(data) {
+        let (key, value) = record?;
+        if let Ok(key) = std::str::from_utf8(key) {
+            out.push((key.to_owned(), value.to_vec()));
+        }
+    }
+    Ok(out)
 }
 
 fn parse_decimal(v: &[u8]) -> Option<u64> {

@@ -322,26 +322,10 @@ fn trim_nul(bytes: &[u8]) -> &[u8] {
     &bytes[..end]
 }
 
-/// Parses `"<len> <key>=<value>\n"` records, each `len` bytes long including itself.
-fn parse_pax(mut data: &[u8], pending: &mut Pending) -> Result<(), &'static str> {
-    while !data.is_empty() {
-        let space = data
-            .iter()
-            .position(|&b| b == b' ')
-            .ok_or("PAX record without a length")?;
-        let len: usize = std::str::from_utf8(&data[..space])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or("PAX record length is not a number")?;
-        if len <= space + 1 || len > data.len() || data[len - 1] != b'\n' {
-            return Err("PAX record length out of range");
-        }
-        let record = &data[space + 1..len - 1];
-        let eq = record
-            .iter()
-            .position(|&b| b == b'=')
-            .ok_or("PAX record without '='")?;
-        let (key, value) = (&record[..eq], &record[eq + 1..]);
+/// Applies the records of a PAX header to `pending`.
+fn parse_pax(data: &[u8], pending: &mut Pending) -> Result<(), &'static str> {
+    for record in crate::pax::records(data) {
+        let (key, value) = record?;
         let decimal = |v: &[u8]| {
             std::str::from_utf8(v)
                 .ok()
@@ -369,7 +353,6 @@ fn parse_pax(mut data: &[u8], pending: &mut Pending) -> Result<(), &'static str>
                 }
             }
         }
-        data = &data[len..];
     }
     Ok(())
 }

@@ -363,7 +363,9 @@ pub fn sample_layers() -> Vec<Vec<Item>> {
                 "etc/caps".into(),
                 b"cap".to_vec(),
                 "user.test".into(),
-                b"v".to_vec(),
+                // Binary, with newlines, like a file capability can be: PAX records split by
+                // length, not at newlines.
+                b"v\n\x00\x0a\xff\n".to_vec(),
             ),
             Item::Dir("var/cache".into(), 0o755),
             Item::File("var/cache/a".into(), b"cached a".to_vec(), 0o644),
