@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
+
 /// Options shared by every command.
 #[derive(Debug, clap::Args)]
 pub struct Global {
@@ -29,6 +31,13 @@ impl Global {
             })
             .unwrap_or_else(|| PathBuf::from("."));
         data_home.join("strata")
+    }
+
+    /// The layer store at [`Global::root`], opened for one command.
+    pub fn open_store(&self) -> anyhow::Result<strata_layer_store::Store> {
+        let root = self.root();
+        strata_layer_store::Store::open(&root)
+            .with_context(|| format!("opening store {}", root.display()))
     }
 
     /// Prints `value` as JSON when `--json` was given, otherwise `text()`.

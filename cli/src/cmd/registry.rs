@@ -4,7 +4,6 @@
 use std::io::{BufRead, IsTerminal};
 
 use anyhow::Context;
-use strata_layer_store::Store;
 use strata_layer_store::digest::Sha256;
 use strata_layer_store::registry::{
     Auth, Connection, LayerFetch, Platform, PullOptions, PullProgress, PushOptions,
@@ -155,9 +154,7 @@ impl PullProgress for Bars {
 
 impl Command {
     pub fn run(self, global: &Global) -> anyhow::Result<()> {
-        let root = global.root();
-        let store =
-            Store::open(&root).with_context(|| format!("opening store {}", root.display()))?;
+        let store = global.open_store()?;
         match self {
             Command::Pull {
                 reference,

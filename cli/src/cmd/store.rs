@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::Serialize;
 use strata_layer_store::{
-    FsckOptions, GcOptions, ImportOptions, ImportProgress, Problem, Store, Strategy,
+    FsckOptions, GcOptions, ImportOptions, ImportProgress, Problem, Strategy,
 };
 
 use crate::global::Global;
@@ -120,9 +120,7 @@ struct LayerRow {
 
 impl Command {
     pub fn run(self, global: &Global) -> anyhow::Result<()> {
-        let root = global.root();
-        let store =
-            Store::open(&root).with_context(|| format!("opening store {}", root.display()))?;
+        let store = global.open_store()?;
         match self {
             Command::Import {
                 source,
