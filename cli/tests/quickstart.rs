@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{can_mount, ok_json};
+use common::{can_mount, ok_json, run_ok};
 
 fn quickstart(root: &Path) -> serde_json::Value {
     ok_json(root, &["quickstart"]).unwrap()
@@ -39,15 +39,10 @@ fn quickstart_runs_twice_and_exports_an_unpackable_image() {
 
     let export = second["export"].as_str().unwrap();
     let bundle = dir.path().join("bundle");
-    let unpacked = Command::new("umoci")
-        .args(["unpack", "--image", &format!("{export}:quickstart-app")])
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(
-        unpacked.status.success(),
-        "umoci: {}",
-        String::from_utf8_lossy(&unpacked.stderr)
+    run_ok(
+        Command::new("umoci")
+            .args(["unpack", "--image", &format!("{export}:quickstart-app")])
+            .arg(&bundle),
     );
     let rootfs = bundle.join("rootfs");
     assert_eq!(

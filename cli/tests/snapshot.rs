@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::daemon::Daemon;
-use common::{can_mount, ok, ok_json, strata};
+use common::{can_mount, ok, ok_json, run_ok, strata};
 
 fn json(root: &Path, args: &[&str]) -> serde_json::Value {
     ok_json(root, args).unwrap()
@@ -265,20 +265,12 @@ fn commit_image_exports_what_the_container_sees() {
     let oci = dir.path().join("oci");
     ok(&root, &["export", "img2", "--output", &path(&oci)]);
     let bundle = dir.path().join("bundle");
-    let unpacked = Command::new("umoci")
-        .args([
-            "unpack",
-            "--image",
-            &format!("{}:img2", path(&oci)),
-            &path(&bundle),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        unpacked.status.success(),
-        "umoci: {}",
-        String::from_utf8_lossy(&unpacked.stderr)
-    );
+    run_ok(Command::new("umoci").args([
+        "unpack",
+        "--image",
+        &format!("{}:img2", path(&oci)),
+        &path(&bundle),
+    ]));
 
     ok(&root, &["view", "v", "c1-done"]);
     ok(&root, &["mount", "v", &path(&target)]);

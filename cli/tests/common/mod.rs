@@ -20,6 +20,16 @@ pub fn strata(root: &Path, args: &[&str]) -> Output {
         .expect("running strata")
 }
 
+/// Runs `command` (a peer tool such as umoci), which must succeed.
+pub fn run_ok(command: &mut Command) {
+    let out = command.output().expect("running a tool");
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs `strata --root ROOT ARGS…`, which must succeed, and returns its stdout.
 pub fn ok(root: &Path, args: &[&str]) -> String {
     let out = strata(root, args);

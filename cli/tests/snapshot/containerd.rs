@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::common::daemon::Daemon;
+use crate::common::{ok, run_ok};
 
 struct Env {
     dir: PathBuf,
@@ -101,41 +102,16 @@ fn busybox_image(dir: &Path) -> PathBuf {
 fn exported_by_strata(dir: &Path, archive: &Path) -> PathBuf {
     let store = dir.join("export-store");
     let layout = dir.join("strata-export");
-    let strata = |args: &[&std::ffi::OsStr]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .arg("--root")
-            .arg(&store)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "strata {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    strata(&[
-        "import".as_ref(),
-        archive.as_os_str(),
-        "--name".as_ref(),
-        "busybox".as_ref(),
-    ]);
-    strata(&[
-        "export".as_ref(),
-        "busybox".as_ref(),
-        "-o".as_ref(),
-        layout.as_os_str(),
-    ]);
+    let (archive, layout) = (archive.to_str().unwrap(), layout.to_str().unwrap());
+    ok(&store, &["import", archive, "--name", "busybox"]);
+    ok(&store, &["export", "busybox", "-o", layout]);
     let exported = dir.join("strata-busybox.tar");
-    let out = Command::new("tar")
-        .arg("-C")
-        .arg(&layout)
-        .arg("-cf")
-        .arg(&exported)
-        .arg(".")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    run_ok(
+        Command::new("tar")
+            .args(["-C", layout, "-cf"])
+            .arg(&exported)
+            .arg("."),
+    );
     exported
 }
 
