@@ -55,9 +55,11 @@ fn open(path: &Path) -> Result<File, StoreError> {
 /// Takes `<root>/db.lock` for one transaction: waits while another transaction holds it, and
 /// fails with [`StoreError::InUse`] when a [`DatabaseOwner`] holds it, which may be for hours.
 pub(crate) fn acquire_database(root: &Path) -> Result<LockGuard, StoreError> {
-    Ok(LockGuard {
-        _file: wait_for_database(root)?,
-    })
+    let file = wait_for_database(root)?;
+    // Holding the lock, we know no owner is alive: forget a pid that one which crashed left
+    // behind, lest a process reusing that pid make later waiters fail with `InUse`.
+    file.set_len(0).at(&root.join("db.lock"))?;
+    Ok(LockGuard { _file: file })
 }
 
 /// `<root>/db.lock`, held for the life of a handle that keeps `strata.redb` open (the
