@@ -6,12 +6,22 @@
 //! cores, the sequential writer against the overlapped one, and GNU tar for writing and
 //! extracting the same layer.
 //!
+//! `changes` also runs its floor (`floor-seq`, `floor-rayon-N`): the system calls the pair
+//! needs and nothing else (see `diff/floor.rs`).
+//!
 //! `STRATA_BENCH_SCALE` (default 1.0) scales the generated trees.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+#[path = "diff/cpu.rs"]
+mod cpu;
+#[path = "diff/floor.rs"]
+mod floor;
+
+use criterion::measurement::Measurement;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use strata_benches::{Edits, Profile, Shape, generate, mutate};
 use strata_diff::{
@@ -33,6 +43,8 @@ struct Pair {
 struct Fixtures {
     _scratch: tempfile::TempDir,
     pairs: Vec<Pair>,
+    /// The floor of `changes` for each pair, by pair name.
+    floors: HashMap<&'static str, floor::Plan>,
 }
 
 fn threads() -> usize {
@@ -107,9 +119,14 @@ impl Fixtures {
                 upper,
             });
         }
+        let floors = pairs
+            .iter()
+            .map(|p| (p.name, floor::Plan::new(&p.old, &p.new)))
+            .collect();
         Fixtures {
             _scratch: scratch,
             pairs,
+            floors,
         }
     }
 }
@@ -178,8 +195,10 @@ fn run_on<T: Send>(pool: &Option<rayon::ThreadPool>, f: impl FnOnce(Threads) -> 
     }
 }
 
-fn bench_changes(c: &mut Criterion, fx: &Fixtures) {
-    let mut group = c.benchmark_group("changes");
+/// `changes` and its floor, timed by `M`: wall time (`changes`) or process CPU time
+/// (`changes_cpu`, which a busy machine disturbs less).
+fn bench_changes<M: Measurement>(c: &mut Criterion<M>, name: &str, fx: &Fixtures) {
+    let mut group = c.benchmark_group(name);
     group.sample_size(20);
     for pair in &fx.pairs {
         group.throughput(Throughput::Elements(pair.entries));
@@ -190,6 +209,13 @@ fn bench_changes(c: &mut Criterion, fx: &Fixtures) {
                         strata_diff::changes(&pair.old, &pair.new, &options(t)).unwrap()
                     })
                 })
+            });
+        }
+        let plan = &fx.floors[pair.name];
+        for (label, pool) in thread_variants() {
+            let id = BenchmarkId::new(pair.name, format!("floor-{label}"));
+            group.bench_function(id, |b| {
+                b.iter(|| run_on(&pool, |t| plan.run(t == Threads::Rayon)))
             });
         }
     }
@@ -340,7 +366,11 @@ fn gnu_tar_extract(dir: &Path, layer: &[u8]) {
 fn main() {
     let fixtures = Fixtures::new();
     let mut c = Criterion::default().configure_from_args();
-    bench_changes(&mut c, &fixtures);
+    bench_changes(&mut c, "changes", &fixtures);
+    let mut cpu = Criterion::default()
+        .with_measurement(cpu::ProcessCpu)
+        .configure_from_args();
+    bench_changes(&mut cpu, "changes_cpu", &fixtures);
     bench_upper(&mut c, &fixtures);
     bench_write(&mut c, &fixtures);
     bench_apply(&mut c, &fixtures);
