@@ -24,11 +24,17 @@ pub(crate) fn open_dir(parent: impl AsFd, name: impl rustix::path::Arg) -> io::R
 
 /// The names in directory `dir`, without `.` and `..`, sorted bytewise. Reads from the start
 /// of the directory whatever `dir`'s offset, without reopening it.
+pub(crate) fn sorted_names(dir: impl AsFd) -> io::Result<Vec<CString>> {
+    rustix::fs::seek(&dir, SeekFrom::Start(0))?;
+    sorted_names_of_fresh(dir)
+}
+
+/// [`sorted_names`] of a directory opened for this listing and not read yet, so without the
+/// rewind (one `lseek` less per directory of a walk).
 ///
 /// # References
 /// - [`getdents64(2)`](https://man7.org/linux/man-pages/man2/getdents64.2.html)
-pub(crate) fn sorted_names(dir: impl AsFd) -> io::Result<Vec<CString>> {
-    rustix::fs::seek(&dir, SeekFrom::Start(0))?;
+pub(crate) fn sorted_names_of_fresh(dir: impl AsFd) -> io::Result<Vec<CString>> {
     // One getdents call lists a typical directory whole.
     let mut buf = Vec::with_capacity(32 * 1024);
     let mut entries = RawDir::new(&dir, buf.spare_capacity_mut());

@@ -14,7 +14,7 @@ use rustix::fs::CWD;
 
 use crate::change::{Change, ChangeKind, ChangeSet, ContentCheck, DiffError, DiffOptions};
 use crate::content::same_content;
-use crate::dir::{component, map_ordered, open_dir, sorted_names};
+use crate::dir::{component, map_ordered, open_dir, sorted_names_of_fresh};
 use crate::meta::{Kind, Meta, Verdict, compare};
 
 /// The changes that turn the tree `old` into the tree `new`.
@@ -98,8 +98,10 @@ impl Listing {
 impl TwoTrees<'_> {
     /// The changes below the directories `old` and `new` (at `rel`).
     fn diff_dir(&self, rel: &Path, old: &OwnedFd, new: &OwnedFd) -> Result<Vec<Change>, DiffError> {
-        let old_names = sorted_names(old).map_err(DiffError::read(&self.old_root.join(rel)))?;
-        let new_names = sorted_names(new).map_err(DiffError::read(&self.new_root.join(rel)))?;
+        let old_names =
+            sorted_names_of_fresh(old).map_err(DiffError::read(&self.old_root.join(rel)))?;
+        let new_names =
+            sorted_names_of_fresh(new).map_err(DiffError::read(&self.new_root.join(rel)))?;
         let mut listing = Listing::new();
         for (name, side) in merge(old_names, new_names) {
             match side {
@@ -117,7 +119,8 @@ impl TwoTrees<'_> {
 
     /// Everything below the directory `dir` (at `rel`) of the new tree, as added.
     fn added_dir(&self, rel: &Path, dir: &OwnedFd) -> Result<Vec<Change>, DiffError> {
-        let names = sorted_names(dir).map_err(DiffError::read(&self.new_root.join(rel)))?;
+        let names =
+            sorted_names_of_fresh(dir).map_err(DiffError::read(&self.new_root.join(rel)))?;
         let mut listing = Listing::new();
         for name in names {
             self.added(&mut listing, rel, dir, name)?;

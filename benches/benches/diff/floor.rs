@@ -2,12 +2,13 @@
 //! no diff logic around them, so its time is what no implementation built on these calls can beat.
 //!
 //! A plan made before timing says, per directory, which names to `lstat` and xattr-list on each
-//! side (both sides for a name in both, the new side for a new name, nothing for a deleted one)
-//! and which regular files to read and compare (same metadata, a zero-nanosecond mtime on either
-//! side: the ambiguous-mtime rule). The timed part opens each directory, lists it
-//! (`getdents64` to the end), makes those calls and compares those files, over a flat list of
-//! directories on rayon: no sorting, merging, change records or paths. It knows beforehand what
-//! a real diff learns from the listings, so it is a generous floor.
+//! side (both sides for a name in both, the new side for a new name, nothing for a deleted one),
+//! which of them are symlinks to read, and which regular files to read and compare (same
+//! metadata, a zero-nanosecond mtime on either side: the ambiguous-mtime rule). The
+//! timed part opens each directory, lists it (`getdents64` to the end), makes those calls and
+//! compares those files, over a flat list of directories on rayon: no sorting, merging, change
+//! records or paths. It knows beforehand what a real diff learns from the listings, so it is a
+//! generous floor.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
@@ -28,6 +29,9 @@ struct DirWork {
     in_old: bool,
     stat_old: Vec<CString>,
     stat_new: Vec<CString>,
+    /// The symlinks among `stat_old` and `stat_new`.
+    links_old: Vec<CString>,
+    links_new: Vec<CString>,
     compare: Vec<(CString, usize)>,
 }
 
@@ -70,13 +74,9 @@ impl DirWork {
             list(&old);
             old
         });
-        for name in &self.stat_new {
-            stat_and_xattrs(&new, name);
-        }
+        inspect(&new, &self.stat_new, &self.links_new);
         let Some(old) = old else { return };
-        for name in &self.stat_old {
-            stat_and_xattrs(&old, name);
-        }
+        inspect(&old, &self.stat_old, &self.links_old);
         let (mut a, mut b) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
         for (name, size) in &self.compare {
             let files = [&old, &new].map(|dir| {
@@ -108,10 +108,17 @@ fn list(dir: &OwnedFd) {
     }
 }
 
-fn stat_and_xattrs(dir: &OwnedFd, name: &CString) {
-    std::hint::black_box(rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).unwrap());
-    let xattrs = strata_cow::xattr::all_at(dir.as_fd(), name, || unreachable!("listxattrat"));
-    std::hint::black_box(xattrs.unwrap());
+/// The metadata calls of `names` in `dir`: `lstat` and the xattrs of each, the target of each
+/// of `links`.
+fn inspect(dir: &OwnedFd, names: &[CString], links: &[CString]) {
+    for name in names {
+        std::hint::black_box(rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).unwrap());
+        let xattrs = strata_cow::xattr::all_at(dir.as_fd(), name, || unreachable!("listxattrat"));
+        std::hint::black_box(xattrs.unwrap());
+    }
+    for name in links {
+        std::hint::black_box(rustix::fs::readlinkat(dir, name, Vec::new()).unwrap());
+    }
 }
 
 /// Whether the rule sends this pair of entries to a content compare (the pair is known
@@ -134,6 +141,8 @@ fn plan_dir(old: &Path, new: &Path, rel: &Path, in_old: bool, out: &mut Vec<DirW
         in_old,
         stat_old: Vec::new(),
         stat_new: Vec::new(),
+        links_old: Vec::new(),
+        links_new: Vec::new(),
         compare: Vec::new(),
     };
     let mut subdirs = Vec::new();
@@ -147,10 +156,16 @@ fn plan_dir(old: &Path, new: &Path, rel: &Path, in_old: bool, out: &mut Vec<DirW
             .flatten();
         if let Some(old_meta) = &old_meta {
             work.stat_old.push(c_name.clone());
+            if old_meta.is_symlink() {
+                work.links_old.push(c_name.clone());
+            }
             if needs_compare(old_meta, &new_meta) {
                 work.compare
                     .push((c_name.clone(), new_meta.size() as usize));
             }
+        }
+        if new_meta.is_symlink() {
+            work.links_new.push(c_name.clone());
         }
         work.stat_new.push(c_name);
         if new_meta.is_dir() {
