@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rayon::prelude::*;
 use rustix::fs::{Access, AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
@@ -215,18 +214,18 @@ impl Objects {
         Ok((id, Inserted::New))
     }
 
-    /// Moves every object staged in `stage` into place, in parallel, and removes the staging
-    /// directory; `written` learns the fan-out directories that gained entries (the objects'
+    /// Moves every object staged in `stage` into place and removes the staging directory (one
+    /// rename at a time: the kernel serializes renames between directories anyway); `written` learns the fan-out directories that gained entries (the objects'
     /// data must be durable already: see [`Stage::dir`]). A concurrent
     /// writer of the same bytes may have won the race, which is fine: the content is the same.
     /// Returns how many objects were new.
     pub(crate) fn publish(&self, stage: &Stage, written: &mut Written) -> Result<u64, StoreError> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let stage_fd = rustix::fs::open(&stage.dir, flags, Mode::empty()).at(&stage.dir)?;
-        let ids: Vec<&ObjectId> = stage.staged.iter().collect();
-        let placed: Vec<Option<&ObjectId>> = ids
-            .par_iter()
-            .map(|&id| {
+        let placed: Vec<Option<&ObjectId>> = stage
+            .staged
+            .iter()
+            .map(|id| {
                 let name = id.hex();
                 let dest = id.relative_path();
                 let rename = || {

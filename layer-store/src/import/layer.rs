@@ -10,9 +10,8 @@ use crate::digest::{HashingReader, Sha256};
 use crate::error::{IoContext, StoreError};
 use crate::import::pipe;
 use crate::import::{ImportError, ImportProgress};
-use crate::materialize;
 use crate::object::{Inserted, ObjectId, Stage};
-use crate::record::{self, EntryKind, Kind, LayerMeta, LayerRecord, Strategy};
+use crate::record::{self, EntryKind, Kind, LayerMeta, LayerRecord};
 use crate::store::Store;
 use crate::tarstream::{self, Parts};
 
@@ -32,20 +31,10 @@ pub(crate) struct Expected {
     pub diff_id: Option<Sha256>,
 }
 
-/// Whether staging a layer also builds its tree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StagedTree {
-    /// Only objects and record; materialize later.
-    None,
-    /// Also a tree of metadata-only stubs, `tree/` beside `manifest`: stubs name objects by id
-    /// only, so the tree is built while the next layer still streams and commits with the layer.
-    Stubs,
-}
-
 /// A layer whose objects and record are staged in `tmp/`.
 #[derive(Debug)]
 pub(crate) struct Staged {
-    /// The staging directory holding `manifest` (and `tree/` when built).
+    /// The staging directory holding `manifest` (and `tree/` once the commit built it).
     pub dir: PathBuf,
     /// Its objects, staged in `objects/` inside `dir`.
     pub objects: Stage,
@@ -93,10 +82,9 @@ impl Store {
         reader: impl Read + Send,
         expected: &Expected,
         progress: Option<&dyn ImportProgress>,
-        tree: StagedTree,
     ) -> Result<Staged, StoreError> {
         let dir = self.new_tmp_dir("layer")?;
-        let result = self.stage_layer_in(&dir, reader, expected, progress, tree);
+        let result = self.stage_layer_in(&dir, reader, expected, progress);
         if result.is_err() {
             let _ = fs::remove_dir_all(&dir);
         }
@@ -109,7 +97,6 @@ impl Store {
         reader: impl Read + Send,
         expected: &Expected,
         progress: Option<&dyn ImportProgress>,
-        tree: StagedTree,
     ) -> Result<Staged, StoreError> {
         let mut stage = Stage::create(dir.join("objects"))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(pipe::DEPTH);
@@ -128,6 +115,7 @@ impl Store {
             source,
         })?;
         let tar = tar?;
+        tracing::debug!(blob = %expected.blob, "layer read");
         let (format, digest, blob_size, probe_compressed) =
             (summary.format, summary.digest, summary.size, summary.prefix);
         verify(expected, digest, blob_size, tar.diff_id)?;
@@ -157,21 +145,13 @@ impl Store {
         };
         let path = dir.join("manifest");
         fs::write(&path, record::encode(Kind::Layer, &record)?).at(&path)?;
-        let materialized = match tree {
-            StagedTree::None => None,
-            StagedTree::Stubs => {
-                let tree = dir.join("tree");
-                materialize::build_tree(self, Strategy::Stub, &tree, &record.entries)?;
-                Some(Strategy::Stub)
-            }
-        };
         Ok(Staged {
             dir: dir.to_path_buf(),
             objects: stage,
             meta: LayerMeta {
                 tar_size: record.tar_size,
                 file_bytes,
-                materialized,
+                materialized: None,
             },
             record,
             objects_new: tar.objects_new,
