@@ -5,7 +5,6 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::compress::{self, PROBE_LEN, Probe};
 use crate::digest::{HashingReader, Sha256};
 use crate::error::{IoContext, StoreError};
 use crate::import::pipe;
@@ -48,28 +47,11 @@ pub(crate) struct Staged {
     pub objects_existing: u64,
 }
 
-/// Remembers the first `limit` bytes read through it.
-struct Tee<R> {
-    inner: R,
-    kept: Vec<u8>,
-    limit: usize,
-}
-
-impl<R: Read> Read for Tee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let room = self.limit - self.kept.len();
-        self.kept.extend_from_slice(&buf[..n.min(room)]);
-        Ok(n)
-    }
-}
-
 /// What reading the tar produced.
 struct TarResult {
     parts: Parts,
     diff_id: Sha256,
     tar_size: u64,
-    raw_prefix: Vec<u8>,
     objects_new: u64,
     objects_existing: u64,
 }
@@ -98,7 +80,7 @@ impl Store {
         expected: &Expected,
         progress: Option<&dyn ImportProgress>,
     ) -> Result<Staged, StoreError> {
-        let mut stage = Stage::create(dir.join("objects"))?;
+        let mut stage = self.objects.stage(dir.join("objects"))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(pipe::DEPTH);
         let (recycle, recycled) = std::sync::mpsc::channel();
         let (tar, summary) = std::thread::scope(|scope| {
@@ -116,15 +98,8 @@ impl Store {
         })?;
         let tar = tar?;
         tracing::debug!(blob = %expected.blob, "layer read");
-        let (format, digest, blob_size, probe_compressed) =
-            (summary.format, summary.digest, summary.size, summary.prefix);
+        let (compression, digest, blob_size) = (summary.compression, summary.digest, summary.size);
         verify(expected, digest, blob_size, tar.diff_id)?;
-        let probe = Probe {
-            compressed: &probe_compressed,
-            raw: &tar.raw_prefix,
-            raw_len: tar.tar_size,
-        };
-        let compression = compress::identify(format, &probe);
         let file_bytes = tar
             .parts
             .entries
@@ -161,11 +136,7 @@ impl Store {
 
     /// Splits the tar read from `reader` into objects and parts, hashing it.
     fn read_tar(&self, stage: &mut Stage, reader: impl Read) -> Result<TarResult, StoreError> {
-        let mut tar = HashingReader::new(Tee {
-            inner: reader,
-            kept: Vec::new(),
-            limit: PROBE_LEN,
-        });
+        let mut tar = HashingReader::new(reader);
         let (mut new, mut existing) = (0u64, 0u64);
         let mut buf = Vec::new();
         let parts = tarstream::split(&mut tar, |file: &mut dyn Read, size| {
@@ -176,14 +147,12 @@ impl Store {
             }
             Ok::<ObjectId, StoreError>(id)
         })?;
-        let raw_prefix = std::mem::take(&mut tar.get_mut().kept);
         let (diff_id, tar_size) = tar.finish();
         let diff_id = Sha256(diff_id);
         Ok(TarResult {
             parts,
             diff_id,
             tar_size,
-            raw_prefix,
             objects_new: new,
             objects_existing: existing,
         })
