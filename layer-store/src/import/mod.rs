@@ -221,7 +221,8 @@ impl Store {
 
     /// [`import`](Store::import)s and then [`materialize`](Store::materialize)s every layer
     /// of the image with `strategy` (probed when `None`). Stub trees are built while the
-    /// layers stream and commit with them, so they cost no second pass and no second sync.
+    /// imported objects are flushed and moved into place, and commit with them: no second
+    /// pass, no second sync.
     pub fn import_materialized(
         &self,
         source: &Path,
@@ -237,12 +238,7 @@ impl Store {
             _ => StagedTree::None,
         };
         let report = self.import_with(source, options, tree)?;
-        let ids: Vec<String> = report
-            .layers
-            .iter()
-            .filter(|l| !(l.imported && tree == StagedTree::Stubs))
-            .map(|l| l.id.clone())
-            .collect();
+        let ids: Vec<String> = report.layers.iter().map(|l| l.id.clone()).collect();
         // Layers the store already had, or trees of other strategies.
         self.materialize_layers(&ids, Some(strategy))?;
         Ok(report)
