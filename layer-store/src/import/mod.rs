@@ -351,7 +351,9 @@ impl Store {
                 .par_iter()
                 .flatten()
                 .try_for_each(|s| self.build_staged_tree(s, tree));
-            tracing::debug!("stub trees built");
+            if tree == StagedTree::Stubs {
+                tracing::debug!("stub trees built");
+            }
             let published = publisher.join().unwrap_or_else(|_| {
                 Err(io::Error::other("publishing thread panicked")).at(self.root())
             });
