@@ -123,5 +123,59 @@ fn unique() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-criterion_group!(benches, pull);
+/// The floor of any pull that verifies and unpacks, with no network and no filesystem: per
+/// layer, sha256 of the compressed blob, gzip inflate, sha256 of the tar (the diff_id) and
+/// blake3 of the content (the object names), each layer on its own thread, from memory. gzip
+/// inflate is sequential within a stream, so on 2 cores no pull can finish faster than this.
+fn verify_floor(c: &mut Criterion) {
+    let images = PathBuf::from(
+        std::env::var("STRATA_BENCH_IMAGE").unwrap_or_else(|_| "/work/reg-bench-img".into()),
+    );
+    let blobs = images.join("two-layer/blobs/sha256");
+    let Ok(entries) = std::fs::read_dir(&blobs) else {
+        eprintln!("skipping the pull floor: no {}", blobs.display());
+        return;
+    };
+    let layers: Vec<Vec<u8>> = entries
+        .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
+        .filter(|blob| blob.starts_with(&[0x1f, 0x8b]))
+        .collect();
+    let mut group = c.benchmark_group("registry_pull");
+    group.sample_size(10);
+    group.bench_function("floor_verify_and_inflate_in_memory", |b| {
+        b.iter(|| {
+            std::thread::scope(|threads| {
+                for blob in &layers {
+                    threads.spawn(|| verify_and_inflate(blob));
+                }
+            })
+        })
+    });
+    group.finish();
+}
+
+fn verify_and_inflate(blob: &[u8]) -> [[u8; 32]; 3] {
+    use sha2::Digest;
+    use std::io::Read;
+    let digest = sha2::Sha256::digest(blob);
+    let mut tar = flate2::read::GzDecoder::new(blob);
+    let mut diff_id = sha2::Sha256::new();
+    let mut content = blake3::Hasher::new();
+    let mut buf = vec![0; 1 << 20];
+    loop {
+        let n = tar.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        diff_id.update(&buf[..n]);
+        content.update(&buf[..n]);
+    }
+    [
+        digest.into(),
+        diff_id.finalize().into(),
+        *content.finalize().as_bytes(),
+    ]
+}
+
+criterion_group!(benches, pull, verify_floor);
 criterion_main!(benches);

@@ -97,8 +97,9 @@ fn import(c: &mut Criterion) {
     group.finish();
 }
 
-/// Import and materialize in one call (stub trees built while the layer streams) against the
-/// same import followed by `materialize`, a second pass with its own sync and commit.
+/// Import and materialize in one call (stub trees built while the objects are flushed and
+/// published) against the same import followed by `materialize`, a second pass with its own
+/// sync and commit.
 fn import_materialized(c: &mut Criterion) {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("layer.gzip");

@@ -176,6 +176,18 @@ fn pull_errors_name_the_reference() {
     let out = strata(tmp.path(), &["pull", "x", "--platform", "linux"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("linux"));
+
+    // A port nothing listens on: a connection failure, not an authentication one.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let nowhere = format!("{closed}/x:1");
+    let out = strata(tmp.path(), &["pull", &nowhere, "--insecure"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{nowhere}: cannot connect to the registry")),
+        "{stderr}"
+    );
 }
 
 #[test]

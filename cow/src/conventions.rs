@@ -226,20 +226,29 @@ pub fn create_metacopy_stub(path: &Path, stub: &Stub<'_>) -> io::Result<()> {
         ));
     }
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let fd = rustix::fs::openat(CWD, path, flags, Mode::from_raw_mode(0o600))?;
+    let mode = stub.mode & 0o7777;
+    let fd = rustix::fs::openat(CWD, path, flags, Mode::from_raw_mode(mode))?;
     rustix::fs::ftruncate(&fd, stub.size)?;
+    // Most stubs are created with their final owner and mode (root's files, the usual umask):
+    // one fstat saves a chown and a chmod, each an inode update in the journal.
+    let created = rustix::fs::fstat(&fd)?;
+    let owned = created.st_uid == stub.uid && created.st_gid == stub.gid;
     // chown clears setuid/setgid, so ownership goes first and the mode last.
-    rustix::fs::fchown(
-        &fd,
-        Some(Uid::from_raw(stub.uid)),
-        Some(Gid::from_raw(stub.gid)),
-    )?;
-    for (name, value) in stub.xattrs {
-        xattr::set(path, name, value)?;
+    if !owned {
+        rustix::fs::fchown(
+            &fd,
+            Some(Uid::from_raw(stub.uid)),
+            Some(Gid::from_raw(stub.gid)),
+        )?;
     }
-    xattr::set(path, Namespace::Trusted.name(Attr::Metacopy), b"")?;
-    xattr::set(path, Namespace::Trusted.name(Attr::Redirect), stub.redirect)?;
-    rustix::fs::fchmod(&fd, Mode::from_raw_mode(stub.mode & 0o7777))?;
+    for (name, value) in stub.xattrs {
+        xattr::set_fd(&fd, name, value)?;
+    }
+    xattr::set_fd(&fd, Namespace::Trusted.name(Attr::Metacopy), b"")?;
+    xattr::set_fd(&fd, Namespace::Trusted.name(Attr::Redirect), stub.redirect)?;
+    if !owned || created.st_mode & 0o7777 != mode {
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+    }
     let time = Timespec {
         tv_sec: stub.mtime.sec,
         tv_nsec: stub.mtime.nsec.into(),

@@ -120,6 +120,12 @@ pub enum MountError {
         /// The underlying error.
         source: io::Error,
     },
+    /// [`unmount`](crate::unmount) of a path where nothing is mounted (`EINVAL`).
+    #[error("{target}: not a mount point")]
+    NotMounted {
+        /// The path.
+        target: PathBuf,
+    },
     /// A [`MountSpec`](crate::MountSpec) that cannot be mounted as written.
     #[error("mount spec option {option:?}: {reason}")]
     InvalidSpec {
@@ -139,6 +145,7 @@ impl MountError {
             | MountError::Target { source, .. } => source
                 .raw_os_error()
                 .map(rustix::io::Errno::from_raw_os_error),
+            MountError::NotMounted { .. } => Some(rustix::io::Errno::INVAL),
             _ => None,
         }
     }

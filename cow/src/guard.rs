@@ -96,10 +96,15 @@ impl Drop for MountGuard {
 /// - [`umount2(2)`](https://man7.org/linux/man-pages/man2/umount2.2.html)
 pub fn unmount(target: &Path) -> Result<(), MountError> {
     let umount = |point: &Path| {
-        rustix::mount::unmount(point, UnmountFlags::NOFOLLOW).map_err(|e| MountError::Target {
-            op: "umount",
-            target: point.to_path_buf(),
-            source: e.into(),
+        rustix::mount::unmount(point, UnmountFlags::NOFOLLOW).map_err(|e| match e {
+            rustix::io::Errno::INVAL => MountError::NotMounted {
+                target: point.to_path_buf(),
+            },
+            e => MountError::Target {
+                op: "umount",
+                target: point.to_path_buf(),
+                source: e.into(),
+            },
         })
     };
     // The table names mounts by canonical path; without it, the top mount alone is tried.

@@ -65,6 +65,17 @@ pub fn set(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Sets attribute `name` of the open file `fd` to `value`, creating or replacing it: no path
+/// walk, for callers that hold the file open anyway.
+///
+/// # References
+/// - [`fsetxattr(2)`](https://man7.org/linux/man-pages/man2/fsetxattr.2.html)
+pub fn set_fd(fd: impl std::os::fd::AsFd, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let name = OsStr::from_bytes(name);
+    rustix::fs::fsetxattr(fd, name, value, XattrFlags::empty())?;
+    Ok(())
+}
+
 /// Every attribute of `path` as sorted `(name, value)` pairs.
 pub fn all(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut pairs = Vec::new();

@@ -78,6 +78,12 @@ pub enum StoreError {
         /// The newest version this build reads.
         supported: u32,
     },
+    /// The store root exists but is not a directory.
+    #[error("store root {path} is not a directory")]
+    RootNotADirectory {
+        /// The store root.
+        path: PathBuf,
+    },
     /// A layer is still needed and cannot be removed.
     #[error("layer {id} is in use by {user}")]
     LayerInUse {

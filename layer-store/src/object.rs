@@ -6,12 +6,10 @@ use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rayon::prelude::*;
 use rustix::fs::{Access, AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
@@ -94,8 +92,14 @@ pub(crate) struct Objects {
 #[derive(Debug)]
 pub(crate) struct Stage {
     dir: PathBuf,
+    /// `dir`, open: objects are created relative to it, without walking the store's path.
+    fd: OwnedFd,
     /// Ids staged so far: remembered here rather than asked of the file system per file.
     staged: HashSet<ObjectId>,
+    /// Which fan-out directories existed when the stage was made: an object of a fan-out that
+    /// did not is not looked up (a first import asks nothing per file). Should another import
+    /// publish it meanwhile, [`Objects::publish`] finds it there and drops the copy.
+    fanouts: [bool; 256],
 }
 
 impl Stage {
@@ -105,13 +109,13 @@ impl Stage {
         &self.dir
     }
 
-    /// Creates the staging directory `dir`.
-    pub(crate) fn create(dir: PathBuf) -> Result<Self, StoreError> {
-        fs::create_dir(&dir).at(&dir)?;
-        Ok(Stage {
-            dir,
-            staged: HashSet::new(),
-        })
+    /// Creates a file `name` in the stage for writing, with mode 0444: the descriptor may
+    /// write, nobody may later.
+    fn create_file(&self, name: &str) -> Result<File, StoreError> {
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+        rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(0o444))
+            .map(File::from)
+            .at(&self.dir.join(name))
     }
 }
 
@@ -149,9 +153,30 @@ impl Objects {
         .is_ok()
     }
 
+    /// Creates the staging directory `dir` for objects of one import.
+    pub(crate) fn stage(&self, dir: PathBuf) -> Result<Stage, StoreError> {
+        fs::create_dir(&dir).at(&dir)?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = rustix::fs::open(&dir, flags, Mode::empty()).at(&dir)?;
+        let mut fanouts = [false; 256];
+        for entry in fs::read_dir(&self.dir).at(&self.dir)? {
+            let name = entry.at(&self.dir)?.file_name();
+            let mut byte = [0u8];
+            if hex::decode_to_slice(name.as_encoded_bytes(), &mut byte).is_ok() {
+                fanouts[usize::from(byte[0])] = true;
+            }
+        }
+        Ok(Stage {
+            dir,
+            fd,
+            staged: HashSet::new(),
+            fanouts,
+        })
+    }
+
     /// Whether `id` need not be staged again: the store or `stage` has it.
     fn known(&self, stage: &Stage, id: &ObjectId) -> bool {
-        stage.staged.contains(id) || self.contains(id)
+        stage.staged.contains(id) || (stage.fanouts[usize::from(id.0[0])] && self.contains(id))
     }
 
     /// Stages `bytes` as an object in `stage` (a directory of one import) unless the store or
@@ -165,9 +190,9 @@ impl Objects {
         if self.known(stage, &id) {
             return Ok((id, Inserted::Existing));
         }
-        let staged = stage.dir.join(id.hex());
-        let mut file = create_read_only(&staged)?;
-        file.write_all(bytes).at(&staged)?;
+        let name = id.hex();
+        let mut file = stage.create_file(&name)?;
+        file.write_all(bytes).at(&stage.dir.join(name))?;
         stage.staged.insert(id);
         Ok((id, Inserted::New))
     }
@@ -180,8 +205,9 @@ impl Objects {
         size: u64,
     ) -> Result<(ObjectId, Inserted), StoreError> {
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp_path = stage.dir.join(format!("partial.{n}"));
-        let mut file = create_read_only(&tmp_path)?;
+        let tmp_name = format!("partial.{n}");
+        let tmp_path = stage.dir.join(&tmp_name);
+        let mut file = stage.create_file(&tmp_name)?;
         let result = (|| {
             let mut hasher = blake3::Hasher::new();
             let mut buf = vec![0u8; 1 << 20];
@@ -215,23 +241,22 @@ impl Objects {
         Ok((id, Inserted::New))
     }
 
-    /// Moves every object staged in `stage` into place, in parallel, and removes the staging
-    /// directory; `written` learns the fan-out directories that gained entries (the objects'
+    /// Moves every object staged in `stage` into place and removes the staging directory (one
+    /// rename at a time: the kernel serializes renames between directories anyway); `written` learns the fan-out directories that gained entries (the objects'
     /// data must be durable already: see [`Stage::dir`]). A concurrent
     /// writer of the same bytes may have won the race, which is fine: the content is the same.
     /// Returns how many objects were new.
     pub(crate) fn publish(&self, stage: &Stage, written: &mut Written) -> Result<u64, StoreError> {
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let stage_fd = rustix::fs::open(&stage.dir, flags, Mode::empty()).at(&stage.dir)?;
-        let ids: Vec<&ObjectId> = stage.staged.iter().collect();
-        let placed: Vec<Option<&ObjectId>> = ids
-            .par_iter()
-            .map(|&id| {
+        let stage_fd = &stage.fd;
+        let placed: Vec<Option<&ObjectId>> = stage
+            .staged
+            .iter()
+            .map(|id| {
                 let name = id.hex();
                 let dest = id.relative_path();
                 let rename = || {
                     rustix::fs::renameat_with(
-                        &stage_fd,
+                        stage_fd,
                         &name,
                         &self.fd,
                         &dest,
@@ -251,7 +276,7 @@ impl Objects {
                 };
                 match renamed {
                     Ok(()) => Ok(Some(id)),
-                    Err(Errno::EXIST) => rustix::fs::unlinkat(&stage_fd, &name, AtFlags::empty())
+                    Err(Errno::EXIST) => rustix::fs::unlinkat(stage_fd, &name, AtFlags::empty())
                         .map(|()| None)
                         .at(&stage.dir.join(&name)),
                     Err(e) => Err(e).at(&self.dir.join(&dest)),
@@ -270,16 +295,6 @@ impl Objects {
         written.add(self.dir.clone());
         Ok(new)
     }
-}
-
-/// Creates `path` for writing with mode 0444: the descriptor may write, nobody may later.
-fn create_read_only(path: &Path) -> Result<File, StoreError> {
-    File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o444)
-        .open(path)
-        .at(path)
 }
 
 /// The blake3 of the file at `path`: memory-mapped and hashed with rayon when large.
@@ -310,7 +325,7 @@ mod tests {
     #[test]
     fn same_bytes_are_one_read_only_object() {
         let (root, objects) = objects();
-        let mut stage = Stage::create(root.path().join("tmp/stage")).unwrap();
+        let mut stage = objects.stage(root.path().join("tmp/stage")).unwrap();
         let (a, first) = objects.stage_bytes(&mut stage, b"hello").unwrap();
         let (b, second) = objects
             .stage_stream(&mut stage, &mut &b"hello"[..], 5)
@@ -330,9 +345,33 @@ mod tests {
     }
 
     #[test]
+    fn an_object_published_after_the_stage_was_made_is_not_duplicated() {
+        let (root, objects) = objects();
+        // The second stage is made before its fan-out exists, so it does not look the object
+        // up: publishing finds it there and drops the staged copy.
+        let mut first = objects.stage(root.path().join("tmp/first")).unwrap();
+        let mut second = objects.stage(root.path().join("tmp/second")).unwrap();
+        let (a, inserted_a) = objects.stage_bytes(&mut first, b"shared").unwrap();
+        let mut written = Written::default();
+        assert_eq!(objects.publish(&first, &mut written).unwrap(), 1);
+        let (b, inserted_b) = objects.stage_bytes(&mut second, b"shared").unwrap();
+        assert_eq!(
+            (a, inserted_a, inserted_b),
+            (b, Inserted::New, Inserted::New)
+        );
+        assert_eq!(objects.publish(&second, &mut written).unwrap(), 0);
+        assert_eq!(fs::read(objects.path(&a)).unwrap(), b"shared");
+        assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
+        // A stage made now sees the fan-out and finds the object without staging it.
+        let mut third = objects.stage(root.path().join("tmp/third")).unwrap();
+        let (_, inserted_c) = objects.stage_bytes(&mut third, b"shared").unwrap();
+        assert_eq!(inserted_c, Inserted::Existing);
+    }
+
+    #[test]
     fn short_stream_leaves_nothing() {
         let (root, objects) = objects();
-        let mut stage = Stage::create(root.path().join("tmp/stage")).unwrap();
+        let mut stage = objects.stage(root.path().join("tmp/stage")).unwrap();
         assert!(
             objects
                 .stage_stream(&mut stage, &mut &b"abc"[..], 10)

@@ -40,8 +40,7 @@ impl Store {
     /// Opens (creating if needed) the store at `root`; the metadata database is opened per
     /// transaction, so other processes can use the store between them.
     pub fn open(root: impl AsRef<Path>) -> Result<Store, StoreError> {
-        let root = root.as_ref().to_path_buf();
-        fs::create_dir_all(&root).at(&root)?;
+        let root = create_root(root.as_ref())?;
         let db = DbAccess::transient(&root);
         Store::init(root, db)
     }
@@ -52,8 +51,7 @@ impl Store {
         root: impl AsRef<Path>,
         db: Arc<redb::Database>,
     ) -> Result<Store, StoreError> {
-        let root = root.as_ref().to_path_buf();
-        fs::create_dir_all(&root).at(&root)?;
+        let root = create_root(root.as_ref())?;
         Store::init(root, DbAccess::Shared(db))
     }
 
@@ -301,9 +299,33 @@ impl Store {
     }
 }
 
+/// Creates the store root `root` if it is missing (with its parents); a root that exists as
+/// something other than a directory is refused by name rather than as "File exists".
+fn create_root(root: &Path) -> Result<PathBuf, StoreError> {
+    match fs::create_dir_all(root) {
+        Err(_) if root.exists() && !root.is_dir() => Err(StoreError::RootNotADirectory {
+            path: root.to_path_buf(),
+        }),
+        created => created.at(root).map(|()| root.to_path_buf()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_root_that_is_a_file_is_refused_by_name() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().at(Path::new("tempdir"))?;
+        let file = dir.path().join("file");
+        fs::write(&file, "x").at(&file)?;
+        let err = Store::open(&file).expect_err("a file is no store root");
+        assert!(
+            matches!(&err, StoreError::RootNotADirectory { path } if *path == file),
+            "{err}"
+        );
+        Ok(())
+    }
 
     #[test]
     fn staging_dirs_of_two_handles_never_share_a_name() -> Result<(), StoreError> {

@@ -6,18 +6,39 @@
 pub mod daemon;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use anyhow::Context;
 
-/// Runs `strata --root ROOT ARGS…` and returns what it did, whatever the exit status.
+/// How long one `strata` run may take before the test fails instead of hanging (a lock
+/// waited on forever is a bug these tests must report, not sit out).
+const DEADLINE: Duration = Duration::from_secs(300);
+
+/// Runs `strata --root ROOT ARGS…` and returns what it did, whatever the exit status; kills it
+/// and fails the test when it outlives [`DEADLINE`].
 pub fn strata(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
+    let child = Command::new(env!("CARGO_BIN_EXE_strata"))
         .arg("--root")
         .arg(root)
         .args(args)
-        .output()
-        .expect("running strata")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running strata");
+    let pid = child.id();
+    let (done, output) = mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    match output.recv_timeout(DEADLINE) {
+        Ok(out) => out.expect("waiting for strata"),
+        Err(_) => {
+            let pid = rustix::process::Pid::from_raw(pid as i32).expect("a child pid");
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            panic!("strata {args:?} still running after {DEADLINE:?}");
+        }
+    }
 }
 
 /// Runs `command` (a peer tool such as umoci), which must succeed.

@@ -5,6 +5,7 @@ use std::panic;
 
 use anyhow::Result;
 use rustix::io::Errno;
+use strata_cow::MountError;
 use strata_cow::overlay::Overlay;
 
 use crate::support::{Scratch, is_mounted, require_root};
@@ -72,6 +73,10 @@ fn persistent_mounts_outlive_the_guard() -> Result<()> {
     strata_cow::unmount(&target)?;
     assert!(!is_mounted(&target));
     let err = strata_cow::unmount(&target).expect_err("nothing mounted");
+    assert!(
+        matches!(&err, MountError::NotMounted { target: t } if *t == target),
+        "{err}"
+    );
     assert_eq!(err.errno(), Some(Errno::INVAL));
     Ok(())
 }

@@ -5,14 +5,12 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::compress::{self, PROBE_LEN, Probe};
 use crate::digest::{HashingReader, Sha256};
 use crate::error::{IoContext, StoreError};
 use crate::import::pipe;
 use crate::import::{ImportError, ImportProgress};
-use crate::materialize;
 use crate::object::{Inserted, ObjectId, Stage};
-use crate::record::{self, EntryKind, Kind, LayerMeta, LayerRecord, Strategy};
+use crate::record::{self, EntryKind, Kind, LayerMeta, LayerRecord};
 use crate::store::Store;
 use crate::tarstream::{self, Parts};
 
@@ -32,20 +30,10 @@ pub(crate) struct Expected {
     pub diff_id: Option<Sha256>,
 }
 
-/// Whether staging a layer also builds its tree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StagedTree {
-    /// Only objects and record; materialize later.
-    None,
-    /// Also a tree of metadata-only stubs, `tree/` beside `manifest`: stubs name objects by id
-    /// only, so the tree is built while the next layer still streams and commits with the layer.
-    Stubs,
-}
-
 /// A layer whose objects and record are staged in `tmp/`.
 #[derive(Debug)]
 pub(crate) struct Staged {
-    /// The staging directory holding `manifest` (and `tree/` when built).
+    /// The staging directory holding `manifest` (and `tree/` once the commit built it).
     pub dir: PathBuf,
     /// Its objects, staged in `objects/` inside `dir`.
     pub objects: Stage,
@@ -59,28 +47,11 @@ pub(crate) struct Staged {
     pub objects_existing: u64,
 }
 
-/// Remembers the first `limit` bytes read through it.
-struct Tee<R> {
-    inner: R,
-    kept: Vec<u8>,
-    limit: usize,
-}
-
-impl<R: Read> Read for Tee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let room = self.limit - self.kept.len();
-        self.kept.extend_from_slice(&buf[..n.min(room)]);
-        Ok(n)
-    }
-}
-
 /// What reading the tar produced.
 struct TarResult {
     parts: Parts,
     diff_id: Sha256,
     tar_size: u64,
-    raw_prefix: Vec<u8>,
     objects_new: u64,
     objects_existing: u64,
 }
@@ -93,10 +64,9 @@ impl Store {
         reader: impl Read + Send,
         expected: &Expected,
         progress: Option<&dyn ImportProgress>,
-        tree: StagedTree,
     ) -> Result<Staged, StoreError> {
         let dir = self.new_tmp_dir("layer")?;
-        let result = self.stage_layer_in(&dir, reader, expected, progress, tree);
+        let result = self.stage_layer_in(&dir, reader, expected, progress);
         if result.is_err() {
             let _ = fs::remove_dir_all(&dir);
         }
@@ -109,9 +79,8 @@ impl Store {
         reader: impl Read + Send,
         expected: &Expected,
         progress: Option<&dyn ImportProgress>,
-        tree: StagedTree,
     ) -> Result<Staged, StoreError> {
-        let mut stage = Stage::create(dir.join("objects"))?;
+        let mut stage = self.objects.stage(dir.join("objects"))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(pipe::DEPTH);
         let (recycle, recycled) = std::sync::mpsc::channel();
         let (tar, summary) = std::thread::scope(|scope| {
@@ -128,15 +97,9 @@ impl Store {
             source,
         })?;
         let tar = tar?;
-        let (format, digest, blob_size, probe_compressed) =
-            (summary.format, summary.digest, summary.size, summary.prefix);
+        tracing::debug!(blob = %expected.blob, "layer read");
+        let (compression, digest, blob_size) = (summary.compression, summary.digest, summary.size);
         verify(expected, digest, blob_size, tar.diff_id)?;
-        let probe = Probe {
-            compressed: &probe_compressed,
-            raw: &tar.raw_prefix,
-            raw_len: tar.tar_size,
-        };
-        let compression = compress::identify(format, &probe);
         let file_bytes = tar
             .parts
             .entries
@@ -157,21 +120,13 @@ impl Store {
         };
         let path = dir.join("manifest");
         fs::write(&path, record::encode(Kind::Layer, &record)?).at(&path)?;
-        let materialized = match tree {
-            StagedTree::None => None,
-            StagedTree::Stubs => {
-                let tree = dir.join("tree");
-                materialize::build_tree(self, Strategy::Stub, &tree, &record.entries)?;
-                Some(Strategy::Stub)
-            }
-        };
         Ok(Staged {
             dir: dir.to_path_buf(),
             objects: stage,
             meta: LayerMeta {
                 tar_size: record.tar_size,
                 file_bytes,
-                materialized,
+                materialized: None,
             },
             record,
             objects_new: tar.objects_new,
@@ -181,11 +136,7 @@ impl Store {
 
     /// Splits the tar read from `reader` into objects and parts, hashing it.
     fn read_tar(&self, stage: &mut Stage, reader: impl Read) -> Result<TarResult, StoreError> {
-        let mut tar = HashingReader::new(Tee {
-            inner: reader,
-            kept: Vec::new(),
-            limit: PROBE_LEN,
-        });
+        let mut tar = HashingReader::new(reader);
         let (mut new, mut existing) = (0u64, 0u64);
         let mut buf = Vec::new();
         let parts = tarstream::split(&mut tar, |file: &mut dyn Read, size| {
@@ -196,14 +147,12 @@ impl Store {
             }
             Ok::<ObjectId, StoreError>(id)
         })?;
-        let raw_prefix = std::mem::take(&mut tar.get_mut().kept);
         let (diff_id, tar_size) = tar.finish();
         let diff_id = Sha256(diff_id);
         Ok(TarResult {
             parts,
             diff_id,
             tar_size,
-            raw_prefix,
             objects_new: new,
             objects_existing: existing,
         })

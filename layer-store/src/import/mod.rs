@@ -12,7 +12,7 @@ mod remote;
 mod source;
 
 use std::fs;
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -25,10 +25,10 @@ use crate::digest::Sha256;
 use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
 use crate::lock::LockMode;
-use crate::materialize::{MaterializeError, probe_strategy};
-use crate::record::{self, Compression, ImageRecord, Kind, Strategy, chain_ids};
+use crate::materialize::{MaterializeError, build_tree, probe_strategy};
+use crate::record::{self, Compression, ImageRecord, Kind, LayerMeta, Strategy, chain_ids};
 use crate::store::Store;
-use layer::{Staged, StagedTree};
+use layer::Staged;
 use source::{Blobs, Plan};
 
 pub use remote::{LayerBlob, StagedLayer};
@@ -126,6 +126,16 @@ pub trait ImportProgress: Sync {
     fn advance(&self, bytes: u64);
 }
 
+/// Whether an import also builds the stub trees of the layers it stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StagedTree {
+    /// Only objects and records; materialize later.
+    None,
+    /// Also a tree of metadata-only stubs, `tree/` beside `manifest`, built at the commit while
+    /// the objects sync and move into place: stubs name objects by id only.
+    Stubs,
+}
+
 /// How to import.
 #[derive(Default)]
 pub struct ImportOptions<'a> {
@@ -211,7 +221,8 @@ impl Store {
 
     /// [`import`](Store::import)s and then [`materialize`](Store::materialize)s every layer
     /// of the image with `strategy` (probed when `None`). Stub trees are built while the
-    /// layers stream and commit with them, so they cost no second pass and no second sync.
+    /// imported objects are flushed and moved into place, and commit with them: no second
+    /// pass, no second sync.
     pub fn import_materialized(
         &self,
         source: &Path,
@@ -261,10 +272,11 @@ impl Store {
                     return Ok(None);
                 }
                 let reader = plan.blobs.open(&expected.blob)?;
-                self.stage_layer(reader, expected, options.progress, tree)
+                self.stage_layer(reader, expected, options.progress)
                     .map(Some)
             })
             .collect();
+        tracing::debug!("layers staged");
         let mut staged = Vec::with_capacity(results.len());
         let mut first_err = None;
         for result in results {
@@ -277,7 +289,7 @@ impl Store {
         }
         let result = match first_err {
             Some(err) => Err(err),
-            None => self.commit_import(&plan, &staged, options),
+            None => self.commit_import(&plan, &staged, options, tree),
         };
         for s in staged.iter().flatten() {
             let _ = fs::remove_dir_all(&s.dir);
@@ -303,12 +315,14 @@ impl Store {
         })
     }
 
-    /// Publishes staged layers and names the image: the commit half of [`Store::import`].
+    /// Publishes staged layers (with their stub trees when `tree` asks) and names the image:
+    /// the commit half of [`Store::import`].
     fn commit_import(
         &self,
         plan: &Plan,
         staged: &[Option<Staged>],
         options: &ImportOptions<'_>,
+        tree: StagedTree,
     ) -> Result<ImportReport, StoreError> {
         let diff_ids: Vec<Sha256> = plan
             .layers
@@ -328,17 +342,29 @@ impl Store {
             Some(m) => m.clone(),
             None => self.synthesize_manifest(&config, staged, &diff_ids)?,
         };
+        // Objects wait for syncfs, then move into place one rename at a time (cross-directory
+        // renames serialize in the kernel): on a thread of their own, so that both of the
+        // pool's threads build the trees meanwhile.
+        let (published, trees) = std::thread::scope(|scope| {
+            let publisher = scope.spawn(|| self.publish_staged(staged));
+            let trees = staged
+                .par_iter()
+                .flatten()
+                .try_for_each(|s| self.build_staged_tree(s, tree));
+            if tree == StagedTree::Stubs {
+                tracing::debug!("stub trees built");
+            }
+            let published = publisher.join().unwrap_or_else(|_| {
+                Err(io::Error::other("publishing thread panicked")).at(self.root())
+            });
+            (published, trees)
+        });
+        let (published, mut written) = published?;
+        trees?;
         let mut objects_new = 0;
         let mut objects_existing = 0;
         let mut blob_bytes = 0;
-        let mut data = Written::default();
-        for s in staged.iter().flatten() {
-            data.add_tree(s.objects.dir())?;
-        }
-        self.sync(data)?;
-        let mut written = Written::default();
-        for s in staged.iter().flatten() {
-            let published = self.objects.publish(&s.objects, &mut written)?;
+        for (s, published) in staged.iter().flatten().zip(published) {
             objects_new += published;
             objects_existing += s.objects_existing + (s.objects_new - published);
             blob_bytes += s.record.blob_size;
@@ -370,7 +396,11 @@ impl Store {
                     .map_err(|e| self.db.err(e))?
                     .is_none()
                 {
-                    let bytes = record::encode(Kind::LayerMeta, &s.meta)?;
+                    let meta = LayerMeta {
+                        materialized: (tree == StagedTree::Stubs).then_some(Strategy::Stub),
+                        ..s.meta.clone()
+                    };
+                    let bytes = record::encode(Kind::LayerMeta, &meta)?;
                     layers
                         .insert(id.as_str(), bytes.as_slice())
                         .map_err(|e| self.db.err(e))?;
@@ -424,6 +454,39 @@ impl Store {
             objects_existing,
             blob_bytes,
         })
+    }
+
+    /// Makes the staged objects durable and moves them into place; returns how many objects
+    /// each layer placed (the rest another writer placed first) and the directories that
+    /// gained entries.
+    fn publish_staged(&self, staged: &[Option<Staged>]) -> Result<(Vec<u64>, Written), StoreError> {
+        let mut data = Written::default();
+        for s in staged.iter().flatten() {
+            data.add_tree(s.objects.dir())?;
+        }
+        self.sync(data)?;
+        tracing::debug!("staged objects durable");
+        let mut written = Written::default();
+        let published = staged
+            .iter()
+            .flatten()
+            .map(|s| self.objects.publish(&s.objects, &mut written))
+            .collect::<Result<_, _>>()?;
+        tracing::debug!("staged objects published");
+        Ok((published, written))
+    }
+
+    /// Builds the tree `tree` asks for in `staged`'s directory.
+    fn build_staged_tree(&self, staged: &Staged, tree: StagedTree) -> Result<(), StoreError> {
+        match tree {
+            StagedTree::None => Ok(()),
+            StagedTree::Stubs => build_tree(
+                self,
+                Strategy::Stub,
+                &staged.dir.join("tree"),
+                &staged.record.entries,
+            ),
+        }
     }
 
     /// An OCI manifest for a source without one: the config and each layer blob as imported.

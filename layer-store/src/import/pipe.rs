@@ -1,13 +1,15 @@
 //! Decompression on its own thread: the blob is read, hashed (digest) and decompressed there,
 //! and the tar flows to the importing thread in 1 MiB chunks, so decompressing one layer and
-//! hashing and storing its files overlap.
+//! hashing and storing its files overlap. The compression settings are probed there too, while
+//! the importing thread still works through the last chunks.
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
 
-use crate::compress::{self, Format, PROBE_COMPRESSED_LEN};
+use crate::compress::{self, Format, PROBE_COMPRESSED_LEN, PROBE_LEN, Probe};
 use crate::digest::{HashingReader, Sha256};
 use crate::import::ImportProgress;
+use crate::record::Compression;
 
 /// Chunks in flight between the two threads.
 pub(crate) const DEPTH: usize = 8;
@@ -15,14 +17,12 @@ const CHUNK: usize = 1 << 20;
 
 /// What the decompressing thread learned about the blob.
 pub(crate) struct BlobSummary {
-    /// Compression detected by magic.
-    pub format: Format,
+    /// Compression detected by magic, with the settings that reproduce it where found.
+    pub compression: Compression,
     /// sha256 of the blob.
     pub digest: Sha256,
     /// Length of the blob.
     pub size: u64,
-    /// The first compressed bytes, for the reproduction probe.
-    pub prefix: Vec<u8>,
 }
 
 /// Remembers the first `limit` bytes read through it, and reports progress.
@@ -57,6 +57,8 @@ pub(crate) fn decompress(
         kept: Vec::new(),
         progress,
     });
+    let mut raw_prefix = Vec::with_capacity(PROBE_LEN);
+    let mut raw_len = 0u64;
     let result = (|| -> io::Result<Format> {
         let mut buffered = BufReader::with_capacity(CHUNK, &mut blob);
         let format = compress::detect(buffered.fill_buf()?);
@@ -74,6 +76,9 @@ pub(crate) fn decompress(
                 break;
             }
             chunk.truncate(n);
+            let room = PROBE_LEN - raw_prefix.len();
+            raw_prefix.extend_from_slice(&chunk[..n.min(room)]);
+            raw_len += n as u64;
             if tx.send(Ok(chunk)).is_err() {
                 // The importer stopped reading: it has failed and says why.
                 return Err(io::ErrorKind::BrokenPipe.into());
@@ -86,14 +91,18 @@ pub(crate) fn decompress(
     })();
     match result {
         Ok(format) => {
-            let prefix = std::mem::take(&mut blob.get_mut().kept);
+            let compressed = std::mem::take(&mut blob.get_mut().kept);
+            let probe = Probe {
+                compressed: &compressed,
+                raw: &raw_prefix,
+                raw_len,
+            };
+            let compression = compress::identify(format, &probe);
             let (digest, size) = blob.finish();
-            let digest = Sha256(digest);
             Ok(BlobSummary {
-                format,
-                digest,
+                compression,
+                digest: Sha256(digest),
                 size,
-                prefix,
             })
         }
         Err(err) => {

@@ -12,9 +12,9 @@ use oci_spec::image::ImageManifest;
 
 use crate::digest::Sha256;
 use crate::error::StoreError;
-use crate::import::layer::{Expected, Staged, StagedTree};
+use crate::import::layer::{Expected, Staged};
 use crate::import::source::{Blobs, Plan, diff_ids};
-use crate::import::{ImportError, ImportOptions, ImportProgress, ImportReport};
+use crate::import::{ImportError, ImportOptions, ImportProgress, ImportReport, StagedTree};
 use crate::lock::{LockGuard, LockMode};
 use crate::store::Store;
 
@@ -77,7 +77,7 @@ impl Store {
             size: Some(blob.size),
             diff_id: Some(blob.diff_id),
         };
-        let staged = self.stage_layer(reader, &expected, progress, StagedTree::None)?;
+        let staged = self.stage_layer(reader, &expected, progress)?;
         Ok(StagedLayer {
             staged: Some(staged),
             blob: *blob,
@@ -156,7 +156,7 @@ impl Store {
                     .map(|m| m.ino())
             })
             .collect();
-        let result = self.commit_import(&plan, &slots, options);
+        let result = self.commit_import(&plan, &slots, options, StagedTree::None);
         // What the commit did not rename into place (a failure, a layer another import won).
         for (s, ino) in slots.iter().zip(inodes) {
             if let (Some(s), Some(ino)) = (s, ino) {

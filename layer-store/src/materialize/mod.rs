@@ -110,15 +110,39 @@ impl Store {
 }
 
 impl Store {
-    /// Materializes several layers in parallel (see [`Store::materialize`]).
+    /// Materializes several layers in parallel (see [`Store::materialize`]). Layers already
+    /// materialized with the strategy are found in one read of the database, not one each.
     pub fn materialize_layers(
         &self,
         ids: &[String],
         strategy: Option<Strategy>,
     ) -> Result<Vec<Strategy>, StoreError> {
         use rayon::prelude::*;
+        let strategy = strategy.unwrap_or_else(probe_strategy);
+        let done: Vec<bool> = self.db.read(|txn| {
+            let table = txn
+                .open_table(crate::db::LAYERS)
+                .map_err(|e| self.db.err(e))?;
+            ids.iter()
+                .map(
+                    |id| match table.get(id.as_str()).map_err(|e| self.db.err(e))? {
+                        Some(v) => Ok(record::decode::<LayerMeta>(Kind::LayerMeta, v.value())?
+                            .materialized
+                            == Some(strategy)),
+                        None => Ok(false),
+                    },
+                )
+                .collect()
+        })?;
         ids.par_iter()
-            .map(|id| self.materialize(id, strategy))
+            .zip(done)
+            .map(|(id, done)| {
+                if done && self.layer_tree(id).is_dir() {
+                    Ok(strategy)
+                } else {
+                    self.materialize(id, Some(strategy))
+                }
+            })
             .collect()
     }
 }

@@ -6,6 +6,15 @@ use crate::error::StoreError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegistryError {
+    /// The registry could not be reached at all (connection refused, no route, TLS handshake).
+    #[error("{reference}: cannot connect to the registry: {source}")]
+    Unreachable {
+        /// The image reference.
+        reference: String,
+        /// What the client said.
+        #[source]
+        source: Box<oci_client::errors::OciDistributionError>,
+    },
     /// The image reference does not parse.
     #[error("bad image reference {reference:?}: {reason}")]
     BadReference {

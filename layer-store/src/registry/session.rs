@@ -81,17 +81,24 @@ impl Session {
         self.runtime.spawn(future)
     }
 
-    /// Wraps a client error with the reference and what was asked.
+    /// Wraps a client error with the reference and what was asked; a failure to connect
+    /// says so, whatever was asked.
     pub fn fail(
         &self,
         operation: impl Into<String>,
     ) -> impl FnOnce(OciDistributionError) -> RegistryError {
         let reference = self.name.clone();
         let operation = operation.into();
-        move |source| RegistryError::Registry {
-            reference,
-            operation,
-            source: Box::new(source),
+        move |source| match &source {
+            OciDistributionError::RequestError(e) if e.is_connect() => RegistryError::Unreachable {
+                reference,
+                source: Box::new(source),
+            },
+            _ => RegistryError::Registry {
+                reference,
+                operation,
+                source: Box::new(source),
+            },
         }
     }
 

@@ -373,14 +373,7 @@ fn concurrent_collisions_have_one_winner() {
             .into_iter()
             .map(|h| h.join().unwrap())
             .collect();
-        assert_eq!(
-            results.iter().filter(|r| r.is_ok()).count(),
-            1,
-            "{results:?}"
-        );
-        for err in results.into_iter().filter_map(Result::err) {
-            assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
-        }
+        exactly_one_wins(results);
 
         // Commits of different actives onto one name: one wins, the rest AlreadyExists.
         let actives: Vec<String> = (0..threads).map(|t| format!("r{round}-a{t}")).collect();
@@ -402,13 +395,18 @@ fn concurrent_collisions_have_one_winner() {
             .into_iter()
             .map(|h| h.join().unwrap())
             .collect();
-        assert_eq!(
-            results.iter().filter(|r| r.is_ok()).count(),
-            1,
-            "{results:?}"
-        );
-        for err in results.into_iter().filter_map(Result::err) {
-            assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
-        }
+        exactly_one_wins(results);
+    }
+}
+
+/// Of racing operations on one name, exactly one succeeded and the others saw AlreadyExists.
+fn exactly_one_wins<T: std::fmt::Debug>(results: Vec<Result<T, Error>>) {
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    for err in results.into_iter().filter_map(Result::err) {
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
     }
 }

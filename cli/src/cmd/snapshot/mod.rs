@@ -269,8 +269,8 @@ impl Command {
                 })
             }
             Command::Umount { target } => {
-                strata_cow::unmount(&target)
-                    .with_context(|| format!("umount {}", target.display()))?;
+                // Its errors name the mount point already.
+                strata_cow::unmount(&target)?;
                 global.emit(&serde_json::json!({ "unmounted": target }), String::new)
             }
             Command::Rootfs {
