@@ -81,6 +81,25 @@ fn import_list_export_gc_fsck_du() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A layer tar named by a bare file name, relative to the current directory.
+#[test]
+fn imports_a_bare_file_name() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    fs::write(tmp.path().join("l.tar.gz"), layer(&[("f", b"x")]))?;
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .current_dir(tmp.path())
+        .args(["--root", "store", "import", "l.tar.gz", "--name", "l"])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let images = ok_json(&tmp.path().join("store"), &["images"])?;
+    assert_eq!(images.as_array().map(Vec::len), Some(1));
+    Ok(())
+}
+
 #[test]
 fn errors_name_what_was_wrong() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;

@@ -359,7 +359,11 @@ pub(crate) fn plan_docker(blobs: Blobs, want: Option<&str>) -> Result<Plan, Stor
 
 /// Plans the import of a single layer tar (plain or compressed) at `path`.
 pub(crate) fn plan_layer(path: &Path) -> Result<Plan, StoreError> {
-    let parent = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    // A bare file name's parent is "", which names nothing: that is the current directory.
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
