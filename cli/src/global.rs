@@ -13,6 +13,11 @@ pub struct Global {
     /// Print one JSON document on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Do not flush written layer files before committing them, as containerd 1.6 unpacks
+    /// layers: faster, but after a power loss a committed layer may name data that never
+    /// reached the disk (`strata fsck` finds it).
+    #[arg(long, global = true)]
+    no_sync: bool,
 }
 
 impl Global {
@@ -36,8 +41,18 @@ impl Global {
     /// The layer store at [`Global::root`], opened for one command.
     pub fn open_store(&self) -> anyhow::Result<strata_layer_store::Store> {
         let root = self.root();
-        strata_layer_store::Store::open(&root)
-            .with_context(|| format!("opening store {}", root.display()))
+        let store = strata_layer_store::Store::open(&root)
+            .with_context(|| format!("opening store {}", root.display()))?;
+        Ok(store.with_durability(self.durability()))
+    }
+
+    /// How the layer store commits what it writes (`--no-sync`).
+    pub fn durability(&self) -> strata_layer_store::Durability {
+        if self.no_sync {
+            strata_layer_store::Durability::None
+        } else {
+            strata_layer_store::Durability::Immediate
+        }
     }
 
     /// Prints `value` as JSON when `--json` was given, otherwise `text()`.

@@ -81,6 +81,59 @@ fn import_list_export_gc_fsck_du() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--no-sync` drops the flushes of the imported files (the database still commits durably):
+/// the same import asks the kernel for fewer `fsync`/`fdatasync`/`syncfs` calls.
+#[test]
+fn no_sync_skips_the_file_flushes() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let files: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|i| (format!("f{i}"), format!("content {i}").into_bytes()))
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_slice()))
+        .collect();
+    let tar = tmp.path().join("l.tar.gz");
+    fs::write(&tar, layer(&refs))?;
+    let flushes = |name: &str, global: &[&str]| -> anyhow::Result<usize> {
+        let root = tmp.path().join(name);
+        let log = tmp.path().join(format!("{name}.strace"));
+        let status = Command::new("strace")
+            .args(["-f", "-qq", "-e", "trace=fsync,fdatasync,syncfs", "-o"])
+            .arg(&log)
+            .arg(env!("CARGO_BIN_EXE_strata"))
+            .arg("--root")
+            .arg(&root)
+            .args(global)
+            .args([
+                "import",
+                tar.to_str().unwrap(),
+                "--name",
+                "l",
+                "--materialize",
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("running strace (Debian package strace)")?;
+        anyhow::ensure!(status.success(), "import into {name} failed");
+        assert_eq!(
+            ok_json(&root, &["images"])?.as_array().map(Vec::len),
+            Some(1)
+        );
+        Ok(fs::read_to_string(log)?
+            .lines()
+            .filter(|l| !l.contains("+++") && !l.contains("---"))
+            .count())
+    };
+    let durable = flushes("durable", &[])?;
+    let no_sync = flushes("no-sync", &["--no-sync"])?;
+    assert!(
+        no_sync + 20 <= durable,
+        "{no_sync} flushes with --no-sync, {durable} without"
+    );
+    Ok(())
+}
+
 /// A layer tar named by a bare file name, relative to the current directory.
 #[test]
 fn imports_a_bare_file_name() -> anyhow::Result<()> {

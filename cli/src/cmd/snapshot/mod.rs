@@ -119,7 +119,8 @@ fn open(global: &Global) -> anyhow::Result<Snapshotter> {
 fn open_with_store(global: &Global) -> anyhow::Result<(Snapshotter, Store)> {
     let sn = open(global)?;
     let store = Store::open_with_db(sn.root(), sn.database())
-        .with_context(|| format!("opening the layer store in {}", sn.root().display()))?;
+        .with_context(|| format!("opening the layer store in {}", sn.root().display()))?
+        .with_durability(global.durability());
     Ok((sn, store))
 }
 
