@@ -26,6 +26,14 @@ fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {
     gz.finish().unwrap()
 }
 
+/// `files` in the form [`layer`] takes.
+fn borrowed(files: &[(String, Vec<u8>)]) -> Vec<(&str, &[u8])> {
+    files
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_slice()))
+        .collect()
+}
+
 fn walk_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).unwrap() {
@@ -89,10 +97,7 @@ fn no_sync_skips_the_file_flushes() -> anyhow::Result<()> {
     let files: Vec<(String, Vec<u8>)> = (0..20)
         .map(|i| (format!("f{i}"), format!("content {i}").into_bytes()))
         .collect();
-    let refs: Vec<(&str, &[u8])> = files
-        .iter()
-        .map(|(p, d)| (p.as_str(), d.as_slice()))
-        .collect();
+    let refs = borrowed(&files);
     let tar = tmp.path().join("l.tar.gz");
     fs::write(&tar, layer(&refs))?;
     let flushes = |name: &str, global: &[&str]| -> anyhow::Result<usize> {
@@ -207,10 +212,7 @@ fn gc_racing_an_import_in_another_process_keeps_it_whole() -> anyhow::Result<()>
             )
         })
         .collect();
-    let refs: Vec<(&str, &[u8])> = files
-        .iter()
-        .map(|(p, d)| (p.as_str(), d.as_slice()))
-        .collect();
+    let refs = borrowed(&files);
     let big = tmp.path().join("big.tar.gz");
     fs::write(&big, layer(&refs))?;
     let old = tmp.path().join("old.tar.gz");
