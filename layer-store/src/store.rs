@@ -82,7 +82,7 @@ impl Store {
                 _ => {}
             }
         }
-        let objects = Objects::open(root.join("objects"))?;
+        let objects = Objects::open(Store::objects_path(&root))?;
         let store = Store {
             root,
             objects,
@@ -111,7 +111,18 @@ impl Store {
     /// `layers/<id>/tree`: the materialized tree, an overlay lower once
     /// [`materialize`](Store::materialize)d.
     pub fn layer_tree(&self, id: &str) -> PathBuf {
-        self.layer_dir(id).join("tree")
+        Store::layer_tree_path(&self.root, id)
+    }
+
+    /// Where layer `id`'s materialized tree of the store at `root` lives, for those that
+    /// build mounts from a root without opening the store (the snapshotter).
+    pub fn layer_tree_path(root: &Path, id: &str) -> PathBuf {
+        root.join("layers").join(id).join("tree")
+    }
+
+    /// Where the objects directory of the store at `root` lives (see [`Store::objects_dir`]).
+    pub fn objects_path(root: &Path) -> PathBuf {
+        root.join("objects")
     }
 
     pub(crate) fn tmp_dir(&self) -> PathBuf {

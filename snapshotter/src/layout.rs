@@ -68,15 +68,14 @@ impl Layout {
         self.dir(id).join("work")
     }
 
-    /// The materialized tree of layer-store layer `id` in the same root
-    /// (`strata_layer_store::Store::layer_tree`).
+    /// The materialized tree of layer-store layer `id` in the same root.
     pub fn layer_tree(&self, id: &str) -> PathBuf {
-        self.root.join("layers").join(id).join("tree")
+        strata_layer_store::Store::layer_tree_path(&self.root, id)
     }
 
-    /// The layer store's objects dir in the same root (`Store::objects_dir`).
+    /// The layer store's objects dir in the same root.
     pub fn objects(&self) -> PathBuf {
-        self.root.join("objects")
+        strata_layer_store::Store::objects_path(&self.root)
     }
 
     /// Builds a new snapshot dir under `tmp/`: `fs/` (0755, like a fresh root) and, when the
