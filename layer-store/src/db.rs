@@ -67,6 +67,9 @@ impl DbAccess {
             DbAccess::Transient { path, root } => {
                 let _guard = lock::acquire_database(root)?;
                 let db = Database::create(path).map_err(|e| StoreError::db(path, e))?;
+                // Here rather than at `Store::open`: each open and close of the file costs
+                // redb several `fdatasync`s, and a command should pay for one.
+                self.create_tables(&db)?;
                 f(&db)
             }
         }
@@ -101,15 +104,44 @@ impl DbAccess {
         StoreError::db(&self.path(), e)
     }
 
-    /// Creates the tables so read transactions find them.
-    pub(crate) fn create_tables(&self) -> Result<(), StoreError> {
-        self.write(|txn| {
-            txn.open_table(LAYERS).map_err(|e| self.err(e))?;
-            txn.open_table(IMAGES).map_err(|e| self.err(e))?;
-            txn.open_table(NAMES).map_err(|e| self.err(e))?;
-            txn.open_multimap_table(GC_ROOTS).map_err(|e| self.err(e))?;
-            Ok(())
-        })
+    /// Prepares a handle for use: a shared one is open for good, so its tables are created now;
+    /// a transient one gets them at each open.
+    pub(crate) fn prepare(&self) -> Result<(), StoreError> {
+        match self {
+            DbAccess::Shared(db) => self.create_tables(db),
+            DbAccess::Transient { .. } => Ok(()),
+        }
+    }
+
+    /// Creates the tables so read transactions find them. Only a database missing one pays
+    /// for a write transaction, whose durable commit costs several `fdatasync`s.
+    fn create_tables(&self, db: &Database) -> Result<(), StoreError> {
+        use redb::{MultimapTableHandle, ReadableDatabase, TableHandle};
+        let read = db.begin_read().map_err(|e| self.err(e))?;
+        let tables: Vec<String> = read
+            .list_tables()
+            .map_err(|e| self.err(e))?
+            .map(|t| t.name().to_owned())
+            .collect();
+        let multimaps: Vec<String> = read
+            .list_multimap_tables()
+            .map_err(|e| self.err(e))?
+            .map(|t| t.name().to_owned())
+            .collect();
+        let present = [LAYERS.name(), IMAGES.name(), NAMES.name()]
+            .iter()
+            .all(|name| tables.iter().any(|t| t == name))
+            && multimaps.iter().any(|t| t == GC_ROOTS.name());
+        if present {
+            return Ok(());
+        }
+        drop(read);
+        let txn = db.begin_write().map_err(|e| self.err(e))?;
+        txn.open_table(LAYERS).map_err(|e| self.err(e))?;
+        txn.open_table(IMAGES).map_err(|e| self.err(e))?;
+        txn.open_table(NAMES).map_err(|e| self.err(e))?;
+        txn.open_multimap_table(GC_ROOTS).map_err(|e| self.err(e))?;
+        txn.commit().map_err(|e| self.err(e))
     }
 }
 

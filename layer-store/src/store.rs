@@ -89,7 +89,7 @@ impl Store {
             db,
             durability: Durability::default(),
         };
-        store.db.create_tables()?;
+        store.db.prepare()?;
         Ok(store)
     }
 
