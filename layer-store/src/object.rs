@@ -242,10 +242,10 @@ impl Objects {
     }
 
     /// Moves every object staged in `stage` into place and removes the staging directory (one
-    /// rename at a time: the kernel serializes renames between directories anyway); `written` learns the fan-out directories that gained entries (the objects'
-    /// data must be durable already: see [`Stage::dir`]). A concurrent
-    /// writer of the same bytes may have won the race, which is fine: the content is the same.
-    /// Returns how many objects were new.
+    /// rename at a time: the kernel serializes renames between directories anyway); `written`
+    /// learns the fan-out directories that gained entries (the objects' data must be durable
+    /// already: see [`Stage::dir`]). A concurrent writer of the same bytes may have won the
+    /// race, which is fine: the content is the same. Returns how many objects were new.
     pub(crate) fn publish(&self, stage: &Stage, written: &mut Written) -> Result<u64, StoreError> {
         let stage_fd = &stage.fd;
         let placed: Vec<Option<&ObjectId>> = stage
