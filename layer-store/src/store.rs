@@ -228,12 +228,19 @@ impl Store {
 
     /// The metadata row of layer `id`, if the store has it.
     pub fn layer_meta(&self, id: &str) -> Result<Option<LayerMeta>, StoreError> {
+        Ok(self.layer_metas(&[id])?.pop().flatten())
+    }
+
+    /// The metadata rows of layers `ids`, in order, from one read of the database.
+    pub(crate) fn layer_metas(&self, ids: &[&str]) -> Result<Vec<Option<LayerMeta>>, StoreError> {
         self.db.read(|txn| {
             let table = txn.open_table(LAYERS).map_err(|e| self.db.err(e))?;
-            match table.get(id).map_err(|e| self.db.err(e))? {
-                Some(v) => Ok(Some(record::decode(Kind::LayerMeta, v.value())?)),
-                None => Ok(None),
-            }
+            ids.iter()
+                .map(|id| match table.get(*id).map_err(|e| self.db.err(e))? {
+                    Some(v) => Ok(Some(record::decode(Kind::LayerMeta, v.value())?)),
+                    None => Ok(None),
+                })
+                .collect()
         })
     }
 
@@ -242,6 +249,11 @@ impl Store {
         if self.layer_meta(id)?.is_none() {
             return Err(StoreError::LayerNotFound { id: id.to_owned() });
         }
+        self.read_layer_record(id)
+    }
+
+    /// `layers/<id>/manifest`, for a caller that knows the layer exists.
+    pub(crate) fn read_layer_record(&self, id: &str) -> Result<LayerRecord, StoreError> {
         let path = self.layer_dir(id).join("manifest");
         let bytes = fs::read(&path).at(&path)?;
         Ok(record::decode(Kind::Layer, &bytes)?)

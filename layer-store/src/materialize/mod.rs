@@ -68,10 +68,10 @@ impl Store {
         let meta = self
             .layer_meta(id)?
             .ok_or_else(|| StoreError::LayerNotFound { id: id.to_owned() })?;
-        if meta.materialized == Some(strategy) && self.layer_tree(id).is_dir() {
+        if self.is_materialized(id, &meta, strategy) {
             return Ok(strategy);
         }
-        let record = self.layer_record(id)?;
+        let record = self.read_layer_record(id)?;
         let staging = self.new_tmp_dir("tree")?;
         let result = (|| {
             let tree = staging.join("tree");
@@ -110,6 +110,11 @@ impl Store {
 }
 
 impl Store {
+    /// Whether layer `id`, whose metadata row is `meta`, has its tree with `strategy` already.
+    fn is_materialized(&self, id: &str, meta: &LayerMeta, strategy: Strategy) -> bool {
+        meta.materialized == Some(strategy) && self.layer_tree(id).is_dir()
+    }
+
     /// Materializes several layers in parallel (see [`Store::materialize`]). Layers already
     /// materialized with the strategy are found in one read of the database, not one each.
     pub fn materialize_layers(
@@ -119,29 +124,13 @@ impl Store {
     ) -> Result<Vec<Strategy>, StoreError> {
         use rayon::prelude::*;
         let strategy = strategy.unwrap_or_else(probe_strategy);
-        let done: Vec<bool> = self.db.read(|txn| {
-            let table = txn
-                .open_table(crate::db::LAYERS)
-                .map_err(|e| self.db.err(e))?;
-            ids.iter()
-                .map(
-                    |id| match table.get(id.as_str()).map_err(|e| self.db.err(e))? {
-                        Some(v) => Ok(record::decode::<LayerMeta>(Kind::LayerMeta, v.value())?
-                            .materialized
-                            == Some(strategy)),
-                        None => Ok(false),
-                    },
-                )
-                .collect()
-        })?;
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let metas = self.layer_metas(&refs)?;
         ids.par_iter()
-            .zip(done)
-            .map(|(id, done)| {
-                if done && self.layer_tree(id).is_dir() {
-                    Ok(strategy)
-                } else {
-                    self.materialize(id, Some(strategy))
-                }
+            .zip(metas)
+            .map(|(id, meta)| match meta {
+                Some(meta) if self.is_materialized(id, &meta, strategy) => Ok(strategy),
+                _ => self.materialize(id, Some(strategy)),
             })
             .collect()
     }
