@@ -30,6 +30,7 @@
 
 mod apply;
 mod change;
+pub mod confined;
 mod content;
 mod dir;
 mod meta;

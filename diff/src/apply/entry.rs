@@ -13,9 +13,9 @@ use rustix::io::Errno;
 use strata_cow::conventions::{self, Opacity, WhiteoutStyle};
 use strata_cow::xattr;
 
-use super::root::{Root, file_type_at, proc_path, remove_all_at};
 use super::tar::{Header, TarReader};
 use super::{ApplyError, ApplyOptions, ApplyStats, Ownership, Whiteouts};
+use crate::confined::{Root, file_type_at, proc_path, remove_all_at};
 use crate::write::WHITEOUT_PREFIX;
 
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";

@@ -1,7 +1,6 @@
 //! Applying an OCI layer onto a directory, safely.
 
 mod entry;
-mod root;
 mod stream;
 mod tar;
 
@@ -146,7 +145,7 @@ pub fn apply_layer(
     root: &Path,
     options: &ApplyOptions,
 ) -> Result<ApplyStats, ApplyError> {
-    let target = root::Root::open(root).map_err(|source| ApplyError::Root {
+    let target = crate::confined::Root::open(root).map_err(|source| ApplyError::Root {
         path: root.to_path_buf(),
         source,
     })?;

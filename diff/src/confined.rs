@@ -1,8 +1,11 @@
-//! The target directory as a handle, and every filesystem operation the applier makes inside it.
+//! A directory that image content is written into, as a handle, and the operations that keep
+//! every write inside it. The applier and the layer store's materializer both build trees
+//! through it.
 //!
-//! Paths are resolved by the kernel with `openat2(RESOLVE_IN_ROOT)`: `..`, absolute symlinks
-//! and symlink chains are all confined to the root, so no name in a layer can reach outside it.
-//! Final components are then handled with `*at` calls that do not follow symlinks.
+//! Paths are resolved by the kernel with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`:
+//! `..`, absolute symlinks and symlink chains are all confined to the root, so no name in a
+//! layer can reach outside it. Final components are then handled with `*at` calls that do not
+//! follow symlinks.
 
 use std::ffi::{CStr, OsStr};
 use std::io;
@@ -16,8 +19,9 @@ use rustix::io::Errno;
 
 use crate::dir::{open_dir, sorted_names};
 
-/// An open target directory.
-pub(crate) struct Root {
+/// An open directory inside which every path is resolved by the kernel.
+#[derive(Debug)]
+pub struct Root {
     fd: OwnedFd,
     /// One cached parent directory: layers list a directory's entries together. Shared, so
     /// that a caller holds it without a `dup`.
@@ -25,7 +29,8 @@ pub(crate) struct Root {
 }
 
 impl Root {
-    pub(crate) fn open(path: &Path) -> io::Result<Root> {
+    /// Opens the directory at `path` (refusing a symlink there).
+    pub fn open(path: &Path) -> io::Result<Root> {
         Ok(Root {
             fd: open_dir(CWD, path)?,
             cached: None,
@@ -36,18 +41,20 @@ impl Root {
     ///
     /// # References
     /// - [`openat2(2)`](https://man7.org/linux/man-pages/man2/openat2.2.html)
-    pub(crate) fn dir(&mut self, rel: &Path) -> io::Result<Arc<OwnedFd>> {
+    pub fn dir(&mut self, rel: &Path) -> io::Result<Arc<OwnedFd>> {
         if let Some((path, fd)) = &self.cached {
             if path == rel {
                 return Ok(Arc::clone(fd));
             }
         }
-        let fd = Arc::new(self.resolve_dir(rel)?);
+        let fd = Arc::new(self.open_dir(rel)?);
         self.cached = Some((rel.to_path_buf(), Arc::clone(&fd)));
         Ok(fd)
     }
 
-    fn resolve_dir(&self, rel: &Path) -> io::Result<OwnedFd> {
+    /// The directory `rel` (resolved inside the root) as a fresh `O_PATH` handle, without the
+    /// cache: for callers on several threads.
+    pub fn open_dir(&self, rel: &Path) -> io::Result<OwnedFd> {
         if rel.as_os_str().is_empty() {
             return Ok(rustix::fs::openat(
                 &self.fd,
@@ -67,7 +74,7 @@ impl Root {
     }
 
     /// Like [`Root::dir`], creating missing directories (mode 0755) on the way.
-    pub(crate) fn dir_creating(&mut self, rel: &Path) -> io::Result<Arc<OwnedFd>> {
+    pub fn dir_creating(&mut self, rel: &Path) -> io::Result<Arc<OwnedFd>> {
         match self.dir(rel) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             other => return other,
@@ -77,7 +84,7 @@ impl Root {
             let Component::Normal(name) = component else {
                 continue;
             };
-            let parent = self.resolve_dir(&prefix)?;
+            let parent = self.open_dir(&prefix)?;
             match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o755)) {
                 Ok(()) => rustix::fs::chmodat(
                     &parent,
@@ -95,7 +102,7 @@ impl Root {
 
     /// Forgets cached handles: after a removal, a cached directory may no longer be the one
     /// its path names.
-    pub(crate) fn invalidate(&mut self) {
+    pub fn invalidate(&mut self) {
         self.cached = None;
     }
 }
@@ -105,7 +112,7 @@ fn dir_flags() -> OFlags {
 }
 
 /// The `lstat` type of `name` in `dir`, or `None` when it does not exist.
-pub(crate) fn file_type_at(dir: impl AsFd, name: &OsStr) -> io::Result<Option<FileType>> {
+pub fn file_type_at(dir: impl AsFd, name: &OsStr) -> io::Result<Option<FileType>> {
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(stat) => Ok(Some(FileType::from_raw_mode(stat.st_mode))),
         Err(Errno::NOENT) => Ok(None),
@@ -118,7 +125,7 @@ pub(crate) fn file_type_at(dir: impl AsFd, name: &OsStr) -> io::Result<Option<Fi
 ///
 /// # References
 /// - [`unlinkat(2)`](https://man7.org/linux/man-pages/man2/unlinkat.2.html)
-pub(crate) fn remove_all_at(dir: impl AsFd, name: &OsStr) -> io::Result<()> {
+pub fn remove_all_at(dir: impl AsFd, name: &OsStr) -> io::Result<()> {
     match rustix::fs::unlinkat(dir.as_fd(), name, AtFlags::empty()) {
         Ok(()) | Err(Errno::NOENT) => return Ok(()),
         Err(Errno::ISDIR) => {}
@@ -133,7 +140,7 @@ pub(crate) fn remove_all_at(dir: impl AsFd, name: &OsStr) -> io::Result<()> {
 }
 
 /// Removes every child of the directory `dir` for which `remove(name)` says so.
-pub(crate) fn remove_children(dir: &OwnedFd, remove: impl Fn(&CStr) -> bool) -> io::Result<()> {
+fn remove_children(dir: &OwnedFd, remove: impl Fn(&CStr) -> bool) -> io::Result<()> {
     for name in sorted_names(dir)? {
         if remove(&name) {
             remove_all_at(dir, OsStr::from_bytes(name.to_bytes()))?;
@@ -145,7 +152,7 @@ pub(crate) fn remove_children(dir: &OwnedFd, remove: impl Fn(&CStr) -> bool) -> 
 /// The path under `/proc/self/fd` that names `name` inside the open directory `dir`: the
 /// kernel resolves the fd itself, never the path it was opened by. Used for the xattr calls,
 /// which have no `*at` form.
-pub(crate) fn proc_path(dir: impl AsFd, name: &OsStr) -> PathBuf {
+pub fn proc_path(dir: impl AsFd, name: &OsStr) -> PathBuf {
     Path::new("/proc/self/fd")
         .join(dir.as_fd().as_raw_fd().to_string())
         .join(name)
