@@ -27,6 +27,17 @@ pub enum MaterializeError {
         /// The entry.
         path: String,
     },
+    /// A hard link names something other than a regular file this layer created and still
+    /// holds (a directory, a symlink, a path through a symlink, or itself).
+    #[error(
+        "layer entry {path:?} is a hard link to {target:?}, which is not a regular file of the layer"
+    )]
+    BadHardlink {
+        /// The link.
+        path: String,
+        /// What it names.
+        target: String,
+    },
     /// The strategy needs privileges this process lacks.
     #[error("strategy {strategy} needs root")]
     NeedsRoot {

@@ -1,17 +1,28 @@
 //! Building one layer's tree: entries in tar order, later ones replacing earlier ones of the
 //! same layer, whiteouts and opaque markers in overlay form, directory metadata last.
+//!
+//! Every write goes through a [`Root`] on the tree, the machinery `apply` uses: parents are
+//! resolved by the kernel inside the tree (`openat2(RESOLVE_IN_ROOT)`) and final names are made
+//! with `*at` calls that never follow a symlink. However a layer arranges its symlinks, nothing
+//! it names reaches outside the tree. On top of that, a hard link may only name a regular file
+//! this layer created and still holds, as the import checked.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use rustix::fs::{AtFlags, CWD, FileType, Gid, Mode, RenameFlags, Timespec, Timestamps, Uid};
+use rustix::fs::{
+    AtFlags, CWD, FileType, Gid, Mode, OFlags, RenameFlags, Timespec, Timestamps, Uid,
+};
 use rustix::io::Errno;
 use strata_cow::conventions::{self, Namespace, Opacity, Stub, WhiteoutStyle};
 use strata_cow::xattr;
+use strata_diff::confined::{Root, proc_path, remove_all_at};
 
 use super::MaterializeError;
 use crate::error::{IoContext, StoreError};
@@ -22,18 +33,30 @@ use crate::store::Store;
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
+/// What this layer holds at a path so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    Dir,
+    /// A regular file: the only thing a hard link may name.
+    File,
+    /// A symlink, device, fifo or whiteout.
+    Other,
+}
+
 struct Builder<'a> {
     store: &'a Store,
     strategy: Strategy,
+    /// The tree's path, for error messages and the checkout staging beside it.
     tree: PathBuf,
+    root: Root,
     ns: Namespace,
-    root: bool,
-    /// Paths created so far → whether each is a directory.
-    created: HashMap<Vec<u8>, bool>,
+    privileged: bool,
+    /// Paths created so far, and what each is.
+    created: BTreeMap<Vec<u8>, Node>,
     /// Directories whose metadata is applied at the end (children would bump their mtime).
-    dirs: Vec<Entry>,
+    dirs: BTreeMap<Vec<u8>, &'a Entry>,
     /// Stubs not created yet, by path: created in parallel, see [`Builder::create_pending`].
-    pending: HashMap<Vec<u8>, &'a Entry>,
+    pending: BTreeMap<Vec<u8>, &'a Entry>,
 }
 
 /// Builds the tree of a layer with `entries` at `tree` (which must not exist) by `strategy`;
@@ -45,8 +68,8 @@ pub(crate) fn build_tree(
     tree: &Path,
     entries: &[Entry],
 ) -> Result<(), StoreError> {
-    let root = rustix::process::geteuid().is_root();
-    if strategy == Strategy::Stub && !root {
+    let privileged = rustix::process::geteuid().is_root();
+    if strategy == Strategy::Stub && !privileged {
         return Err(MaterializeError::NeedsRoot { strategy: "stub" }.into());
     }
     fs::create_dir(tree).at(tree)?;
@@ -54,15 +77,16 @@ pub(crate) fn build_tree(
         store,
         strategy,
         tree: tree.to_path_buf(),
-        ns: if root {
+        root: Root::open(tree).at(tree)?,
+        ns: if privileged {
             Namespace::Trusted
         } else {
             Namespace::User
         },
-        root,
-        created: HashMap::new(),
-        dirs: Vec::new(),
-        pending: HashMap::new(),
+        privileged,
+        created: BTreeMap::new(),
+        dirs: BTreeMap::new(),
+        pending: BTreeMap::new(),
     };
     for entry in entries {
         builder.add(entry)?;
@@ -71,25 +95,77 @@ pub(crate) fn build_tree(
     builder.finish_dirs()
 }
 
-/// Whether `path` lies below directory `dir` (both relative to the tree).
-fn is_below(path: &[u8], dir: &[u8]) -> bool {
-    path.starts_with(dir) && path.get(dir.len()) == Some(&b'/')
-}
-
-fn os(bytes: &[u8]) -> &Path {
-    Path::new(std::ffi::OsStr::from_bytes(bytes))
+fn os(bytes: &[u8]) -> &OsStr {
+    OsStr::from_bytes(bytes)
 }
 
 fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// `rel` as its parent and final name; the tree itself is `("", ".")`.
+fn split(rel: &[u8]) -> (&[u8], &[u8]) {
+    match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None if rel.is_empty() => (rel, b"."),
+        None => (&rel[..0], rel),
+    }
+}
+
+/// An entry inside the tree: its parent directory, resolved inside the tree, and its name.
+struct At<'n> {
+    dir: Arc<OwnedFd>,
+    name: &'n OsStr,
+}
+
+impl At<'_> {
+    /// A path the kernel resolves through the parent's fd (for calls without an `*at` form);
+    /// the final name is not followed by the calls that take it.
+    fn proc(&self) -> PathBuf {
+        proc_path(self.dir.as_fd(), self.name)
+    }
+}
+
+/// Removes every key of `map` below directory `dir`: they form one range of the byte order.
+fn remove_below<V>(map: &mut BTreeMap<Vec<u8>, V>, dir: &[u8]) {
+    let mut start = dir.to_vec();
+    start.push(b'/');
+    let mut end = dir.to_vec();
+    end.push(b'/' + 1);
+    let below: Vec<Vec<u8>> = map.range(start..end).map(|(k, _)| k.clone()).collect();
+    for key in below {
+        map.remove(&key);
+    }
+}
+
 impl<'a> Builder<'a> {
-    fn path(&self, rel: &[u8]) -> PathBuf {
+    /// The tree path of `rel`, for messages only: never opened.
+    fn shown(&self, rel: &[u8]) -> PathBuf {
         if rel.is_empty() {
             self.tree.clone()
         } else {
             self.tree.join(os(rel))
+        }
+    }
+
+    /// Turns an error at `rel` into [`StoreError::Io`] naming it.
+    fn failed<E: Into<io::Error>>(&self, rel: &[u8]) -> impl FnOnce(E) -> StoreError {
+        let path = self.shown(rel);
+        move |err| StoreError::Io {
+            path,
+            source: err.into(),
+        }
+    }
+
+    /// `rel`'s parent directory, resolved inside the tree, and its name.
+    fn at<'n>(&mut self, rel: &'n [u8]) -> Result<At<'n>, StoreError> {
+        let (parent, name) = split(rel);
+        match self.root.dir(Path::new(os(parent))) {
+            Ok(dir) => Ok(At {
+                dir,
+                name: os(name),
+            }),
+            Err(e) => Err(self.failed(parent)(e)),
         }
     }
 
@@ -99,14 +175,15 @@ impl<'a> Builder<'a> {
         while let Some(pos) = rel[end..].iter().position(|&b| b == b'/') {
             let prefix = &rel[..end + pos];
             match self.created.get(prefix) {
-                Some(true) => {}
-                Some(false) => {
+                Some(Node::Dir) => {}
+                Some(_) => {
                     return Err(MaterializeError::BelowNonDirectory { path: lossy(rel) }.into());
                 }
                 None => {
-                    let path = self.path(prefix);
-                    fs::create_dir(&path).at(&path)?;
-                    self.created.insert(prefix.to_vec(), true);
+                    let loc = self.at(prefix)?;
+                    rustix::fs::mkdirat(&*loc.dir, loc.name, Mode::from_raw_mode(0o755))
+                        .map_err(self.failed(prefix))?;
+                    self.created.insert(prefix.to_vec(), Node::Dir);
                 }
             }
             end += pos + 1;
@@ -117,13 +194,9 @@ impl<'a> Builder<'a> {
     fn add(&mut self, entry: &'a Entry) -> Result<(), StoreError> {
         let rel = entry.path.as_slice();
         self.ensure_parents(rel)?;
-        let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
-            Some(i) => (&rel[..i], &rel[i + 1..]),
-            None => (&rel[..0], rel),
-        };
+        let (parent, name) = split(rel);
         if name == OPAQUE_MARKER {
-            let dir = self.path(parent);
-            return conventions::set_opacity(&dir, self.ns, Opacity::Opaque).at(&dir);
+            return self.set_opacity(parent, Opacity::Opaque);
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
             let mut target = parent.to_vec();
@@ -133,43 +206,52 @@ impl<'a> Builder<'a> {
             target.extend_from_slice(hidden);
             return self.whiteout(parent, &target);
         }
+        if let EntryKind::Hardlink { target } = &entry.kind {
+            // Checked before anything of `rel` goes: a link to itself names nothing.
+            if target.as_slice() == rel || self.created.get(target) != Some(&Node::File) {
+                return Err(MaterializeError::BadHardlink {
+                    path: lossy(rel),
+                    target: lossy(target),
+                }
+                .into());
+            }
+        }
         let is_dir = entry.kind == EntryKind::Dir;
-        let path = self.path(rel);
-        match self.created.get(rel) {
-            Some(true) if is_dir => {}
-            Some(&was_dir) => {
-                self.remove(rel, was_dir)?;
-                // Gone, with everything below: a directory replacing a file must be created.
+        match self.created.get(rel).copied() {
+            Some(Node::Dir) if is_dir => {}
+            Some(was) => {
+                self.remove(rel, was)?;
                 self.created.remove(rel);
-                self.created.retain(|k, _| !is_below(k, rel));
             }
             None => {}
         }
-        if is_dir {
-            if !rel.is_empty() && !self.created.contains_key(rel) {
-                fs::create_dir(&path).at(&path)?;
-            }
-            self.created.insert(rel.to_vec(), true);
-            self.dirs.push(entry.clone());
-            return Ok(());
-        }
-        self.created.insert(rel.to_vec(), false);
+        let loc = self.at(rel)?;
+        let node = match entry.kind {
+            EntryKind::Dir => Node::Dir,
+            EntryKind::File { .. } | EntryKind::Hardlink { .. } => Node::File,
+            _ => Node::Other,
+        };
+        let existed = self.created.insert(rel.to_vec(), node).is_some();
         match &entry.kind {
+            EntryKind::Dir => {
+                if !rel.is_empty() && !existed {
+                    rustix::fs::mkdirat(&*loc.dir, loc.name, Mode::from_raw_mode(0o700))
+                        .map_err(self.failed(rel))?;
+                }
+                self.dirs.insert(rel.to_vec(), entry);
+                Ok(())
+            }
             // Stubs are most of a tree and independent of each other: created later, in parallel.
             EntryKind::File { size, .. } if *size > 0 && self.strategy == Strategy::Stub => {
                 self.pending.insert(rel.to_vec(), entry);
                 Ok(())
             }
-            EntryKind::File { object, size } => self.file(&path, entry, object, *size),
+            EntryKind::File { object, size } => self.file(&loc, rel, entry, object, *size),
             EntryKind::Symlink { target } => {
-                symlink(os(target), &path).at(&path)?;
-                self.set_meta(&path, entry, true)
+                rustix::fs::symlinkat(os(target), &*loc.dir, loc.name).map_err(self.failed(rel))?;
+                self.set_meta(&loc, rel, entry, FileType::Symlink)
             }
-            EntryKind::Hardlink { target } => {
-                self.create_pending()?;
-                let from = self.path(target);
-                fs::hard_link(&from, &path).at(&path)
-            }
+            EntryKind::Hardlink { target } => self.hardlink(&loc, rel, target),
             EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
                 let kind = if matches!(entry.kind, EntryKind::CharDevice { .. }) {
                     FileType::CharacterDevice
@@ -177,16 +259,40 @@ impl<'a> Builder<'a> {
                     FileType::BlockDevice
                 };
                 let dev = rustix::fs::makedev(*major, *minor);
-                rustix::fs::mknodat(CWD, &path, kind, Mode::from_raw_mode(0o600), dev).at(&path)?;
-                self.set_meta(&path, entry, false)
+                rustix::fs::mknodat(&*loc.dir, loc.name, kind, Mode::from_raw_mode(0o600), dev)
+                    .map_err(self.failed(rel))?;
+                self.set_meta(&loc, rel, entry, kind)
             }
             EntryKind::Fifo => {
-                rustix::fs::mknodat(CWD, &path, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
-                    .at(&path)?;
-                self.set_meta(&path, entry, false)
+                rustix::fs::mknodat(
+                    &*loc.dir,
+                    loc.name,
+                    FileType::Fifo,
+                    Mode::from_raw_mode(0o600),
+                    0,
+                )
+                .map_err(self.failed(rel))?;
+                self.set_meta(&loc, rel, entry, FileType::Fifo)
             }
-            EntryKind::Dir => Ok(()),
         }
+    }
+
+    /// A hard link at `loc` to `target`, a regular file this layer created (checked by the
+    /// caller). Both ends are resolved inside the tree; `linkat` follows neither.
+    fn hardlink(&mut self, loc: &At<'_>, rel: &[u8], target: &[u8]) -> Result<(), StoreError> {
+        if let Some(entry) = self.pending.remove(target) {
+            let target_loc = self.at(target)?;
+            self.create_stub(&target_loc, target, entry)?;
+        }
+        let target_loc = self.at(target)?;
+        rustix::fs::linkat(
+            &*target_loc.dir,
+            target_loc.name,
+            &*loc.dir,
+            loc.name,
+            AtFlags::empty(),
+        )
+        .map_err(self.failed(rel))
     }
 
     /// A whiteout hiding `target` of lower layers, in the form overlay reads.
@@ -195,72 +301,100 @@ impl<'a> Builder<'a> {
     /// "Whiteouts"): that entry already hides a lower file, and a directory of this layer
     /// becomes opaque.
     fn whiteout(&mut self, parent: &[u8], target: &[u8]) -> Result<(), StoreError> {
-        let path = self.path(target);
         match self.created.get(target) {
-            Some(false) => return Ok(()),
-            Some(true) => {
-                return conventions::set_opacity(&path, self.ns, Opacity::Opaque).at(&path);
-            }
+            Some(Node::Dir) => return self.set_opacity(target, Opacity::Opaque),
+            Some(_) => return Ok(()),
             None => {}
         }
-        let style = if self.root {
+        let style = if self.privileged {
             WhiteoutStyle::CharDevice
         } else {
-            let dir = self.path(parent);
-            conventions::set_opacity(&dir, self.ns, Opacity::Xwhiteouts).at(&dir)?;
+            self.set_opacity(parent, Opacity::Xwhiteouts)?;
             WhiteoutStyle::Xattr(self.ns)
         };
-        conventions::create_whiteout(&path, style).at(&path)?;
-        self.created.insert(target.to_vec(), false);
+        let loc = self.at(target)?;
+        conventions::create_whiteout(&loc.proc(), style).map_err(self.failed(target))?;
+        self.created.insert(target.to_vec(), Node::Other);
         Ok(())
     }
 
-    /// Removes what this layer created at `rel` earlier (a later entry replaces it).
-    fn remove(&mut self, rel: &[u8], was_dir: bool) -> Result<(), StoreError> {
-        let path = self.path(rel);
-        if was_dir {
-            self.pending.retain(|k, _| !is_below(k, rel));
-            // Its metadata, applied at the end, would land on whatever replaces it.
-            self.dirs
-                .retain(|d| d.path.as_slice() != rel && !is_below(&d.path, rel));
-            fs::remove_dir_all(&path).at(&path)
-        } else if self.pending.remove(rel).is_some() {
-            // Never created.
-            Ok(())
-        } else {
-            fs::remove_file(&path).at(&path)
+    /// Marks directory `rel` with `opacity`; xwhiteouts never weaken an opaque directory.
+    fn set_opacity(&mut self, rel: &[u8], opacity: Opacity) -> Result<(), StoreError> {
+        let path = self.at(rel)?.proc();
+        if opacity == Opacity::Xwhiteouts
+            && conventions::opacity(&path, self.ns).map_err(self.failed(rel))? == Opacity::Opaque
+        {
+            return Ok(());
         }
+        conventions::set_opacity(&path, self.ns, opacity).map_err(self.failed(rel))
     }
 
-    /// Creates the pending stubs, in parallel.
+    /// Removes what this layer created at `rel` earlier (a later entry replaces it).
+    fn remove(&mut self, rel: &[u8], was: Node) -> Result<(), StoreError> {
+        if was == Node::Dir {
+            remove_below(&mut self.created, rel);
+            remove_below(&mut self.pending, rel);
+            // Its metadata, applied at the end, would land on whatever replaces it.
+            self.dirs.remove(rel);
+            remove_below(&mut self.dirs, rel);
+        } else if self.pending.remove(rel).is_some() {
+            // Never created.
+            return Ok(());
+        }
+        let loc = self.at(rel)?;
+        // A cached handle may be the directory that goes.
+        self.root.invalidate();
+        remove_all_at(&*loc.dir, loc.name).map_err(self.failed(rel))
+    }
+
+    /// Creates the pending stubs, in parallel: one task per directory, which resolves its
+    /// handle once (so open descriptors stay few however many directories there are).
     fn create_pending(&mut self) -> Result<(), StoreError> {
         use rayon::prelude::*;
-        let pending: Vec<(Vec<u8>, &Entry)> =
-            std::mem::take(&mut self.pending).into_iter().collect();
-        pending
-            .par_iter()
-            .try_for_each(|(rel, entry)| match &entry.kind {
-                EntryKind::File { object, size } => {
-                    self.file(&self.path(rel), entry, object, *size)
-                }
-                _ => Ok(()),
+        let mut by_dir: BTreeMap<&[u8], Vec<(&[u8], &Entry)>> = BTreeMap::new();
+        let pending = std::mem::take(&mut self.pending);
+        for (rel, entry) in &pending {
+            by_dir.entry(split(rel).0).or_default().push((rel, entry));
+        }
+        let this = &*self;
+        by_dir.par_iter().try_for_each(|(parent, stubs)| {
+            let dir = Arc::new(
+                this.root
+                    .open_dir(Path::new(os(parent)))
+                    .map_err(this.failed(parent))?,
+            );
+            stubs.par_iter().try_for_each(|(rel, entry)| {
+                let loc = At {
+                    dir: Arc::clone(&dir),
+                    name: os(split(rel).1),
+                };
+                this.create_stub(&loc, rel, entry)
             })
+        })
+    }
+
+    fn create_stub(&self, loc: &At<'_>, rel: &[u8], entry: &Entry) -> Result<(), StoreError> {
+        match &entry.kind {
+            EntryKind::File { object, size } => self.file(loc, rel, entry, object, *size),
+            _ => Ok(()),
+        }
     }
 
     fn file(
         &self,
-        path: &Path,
+        loc: &At<'_>,
+        rel: &[u8],
         entry: &Entry,
         object: &ObjectId,
         size: u64,
     ) -> Result<(), StoreError> {
-        let xattrs = own_xattrs(entry);
         if size == 0 {
-            File::create(path).at(path)?;
-            return self.set_meta(path, entry, false);
+            drop(create_file(loc).map_err(self.failed(rel))?);
+            return self.set_meta(loc, rel, entry, FileType::RegularFile);
         }
         match self.strategy {
             Strategy::Stub => {
+                let xattrs = own_xattrs(entry);
                 let redirect = object.redirect();
                 let stub = Stub {
                     size,
@@ -274,21 +408,21 @@ impl<'a> Builder<'a> {
                     xattrs: &xattrs,
                     redirect: redirect.as_bytes(),
                 };
-                conventions::create_metacopy_stub(path, &stub).at(path)
+                conventions::create_metacopy_stub(&loc.proc(), &stub).map_err(self.failed(rel))
             }
             Strategy::Hardlink => {
                 let checkout = self.checkout(entry, object)?;
-                match fs::hard_link(&checkout, path) {
-                    Err(e) if e.raw_os_error() == Some(Errno::MLINK.raw_os_error()) => {
-                        self.copy_object(object, path, false)?;
-                        self.set_meta(path, entry, false)
+                match rustix::fs::linkat(CWD, &checkout, &*loc.dir, loc.name, AtFlags::empty()) {
+                    Err(Errno::MLINK) => {
+                        self.copy_object(object, loc, rel, false)?;
+                        self.set_meta(loc, rel, entry, FileType::RegularFile)
                     }
-                    other => other.at(path),
+                    other => other.map_err(self.failed(rel)),
                 }
             }
             Strategy::Reflink | Strategy::Copy => {
-                self.copy_object(object, path, self.strategy == Strategy::Reflink)?;
-                self.set_meta(path, entry, false)
+                self.copy_object(object, loc, rel, self.strategy == Strategy::Reflink)?;
+                self.set_meta(loc, rel, entry, FileType::RegularFile)
             }
         }
     }
@@ -315,9 +449,23 @@ impl<'a> Builder<'a> {
         }
         let dir = path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).at(dir)?;
-        let tmp = self.tree.with_file_name(format!("checkout.{}", key.hex()));
-        self.copy_object(object, &tmp, false)?;
-        self.set_meta(&tmp, entry, false)?;
+        // Staged beside the tree, in the store's own staging dir.
+        let staging = self.tree.parent().unwrap_or(Path::new("."));
+        let name = format!("checkout.{}", key.hex());
+        let tmp = staging.join(&name);
+        let loc = At {
+            dir: Arc::new(
+                rustix::fs::open(
+                    staging,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .at(staging)?,
+            ),
+            name: OsStr::new(&name),
+        };
+        self.copy_object(object, &loc, name.as_bytes(), false)?;
+        self.set_meta(&loc, name.as_bytes(), entry, FileType::RegularFile)?;
         match rustix::fs::renameat_with(CWD, &tmp, CWD, &path, RenameFlags::NOREPLACE) {
             Ok(()) => Ok(path),
             Err(Errno::EXIST) => {
@@ -328,12 +476,13 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// Copies object data to a new file at `dest`: a reflink where possible (required when
-    /// `reflink_only`), else an in-kernel copy.
+    /// Copies object data to a new file at `loc` (`rel` in messages): a reflink where possible
+    /// (required when `reflink_only`), else an in-kernel copy.
     fn copy_object(
         &self,
         object: &ObjectId,
-        dest: &Path,
+        loc: &At<'_>,
+        rel: &[u8],
         reflink_only: bool,
     ) -> Result<(), StoreError> {
         let src_path = self.store.objects.path(object);
@@ -344,45 +493,57 @@ impl<'a> Builder<'a> {
                 source: e,
             },
         })?;
-        let mut out = File::options()
-            .write(true)
-            .create_new(true)
-            .open(dest)
-            .at(dest)?;
+        let mut out = File::from(create_file(loc).map_err(self.failed(rel))?);
         match rustix::fs::ioctl_ficlone(&out, &src) {
             Ok(()) => return Ok(()),
             Err(e) if reflink_only => {
                 return Err(MaterializeError::ReflinkUnsupported {
-                    path: dest.to_path_buf(),
+                    path: self.shown(rel),
                     source: e.into(),
                 }
                 .into());
             }
             Err(_) => {}
         }
-        io::copy(&mut &src, &mut out).at(dest)?;
+        io::copy(&mut &src, &mut out).map_err(self.failed(rel))?;
         Ok(())
     }
 
     /// Sets owner, xattrs, mode and times of a created entry (in that order: chown clears
-    /// setuid bits).
-    fn set_meta(&self, path: &Path, entry: &Entry, is_symlink: bool) -> Result<(), StoreError> {
-        if self.root {
+    /// setuid bits). Only `loc`'s final name is touched, never followed.
+    fn set_meta(
+        &self,
+        loc: &At<'_>,
+        rel: &[u8],
+        entry: &Entry,
+        kind: FileType,
+    ) -> Result<(), StoreError> {
+        let dir = &*loc.dir;
+        if self.privileged {
             rustix::fs::chownat(
-                CWD,
-                path,
+                dir,
+                loc.name,
                 Some(Uid::from_raw(entry.uid)),
                 Some(Gid::from_raw(entry.gid)),
                 AtFlags::SYMLINK_NOFOLLOW,
             )
-            .at(path)?;
+            .map_err(self.failed(rel))?;
         }
-        if !is_symlink {
-            for (name, value) in own_xattrs(entry) {
-                xattr::set(path, &name, &value).at(path)?;
+        if kind != FileType::Symlink {
+            let xattrs = own_xattrs(entry);
+            if !xattrs.is_empty() {
+                let path = loc.proc();
+                for (name, value) in xattrs {
+                    xattr::set(&path, &name, &value).map_err(self.failed(rel))?;
+                }
             }
-            rustix::fs::chmodat(CWD, path, Mode::from_raw_mode(entry.mode), AtFlags::empty())
-                .at(path)?;
+            rustix::fs::chmodat(
+                dir,
+                loc.name,
+                Mode::from_raw_mode(entry.mode),
+                AtFlags::empty(),
+            )
+            .map_err(self.failed(rel))?;
         }
         let time = Timespec {
             tv_sec: entry.mtime.sec,
@@ -392,18 +553,31 @@ impl<'a> Builder<'a> {
             last_access: time,
             last_modification: time,
         };
-        rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW).at(path)
+        rustix::fs::utimensat(dir, loc.name, &times, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(self.failed(rel))
     }
 
-    /// Applies directory metadata deepest first, so creating children no longer touches it.
+    /// Applies directory metadata deepest first (reverse path order puts every directory
+    /// before its parent), so creating children no longer touches it.
     fn finish_dirs(&mut self) -> Result<(), StoreError> {
         let dirs = std::mem::take(&mut self.dirs);
-        for entry in dirs.iter().rev() {
-            let path = self.path(&entry.path);
-            self.set_meta(&path, entry, false)?;
+        for (rel, entry) in dirs.iter().rev() {
+            let loc = self.at(rel)?;
+            self.set_meta(&loc, rel, entry, FileType::Directory)?;
         }
         Ok(())
     }
+}
+
+/// Creates the regular file `loc` (which must not exist), never through a symlink.
+fn create_file(loc: &At<'_>) -> io::Result<OwnedFd> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rustix::fs::openat(
+        &*loc.dir,
+        loc.name,
+        flags,
+        Mode::from_raw_mode(0o600),
+    )?)
 }
 
 /// The entry's xattrs minus overlay's own: a layer must never smuggle in redirects or opacity.
