@@ -119,6 +119,53 @@ impl Stage {
     }
 }
 
+/// Which side of a copy failed.
+enum Copy {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Zero runs this long (and aligned) become holes.
+const ZERO_RUN: usize = 64 << 10;
+
+/// Copies exactly `size` bytes of `reader` into `file`, hashing them; aligned all-zero runs
+/// become holes, so a file of zeros (an inflated bomb, a sparse disk image) costs no disk.
+fn copy_sparse(reader: &mut dyn Read, file: &mut File, size: u64) -> Result<ObjectId, Copy> {
+    use std::io::{Seek, SeekFrom};
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    let mut hole = false;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        // Whole buffers keep the runs aligned with the file's blocks.
+        let mut filled = 0;
+        while filled < want {
+            match reader.read(&mut buf[filled..want]) {
+                Ok(0) => return Err(Copy::Read(io::ErrorKind::UnexpectedEof.into())),
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Copy::Read(e)),
+            }
+        }
+        hasher.update(&buf[..filled]);
+        for run in buf[..filled].chunks(ZERO_RUN) {
+            if run.len() == ZERO_RUN && run.iter().all(|&b| b == 0) {
+                file.seek(SeekFrom::Current(ZERO_RUN as i64))
+                    .map_err(Copy::Write)?;
+                hole = true;
+            } else {
+                file.write_all(run).map_err(Copy::Write)?;
+            }
+        }
+        left -= filled as u64;
+    }
+    if hole {
+        file.set_len(size).map_err(Copy::Write)?;
+    }
+    Ok(ObjectId(*hasher.finalize().as_bytes()))
+}
+
 impl Objects {
     /// Opens the objects under `dir`, which must exist. Fan-out directories are created as
     /// objects need them: 256 mkdirs cost a new store 0.1 s on a busy file system.
@@ -203,32 +250,24 @@ impl Objects {
         stage: &mut Stage,
         reader: &mut dyn Read,
         size: u64,
+        read_error: &dyn Fn(io::Error) -> StoreError,
     ) -> Result<(ObjectId, Inserted), StoreError> {
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
         let tmp_name = format!("partial.{n}");
         let tmp_path = stage.dir.join(&tmp_name);
         let mut file = stage.create_file(&tmp_name)?;
-        let result = (|| {
-            let mut hasher = blake3::Hasher::new();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut left = size;
-            while left > 0 {
-                let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                let n = reader.read(&mut buf[..want])?;
-                if n == 0 {
-                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-                }
-                hasher.update(&buf[..n]);
-                file.write_all(&buf[..n])?;
-                left -= n as u64;
-            }
-            Ok(ObjectId(*hasher.finalize().as_bytes()))
-        })();
+        let result = copy_sparse(reader, &mut file, size);
         let id = match result {
             Ok(id) => id,
             Err(err) => {
                 let _ = fs::remove_file(&tmp_path);
-                return Err(err).at(&tmp_path);
+                return Err(match err {
+                    Copy::Read(e) => read_error(e),
+                    Copy::Write(e) => StoreError::Io {
+                        path: tmp_path,
+                        source: e,
+                    },
+                });
             }
         };
         if self.known(stage, &id) {
@@ -328,7 +367,7 @@ mod tests {
         let mut stage = objects.stage(root.path().join("tmp/stage")).unwrap();
         let (a, first) = objects.stage_bytes(&mut stage, b"hello").unwrap();
         let (b, second) = objects
-            .stage_stream(&mut stage, &mut &b"hello"[..], 5)
+            .stage_stream(&mut stage, &mut &b"hello"[..], 5, &read_error)
             .unwrap();
         let mut written = Written::default();
         assert_eq!(objects.publish(&stage, &mut written).unwrap(), 1);
@@ -374,10 +413,43 @@ mod tests {
         let mut stage = objects.stage(root.path().join("tmp/stage")).unwrap();
         assert!(
             objects
-                .stage_stream(&mut stage, &mut &b"abc"[..], 10)
+                .stage_stream(&mut stage, &mut &b"abc"[..], 10, &read_error)
                 .is_err()
         );
         assert_eq!(fs::read_dir(stage.dir()).unwrap().count(), 0);
+    }
+
+    fn read_error(source: io::Error) -> StoreError {
+        StoreError::Io {
+            path: PathBuf::from("<source>"),
+            source,
+        }
+    }
+
+    #[test]
+    fn zero_runs_become_holes() {
+        use std::os::unix::fs::MetadataExt;
+        let (root, objects) = objects();
+        let mut stage = objects.stage(root.path().join("tmp/stage")).unwrap();
+        let mut data = vec![0u8; 64 << 20];
+        data[5 << 20] = 7;
+        data.extend_from_slice(b"tail");
+        let (id, _) = objects
+            .stage_stream(&mut stage, &mut &data[..], data.len() as u64, &read_error)
+            .unwrap();
+        assert_eq!(id, ObjectId::of(&data));
+        let mut written = Written::default();
+        objects.publish(&stage, &mut written).unwrap();
+        let path = objects.path(&id);
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), data.len() as u64);
+        // Two 64 KiB runs hold data; the rest is holes.
+        assert!(
+            meta.blocks() * 512 <= 1 << 20,
+            "{} bytes allocated",
+            meta.blocks() * 512
+        );
+        assert!(fs::read(&path).unwrap() == data);
     }
 
     #[test]
