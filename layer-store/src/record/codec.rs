@@ -101,23 +101,60 @@ pub enum RecordError {
 }
 
 /// Encodes `value` as a record of `kind` at the current version, with no feature flags.
+///
+/// The payload streams through zstd, never whole in memory uncompressed. A value whose
+/// payload would be longer than [`MAX_RAW_LEN`] is refused here, since no reader would take it.
 pub fn encode<T: Serialize>(kind: Kind, value: &T) -> Result<Vec<u8>, RecordError> {
-    let raw = postcard::to_stdvec(value).map_err(RecordError::Payload)?;
-    let payload = zstd::bulk::compress(&raw, ZSTD_LEVEL).map_err(RecordError::Compression)?;
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.extend_from_slice(&MAGIC);
-    out.push(kind as u8);
-    out.push(0);
-    out.extend_from_slice(&VERSION.to_le_bytes());
+    let mut out = vec![0u8; HEADER_LEN];
+    let encoder =
+        zstd::stream::Encoder::new(&mut out, ZSTD_LEVEL).map_err(RecordError::Compression)?;
+    let mut raw = Counted {
+        inner: encoder,
+        count: 0,
+    };
+    raw = postcard::to_io(value, raw).map_err(RecordError::Payload)?;
+    let raw_len = raw.count;
+    raw.inner.finish().map_err(RecordError::Compression)?;
+    if raw_len > MAX_RAW_LEN {
+        return Err(RecordError::TooLarge {
+            len: raw_len,
+            limit: MAX_RAW_LEN,
+        });
+    }
+    let payload_len = (out.len() - HEADER_LEN) as u64;
+    let checksum = blake3::hash(&out[HEADER_LEN..]);
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    header.extend_from_slice(&MAGIC);
+    header.push(kind as u8);
+    header.push(0);
+    header.extend_from_slice(&VERSION.to_le_bytes());
     let flags = FeatureFlags::default();
     for word in [flags.compat, flags.ro_compat, flags.incompat] {
-        out.extend_from_slice(&word.to_le_bytes());
+        header.extend_from_slice(&word.to_le_bytes());
     }
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(raw.len() as u64).to_le_bytes());
-    out.extend_from_slice(blake3::hash(&payload).as_bytes());
-    out.extend_from_slice(&payload);
+    header.extend_from_slice(&payload_len.to_le_bytes());
+    header.extend_from_slice(&raw_len.to_le_bytes());
+    header.extend_from_slice(checksum.as_bytes());
+    out[..HEADER_LEN].copy_from_slice(&header);
     Ok(out)
+}
+
+/// Counts the bytes written through it.
+struct Counted<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Decodes a record of `kind`, checking magic, version, features and checksum first.
