@@ -44,6 +44,7 @@ mod export;
 mod fsck;
 mod gc;
 pub mod import;
+mod limits;
 mod lock;
 pub mod materialize;
 pub mod object;
@@ -61,6 +62,7 @@ pub use gc::{GcOptions, GcReport};
 pub use import::{
     ImportError, ImportOptions, ImportProgress, ImportReport, LayerBlob, StagedLayer,
 };
+pub use limits::{Limit, Limits};
 pub use lock::{DatabaseOwner, LockGuard};
 pub use materialize::{MaterializeError, probe_strategy};
 pub use record::{ImageRecord, LayerMeta, LayerRecord, Strategy};

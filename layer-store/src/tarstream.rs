@@ -3,20 +3,22 @@
 //! regular files' contents go to a caller-supplied sink (the object store).
 //!
 //! The tar is untrusted: checksums are verified, paths are normalized and `..` refused, extension
-//! records are bounded, and unsupported entry types are refused by name.
+//! records, xattrs and entries are bounded by [`Limits`], unsupported entry types are refused by
+//! name, and a hard link must name a regular file the layer itself holds at that point.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 
 use tar::{EntryType, Header};
 
+use crate::limits::{Limit, Limits};
 use crate::object::ObjectId;
 use crate::record::{Chunk, Entry, EntryKind, Time};
 
 const BLOCK: usize = 512;
-/// Longest PAX or GNU long-name record accepted.
-const MAX_EXTENSION: u64 = 1 << 20;
 /// Longest run of bytes accepted after the end-of-archive marker.
 const MAX_TRAILER: usize = 1 << 20;
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
 
 /// A layer tar that cannot be taken apart.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,17 @@ pub enum TarError {
     #[error("reading the tar at offset {offset}: {source}")]
     Io {
         /// Offset in the uncompressed tar.
+        offset: u64,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading a regular file's data failed (truncation, or the store could not take it).
+    #[error("reading tar entry {path:?} (data at offset {offset})")]
+    EntryData {
+        /// The entry.
+        path: String,
+        /// Offset of its data in the uncompressed tar.
         offset: u64,
         /// The error.
         #[source]
@@ -63,21 +76,45 @@ pub enum TarError {
         /// Offset of its header.
         offset: u64,
     },
-    /// A PAX or GNU long-name record, or the trailer, is unreasonably large.
-    #[error("tar extension at offset {offset} is {size} bytes, more than the limit")]
-    TooLarge {
-        /// Offset of its header.
+    /// The bytes after the end-of-archive marker are unreasonably many.
+    #[error("{size} bytes of data follow the end of the tar at offset {offset}")]
+    TrailingData {
+        /// Offset of the data.
         offset: u64,
-        /// Its size.
+        /// How many bytes.
         size: u64,
     },
-    /// A hard link names an entry that does not precede it in this layer.
-    #[error("hard link {path:?} names {target:?}, which is not an earlier file of the layer")]
+    /// The layer goes over one of the import's [`Limits`].
+    #[error(
+        "tar entry at offset {offset}: {limit} would be {value}, over the limit of {max} \
+         (raise it only for a trusted source)"
+    )]
+    OverLimit {
+        /// Which limit.
+        limit: Limit,
+        /// Offset of the entry's (first) header.
+        offset: u64,
+        /// What the layer would need.
+        value: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A hard link names something other than a regular file this layer holds at that point.
+    #[error("hard link {path:?} names {target:?}, which is not a regular file of the layer")]
     DanglingHardlink {
         /// The link.
         path: String,
         /// What it names.
         target: String,
+    },
+    /// An entry lies below something of the same layer that is not a directory (a symlink,
+    /// say), which no file system can hold.
+    #[error("tar entry {path:?} at offset {offset} lies below a non-directory of the layer")]
+    BelowNonDirectory {
+        /// The entry.
+        path: String,
+        /// Offset of its header.
+        offset: u64,
     },
 }
 
@@ -98,27 +135,69 @@ struct Pending {
     pax: Vec<(String, Vec<u8>)>,
 }
 
-struct Splitter<R> {
+/// What the layer holds at a path so far, for hard-link checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Live {
+    Dir,
+    File,
+    Other,
+}
+
+struct Splitter<'l, R> {
     reader: R,
     offset: u64,
     raw: Vec<u8>,
     parts: Parts,
+    limits: &'l Limits,
+    /// Extension bytes and xattr bytes of the layer so far.
+    pax_bytes: u64,
+    xattr_bytes: u64,
+    /// What each path of the layer is, as later entries leave it.
+    live: BTreeMap<Vec<u8>, Live>,
 }
 
-/// Takes the tar read from `reader` apart; `store_file(reader, size)` must consume exactly
-/// `size` bytes and name the object holding them.
+/// A regular file's data, as [`split`] hands it to be stored.
+#[derive(Debug, Clone, Copy)]
+pub struct FileData<'a> {
+    /// The entry's path.
+    pub path: &'a [u8],
+    /// Its length in bytes.
+    pub size: u64,
+    /// Offset of the data in the uncompressed tar.
+    pub offset: u64,
+}
+
+impl FileData<'_> {
+    /// A failure to read this data, naming the entry and where it is.
+    pub fn read_error(&self, source: io::Error) -> TarError {
+        TarError::EntryData {
+            path: lossy(self.path),
+            offset: self.offset,
+            source,
+        }
+    }
+}
+
+/// Takes the tar read from `reader` apart within `limits`; `store_file(reader, data)` must
+/// consume exactly `data.size` bytes and name the object holding them.
 pub fn split<R: Read, E: From<TarError>>(
     reader: R,
-    mut store_file: impl FnMut(&mut dyn Read, u64) -> Result<ObjectId, E>,
+    limits: &Limits,
+    mut store_file: impl FnMut(&mut dyn Read, FileData<'_>) -> Result<ObjectId, E>,
 ) -> Result<Parts, E> {
     let mut s = Splitter {
         reader,
         offset: 0,
         raw: Vec::new(),
         parts: Parts::default(),
+        limits,
+        pax_bytes: 0,
+        xattr_bytes: 0,
+        live: BTreeMap::new(),
     };
     let mut pending = Pending::default();
     let mut global_pax: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut global_size = 0u64;
     let mut block = [0u8; BLOCK];
     loop {
         let at = s.offset;
@@ -145,12 +224,26 @@ pub fn split<R: Read, E: From<TarError>>(
                     pending.pax = parse_pax(&data).map_err(|_| bad(at, "pax record"))?
                 }
                 EntryType::XGlobalHeader => {
-                    global_pax = parse_pax(&data).map_err(|_| bad(at, "pax record"))?
+                    global_pax = parse_pax(&data).map_err(|_| bad(at, "pax record"))?;
+                    global_size = data.len() as u64;
                 }
                 EntryType::GNULongName => pending.path = Some(trim_nul(data)),
                 _ => pending.link = Some(trim_nul(data)),
             }
             continue;
+        }
+        if s.parts.entries.len() as u64 >= limits.entries_per_layer {
+            return Err(over(
+                Limit::EntriesPerLayer,
+                at,
+                s.parts.entries.len() as u64 + 1,
+                limits.entries_per_layer,
+            )
+            .into());
+        }
+        if !global_pax.is_empty() {
+            // Applied to every entry: counted for every entry.
+            s.add_pax_bytes(global_size, at)?;
         }
         let pax: Vec<&(String, Vec<u8>)> = global_pax.iter().chain(&pending.pax).collect();
         let pax_get = |key: &str| pax.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v);
@@ -193,17 +286,22 @@ pub fn split<R: Read, E: From<TarError>>(
                     nsec: 0,
                 },
             },
-            xattrs: xattrs(&pax),
+            xattrs: s.xattrs(&pax, at)?,
         };
         pending.pax.clear();
         let kind = match entry_type {
             EntryType::Regular | EntryType::Continuous => {
                 s.flush_raw();
-                let id = store_file(&mut (&mut s.reader).take(size), size)?;
+                let data = FileData {
+                    path: &meta.path,
+                    size,
+                    offset: s.offset,
+                };
+                let id = store_file(&mut (&mut s.reader).take(size), data)?;
                 s.offset += size;
                 s.parts.stream.push(Chunk::Object { id, size });
                 s.read_padding(size)?;
-                s.push(meta, EntryKind::File { object: id, size });
+                s.push(meta, EntryKind::File { object: id, size }, at)?;
                 continue;
             }
             EntryType::Directory => EntryKind::Dir,
@@ -213,7 +311,7 @@ pub fn split<R: Read, E: From<TarError>>(
             EntryType::Link => {
                 let target = link.ok_or_else(|| bad(at, "linkname"))?;
                 let normalized = normalize(&target)
-                    .filter(|t| s.parts.entries.iter().any(|e| &e.path == t))
+                    .filter(|t| *t != meta.path && s.live.get(t) == Some(&Live::File))
                     .ok_or_else(|| TarError::DanglingHardlink {
                         path: lossy(&meta.path),
                         target: lossy(&target),
@@ -244,15 +342,108 @@ pub fn split<R: Read, E: From<TarError>>(
         if size > 0 {
             s.read_extension(size, at)?;
         }
-        s.push(meta, kind);
+        s.push(meta, kind, at)?;
     }
     s.flush_raw();
     Ok(s.parts)
 }
 
-impl<R: Read> Splitter<R> {
-    fn push(&mut self, meta: Entry, kind: EntryKind) {
+impl<R: Read> Splitter<'_, R> {
+    fn push(&mut self, meta: Entry, kind: EntryKind, at: u64) -> Result<(), TarError> {
+        self.track(&meta.path, &kind, at)?;
         self.parts.entries.push(Entry { kind, ..meta });
+        Ok(())
+    }
+
+    /// Updates what the layer holds at `path`, which `kind` replaces (a directory replacing a
+    /// directory keeps its children). Whiteouts hide only lower layers, so they change nothing.
+    fn track(&mut self, path: &[u8], kind: &EntryKind, at: u64) -> Result<(), TarError> {
+        let mut end = 0;
+        while let Some(pos) = path[end..].iter().position(|&b| b == b'/') {
+            if self
+                .live
+                .get(&path[..end + pos])
+                .is_some_and(|&l| l != Live::Dir)
+            {
+                return Err(TarError::BelowNonDirectory {
+                    path: lossy(path),
+                    offset: at,
+                });
+            }
+            end += pos + 1;
+        }
+        let name = path.rsplit(|&b| b == b'/').next().unwrap_or_default();
+        if name.starts_with(WHITEOUT_PREFIX) {
+            return Ok(());
+        }
+        let live = match kind {
+            EntryKind::Dir => Live::Dir,
+            EntryKind::File { .. } | EntryKind::Hardlink { .. } => Live::File,
+            _ => Live::Other,
+        };
+        if self.live.insert(path.to_vec(), live) == Some(Live::Dir) && live != Live::Dir {
+            let mut start = path.to_vec();
+            start.push(b'/');
+            let mut stop = path.to_vec();
+            stop.push(b'/' + 1);
+            let below: Vec<Vec<u8>> = self
+                .live
+                .range(start..stop)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in below {
+                self.live.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts `bytes` of extension records against the layer's budget.
+    fn add_pax_bytes(&mut self, bytes: u64, at: u64) -> Result<(), TarError> {
+        self.pax_bytes = self.pax_bytes.saturating_add(bytes);
+        let max = self.limits.pax_bytes_per_layer;
+        if self.pax_bytes > max {
+            return Err(over(Limit::PaxBytesPerLayer, at, self.pax_bytes, max));
+        }
+        Ok(())
+    }
+
+    /// The entry's xattrs (PAX `SCHILY.xattr.*`), sorted by name, within the limits.
+    fn xattrs(
+        &mut self,
+        pax: &[&(String, Vec<u8>)],
+        at: u64,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TarError> {
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut bytes = 0u64;
+        for (key, value) in pax {
+            if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                bytes += (name.len() + value.len()) as u64;
+                if bytes > self.limits.xattr_bytes_per_entry {
+                    return Err(over(
+                        Limit::XattrBytesPerEntry,
+                        at,
+                        bytes,
+                        self.limits.xattr_bytes_per_entry,
+                    ));
+                }
+                out.push((name.as_bytes().to_vec(), value.clone()));
+            }
+        }
+        self.xattr_bytes += bytes;
+        if self.xattr_bytes > self.limits.xattr_bytes_per_layer {
+            return Err(over(
+                Limit::XattrBytesPerLayer,
+                at,
+                self.xattr_bytes,
+                self.limits.xattr_bytes_per_layer,
+            ));
+        }
+        // The last of a name wins (an entry's own header after the global one).
+        out.reverse();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.dedup_by(|a, b| a.0 == b.0);
+        Ok(out)
     }
 
     fn flush_raw(&mut self) {
@@ -304,9 +495,11 @@ impl<R: Read> Splitter<R> {
 
     /// Reads an extension record (bounded) and its padding, keeping both verbatim.
     fn read_extension(&mut self, size: u64, at: u64) -> Result<Vec<u8>, TarError> {
-        if size > MAX_EXTENSION {
-            return Err(TarError::TooLarge { offset: at, size });
+        let max = self.limits.pax_bytes_per_entry;
+        if size > max {
+            return Err(over(Limit::PaxBytesPerEntry, at, size, max));
         }
+        self.add_pax_bytes(size, at)?;
         let data = self.read_exact_raw(size as usize)?.to_vec();
         self.read_padding(size)?;
         Ok(data)
@@ -323,12 +516,21 @@ impl<R: Read> Splitter<R> {
         let read = self.raw.len() - start;
         self.offset += read as u64;
         if read > MAX_TRAILER {
-            return Err(TarError::TooLarge {
+            return Err(TarError::TrailingData {
                 offset: self.offset - read as u64,
                 size: read as u64,
             });
         }
         Ok(())
+    }
+}
+
+fn over(limit: Limit, offset: u64, value: u64, max: u64) -> TarError {
+    TarError::OverLimit {
+        limit,
+        offset,
+        value,
+        max,
     }
 }
 
@@ -436,19 +638,6 @@ fn id_field(
     value
         .and_then(|v| u32::try_from(v).ok())
         .ok_or_else(|| bad(at, field))
-}
-
-fn xattrs(pax: &[&(String, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut out: Vec<(Vec<u8>, Vec<u8>)> = pax
-        .iter()
-        .filter_map(|(k, v)| {
-            let name = k.strip_prefix("SCHILY.xattr.")?;
-            Some((name.as_bytes().to_vec(), v.clone()))
-        })
-        .collect();
-    out.sort();
-    out.dedup_by(|a, b| a.0 == b.0);
-    out
 }
 
 /// `./a//b/` → `a/b`; `None` for any `..` component. The root itself is the empty path.

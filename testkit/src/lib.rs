@@ -28,3 +28,15 @@ pub fn can_mount() -> bool {
     eprintln!("skipped {test}: it mounts, which needs root");
     false
 }
+
+/// `err` and every cause below it, joined with `": "`, as the CLI prints an error.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cause = e.source();
+    }
+    out
+}

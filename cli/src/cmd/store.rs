@@ -141,6 +141,7 @@ impl Command {
                 let options = ImportOptions {
                     name,
                     progress: bar.as_ref().map(|b| b as &dyn ImportProgress),
+                    ..ImportOptions::default()
                 };
                 let report = if materialize {
                     store.import_materialized(&source, &options, strategy)

@@ -5,14 +5,19 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::digest::{HashingReader, Sha256};
+use std::sync::{Arc, Mutex};
+
+use sha2::Digest as _;
+
+use crate::digest::{Digest, HashingReader, Sha256};
 use crate::error::{IoContext, StoreError};
 use crate::import::pipe;
 use crate::import::{ImportError, ImportProgress};
+use crate::limits::Limits;
 use crate::object::{Inserted, ObjectId, Stage};
 use crate::record::{self, EntryKind, Kind, LayerMeta, LayerRecord};
 use crate::store::Store;
-use crate::tarstream::{self, Parts};
+use crate::tarstream::{self, FileData, Parts};
 
 /// Files up to this size are read whole, hashed, and written only if new.
 const SMALL_FILE: u64 = 8 << 20;
@@ -22,8 +27,8 @@ const SMALL_FILE: u64 = 8 << 20;
 pub(crate) struct Expected {
     /// The blob's name in its source, for errors.
     pub blob: String,
-    /// sha256 of the blob.
-    pub digest: Option<Sha256>,
+    /// The blob's digest (sha256, or sha512 where the descriptor says so).
+    pub digest: Option<Digest>,
     /// Length of the blob.
     pub size: Option<u64>,
     /// sha256 of the uncompressed tar.
@@ -63,10 +68,11 @@ impl Store {
         &self,
         reader: impl Read + Send,
         expected: &Expected,
+        limits: &Limits,
         progress: Option<&dyn ImportProgress>,
     ) -> Result<Staged, StoreError> {
         let dir = self.new_tmp_dir("layer")?;
-        let result = self.stage_layer_in(&dir, reader, expected, progress);
+        let result = self.stage_layer_in(&dir, reader, expected, limits, progress);
         if result.is_err() {
             let _ = fs::remove_dir_all(&dir);
         }
@@ -78,28 +84,53 @@ impl Store {
         dir: &Path,
         reader: impl Read + Send,
         expected: &Expected,
+        limits: &Limits,
         progress: Option<&dyn ImportProgress>,
     ) -> Result<Staged, StoreError> {
         let mut stage = self.objects.stage(dir.join("objects"))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(pipe::DEPTH);
         let (recycle, recycled) = std::sync::mpsc::channel();
+        // The store keeps sha256; a descriptor's sha512 is computed beside it.
+        let sha512 = matches!(expected.digest, Some(Digest::Sha512(_)))
+            .then(|| Arc::new(Mutex::new(sha2::Sha512::new())));
+        let reader = Sha512Reader {
+            inner: reader,
+            hasher: sha512.clone(),
+        };
         let (tar, summary) = std::thread::scope(|scope| {
             let producer = scope.spawn(move || pipe::decompress(reader, progress, tx, recycled));
-            let tar = self.read_tar(&mut stage, pipe::ChunkReader::new(rx, recycle));
+            let tar = self.read_tar(&mut stage, limits, pipe::ChunkReader::new(rx, recycle));
             let summary = producer
                 .join()
                 .unwrap_or_else(|_| Err(io::Error::other("decompression thread panicked")));
             (tar, summary)
         });
-        // A failed read or decompression explains a failed tar best.
-        let summary = summary.map_err(|source| ImportError::Read {
-            blob: expected.blob.clone(),
-            source,
-        })?;
-        let tar = tar?;
+        // The first real failure wins: a failed tar makes the decompressor see a closed pipe,
+        // and a failed read or decompression makes the tar look truncated.
+        let (summary, tar) = match (summary, tar) {
+            (Ok(summary), Ok(tar)) => (summary, tar),
+            (Err(stopped), Err(tar)) if pipe::reader_stopped(&stopped) => {
+                return Err(in_layer(&expected.blob, tar));
+            }
+            (Err(source), _) => {
+                return Err(ImportError::Read {
+                    blob: expected.blob.clone(),
+                    source,
+                }
+                .into());
+            }
+            (Ok(_), Err(tar)) => return Err(in_layer(&expected.blob, tar)),
+        };
         tracing::debug!(blob = %expected.blob, "layer read");
         let (compression, digest, blob_size) = (summary.compression, summary.digest, summary.size);
-        verify(expected, digest, blob_size, tar.diff_id)?;
+        let digest_as_described = match sha512 {
+            Some(hasher) => {
+                let hasher = std::mem::take(&mut *hasher.lock().unwrap_or_else(|e| e.into_inner()));
+                Digest::Sha512(hasher.finalize().into())
+            }
+            None => Digest::Sha256(digest),
+        };
+        verify(expected, digest_as_described, blob_size, tar.diff_id)?;
         let file_bytes = tar
             .parts
             .entries
@@ -135,12 +166,17 @@ impl Store {
     }
 
     /// Splits the tar read from `reader` into objects and parts, hashing it.
-    fn read_tar(&self, stage: &mut Stage, reader: impl Read) -> Result<TarResult, StoreError> {
+    fn read_tar(
+        &self,
+        stage: &mut Stage,
+        limits: &Limits,
+        reader: impl Read,
+    ) -> Result<TarResult, StoreError> {
         let mut tar = HashingReader::new(reader);
         let (mut new, mut existing) = (0u64, 0u64);
         let mut buf = Vec::new();
-        let parts = tarstream::split(&mut tar, |file: &mut dyn Read, size| {
-            let (id, inserted) = self.store_file(stage, file, size, &mut buf)?;
+        let parts = tarstream::split(&mut tar, limits, |file: &mut dyn Read, data| {
+            let (id, inserted) = self.store_file(stage, file, data, &mut buf)?;
             match inserted {
                 Inserted::New => new += 1,
                 Inserted::Existing => existing += 1,
@@ -162,27 +198,60 @@ impl Store {
         &self,
         stage: &mut Stage,
         file: &mut dyn Read,
-        size: u64,
+        data: FileData<'_>,
         buf: &mut Vec<u8>,
     ) -> Result<(ObjectId, Inserted), StoreError> {
-        if size > SMALL_FILE {
-            return self.objects.stage_stream(stage, file, size);
+        if data.size > SMALL_FILE {
+            let read_error = |source| data.read_error(source).into();
+            return self
+                .objects
+                .stage_stream(stage, file, data.size, &read_error);
         }
         buf.clear();
         file.read_to_end(buf)
-            .map_err(|source| tarstream::TarError::Io { offset: 0, source })?;
-        if buf.len() as u64 != size {
-            let source = io::Error::from(io::ErrorKind::UnexpectedEof);
-            return Err(tarstream::TarError::Io { offset: 0, source }.into());
+            .map_err(|source| data.read_error(source))?;
+        if buf.len() as u64 != data.size {
+            return Err(data.read_error(io::ErrorKind::UnexpectedEof.into()).into());
         }
         self.objects.stage_bytes(stage, buf)
+    }
+}
+
+/// A tar error of layer `blob`, named so; other errors (the store's own I/O) name their path.
+fn in_layer(blob: &str, err: StoreError) -> StoreError {
+    match err {
+        StoreError::Tar(source) => ImportError::Layer {
+            blob: blob.to_owned(),
+            source,
+        }
+        .into(),
+        other => other,
+    }
+}
+
+/// Hashes what it reads with sha512 when asked to.
+struct Sha512Reader<R> {
+    inner: R,
+    hasher: Option<Arc<Mutex<sha2::Sha512>>>,
+}
+
+impl<R: Read> Read for Sha512Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(hasher) = &self.hasher {
+            hasher
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .update(&buf[..n]);
+        }
+        Ok(n)
     }
 }
 
 /// Checks the blob's digest, size and diff_id against what its source promised.
 fn verify(
     expected: &Expected,
-    digest: Sha256,
+    digest: Digest,
     size: u64,
     diff_id: Sha256,
 ) -> Result<(), ImportError> {

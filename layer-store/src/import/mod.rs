@@ -24,6 +24,7 @@ use crate::db::{IMAGES, LAYERS, NAMES};
 use crate::digest::Sha256;
 use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
+use crate::limits::Limits;
 use crate::lock::LockMode;
 use crate::materialize::{MaterializeError, build_tree, probe_strategy};
 use crate::record::{self, Compression, ImageRecord, Kind, LayerMeta, Strategy, chain_ids};
@@ -58,6 +59,33 @@ pub enum ImportError {
         #[source]
         source: std::io::Error,
     },
+    /// A layer's tar cannot be taken apart, or goes over a limit.
+    #[error("layer {blob}")]
+    Layer {
+        /// The blob's name in the source.
+        blob: String,
+        /// What is wrong, where.
+        #[source]
+        source: crate::tarstream::TarError,
+    },
+    /// A source, or a blob in it, is not a regular file (a FIFO, a device, a socket).
+    #[error("{path}: not a regular file or directory")]
+    NotRegularFile {
+        /// The path, or the blob's name in the source.
+        path: std::path::PathBuf,
+    },
+    /// The source's indexes go over one of the import's limits.
+    #[error(
+        "{limit} would be {value}, over the limit of {max} (raise it only for a trusted source)"
+    )]
+    OverLimit {
+        /// Which limit.
+        limit: crate::limits::Limit,
+        /// What the source would need.
+        value: u64,
+        /// The limit.
+        max: u64,
+    },
     /// A blob does not hash (or measure) to what its descriptor says.
     #[error("blob {blob}: {what} is {actual}, expected {expected}")]
     Mismatch {
@@ -76,12 +104,14 @@ pub enum ImportError {
         /// The string.
         digest: String,
     },
-    /// A JSON document does not parse.
-    #[error("{blob}: {reason}")]
+    /// A JSON document does not parse as what it should be.
+    #[error("{blob} is not {expected}: {reason}")]
     BadJson {
         /// The blob's name in the source.
         blob: String,
-        /// The parser's message.
+        /// What it should be ("an OCI image manifest").
+        expected: &'static str,
+        /// Where and why the parser stopped.
         reason: String,
     },
     /// A JSON document is unreasonably large.
@@ -143,6 +173,8 @@ pub struct ImportOptions<'a> {
     pub name: Option<String>,
     /// Where to report progress.
     pub progress: Option<&'a dyn ImportProgress>,
+    /// What the source may make the import spend.
+    pub limits: Limits,
 }
 
 /// One layer of an import.
@@ -172,11 +204,18 @@ pub struct ImportReport {
 }
 
 /// Decides what kind of source `path` is and plans its import.
-fn plan(path: &Path, want: Option<&str>) -> Result<Plan, StoreError> {
+fn plan(path: &Path, want: Option<&str>, limits: &Limits) -> Result<Plan, StoreError> {
     let meta = fs::metadata(path).at(path)?;
+    if !meta.is_dir() && !meta.is_file() {
+        // A FIFO or device would block the import or feed it forever.
+        return Err(ImportError::NotRegularFile {
+            path: path.to_path_buf(),
+        }
+        .into());
+    }
     if meta.is_dir() {
         if path.join("oci-layout").is_file() {
-            return source::plan_oci(Blobs::Dir(path.to_path_buf()), want);
+            return source::plan_oci(Blobs::Dir(path.to_path_buf()), want, limits);
         }
         return Err(ImportError::UnknownSource {
             path: path.to_path_buf(),
@@ -192,7 +231,7 @@ fn plan(path: &Path, want: Option<&str>) -> Result<Plan, StoreError> {
         path: path.to_path_buf(),
     })?;
     if blobs.has("oci-layout") && blobs.has("index.json") {
-        source::plan_oci(blobs, want)
+        source::plan_oci(blobs, want, limits)
     } else if blobs.has("manifest.json") {
         source::plan_docker(blobs, want)
     } else {
@@ -251,7 +290,7 @@ impl Store {
         tree: StagedTree,
     ) -> Result<ImportReport, StoreError> {
         let _lock = self.lock(LockMode::Shared)?;
-        let plan = plan(source, options.name.as_deref())?;
+        let plan = plan(source, options.name.as_deref(), &options.limits)?;
         let present = self.present_layers(&plan)?;
         if let Some(progress) = options.progress {
             let total = plan
@@ -272,7 +311,7 @@ impl Store {
                     return Ok(None);
                 }
                 let reader = plan.blobs.open(&expected.blob)?;
-                self.stage_layer(reader, expected, options.progress)
+                self.stage_layer(reader, expected, &options.limits, options.progress)
                     .map(Some)
             })
             .collect();
@@ -498,9 +537,14 @@ impl Store {
     ) -> Result<Vec<u8>, StoreError> {
         let mut layers = Vec::new();
         for (staged, diff_id) in staged.iter().zip(diff_ids) {
+            // Only three fields: a layer's record may be hundreds of MB, never cloned.
+            let had;
             let record = match staged {
-                Some(s) => s.record.clone(),
-                None => self.layer_record(&diff_id.hex())?,
+                Some(s) => &s.record,
+                None => {
+                    had = self.layer_record(&diff_id.hex())?;
+                    &had
+                }
             };
             layers.push(serde_json::json!({
                 "mediaType": layer_media_type(&record.compression),

@@ -25,6 +25,24 @@ pub(crate) struct BlobSummary {
     pub size: u64,
 }
 
+/// The importing thread stopped reading: it failed, and its own error says why.
+#[derive(Debug)]
+struct ReaderStopped;
+
+impl std::fmt::Display for ReaderStopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the tar reader stopped")
+    }
+}
+
+impl std::error::Error for ReaderStopped {}
+
+/// Whether `err` only says that the importing thread stopped reading.
+pub(crate) fn reader_stopped(err: &io::Error) -> bool {
+    err.get_ref()
+        .is_some_and(|inner| inner.is::<ReaderStopped>())
+}
+
 /// Remembers the first `limit` bytes read through it, and reports progress.
 struct Tee<'p, R> {
     inner: R,
@@ -80,8 +98,7 @@ pub(crate) fn decompress(
             raw_prefix.extend_from_slice(&chunk[..n.min(room)]);
             raw_len += n as u64;
             if tx.send(Ok(chunk)).is_err() {
-                // The importer stopped reading: it has failed and says why.
-                return Err(io::ErrorKind::BrokenPipe.into());
+                return Err(io::Error::new(io::ErrorKind::BrokenPipe, ReaderStopped));
             }
         }
         drop(decoder);

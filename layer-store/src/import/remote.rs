@@ -10,11 +10,12 @@ use std::path::PathBuf;
 
 use oci_spec::image::ImageManifest;
 
-use crate::digest::Sha256;
+use crate::digest::{Digest, Sha256};
 use crate::error::StoreError;
 use crate::import::layer::{Expected, Staged};
-use crate::import::source::{Blobs, Plan, diff_ids};
+use crate::import::source::{Blobs, Plan, diff_ids, parse_json};
 use crate::import::{ImportError, ImportOptions, ImportProgress, ImportReport, StagedTree};
+use crate::limits::Limits;
 use crate::lock::{LockGuard, LockMode};
 use crate::store::Store;
 
@@ -73,11 +74,11 @@ impl Store {
         let lock = self.lock(LockMode::Shared)?;
         let expected = Expected {
             blob: blob.digest.to_string(),
-            digest: Some(blob.digest),
+            digest: Some(Digest::Sha256(blob.digest)),
             size: Some(blob.size),
             diff_id: Some(blob.diff_id),
         };
-        let staged = self.stage_layer(reader, &expected, progress)?;
+        let staged = self.stage_layer(reader, &expected, &Limits::default(), progress)?;
         Ok(StagedLayer {
             staged: Some(staged),
             blob: *blob,
@@ -97,11 +98,7 @@ impl Store {
         options: &ImportOptions<'_>,
     ) -> Result<ImportReport, StoreError> {
         let _lock = self.lock(LockMode::Shared)?;
-        let bad_json = |e: oci_spec::OciSpecError| ImportError::BadJson {
-            blob: "manifest".to_owned(),
-            reason: e.to_string(),
-        };
-        let parsed = ImageManifest::from_reader(manifest).map_err(bad_json)?;
+        let parsed: ImageManifest = parse_json("manifest", "an OCI image manifest", manifest)?;
         let config_digest = Sha256::of(config).to_string();
         if parsed.config().digest().to_string() != config_digest {
             return Err(ImportError::Mismatch {

@@ -2,20 +2,22 @@
 //! source format names its manifest, config and layers.
 
 use std::collections::HashMap;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
-use crate::digest::Sha256;
+use crate::digest::{Digest, Sha256};
 use crate::error::{IoContext, StoreError};
 use crate::import::ImportError;
 use crate::import::layer::Expected;
+use crate::limits::{Limit, Limits};
 use crate::tarstream::normalize;
 
 /// JSON documents (index, manifest, config) larger than this are refused.
@@ -56,7 +58,8 @@ impl Blobs {
                 }
             }
         }
-        // docker save links repeated layers to the first copy.
+        // docker save links repeated layers to the first copy (`../<id>/layer.tar`), resolved
+        // inside the archive; a link leaving it names nothing.
         for (name, target, kind) in links {
             let base = match kind {
                 tar::EntryType::Symlink => Path::new(&name)
@@ -65,9 +68,7 @@ impl Blobs {
                     .unwrap_or_default(),
                 _ => String::new(),
             };
-            let joined = format!("{base}/{}", String::from_utf8_lossy(&target));
-            if let Some(target) = normalize(joined.as_bytes()) {
-                let target = String::from_utf8_lossy(&target).into_owned();
+            if let Some(target) = resolve_in_archive(&base, &String::from_utf8_lossy(&target)) {
                 if let Some(&found) = index.get(&target) {
                     index.insert(name, found);
                 }
@@ -96,15 +97,29 @@ impl Blobs {
         let safe = String::from_utf8_lossy(&safe).into_owned();
         match self {
             Blobs::Dir(root) => {
-                // Symlinks inside the source resolve within it, never outside.
+                // Symlinks inside the source resolve within it, never outside. Non-blocking,
+                // so that a FIFO is refused instead of waiting for a writer forever.
                 let dir = File::open(root).at(root)?;
-                let flags = OFlags::RDONLY | OFlags::CLOEXEC;
-                match rustix::fs::openat2(&dir, &safe, flags, Mode::empty(), ResolveFlags::IN_ROOT)
-                {
-                    Ok(fd) => Ok(Box::new(File::from(fd))),
-                    Err(Errno::NOENT) => Err(missing().into()),
-                    Err(e) => Err(e).at(&root.join(&safe)),
+                let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+                let fd = match rustix::fs::openat2(
+                    &dir,
+                    &safe,
+                    flags,
+                    Mode::empty(),
+                    ResolveFlags::IN_ROOT,
+                ) {
+                    Ok(fd) => fd,
+                    Err(Errno::NOENT) => return Err(missing().into()),
+                    Err(e) => return Err(e).at(&root.join(&safe)),
+                };
+                let stat = rustix::fs::fstat(&fd).at(&root.join(&safe))?;
+                if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+                    return Err(ImportError::NotRegularFile {
+                        path: PathBuf::from(name),
+                    }
+                    .into());
                 }
+                Ok(Box::new(File::from(fd)))
             }
             Blobs::Tar { path, index } => {
                 let &(offset, size) = index.get(&safe).ok_or_else(missing)?;
@@ -135,6 +150,23 @@ impl Blobs {
     }
 }
 
+/// `target` (a link's target) seen from directory `base` of an archive, with `.` and `..`
+/// resolved; `None` when it would leave the archive. An absolute target starts at its root.
+fn resolve_in_archive(base: &str, target: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    let start = if target.starts_with('/') { "" } else { base };
+    for part in start.split('/').chain(target.split('/')) {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            part => parts.push(part),
+        }
+    }
+    Some(parts.join("/"))
+}
+
 /// What an import source says about its image before any layer is read.
 pub(crate) struct Plan {
     /// The manifest's bytes; `None` when the source has none and one is synthesized.
@@ -149,30 +181,46 @@ pub(crate) struct Plan {
     pub blobs: Blobs,
 }
 
-fn blob_name(digest: &str) -> Result<String, ImportError> {
-    let parsed: Sha256 = digest.parse().map_err(|_| ImportError::BadDigest {
+fn parse_digest(digest: &str) -> Result<Digest, ImportError> {
+    digest.parse().map_err(|_| ImportError::BadDigest {
         digest: digest.to_owned(),
-    })?;
-    Ok(format!("blobs/sha256/{}", parsed.hex()))
+    })
 }
 
-fn bad_json(blob: &str) -> impl FnOnce(oci_spec::OciSpecError) -> ImportError + '_ {
-    move |e| ImportError::BadJson {
+/// Parses the JSON document `blob` as `expected` (say, "an OCI image manifest"); the error
+/// names the blob, what it should have been, and where the parser stopped.
+pub(crate) fn parse_json<T: DeserializeOwned>(
+    blob: &str,
+    expected: &'static str,
+    bytes: &[u8],
+) -> Result<T, ImportError> {
+    serde_json::from_slice(bytes).map_err(|e| ImportError::BadJson {
         blob: blob.to_owned(),
+        expected,
         reason: e.to_string(),
-    }
+    })
 }
 
 /// Reads the blob a descriptor names and checks its size and digest.
 fn read_verified(blobs: &Blobs, desc: &Descriptor) -> Result<(String, Vec<u8>), StoreError> {
-    let name = blob_name(desc.digest().as_ref())?;
+    let digest = parse_digest(desc.digest().as_ref())?;
+    let name = digest.blob_path();
     let bytes = blobs.read_json(&name)?;
-    let actual = Sha256::of(&bytes);
-    if actual.to_string() != desc.digest().to_string() || bytes.len() as u64 != desc.size() {
+    if bytes.len() as u64 != desc.size() {
+        return Err(ImportError::Mismatch {
+            blob: name,
+            what: "size",
+            expected: desc.size().to_string(),
+            actual: bytes.len().to_string(),
+        }
+        .into());
+    }
+    let actual = digest.same_algorithm_of(&bytes);
+    if actual != digest {
         return Err(ImportError::Mismatch {
             blob: name,
             what: "digest",
-            expected: desc.digest().to_string(),
+            expected: digest.to_string(),
             actual: actual.to_string(),
         }
         .into());
@@ -182,7 +230,7 @@ fn read_verified(blobs: &Blobs, desc: &Descriptor) -> Result<(String, Vec<u8>), 
 
 /// The diff_ids a config lists.
 pub(crate) fn diff_ids(name: &str, config: &[u8]) -> Result<Vec<Sha256>, StoreError> {
-    let parsed = ImageConfiguration::from_reader(config).map_err(bad_json(name))?;
+    let parsed: ImageConfiguration = parse_json(name, "an OCI image config", config)?;
     parsed
         .rootfs()
         .diff_ids()
@@ -198,17 +246,41 @@ pub(crate) fn diff_ids(name: &str, config: &[u8]) -> Result<Vec<Sha256>, StoreEr
 }
 
 /// Plans the import of an OCI image layout (a directory or an archive of one).
-pub(crate) fn plan_oci(blobs: Blobs, want: Option<&str>) -> Result<Plan, StoreError> {
+pub(crate) fn plan_oci(
+    blobs: Blobs,
+    want: Option<&str>,
+    limits: &Limits,
+) -> Result<Plan, StoreError> {
     let index_bytes = blobs.read_json("index.json")?;
-    let index = ImageIndex::from_reader(&index_bytes[..]).map_err(bad_json("index.json"))?;
+    let index: ImageIndex = parse_json("index.json", "an OCI image index", &index_bytes)?;
     let mut candidates: Vec<Descriptor> = Vec::new();
-    let mut queue: Vec<Descriptor> = index.manifests().clone();
-    while let Some(desc) = queue.pop() {
+    // Each descriptor with the depth of the index that lists it (index.json is 0).
+    let mut queue: Vec<(Descriptor, usize)> =
+        index.manifests().iter().map(|d| (d.clone(), 0)).collect();
+    let mut seen = queue.len();
+    let over = |limit, value: usize, max: usize| ImportError::OverLimit {
+        limit,
+        value: value as u64,
+        max: max as u64,
+    };
+    if seen > limits.index_descriptors {
+        return Err(over(Limit::IndexDescriptors, seen, limits.index_descriptors).into());
+    }
+    while let Some((desc, depth)) = queue.pop() {
         match desc.media_type() {
             MediaType::ImageIndex => {
+                if depth + 1 > limits.index_depth {
+                    return Err(over(Limit::IndexDepth, depth + 1, limits.index_depth).into());
+                }
                 let (name, bytes) = read_verified(&blobs, &desc)?;
-                let nested = ImageIndex::from_reader(&bytes[..]).map_err(bad_json(&name))?;
-                queue.extend(nested.manifests().iter().cloned());
+                let nested: ImageIndex = parse_json(&name, "an OCI image index", &bytes)?;
+                seen += nested.manifests().len();
+                if seen > limits.index_descriptors {
+                    return Err(
+                        over(Limit::IndexDescriptors, seen, limits.index_descriptors).into(),
+                    );
+                }
+                queue.extend(nested.manifests().iter().map(|d| (d.clone(), depth + 1)));
             }
             _ => candidates.push(desc),
         }
@@ -248,8 +320,8 @@ pub(crate) fn plan_oci(blobs: Blobs, want: Option<&str>) -> Result<Plan, StoreEr
         }
     };
     let (manifest_name, manifest_bytes) = read_verified(&blobs, &desc)?;
-    let manifest =
-        ImageManifest::from_reader(&manifest_bytes[..]).map_err(bad_json(&manifest_name))?;
+    let manifest: ImageManifest =
+        parse_json(&manifest_name, "an OCI image manifest", &manifest_bytes)?;
     let (config_name, config) = read_verified(&blobs, manifest.config())?;
     let diff_ids = diff_ids(&config_name, &config)?;
     if diff_ids.len() != manifest.layers().len() {
@@ -262,19 +334,12 @@ pub(crate) fn plan_oci(blobs: Blobs, want: Option<&str>) -> Result<Plan, StoreEr
     let mut layers = Vec::new();
     for (desc, diff_id) in manifest.layers().iter().zip(diff_ids) {
         check_layer_media_type(desc)?;
-        let blob = blob_name(desc.digest().as_ref())?;
+        let digest = parse_digest(desc.digest().as_ref())?;
         layers.push(Expected {
-            digest: Some(
-                desc.digest()
-                    .as_ref()
-                    .parse()
-                    .map_err(|_| ImportError::BadDigest {
-                        digest: desc.digest().to_string(),
-                    })?,
-            ),
+            blob: digest.blob_path(),
+            digest: Some(digest),
             size: Some(desc.size()),
             diff_id: Some(diff_id),
-            blob,
         });
     }
     Ok(Plan {
@@ -314,10 +379,7 @@ struct DockerManifest {
 pub(crate) fn plan_docker(blobs: Blobs, want: Option<&str>) -> Result<Plan, StoreError> {
     let bytes = blobs.read_json("manifest.json")?;
     let mut images: Vec<DockerManifest> =
-        serde_json::from_slice(&bytes).map_err(|e| ImportError::BadJson {
-            blob: "manifest.json".to_owned(),
-            reason: e.to_string(),
-        })?;
+        parse_json("manifest.json", "a docker save manifest list", &bytes)?;
     if images.len() > 1 {
         if let Some(want) = want {
             images.retain(|m| m.repo_tags.iter().flatten().any(|t| t == want));
@@ -359,6 +421,14 @@ pub(crate) fn plan_docker(blobs: Blobs, want: Option<&str>) -> Result<Plan, Stor
 
 /// Plans the import of a single layer tar (plain or compressed) at `path`.
 pub(crate) fn plan_layer(path: &Path) -> Result<Plan, StoreError> {
+    // The user named this file: a symlink to it is followed, wherever it points.
+    let resolved;
+    let path = if fs::symlink_metadata(path).at(path)?.is_symlink() {
+        resolved = fs::canonicalize(path).at(path)?;
+        resolved.as_path()
+    } else {
+        path
+    };
     // A bare file name's parent is "", which names nothing: that is the current directory.
     let parent = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),

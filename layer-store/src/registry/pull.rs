@@ -198,7 +198,7 @@ impl Store {
         let name = options.name.clone().unwrap_or_else(|| session.name.clone());
         let import = ImportOptions {
             name: Some(name),
-            progress: None,
+            ..ImportOptions::default()
         };
         // Every layer is verified and staged: the partial downloads have done their job, and
         // removing them before the commit's `syncfs` spares writing them to disk.

@@ -3,6 +3,7 @@
 use std::fs;
 use std::path::Path;
 
+use strata_layer_store::tarstream::TarError;
 use strata_layer_store::{ImportError, Store, StoreError, Strategy};
 
 use crate::files_under;
@@ -122,7 +123,22 @@ fn escaping_paths_are_refused() {
     let path = tmp.path().join("evil.tar");
     fs::write(&path, tar).unwrap();
     let (_t, err) = import_err(&path);
-    assert!(err.to_string().contains("escapes the layer root"), "{err}");
+    let chain = strata_testkit::error_chain(&err);
+    assert!(
+        matches!(
+            &err,
+            StoreError::Import(ImportError::Layer {
+                source: TarError::UnsafePath { .. },
+                ..
+            })
+        ),
+        "{chain}"
+    );
+    assert!(
+        chain
+            .contains("layer evil.tar: tar entry \"../escape\" at offset 0 escapes the layer root"),
+        "{chain}"
+    );
 }
 
 #[test]

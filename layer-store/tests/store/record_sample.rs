@@ -185,15 +185,16 @@ fn fuzz_corpus_replays_without_panics() -> anyhow::Result<()> {
 #[test]
 fn layer_tar_corpus_replays_without_panics() -> anyhow::Result<()> {
     use std::io::Read;
+    use strata_layer_store::Limits;
     use strata_layer_store::tarstream::{self, TarError};
     let mut replayed = 0;
     for entry in fs::read_dir(tar_corpus_dir())? {
         let data = fs::read(entry?.path())?;
-        let parts = tarstream::split(&data[..], |file: &mut dyn Read, size| {
+        let parts = tarstream::split(&data[..], &Limits::default(), |file: &mut dyn Read, at| {
             let mut buf = Vec::new();
-            file.take(size)
+            file.take(at.size)
                 .read_to_end(&mut buf)
-                .map_err(|source| TarError::Io { offset: 0, source })?;
+                .map_err(|source| at.read_error(source))?;
             Ok::<_, TarError>(ObjectId::of(&buf))
         });
         if let Ok(parts) = parts {
