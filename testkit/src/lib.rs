@@ -9,6 +9,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod hostile;
+
 /// Whether the calling test may mount and chown, which needs root.
 ///
 /// Not root, it prints that the test is skipped and returns false, unless

@@ -10,7 +10,7 @@ use crate::files_under;
 use crate::fixtures::{Comp, Image, sample_layers};
 
 /// The store holds no image, no layer, no object and nothing in tmp.
-fn assert_empty(store: &Store, root: &Path) {
+pub fn assert_empty(store: &Store, root: &Path) {
     assert!(store.images().unwrap().is_empty());
     assert!(store.layers().unwrap().is_empty());
     for dir in ["objects", "layers", "tmp"] {
@@ -22,7 +22,7 @@ fn assert_empty(store: &Store, root: &Path) {
     }
 }
 
-fn import_err(src: &Path) -> (tempfile::TempDir, StoreError) {
+pub fn import_err(src: &Path) -> (tempfile::TempDir, StoreError) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("store");
     let store = Store::open(&root).unwrap();
