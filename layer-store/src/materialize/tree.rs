@@ -595,3 +595,144 @@ fn own_xattrs(entry: &Entry) -> Vec<(Vec<u8>, Vec<u8>)> {
         .cloned()
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    //! The tree builder on its own, fed entries the import would refuse: whatever the record
+    //! says, nothing outside the tree is touched.
+
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+    use crate::record::Time;
+
+    fn entry(path: &str, kind: EntryKind) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: Time::default(),
+            xattrs: Vec::new(),
+        }
+    }
+
+    fn file(path: &str) -> Entry {
+        entry(
+            path,
+            EntryKind::File {
+                object: ObjectId::of(b""),
+                size: 0,
+            },
+        )
+    }
+
+    /// Builds `entries` with every strategy this process may use, next to an outside dir
+    /// whose victim must stay as it was; returns each build's result.
+    fn build_beside_victim(entries: &[Entry]) -> Vec<Result<(), StoreError>> {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("secret"), b"host").unwrap();
+        let entries: Vec<Entry> = entries
+            .iter()
+            .map(|e| match &e.kind {
+                EntryKind::Symlink { target } if target == b"OUTSIDE" => Entry {
+                    kind: EntryKind::Symlink {
+                        target: outside.as_os_str().as_bytes().to_vec(),
+                    },
+                    ..e.clone()
+                },
+                _ => e.clone(),
+            })
+            .collect();
+        let store = Store::open(tmp.path().join("store")).unwrap();
+        let mut results = Vec::new();
+        let mut strategies = vec![Strategy::Hardlink, Strategy::Copy];
+        if rustix::process::geteuid().is_root() {
+            strategies.push(Strategy::Stub);
+        }
+        for (i, strategy) in strategies.into_iter().enumerate() {
+            let tree = tmp.path().join(format!("tree{i}"));
+            results.push(build_tree(&store, strategy, &tree, &entries));
+            let names: Vec<_> = fs::read_dir(&outside)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["secret"], "{strategy:?} wrote outside");
+            let victim = fs::metadata(outside.join("secret")).unwrap();
+            assert_eq!(victim.nlink(), 1, "{strategy:?} linked the victim");
+            assert_eq!(fs::read(outside.join("secret")).unwrap(), b"host");
+        }
+        results
+    }
+
+    fn symlink(path: &str, target: &str) -> Entry {
+        entry(
+            path,
+            EntryKind::Symlink {
+                target: target.as_bytes().to_vec(),
+            },
+        )
+    }
+
+    fn hardlink(path: &str, target: &str) -> Entry {
+        entry(
+            path,
+            EntryKind::Hardlink {
+                target: target.as_bytes().to_vec(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_hard_link_through_a_replaced_dir_is_refused() {
+        let entries = [
+            entry("d", EntryKind::Dir),
+            file("d/secret"),
+            symlink("d", "OUTSIDE"),
+            hardlink("h", "d/secret"),
+        ];
+        for result in build_beside_victim(&entries) {
+            assert!(matches!(
+                result,
+                Err(StoreError::Materialize(
+                    MaterializeError::BadHardlink { .. }
+                ))
+            ));
+        }
+    }
+
+    #[test]
+    fn writes_below_a_symlink_stay_inside() {
+        for entries in [
+            vec![symlink("d", "OUTSIDE"), file("d/x")],
+            vec![
+                symlink("d", "OUTSIDE"),
+                entry("d/.wh.secret", EntryKind::Fifo),
+            ],
+            vec![
+                symlink("d", "OUTSIDE"),
+                entry("d/.wh..wh..opq", EntryKind::Fifo),
+            ],
+            vec![symlink("a", "/"), hardlink("h", "a/etc/passwd")],
+        ] {
+            for result in build_beside_victim(&entries) {
+                assert!(result.is_err(), "{entries:?} built");
+            }
+        }
+    }
+
+    #[test]
+    fn a_symlink_replaced_by_a_file_is_replaced_not_followed() {
+        let entries = [
+            symlink("s", "OUTSIDE"),
+            file("s"),
+            entry("s2", EntryKind::Dir),
+        ];
+        for result in build_beside_victim(&entries) {
+            result.unwrap();
+        }
+    }
+}
