@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::Serialize;
 use strata_layer_store::{
-    FsckOptions, GcOptions, ImportOptions, ImportProgress, Problem, Strategy,
+    FsckOptions, GcOptions, ImportOptions, ImportProgress, Limits, Problem, Strategy,
 };
 
 use crate::global::Global;
@@ -27,6 +27,10 @@ pub enum Command {
         /// Materialization strategy: stub, hardlink, reflink or copy.
         #[arg(long, value_parser = parse_strategy)]
         strategy: Option<Strategy>,
+        /// The source is as trusted as this machine: lift the limits on nesting, headers,
+        /// xattrs and entries that protect the store from hostile images.
+        #[arg(long)]
+        trusted: bool,
     },
     /// Export an image as an OCI image layout.
     Export {
@@ -127,6 +131,7 @@ impl Command {
                 name,
                 materialize,
                 strategy,
+                trusted,
             } => {
                 let bar = std::io::stderr().is_terminal().then(|| {
                     let bar = indicatif::ProgressBar::new(0);
@@ -141,6 +146,11 @@ impl Command {
                 let options = ImportOptions {
                     name,
                     progress: bar.as_ref().map(|b| b as &dyn ImportProgress),
+                    limits: if trusted {
+                        Limits::unlimited()
+                    } else {
+                        Limits::default()
+                    },
                     ..ImportOptions::default()
                 };
                 let report = if materialize {
