@@ -120,21 +120,21 @@ impl RawTar {
 }
 
 /// A layer that plants a host file: directory `d` with `d/secret`, then `d` replaced by a
-/// symlink to `outside`, then a hard link `h` to `d/secret`. Resolved through the symlink,
-/// `h` would be the host's `outside/secret`.
-pub fn host_link_layer(outside: &Path) -> Vec<u8> {
+/// symlink to `outside` (absolute, or `../`s climbing out of the tree), then a hard link `h`
+/// to `d/secret`. Resolved through the symlink, `h` would be the host's `outside/secret`.
+pub fn host_link_layer(outside: &str) -> Vec<u8> {
     RawTar::new()
         .dir("d")
         .file("d/secret", b"harmless")
-        .symlink("d", &outside.to_string_lossy())
+        .symlink("d", outside)
         .hardlink("h", "d/secret")
         .finish()
 }
 
 /// A layer that writes below its own symlink to `outside`: `d -> outside`, then `d/x`.
-pub fn write_through_symlink_layer(outside: &Path) -> Vec<u8> {
+pub fn write_through_symlink_layer(outside: &str) -> Vec<u8> {
     RawTar::new()
-        .symlink("d", &outside.to_string_lossy())
+        .symlink("d", outside)
         .file("d/x", b"planted")
         .finish()
 }

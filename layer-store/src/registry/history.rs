@@ -62,13 +62,15 @@ impl Store {
     /// for get entries of their own with nothing recorded.
     pub fn history(&self, name: &str) -> Result<Vec<HistoryEntry>, StoreError> {
         let image = self.image(name)?;
-        let bad = |blob: &str, e: serde_json::Error| ImportError::BadJson {
+        let bad = |blob: &str, expected, e: serde_json::Error| ImportError::BadJson {
             blob: blob.to_owned(),
+            expected,
             reason: e.to_string(),
         };
-        let config: Config = serde_json::from_slice(&image.config).map_err(|e| bad("config", e))?;
-        let manifest: Manifest =
-            serde_json::from_slice(&image.manifest).map_err(|e| bad("manifest", e))?;
+        let config: Config = serde_json::from_slice(&image.config)
+            .map_err(|e| bad("config", "an OCI image config", e))?;
+        let manifest: Manifest = serde_json::from_slice(&image.manifest)
+            .map_err(|e| bad("manifest", "an OCI image manifest", e))?;
         let mut layers = manifest
             .layers
             .into_iter()

@@ -83,7 +83,7 @@ fn a_hard_link_through_the_layers_own_symlink_to_a_host_file_is_refused() {
     let layer = write(
         tmp.path(),
         "evil.tar",
-        &hostile::host_link_layer(&outside.dir),
+        &hostile::host_link_layer(&outside.dir.to_string_lossy()),
     );
     let (_t, err) = import_err(&layer);
     assert!(
@@ -109,7 +109,7 @@ fn an_entry_below_the_layers_own_symlink_is_refused() {
     let layer = write(
         tmp.path(),
         "evil.tar",
-        &hostile::write_through_symlink_layer(&outside.dir),
+        &hostile::write_through_symlink_layer(&outside.dir.to_string_lossy()),
     );
     let (_t, err) = import_err(&layer);
     assert!(

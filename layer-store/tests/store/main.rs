@@ -1,5 +1,6 @@
 //! Integration tests of the layer store, one module per operation.
 
+mod confinement;
 mod failures;
 mod fixtures;
 mod gc_fsck;
