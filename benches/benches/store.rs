@@ -5,6 +5,8 @@
 //! - `export`: rebuilding and compressing a layer blob against compressing the same tar from
 //!   memory.
 //! - `materialize`: stub and hardlink trees against the copy strategy.
+//! - `hardlink-chain`: importing N hard links, each naming the one before (a hostile layer that
+//!   took quadratic time), against importing N empty files: both must grow linearly with N.
 
 use std::fs;
 use std::io::Write;
@@ -199,5 +201,38 @@ fn materialize(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, import, import_materialized, export, materialize);
+fn hardlink_chain(c: &mut Criterion) {
+    use strata_testkit::hostile;
+    let dir = tempfile::tempdir().unwrap();
+    let mut group = c.benchmark_group("hardlink-chain");
+    group.sample_size(10);
+    for n in [20_000usize, 80_000, 160_000] {
+        group.throughput(Throughput::Elements(n as u64));
+        for (kind, tar) in [
+            ("links", hostile::hardlink_chain(n)),
+            ("files", hostile::many_entries(n)),
+        ] {
+            let layer = dir.path().join(format!("{kind}-{n}.tar"));
+            fs::write(&layer, tar).unwrap();
+            let root = dir.path().join("store");
+            group.bench_function(BenchmarkId::new(kind, n), |b| {
+                b.iter_batched(
+                    || fresh_store(&root),
+                    |store| store.import(&layer, &Default::default()).unwrap(),
+                    BatchSize::PerIteration,
+                )
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    import,
+    import_materialized,
+    export,
+    materialize,
+    hardlink_chain
+);
 criterion_main!(benches);
