@@ -115,7 +115,11 @@ fn exported_by_strata(dir: &Path, archive: &Path) -> PathBuf {
 
 #[test]
 fn containerd_runs_containers_on_strata() {
-    if !(can_mount() && containerd_peers() && strata_testkit::peer("umoci", "umoci")) {
+    if !(can_mount()
+        && containerd_peers()
+        && strata_testkit::peer("umoci", "umoci")
+        && strata_testkit::peer("busybox", "busybox-static"))
+    {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
