@@ -13,6 +13,9 @@ fn quickstart(root: &Path) -> serde_json::Value {
 
 #[test]
 fn quickstart_runs_twice_and_exports_an_unpackable_image() {
+    if !strata_testkit::peer("umoci", "umoci") {
+        return;
+    }
     if !can_mount() {
         return;
     }

@@ -2,6 +2,8 @@
 
 #[path = "snapshot/containerd.rs"]
 mod containerd;
+#[path = "snapshot/recipe.rs"]
+mod recipe;
 
 mod common;
 
@@ -229,6 +231,9 @@ fn tree(root: &Path) -> std::collections::BTreeMap<String, (u32, Vec<u8>)> {
 
 #[test]
 fn commit_image_exports_what_the_container_sees() {
+    if !strata_testkit::peer("umoci", "umoci") {
+        return;
+    }
     if !can_mount() {
         return;
     }

@@ -34,6 +34,11 @@
 //! The on-disk formats, write order and crash behaviour are documented in `docs/format.md`.
 #![forbid(unsafe_code)]
 
+// The README's library example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+mod readme {}
+
 mod compress;
 pub mod db;
 pub mod digest;

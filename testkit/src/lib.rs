@@ -4,12 +4,18 @@
 //! if !strata_testkit::can_mount() {
 //!     return; // skipped, and said so on stderr
 //! }
-//! // … mount for real …
+//! if !strata_testkit::peer("umoci", "umoci") {
+//!     return; // skipped: "needs umoci (Debian package umoci)"
+//! }
+//! // … mount for real, and drive umoci …
 //! ```
 
 #![forbid(unsafe_code)]
 
 pub mod hostile;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 /// Whether the calling test may mount and chown, which needs root.
 ///
@@ -20,15 +26,57 @@ pub fn can_mount() -> bool {
     if rustix::process::geteuid().is_root() {
         return true;
     }
-    // The test harness names each test's thread after the test.
-    let current = std::thread::current();
-    let test = current.name().unwrap_or("this test");
+    let test = current_test();
     assert!(
-        std::env::var_os("STRATA_REQUIRE_ROOT").is_none_or(|v| v != "1"),
+        !required("STRATA_REQUIRE_ROOT"),
         "{test} needs root, and STRATA_REQUIRE_ROOT=1 says it must run"
     );
     eprintln!("skipped {test}: it mounts, which needs root");
     false
+}
+
+/// Whether peer tool `tool` (a program the test runs, from Debian package `package`) is on
+/// `PATH`.
+///
+/// Missing, it prints one line saying the test is skipped and which package provides the tool,
+/// and returns false, unless `STRATA_REQUIRE_PEERS=1` (set by CI after it installs the packages)
+/// demands that such tests run: then it panics.
+pub fn peer(tool: &str, package: &str) -> bool {
+    if on_path(tool) {
+        return true;
+    }
+    let test = current_test();
+    assert!(
+        !required("STRATA_REQUIRE_PEERS"),
+        "{test} needs {tool} (Debian package {package}), and STRATA_REQUIRE_PEERS=1 says it must run"
+    );
+    eprintln!("skipped {test}: needs {tool} (Debian package {package})");
+    false
+}
+
+/// Whether an executable file named `tool` is in one of `PATH`'s directories.
+fn on_path(tool: &str) -> bool {
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|dir| is_executable(&dir.join(tool)))
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Whether environment variable `name` is `1`.
+fn required(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| v == "1")
+}
+
+/// The calling test's name: the test harness names each test's thread after the test.
+fn current_test() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_owned()
 }
 
 /// `err` and every cause below it, joined with `": "`, as the CLI prints an error.

@@ -19,24 +19,29 @@ const DEADLINE: Duration = Duration::from_secs(300);
 /// Runs `strata --root ROOT ARGS…` and returns what it did, whatever the exit status; kills it
 /// and fails the test when it outlives [`DEADLINE`].
 pub fn strata(root: &Path, args: &[&str]) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+    command.arg("--root").arg(root).args(args);
+    within_deadline(&mut command)
+}
+
+/// Runs `command` with stdin empty and returns what it did, whatever the exit status; kills it
+/// (by PID) and fails the test when it outlives [`DEADLINE`].
+pub fn within_deadline(command: &mut Command) -> Output {
+    let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("running strata");
+        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
     let pid = child.id();
     let (done, output) = mpsc::channel();
     std::thread::spawn(move || done.send(child.wait_with_output()));
     match output.recv_timeout(DEADLINE) {
-        Ok(out) => out.expect("waiting for strata"),
+        Ok(out) => out.unwrap_or_else(|e| panic!("waiting for {command:?}: {e}")),
         Err(_) => {
             let pid = rustix::process::Pid::from_raw(pid as i32).expect("a child pid");
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            panic!("strata {args:?} still running after {DEADLINE:?}");
+            panic!("{command:?} still running after {DEADLINE:?}");
         }
     }
 }

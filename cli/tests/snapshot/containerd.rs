@@ -5,10 +5,10 @@
 //! stopped by PID, as is every `strata serve` the test starts.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::common::daemon::Daemon;
-use crate::common::{ok, run_ok};
+use crate::common::{can_mount, ok, run_ok};
 
 struct Env {
     dir: PathBuf,
@@ -54,13 +54,11 @@ impl Env {
     }
 }
 
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+/// Whether containerd, ctr and runc are installed (each missing one skips the test, saying so).
+pub fn containerd_peers() -> bool {
+    strata_testkit::peer("containerd", "containerd")
+        && strata_testkit::peer("ctr", "containerd")
+        && strata_testkit::peer("runc", "runc")
 }
 
 /// Builds a one-layer OCI image of Debian's static busybox with umoci, as an OCI archive.
@@ -117,17 +115,11 @@ fn exported_by_strata(dir: &Path, archive: &Path) -> PathBuf {
 
 #[test]
 fn containerd_runs_containers_on_strata() {
-    let missing: Vec<&str> = ["containerd", "ctr", "runc", "umoci"]
-        .into_iter()
-        .filter(|t| !have(t))
-        .collect();
-    let required = std::env::var_os("STRATA_REQUIRE_ROOT").is_some_and(|v| v == "1");
-    if !rustix::process::geteuid().is_root() || !missing.is_empty() {
-        assert!(
-            !required,
-            "STRATA_REQUIRE_ROOT=1 but not root or missing {missing:?}"
-        );
-        eprintln!("skipped: needs root and containerd, ctr, runc, umoci (missing {missing:?})");
+    if !(can_mount()
+        && containerd_peers()
+        && strata_testkit::peer("umoci", "umoci")
+        && strata_testkit::peer("busybox", "busybox-static"))
+    {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

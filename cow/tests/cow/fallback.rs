@@ -160,6 +160,9 @@ fn materialized_tree_equals_the_overlay_view_for_every_method() -> Result<()> {
 #[test]
 fn reflinks_on_xfs() -> Result<()> {
     require_root!();
+    if !strata_testkit::peer("mkfs.xfs", "xfsprogs") {
+        return Ok(());
+    }
     let s = Scratch::new()?;
     let xfs = LoopXfs::new(&s)?;
     assert!(

@@ -53,12 +53,22 @@ fn refuses_anonymous_and_admits_credentials(world: &World) -> String {
 
 #[test]
 fn basic_auth_is_required_and_used() {
+    if !(strata_testkit::peer("docker-registry", "docker-registry")
+        && strata_testkit::peer("htpasswd", "apache2-utils"))
+    {
+        return;
+    }
     let world = World::with_access(Access::Basic);
     refuses_anonymous_and_admits_credentials(&world);
 }
 
 #[test]
 fn bearer_tokens_from_a_token_server_are_required_and_used() {
+    if !(strata_testkit::peer("docker-registry", "docker-registry")
+        && strata_testkit::peer("openssl", "openssl"))
+    {
+        return;
+    }
     let tokens = TokenServer::start();
     let realm = tokens.realm();
     let cert = tokens.cert();

@@ -14,6 +14,9 @@ use crate::{World, app_image, assert_exports, base_image, fixtures, pull_options
 
 #[test]
 fn push_then_pull_into_a_fresh_store_exports_the_same_bytes() {
+    if !strata_testkit::peer("docker-registry", "docker-registry") {
+        return;
+    }
     let world = World::new();
     let image = app_image();
     world.import(&image, "app");
@@ -54,6 +57,9 @@ fn push_then_pull_into_a_fresh_store_exports_the_same_bytes() {
 
 #[test]
 fn pull_fetches_only_layers_the_store_lacks() {
+    if !strata_testkit::peer("docker-registry", "docker-registry") {
+        return;
+    }
     let world = World::new();
     let app = app_image();
     let base_ref = world.publish(&base_image(), "base");
@@ -90,6 +96,9 @@ fn pull_fetches_only_layers_the_store_lacks() {
 
 #[test]
 fn a_pull_reports_files_the_store_already_held_from_another_image() {
+    if !strata_testkit::peer("docker-registry", "docker-registry") {
+        return;
+    }
     // Two layers that differ (note.txt names the layer) but carry the same data.bin.
     let world = World::new();
     let first = world.publish(&single("x", 5, 256 << 10), "x");
@@ -121,6 +130,9 @@ impl PullProgress for CancelAfter<'_> {
 
 #[test]
 fn an_interrupted_pull_resumes_from_the_bytes_on_disk() {
+    if !strata_testkit::peer("docker-registry", "docker-registry") {
+        return;
+    }
     let world = World::new();
     let image = single("big", 7, 4 << 20);
     let reference = world.publish(&image, "big");
@@ -180,6 +192,9 @@ fn leave_partial(
 
 #[test]
 fn a_partial_download_on_disk_is_resumed_if_good_and_discarded_if_corrupt() {
+    if !strata_testkit::peer("docker-registry", "docker-registry") {
+        return;
+    }
     // Interrupting by SIGKILL mid-blob is the CLI test's (a stalling proxy); here the partial
     // file a killed process leaves is written by hand.
     let world = World::new();
@@ -206,6 +221,9 @@ fn a_partial_download_on_disk_is_resumed_if_good_and_discarded_if_corrupt() {
 
 #[test]
 fn a_registry_that_ignores_ranges_gets_the_blob_from_the_start() {
+    if !strata_testkit::peer("docker-registry", "docker-registry") {
+        return;
+    }
     let world = World::new();
     let image = single("r", 12, 1 << 20);
     let blob = &image.blobs[0];
@@ -234,6 +252,9 @@ fn a_registry_that_ignores_ranges_gets_the_blob_from_the_start() {
 
 #[test]
 fn parallel_pulls_of_images_sharing_layers_leave_a_clean_store() {
+    if !strata_testkit::peer("docker-registry", "docker-registry") {
+        return;
+    }
     let world = World::new();
     let (base, app) = (base_image(), app_image());
     let base_ref = world.publish(&base, "base");
@@ -260,6 +281,9 @@ fn parallel_pulls_of_images_sharing_layers_leave_a_clean_store() {
 
 #[test]
 fn a_blob_the_registry_serves_wrong_is_refused_with_nothing_visible() {
+    if !strata_testkit::peer("docker-registry", "docker-registry") {
+        return;
+    }
     let world = World::new();
     let image = base_image();
     let reference = world.publish(&image, "img");
@@ -287,6 +311,9 @@ fn a_blob_the_registry_serves_wrong_is_refused_with_nothing_visible() {
 
 #[test]
 fn bad_references_and_missing_images_name_what_is_wrong() {
+    if !strata_testkit::peer("docker-registry", "docker-registry") {
+        return;
+    }
     let world = World::new();
     let target = world.store("target");
     let err = target.pull("has spaces/x", &pull_options()).unwrap_err();
