@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod hostile;
+pub mod loopfs;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

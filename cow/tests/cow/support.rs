@@ -179,76 +179,21 @@ pub fn snapshot(root: &Path) -> io::Result<std::collections::BTreeMap<PathBuf, S
     Ok(out)
 }
 
-/// A reflink-capable XFS filesystem in a sparse image file, loop-mounted for one test; the
-/// drop unmounts it and detaches the loop device, also when the test fails.
-pub struct LoopXfs {
-    device: Option<String>,
-    mount: PathBuf,
-    mounted: bool,
-}
+/// A reflink-capable XFS filesystem in a sparse image file, loop-mounted for one test.
+pub struct LoopXfs(strata_testkit::loopfs::LoopFs);
 
 impl LoopXfs {
     pub fn new(s: &Scratch) -> anyhow::Result<LoopXfs> {
-        use anyhow::Context;
-        let image = s.path().join("xfs.img");
-        fs::File::create(&image)?.set_len(320 << 20)?;
-        run(std::process::Command::new("mkfs.xfs")
-            .args(["-q", "-m", "reflink=1"])
-            .arg(&image))?;
-        let mut xfs = LoopXfs {
-            device: None,
-            mount: s.dir("xfs")?,
-            mounted: false,
-        };
-        let out = std::process::Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(&image)
-            .output()
-            .context("losetup")?;
-        anyhow::ensure!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        xfs.device = Some(String::from_utf8(out.stdout)?.trim().to_owned());
-        let device = xfs.device.as_deref().expect("just set");
-        rustix::mount::mount(
-            device,
-            &xfs.mount,
+        let mkfs = ["mkfs.xfs", "-q", "-m", "reflink=1"];
+        Ok(LoopXfs(strata_testkit::loopfs::LoopFs::new(
+            s.path(),
             "xfs",
-            rustix::mount::MountFlags::empty(),
-            None,
-        )?;
-        xfs.mounted = true;
-        Ok(xfs)
+            320 << 20,
+            &mkfs,
+        )?))
     }
 
     pub fn path(&self) -> &Path {
-        &self.mount
+        self.0.path()
     }
-}
-
-impl Drop for LoopXfs {
-    fn drop(&mut self) {
-        if self.mounted {
-            if let Err(err) =
-                rustix::mount::unmount(&self.mount, rustix::mount::UnmountFlags::empty())
-            {
-                eprintln!("unmount {}: {err}", self.mount.display());
-            }
-        }
-        if let Some(device) = &self.device {
-            let _ = run(std::process::Command::new("losetup").args(["-d", device]));
-        }
-    }
-}
-
-fn run(cmd: &mut std::process::Command) -> anyhow::Result<()> {
-    let out = cmd.output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
 }

@@ -469,3 +469,43 @@ fn docker_save_links_and_symlinked_bare_layers_import() {
     let (_s, store) = import_with(&link.join("layer.tar"), Limits::default()).unwrap();
     assert_eq!(store.images().unwrap().len(), 1);
 }
+
+#[test]
+fn a_full_disk_says_so_and_names_the_path() {
+    if !strata_testkit::can_mount() || !strata_testkit::peer("mkfs.ext4", "e2fsprogs") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = strata_testkit::loopfs::LoopFs::new(
+        tmp.path(),
+        "ext4",
+        16 << 20,
+        &["mkfs.ext4", "-q", "-F"],
+    )
+    .unwrap();
+    // Incompressible, so it takes its size in blocks; in a gzip, so the decompressor is still
+    // writing when the store fails.
+    let noise: Vec<u8> = (0..48u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let mut tar = RawTar::new();
+    tar.file("big", &noise);
+    let layer = write(tmp.path(), "big.tar.gz", &hostile::gzip(&tar.finish()));
+    let store = Store::open(disk.path().join("store")).unwrap();
+    let err = store
+        .import(&layer, &ImportOptions::default())
+        .expect_err("the disk is full");
+    let chain = error_chain(&err);
+    assert!(chain.contains("No space left on device"), "{chain}");
+    assert!(
+        chain.contains(&disk.path().display().to_string()),
+        "{chain}"
+    );
+    assert!(!chain.to_lowercase().contains("broken pipe"), "{chain}");
+    // Nothing half-written is left, and the store still works.
+    assert!(store.images().unwrap().is_empty());
+    assert_eq!(
+        crate::files_under(&disk.path().join("store/tmp")),
+        Vec::<String>::new()
+    );
+}
