@@ -135,6 +135,9 @@ struct Pending {
     pax: Vec<(String, Vec<u8>)>,
 }
 
+/// An entry's xattrs: `(name, value)` pairs sorted by name.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// What the layer holds at a path so far, for hard-link checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Live {
@@ -409,12 +412,8 @@ impl<R: Read> Splitter<'_, R> {
     }
 
     /// The entry's xattrs (PAX `SCHILY.xattr.*`), sorted by name, within the limits.
-    fn xattrs(
-        &mut self,
-        pax: &[&(String, Vec<u8>)],
-        at: u64,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TarError> {
-        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    fn xattrs(&mut self, pax: &[&(String, Vec<u8>)], at: u64) -> Result<Xattrs, TarError> {
+        let mut out: Xattrs = Vec::new();
         let mut bytes = 0u64;
         for (key, value) in pax {
             if let Some(name) = key.strip_prefix("SCHILY.xattr.") {

@@ -151,7 +151,6 @@ impl Command {
                     } else {
                         Limits::default()
                     },
-                    ..ImportOptions::default()
                 };
                 let report = if materialize {
                     store.import_materialized(&source, &options, strategy)
