@@ -1,12 +1,12 @@
 //! `strata pull|push|history` through the built binary, against a real registry.
 
-#[path = "../../layer-store/tests/registry/index.rs"]
+#[path = "../../registry/tests/registry/index.rs"]
 mod index;
 #[allow(dead_code)]
-#[path = "../../layer-store/tests/registry/server.rs"]
+#[path = "../../registry/tests/registry/server.rs"]
 mod server;
 #[allow(dead_code)]
-#[path = "../../layer-store/tests/registry/token.rs"]
+#[path = "../../registry/tests/registry/token.rs"]
 mod token;
 
 use std::fs;
@@ -19,7 +19,7 @@ mod common;
 use common::{ok_json, strata};
 use server::Registry;
 use strata_layer_store::digest::Sha256;
-use strata_layer_store::registry::Platform;
+use strata_registry::Platform;
 
 /// `strata --root ROOT`, ready for arguments.
 fn strata_cmd(root: &Path) -> Command {
