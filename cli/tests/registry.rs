@@ -132,8 +132,9 @@ fn push_pull_history_through_the_cli() -> anyhow::Result<()> {
         })
         .sum();
     assert_eq!(pulled["bytes_fetched"], sizes);
-    // Pulling again moves nothing.
-    let again = ok_json(&b, &["pull", &reference, "--insecure"])?;
+    // Pulling again moves nothing. A registry on 127.0.0.1 speaks plain HTTP without
+    // `--insecure`.
+    let again = ok_json(&b, &["pull", &reference])?;
     assert_eq!(again["bytes_fetched"], 0);
     assert_eq!(again["bytes_present"], sizes);
 
@@ -169,10 +170,12 @@ fn pull_errors_name_the_reference() {
     let registry = Registry::start(server::Access::Open);
     let tmp = tempfile::tempdir().unwrap();
     let reference = registry.reference("absent:1");
-    let out = strata(tmp.path(), &["pull", &reference, "--insecure"]);
+    let out = strata(tmp.path(), &["pull", &reference]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&reference), "{stderr}");
+    let missing = format!("no tag 1 in {}", registry.reference("absent"));
+    assert!(stderr.contains(&missing), "{stderr}");
     let out = strata(tmp.path(), &["pull", "x", "--platform", "linux"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("linux"));
@@ -186,6 +189,28 @@ fn pull_errors_name_the_reference() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(&format!("{nowhere}: cannot connect to the registry")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_plain_http_registry_by_name_needs_insecure_and_says_so() {
+    // Named by host name rather than a loopback address, the registry gets HTTPS.
+    let (name, ip) = server::host_name();
+    let registry = Registry::start_on(ip, server::Access::Open);
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = format!("{name}:{}/x:1", registry.port);
+    let out = strata(tmp.path(), &["pull", &reference]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TLS handshake") && stderr.contains("use --insecure"),
+        "{stderr}"
+    );
+    let out = strata(tmp.path(), &["pull", &reference, "--insecure"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("no tag 1 in {name}:{}/x", registry.port)),
         "{stderr}"
     );
 }

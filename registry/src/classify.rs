@@ -40,7 +40,7 @@ pub(crate) fn error(
             reference: reference.to_owned(),
             registry: registry.to_owned(),
             reason: tls.to_string(),
-            source: Box::new(source),
+            error: Box::new(source),
         };
     }
     match &source {

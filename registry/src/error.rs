@@ -29,9 +29,9 @@ pub enum RegistryError {
         registry: String,
         /// What the TLS library said.
         reason: String,
-        /// What the client said.
-        #[source]
-        source: Box<oci_client::errors::OciDistributionError>,
+        /// What the client said; not a `source`, since all it adds to `reason` is the URL
+        /// and layers of wrapping.
+        error: Box<oci_client::errors::OciDistributionError>,
     },
     /// The repository has no manifest with this tag (or has no such repository).
     #[error("no tag {tag} in {repository}")]

@@ -2,11 +2,9 @@
 //! loopback speaks plain HTTP without being told; a TLS handshake with a registry that speaks
 //! plain HTTP suggests `--insecure`; a port nobody listens on is unreachable.
 
-use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
-
 use strata_registry::{Connection, PullOptions, PushOptions, RegistryError};
 
-use crate::server::{Access, Registry};
+use crate::server::{Access, Registry, host_name};
 use crate::{World, single};
 
 #[test]
@@ -72,23 +70,6 @@ fn a_loopback_registry_speaks_plain_http_without_insecure() {
     let by_name = format!("localhost:{}/plain:1", world.registry.port);
     target.pull(&by_name, &pull).unwrap();
     crate::assert_exports(&target, &by_name, &image);
-}
-
-/// This machine's host name and an IPv4 address of this machine it resolves to.
-fn host_name() -> (String, Ipv4Addr) {
-    let name = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
-    let ip = (name.as_str(), 0)
-        .to_socket_addrs()
-        .unwrap_or_else(|e| panic!("this machine's name {name:?} does not resolve: {e}"))
-        .find_map(|a| match a.ip() {
-            IpAddr::V4(ip) => Some(ip),
-            IpAddr::V6(_) => None,
-        })
-        .unwrap_or_else(|| panic!("this machine's name {name:?} has no IPv4 address"));
-    (name, ip)
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -142,6 +142,24 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// This machine's host name and an IPv4 address of this machine it resolves to: a registry
+/// there, named so, is not on loopback as far as a reference says.
+pub fn host_name() -> (String, Ipv4Addr) {
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let ip = (name.as_str(), 0)
+        .to_socket_addrs()
+        .unwrap_or_else(|e| panic!("this machine's name {name:?} does not resolve: {e}"))
+        .find_map(|a| match a.ip() {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(_) => None,
+        })
+        .unwrap_or_else(|| panic!("this machine's name {name:?} has no IPv4 address"));
+    (name, ip)
 }
 
 /// A TCP proxy to a registry that drops every `Range` header from requests, as some registries
