@@ -151,6 +151,17 @@ impl Store {
     /// [`gc`](Store::gc) removes everything under `tmp/`: [`hold`](Store::hold) the
     /// store while the files matter, and expect them gone after a GC otherwise.
     ///
+    /// ```
+    /// # fn main() -> anyhow::Result<()> {
+    /// let dir = tempfile::tempdir()?;
+    /// let store = strata_layer_store::Store::open(dir.path())?;
+    /// let _hold = store.hold()?;
+    /// let scratch = store.scratch_dir("pull")?;
+    /// assert_eq!(scratch, dir.path().join("tmp/pull"));
+    /// assert!(store.scratch_dir("../layers").is_err());
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// `owner` is not one plain path component, or the directory cannot be created.
     pub fn scratch_dir(&self, owner: &str) -> Result<PathBuf, StoreError> {

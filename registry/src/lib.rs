@@ -27,7 +27,23 @@
 //! # Ok(()) }
 //! ```
 //!
-//! From async code, the same with [`Client`]:
+//! Errors name the reference and what to do about it:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use strata_layer_store::Store;
+//! use strata_registry::{PullOptions, RegistryError, blocking};
+//! # fn main() -> anyhow::Result<()> {
+//! let dir = tempfile::tempdir()?;
+//! let client = blocking::Client::new(Arc::new(Store::open(dir.path())?));
+//! // Nothing listens on port 1 of this machine.
+//! let err = client.pull("127.0.0.1:1/app:1", &PullOptions::default()).unwrap_err();
+//! assert!(matches!(err, RegistryError::Unreachable { .. }));
+//! assert!(err.to_string().starts_with("127.0.0.1:1/app:1: cannot connect to the registry"));
+//! # Ok(()) }
+//! ```
+//!
+//! From async code, [`Client`]:
 //!
 //! ```no_run
 //! # use std::sync::Arc;
