@@ -6,33 +6,29 @@
 //! (`STRATA_BENCH_IMAGE`, default `/work/reg-bench-img`); skipped with a message when absent.
 
 #[allow(dead_code)]
-#[path = "../../layer-store/tests/registry/server.rs"]
+#[path = "../../registry/tests/registry/server.rs"]
 mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use strata_layer_store::registry::{Connection, PullOptions};
 use strata_layer_store::{Durability, GcOptions, ImportOptions, Store};
+use strata_registry::{PullOptions, blocking};
 
 fn skopeo(args: &[&str]) {
     let status = Command::new("skopeo").args(args).status().unwrap();
     assert!(status.success(), "skopeo {args:?}");
 }
 
-fn store(root: &Path) -> Store {
-    Store::open(root).unwrap().with_durability(Durability::None)
+fn store(root: &Path) -> Arc<Store> {
+    Arc::new(Store::open(root).unwrap().with_durability(Durability::None))
 }
 
-fn options<'a>() -> PullOptions<'a> {
-    PullOptions {
-        connection: Connection {
-            insecure: true,
-            ..Connection::default()
-        },
-        ..PullOptions::default()
-    }
+/// The registry is on loopback: plain HTTP without asking.
+fn options() -> PullOptions {
+    PullOptions::default()
 }
 
 fn pull(c: &mut Criterion) {
@@ -80,7 +76,9 @@ fn pull(c: &mut Criterion) {
         b.iter_batched(
             || tmp.path().join(format!("store-{}", unique())),
             |root| {
-                let report = store(&root).pull(&reference, &options()).unwrap();
+                let report = blocking::Client::new(store(&root))
+                    .pull(&reference, &options())
+                    .unwrap();
                 assert_eq!(report.bytes_present, 0);
                 std::fs::remove_dir_all(root).unwrap();
             },
@@ -91,6 +89,7 @@ fn pull(c: &mut Criterion) {
     // A store holding the base image: only the top layer moves.
     let base_root = tmp.path().join("with-base");
     let with_base = store(&base_root);
+    let client = blocking::Client::new(with_base.clone());
     let import = ImportOptions {
         name: Some("base".into()),
         ..Default::default()
@@ -104,7 +103,7 @@ fn pull(c: &mut Criterion) {
                 with_base.gc(GcOptions::default()).unwrap();
             },
             |()| {
-                let report = with_base.pull(&reference, &options()).unwrap();
+                let report = client.pull(&reference, &options()).unwrap();
                 assert!(report.bytes_present > 0, "the base layer was fetched again");
                 eprintln!(
                     "fetched {} B, present {} B",

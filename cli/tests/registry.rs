@@ -1,12 +1,12 @@
 //! `strata pull|push|history` through the built binary, against a real registry.
 
-#[path = "../../layer-store/tests/registry/index.rs"]
+#[path = "../../registry/tests/registry/index.rs"]
 mod index;
 #[allow(dead_code)]
-#[path = "../../layer-store/tests/registry/server.rs"]
+#[path = "../../registry/tests/registry/server.rs"]
 mod server;
 #[allow(dead_code)]
-#[path = "../../layer-store/tests/registry/token.rs"]
+#[path = "../../registry/tests/registry/token.rs"]
 mod token;
 
 use std::fs;
@@ -19,7 +19,7 @@ mod common;
 use common::{ok_json, strata};
 use server::Registry;
 use strata_layer_store::digest::Sha256;
-use strata_layer_store::registry::Platform;
+use strata_registry::Platform;
 
 /// `strata --root ROOT`, ready for arguments.
 fn strata_cmd(root: &Path) -> Command {
@@ -135,8 +135,9 @@ fn push_pull_history_through_the_cli() -> anyhow::Result<()> {
         })
         .sum();
     assert_eq!(pulled["bytes_fetched"], sizes);
-    // Pulling again moves nothing.
-    let again = ok_json(&b, &["pull", &reference, "--insecure"])?;
+    // Pulling again moves nothing. A registry on 127.0.0.1 speaks plain HTTP without
+    // `--insecure`.
+    let again = ok_json(&b, &["pull", &reference])?;
     assert_eq!(again["bytes_fetched"], 0);
     assert_eq!(again["bytes_present"], sizes);
 
@@ -175,10 +176,12 @@ fn pull_errors_name_the_reference() {
     let registry = Registry::start(server::Access::Open);
     let tmp = tempfile::tempdir().unwrap();
     let reference = registry.reference("absent:1");
-    let out = strata(tmp.path(), &["pull", &reference, "--insecure"]);
+    let out = strata(tmp.path(), &["pull", &reference]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&reference), "{stderr}");
+    let missing = format!("no tag 1 in {}", registry.reference("absent"));
+    assert!(stderr.contains(&missing), "{stderr}");
     let out = strata(tmp.path(), &["pull", "x", "--platform", "linux"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("linux"));
@@ -192,6 +195,28 @@ fn pull_errors_name_the_reference() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(&format!("{nowhere}: cannot connect to the registry")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_plain_http_registry_by_name_needs_insecure_and_says_so() {
+    // Named by host name rather than a loopback address, the registry gets HTTPS.
+    let (name, ip) = server::host_name();
+    let registry = Registry::start_on(ip, server::Access::Open);
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = format!("{name}:{}/x:1", registry.port);
+    let out = strata(tmp.path(), &["pull", &reference]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TLS handshake") && stderr.contains("use --insecure"),
+        "{stderr}"
+    );
+    let out = strata(tmp.path(), &["pull", &reference, "--insecure"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("no tag 1 in {name}:{}/x", registry.port)),
         "{stderr}"
     );
 }

@@ -48,14 +48,13 @@ mod error;
 mod export;
 mod fsck;
 mod gc;
+mod history;
 pub mod import;
 mod limits;
 mod lock;
 pub mod materialize;
 pub mod object;
 pub mod record;
-#[cfg(feature = "registry")]
-pub mod registry;
 mod store;
 pub mod tarstream;
 
@@ -64,6 +63,7 @@ pub use error::StoreError;
 pub use export::{ExportReport, LayerExport};
 pub use fsck::{FsckOptions, FsckReport, Problem};
 pub use gc::{GcOptions, GcReport};
+pub use history::{HistoryEntry, HistoryLayer};
 pub use import::{
     ImportError, ImportOptions, ImportProgress, ImportReport, LayerBlob, StagedLayer,
 };

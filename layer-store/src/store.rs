@@ -144,6 +144,42 @@ impl Store {
             .at(&tmp)
     }
 
+    /// `tmp/<owner>/`, created if missing: a directory on the store's file system for files a
+    /// caller builds on the way into the store (a registry client's partial downloads), kept
+    /// apart from the store's own staging.
+    ///
+    /// [`gc`](Store::gc) removes everything under `tmp/`: [`hold`](Store::hold) the
+    /// store while the files matter, and expect them gone after a GC otherwise.
+    ///
+    /// ```
+    /// # fn main() -> anyhow::Result<()> {
+    /// let dir = tempfile::tempdir()?;
+    /// let store = strata_layer_store::Store::open(dir.path())?;
+    /// let _hold = store.hold()?;
+    /// let scratch = store.scratch_dir("pull")?;
+    /// assert_eq!(scratch, dir.path().join("tmp/pull"));
+    /// assert!(store.scratch_dir("../layers").is_err());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `owner` is not one plain path component, or the directory cannot be created.
+    pub fn scratch_dir(&self, owner: &str) -> Result<PathBuf, StoreError> {
+        let tmp = self.tmp_dir();
+        let mut parts = Path::new(owner).components();
+        if !matches!(
+            (parts.next(), parts.next()),
+            (Some(std::path::Component::Normal(_)), None)
+        ) {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput)).at(&tmp.join(owner));
+        }
+        let dir = tmp.join(owner);
+        match fs::create_dir(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e).at(&dir),
+            _ => Ok(dir),
+        }
+    }
+
     pub(crate) fn lock(&self, mode: LockMode) -> Result<LockGuard, StoreError> {
         lock::acquire(&self.root.join("lock"), mode)
     }

@@ -2,11 +2,12 @@
 //! image's config says about its layers.
 
 use std::io::{BufRead, IsTerminal};
+use std::sync::Arc;
 
 use anyhow::Context;
 use strata_layer_store::digest::Sha256;
-use strata_layer_store::registry::{
-    Auth, Connection, LayerFetch, Platform, PullOptions, PullProgress, PushOptions,
+use strata_registry::{
+    Auth, Connection, LayerFetch, Platform, PullOptions, PullProgress, PushOptions, blocking,
 };
 
 use crate::global::Global;
@@ -14,7 +15,8 @@ use crate::global::Global;
 /// Registry credentials and transport, shared by pull and push.
 #[derive(Debug, clap::Args)]
 pub struct RegistryArgs {
-    /// Speak plain HTTP to the registry (for a registry on loopback).
+    /// Speak plain HTTP to the registry (a registry on localhost, 127.0.0.0/8 or [::1] gets
+    /// plain HTTP without it).
     #[arg(long)]
     insecure: bool,
     /// User name for basic authentication (password from STRATA_REGISTRY_PASSWORD or
@@ -154,7 +156,9 @@ impl PullProgress for Bars {
 
 impl Command {
     pub fn run(self, global: &Global) -> anyhow::Result<()> {
-        let store = global.open_store()?;
+        let store = Arc::new(global.open_store()?);
+        // Blocking calls: the command has nothing else to do meanwhile.
+        let client = blocking::Client::new(store.clone());
         match self {
             Command::Pull {
                 reference,
@@ -163,20 +167,22 @@ impl Command {
                 registry,
             } => {
                 let platform = platform.map(|p| p.parse::<Platform>()).transpose()?;
-                let bars = std::io::stderr().is_terminal().then(|| Bars {
-                    multi: indicatif::MultiProgress::new(),
-                    bars: std::sync::Mutex::new(Vec::new()),
+                let bars = std::io::stderr().is_terminal().then(|| {
+                    Arc::new(Bars {
+                        multi: indicatif::MultiProgress::new(),
+                        bars: std::sync::Mutex::new(Vec::new()),
+                    })
                 });
                 let options = PullOptions {
                     connection: registry.connection()?,
                     platform,
                     jobs: registry.jobs,
                     name,
-                    progress: bars.as_ref().map(|b| b as &dyn PullProgress),
+                    progress: bars.map(|b| b as Arc<dyn PullProgress>),
                     // A killed pull leaves its partial downloads on disk all the same.
                     cancel: None,
                 };
-                let report = store
+                let report = client
                     .pull(&reference, &options)
                     .with_context(|| format!("pulling {reference}"))?;
                 global.emit(&report, || {
@@ -209,7 +215,7 @@ impl Command {
                     jobs: registry.jobs,
                     mount_from,
                 };
-                let report = store
+                let report = client
                     .push(&image, &reference, &options)
                     .with_context(|| format!("pushing {image} to {reference}"))?;
                 global.emit(&report, || {

@@ -1,24 +1,77 @@
-//! Pull and push through an OCI distribution registry (cargo feature `registry`).
+//! Pull and push images between an OCI distribution registry and a
+//! [`strata_layer_store::Store`].
 //!
-//! The API is synchronous: each call builds a small tokio runtime of its own for `oci-client`
-//! and blocks on it. [`Store::pull`] fetches only the layers the store lacks (by diff_id),
-//! several at once, each streamed into the same verifying import as [`Store::import`] while a
-//! copy of the bytes goes to `tmp/pull/<digest>`, so an interrupted pull resumes from there with
-//! an HTTP range request; the image becomes visible in one commit, or not at all.
-//! [`Store::push`] uploads only the blobs the registry lacks, each streamed from the store's
-//! bit-exact export through a bounded buffer (a few MiB per upload), never whole in memory.
+//! [`Client`] is the async API (tokio); [`blocking::Client`] wraps it for callers without a
+//! runtime, and works from inside one too. A pull fetches only the layers the store lacks (by
+//! diff_id), several at once, each streamed into the store's verifying import while a copy of
+//! the bytes goes to `tmp/pull/<digest>`, so an interrupted pull resumes from there with an
+//! HTTP range request; the image becomes visible in one commit, or not at all. A push uploads
+//! only the blobs the registry lacks (mounting them from another repository when told where to
+//! look), each streamed from the store's bit-exact export through a bounded buffer, never whole
+//! in memory.
+//!
+//! A registry on this machine (`localhost`, 127.0.0.0/8, `[::1]`) is spoken to in plain HTTP,
+//! as docker does; any other over HTTPS unless [`Connection::insecure`] says otherwise.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use strata_layer_store::Store;
+//! use strata_registry::{PullOptions, blocking};
+//! # fn main() -> anyhow::Result<()> {
+//! let dir = tempfile::tempdir()?;
+//! let store = Arc::new(Store::open(dir.path())?);
+//! let client = blocking::Client::new(store.clone());
+//! let report = client.pull("127.0.0.1:5000/app:1", &PullOptions::default())?;
+//! println!("{} layers, {} bytes fetched", report.layers.len(), report.bytes_fetched);
+//! assert!(store.image("127.0.0.1:5000/app:1").is_ok());
+//! # Ok(()) }
+//! ```
+//!
+//! Errors name the reference and what to do about it:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use strata_layer_store::Store;
+//! use strata_registry::{PullOptions, RegistryError, blocking};
+//! # fn main() -> anyhow::Result<()> {
+//! let dir = tempfile::tempdir()?;
+//! let client = blocking::Client::new(Arc::new(Store::open(dir.path())?));
+//! // Nothing listens on port 1 of this machine.
+//! let err = client.pull("127.0.0.1:1/app:1", &PullOptions::default()).unwrap_err();
+//! assert!(matches!(err, RegistryError::Unreachable { .. }));
+//! assert!(err.to_string().starts_with("127.0.0.1:1/app:1: cannot connect to the registry"));
+//! # Ok(()) }
+//! ```
+//!
+//! From async code, [`Client`]:
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use strata_layer_store::Store;
+//! # use strata_registry::{Client, PushOptions};
+//! # async fn push(store: Arc<Store>) -> Result<(), strata_registry::RegistryError> {
+//! let report = Client::new(store)
+//!     .push("app", "registry.example/team/app:2", &PushOptions::default())
+//!     .await?;
+//! println!("pushed {}", report.manifest);
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
 
+pub mod blocking;
+mod classify;
+mod client;
 mod download;
 mod error;
 mod fetch;
-mod history;
 mod pull;
 mod push;
 mod session;
+mod task;
 mod upload;
 
+pub use client::Client;
 pub use error::RegistryError;
-pub use history::{HistoryEntry, HistoryLayer};
 pub use pull::{LayerFetch, PullOptions, PullProgress, PullReport, PulledLayer};
 pub use push::{BlobOutcome, PushOptions, PushReport, PushedBlob};
 
@@ -62,7 +115,8 @@ impl fmt::Debug for Auth {
 pub struct Connection {
     /// Credentials.
     pub auth: Auth,
-    /// Speak plain HTTP to the reference's registry (for a registry on loopback).
+    /// Speak plain HTTP to the reference's registry. Registries on loopback (`localhost`,
+    /// 127.0.0.0/8, `[::1]`) get plain HTTP without it.
     pub insecure: bool,
 }
 

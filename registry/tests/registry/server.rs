@@ -1,15 +1,17 @@
-//! A real registry (Debian's `docker-registry`, the CNCF distribution registry) on 127.0.0.1,
-//! with its own config and storage in a temp dir, stopped by PID when dropped.
+//! A real registry (Debian's `docker-registry`, the CNCF distribution registry) on 127.0.0.1
+//! (or another address of this machine), with its own config and storage in a temp dir,
+//! stopped by PID when dropped.
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct Registry {
     child: Child,
+    pub ip: Ipv4Addr,
     pub port: u16,
     pub dir: tempfile::TempDir,
 }
@@ -34,8 +36,13 @@ pub enum Access<'a> {
 impl Registry {
     /// Starts a registry open to `access`.
     pub fn start(access: Access<'_>) -> Registry {
+        Registry::start_on(Ipv4Addr::LOCALHOST, access)
+    }
+
+    /// Starts a registry open to `access` listening on `ip` (an address of this machine).
+    pub fn start_on(ip: Ipv4Addr, access: Access<'_>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
+        let port = TcpListener::bind((ip, 0))
             .unwrap()
             .local_addr()
             .unwrap()
@@ -43,7 +50,7 @@ impl Registry {
         let storage = dir.path().join("storage");
         fs::create_dir(&storage).unwrap();
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {ip}:{port}\n",
             storage.display()
         );
         match access {
@@ -78,7 +85,12 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("docker-registry (Debian package docker-registry) is needed");
-        let registry = Registry { child, port, dir };
+        let registry = Registry {
+            child,
+            ip,
+            port,
+            dir,
+        };
         registry.wait_ready();
         registry
     }
@@ -87,7 +99,7 @@ impl Registry {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+            if let Ok(mut s) = TcpStream::connect((self.ip, self.port)) {
                 let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: localhost\r\n\r\n");
                 let mut head = [0u8; 12];
                 if s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") {
@@ -103,9 +115,9 @@ impl Registry {
         }
     }
 
-    /// `127.0.0.1:PORT/repo`.
+    /// `IP:PORT/repo` (`127.0.0.1:PORT/repo` unless started elsewhere).
     pub fn reference(&self, repo: &str) -> String {
-        format!("127.0.0.1:{}/{repo}", self.port)
+        format!("{}:{}/{repo}", self.ip, self.port)
     }
 
     /// The registry's log (including its access log).
@@ -130,6 +142,24 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// This machine's host name and an IPv4 address of this machine it resolves to: a registry
+/// there, named so, is not on loopback as far as a reference says.
+pub fn host_name() -> (String, Ipv4Addr) {
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let ip = (name.as_str(), 0)
+        .to_socket_addrs()
+        .unwrap_or_else(|e| panic!("this machine's name {name:?} does not resolve: {e}"))
+        .find_map(|a| match a.ip() {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(_) => None,
+        })
+        .unwrap_or_else(|| panic!("this machine's name {name:?} has no IPv4 address"));
+    (name, ip)
 }
 
 /// A TCP proxy to a registry that drops every `Range` header from requests, as some registries

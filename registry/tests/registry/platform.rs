@@ -1,7 +1,7 @@
 //! Image indexes: `skopeo copy --all` pushes an index of two platforms' images; a pull picks
 //! this machine's by default and the other on request, and names a platform the index lacks.
 
-use strata_layer_store::registry::{Platform, PullOptions, RegistryError};
+use strata_registry::{Platform, PullOptions, RegistryError};
 
 use crate::fixtures::{Image, sha256};
 use crate::index::write_index;

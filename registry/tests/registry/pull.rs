@@ -1,13 +1,12 @@
 //! Pull: round trip, only what is missing, resume, refusal of bad bytes, parallel pulls.
 
 use std::fs;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use strata_layer_store::digest::Sha256;
-use strata_layer_store::registry::{
-    BlobOutcome, LayerFetch, PullOptions, PullProgress, RegistryError,
-};
 use strata_layer_store::{FsckOptions, StoreError};
+use strata_registry::{BlobOutcome, LayerFetch, PullOptions, PullProgress, RegistryError};
 
 use crate::server::RangeStripper;
 use crate::{World, app_image, assert_exports, base_image, fixtures, pull_options, single};
@@ -112,13 +111,13 @@ fn a_pull_reports_files_the_store_already_held_from_another_image() {
 }
 
 /// Cancels the pull once `after` bytes of some layer were imported.
-struct CancelAfter<'a> {
-    cancel: &'a AtomicBool,
+struct CancelAfter {
+    cancel: Arc<AtomicBool>,
     seen: AtomicU64,
     after: u64,
 }
 
-impl PullProgress for CancelAfter<'_> {
+impl PullProgress for CancelAfter {
     fn layer_start(&self, _: usize, _: &Sha256, _: u64, _: u64) {}
     fn layer_advance(&self, _: usize, bytes: u64) {
         if self.seen.fetch_add(bytes, Ordering::Relaxed) + bytes >= self.after {
@@ -138,15 +137,15 @@ fn an_interrupted_pull_resumes_from_the_bytes_on_disk() {
     let reference = world.publish(&image, "big");
 
     let target = world.store("target");
-    let cancel = AtomicBool::new(false);
-    let progress = CancelAfter {
-        cancel: &cancel,
+    let cancel = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(CancelAfter {
+        cancel: cancel.clone(),
         seen: AtomicU64::new(0),
         after: 64 << 10,
-    };
+    });
     let options = PullOptions {
-        progress: Some(&progress),
-        cancel: Some(&cancel),
+        progress: Some(progress),
+        cancel: Some(cancel),
         ..pull_options()
     };
     let err = target.pull(&reference, &options).unwrap_err();
@@ -320,7 +319,7 @@ fn bad_references_and_missing_images_name_what_is_wrong() {
     assert!(matches!(err, RegistryError::BadReference { .. }), "{err}");
     let reference = world.reference("nothing:here");
     let err = target.pull(&reference, &pull_options()).unwrap_err();
-    assert!(err.to_string().contains(&reference), "{err}");
+    assert!(matches!(err, RegistryError::TagNotFound { .. }), "{err}");
     let err = world.push("nope", &reference).unwrap_err();
     assert!(
         matches!(&err, RegistryError::Store(e) if matches!(**e, StoreError::ImageNotFound { .. })),

@@ -1,7 +1,7 @@
 //! Authentication against a registry that demands it: basic (htpasswd) and bearer tokens from
 //! a token server (the registry's `auth: token:`), both obtained with credentials and handed in.
 
-use strata_layer_store::registry::{Auth, Connection, PullOptions, PushOptions, RegistryError};
+use strata_registry::{Auth, Connection, PullOptions, PushOptions, RegistryError};
 
 use crate::server::{Access, PASSWORD, USER};
 use crate::token::TokenServer;
@@ -21,7 +21,7 @@ fn credentials() -> Auth {
     }
 }
 
-fn pull_with<'a>(auth: Auth) -> PullOptions<'a> {
+fn pull_with(auth: Auth) -> PullOptions {
     PullOptions {
         connection: connection(auth),
         ..pull_options()

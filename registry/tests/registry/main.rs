@@ -1,28 +1,33 @@
 //! Pull and push against a real registry (Debian's `docker-registry` on 127.0.0.1), and
-//! `skopeo` as a peer. Laid out like `src/registry/`: `pull`, `push`, `auth` (basic and
-//! bearer-token), `platform` (image indexes).
+//! `skopeo` as a peer. Laid out like `src/`: `pull`, `push`, `auth` (basic and bearer-token),
+//! `platform` (image indexes), `errors` (what a user is told), `runtime` (the async API and the
+//! blocking wrapper, inside and outside a tokio runtime).
 
 mod auth;
+mod errors;
 #[allow(dead_code)]
-#[path = "../store/fixtures.rs"]
+#[path = "../../../layer-store/tests/store/fixtures.rs"]
 mod fixtures;
 mod index;
 mod platform;
 mod pull;
 mod push;
+mod runtime;
 mod server;
 mod token;
 
 use std::fs;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use fixtures::{Comp, Image, Item};
 use server::{Access, Registry};
-use strata_layer_store::registry::{
-    Connection, PullOptions, PushOptions, PushReport, RegistryError,
-};
 use strata_layer_store::{Durability, ImportOptions, Store};
+use strata_registry::{
+    Connection, PullOptions, PullReport, PushOptions, PushReport, RegistryError, blocking,
+};
 
 /// `len` bytes that do not compress (xorshift), different for each `seed`.
 fn noise(seed: u64, len: usize) -> Vec<u8> {
@@ -75,8 +80,41 @@ fn app_image() -> Image {
     )
 }
 
-fn store(dir: &Path) -> Store {
-    Store::open(dir).unwrap().with_durability(Durability::None)
+fn store(dir: &Path) -> TestStore {
+    let store = Arc::new(Store::open(dir).unwrap().with_durability(Durability::None));
+    TestStore {
+        client: blocking::Client::new(store.clone()),
+        store,
+    }
+}
+
+/// A store with the blocking registry client at hand, so a test reads `store.pull(…)`.
+struct TestStore {
+    store: Arc<Store>,
+    client: blocking::Client,
+}
+
+impl TestStore {
+    fn pull(&self, reference: &str, options: &PullOptions) -> Result<PullReport, RegistryError> {
+        self.client.pull(reference, options)
+    }
+
+    fn push(
+        &self,
+        image: &str,
+        reference: &str,
+        options: &PushOptions,
+    ) -> Result<PushReport, RegistryError> {
+        self.client.push(image, reference, options)
+    }
+}
+
+impl Deref for TestStore {
+    type Target = Store;
+
+    fn deref(&self) -> &Store {
+        &self.store
+    }
 }
 
 fn insecure() -> Connection {
@@ -86,7 +124,7 @@ fn insecure() -> Connection {
     }
 }
 
-fn pull_options<'a>() -> PullOptions<'a> {
+fn pull_options() -> PullOptions {
     PullOptions {
         connection: insecure(),
         ..PullOptions::default()
@@ -105,7 +143,7 @@ fn push_options() -> PushOptions {
 struct World {
     registry: Registry,
     tmp: tempfile::TempDir,
-    source: Store,
+    source: TestStore,
 }
 
 impl World {
@@ -161,7 +199,7 @@ impl World {
     }
 
     /// A handle on store `name` under the temp dir (created empty the first time).
-    fn store(&self, name: &str) -> Store {
+    fn store(&self, name: &str) -> TestStore {
         store(&self.root(name))
     }
 }

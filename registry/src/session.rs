@@ -1,23 +1,22 @@
-//! One conversation with a registry about one reference: the `oci-client` client, the runtime
-//! it runs on, and the small requests (manifests, configs) every operation makes.
-
-use std::future::Future;
+//! One conversation with a registry about one reference: the `oci-client` client, the
+//! credentials, and the small requests (manifests, configs) every operation makes.
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference, RegistryOperation};
+use oci_client::{Reference, RegistryOperation};
+use strata_layer_store::digest::Sha256;
 
-use crate::digest::Sha256;
-use crate::registry::{Auth, Connection, RegistryError};
+use crate::classify;
+use crate::{Auth, Connection, RegistryError};
 
 /// JSON documents (manifests, indexes, configs) larger than this are refused.
 pub(crate) const MAX_DOCUMENT: u64 = 16 << 20;
 
-/// A client bound to one reference.
+/// A client bound to one reference. Cheap to share: the tasks of one operation hold it in an
+/// `Arc`.
 pub(crate) struct Session {
-    runtime: tokio::runtime::Runtime,
-    pub client: Client,
+    pub client: oci_client::Client,
     pub reference: Reference,
     /// The reference as the caller wrote it, for errors and tags.
     pub name: String,
@@ -25,7 +24,8 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// Parses `reference` and prepares a client for its registry.
+    /// Parses `reference` and prepares a client for its registry: plain HTTP when asked, or
+    /// when the registry is on loopback (as docker does), HTTPS otherwise.
     pub fn new(reference: &str, connection: &Connection) -> Result<Session, RegistryError> {
         let parsed: Reference =
             reference
@@ -34,18 +34,13 @@ impl Session {
                     reference: reference.to_owned(),
                     reason: e.to_string(),
                 })?;
-        let protocol = if connection.insecure {
-            ClientProtocol::HttpsExcept(vec![parsed.resolve_registry().to_owned()])
+        let registry = parsed.resolve_registry().to_owned();
+        let protocol = if connection.insecure || classify::is_loopback(&registry) {
+            ClientProtocol::HttpsExcept(vec![registry])
         } else {
             ClientProtocol::Https
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("strata-registry")
-            .enable_all()
-            .build()
-            .map_err(RegistryError::Runtime)?;
-        let client = Client::new(ClientConfig {
+        let client = oci_client::Client::new(ClientConfig {
             protocol,
             // One streamed PUT per blob, rather than a request per 4 MiB chunk.
             use_monolithic_push: true,
@@ -59,7 +54,6 @@ impl Session {
             Auth::Bearer { token } => RegistryAuth::Bearer(token.clone()),
         };
         Ok(Session {
-            runtime,
             client,
             reference: parsed,
             name: reference.to_owned(),
@@ -67,50 +61,29 @@ impl Session {
         })
     }
 
-    /// Runs `future` to completion; callable from several plain threads at once.
-    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
-        self.runtime.block_on(future)
-    }
-
-    /// Runs `future` on the runtime's own threads.
-    pub fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.runtime.spawn(future)
-    }
-
-    /// Wraps a client error with the reference and what was asked; a failure to connect
-    /// says so, whatever was asked.
-    pub fn fail(
+    /// Wraps a client error with the reference and what was asked (see
+    /// [`classify::error`]).
+    pub fn fail<S: Into<String>>(
         &self,
-        operation: impl Into<String>,
-    ) -> impl FnOnce(OciDistributionError) -> RegistryError {
+        operation: S,
+    ) -> impl FnOnce(OciDistributionError) -> RegistryError + use<S> {
         let reference = self.name.clone();
+        let registry = self.reference.resolve_registry().to_owned();
         let operation = operation.into();
-        move |source| match &source {
-            OciDistributionError::RequestError(e) if e.is_connect() => RegistryError::Unreachable {
-                reference,
-                source: Box::new(source),
-            },
-            _ => RegistryError::Registry {
-                reference,
-                operation,
-                source: Box::new(source),
-            },
-        }
+        move |source| classify::error(&reference, &registry, operation, source)
     }
 
     /// Authenticates for `operation` (a no-op for anonymous access without a token server).
-    pub fn authenticate(&self, operation: RegistryOperation) -> Result<(), RegistryError> {
-        self.block_on(self.client.auth(&self.reference, &self.auth, operation))
+    pub async fn authenticate(&self, operation: RegistryOperation) -> Result<(), RegistryError> {
+        self.client
+            .auth(&self.reference, &self.auth, operation)
+            .await
             .map(drop)
             .map_err(self.fail("authentication"))
     }
 
     /// A document blob (a config), checked against its digest and size.
-    pub fn fetch_document(&self, digest: &str, size: u64) -> Result<Vec<u8>, RegistryError> {
+    pub async fn fetch_document(&self, digest: &str, size: u64) -> Result<Vec<u8>, RegistryError> {
         let bad = |reason: String| RegistryError::BadDocument {
             reference: self.name.clone(),
             digest: digest.to_owned(),
@@ -122,7 +95,9 @@ impl Session {
             )));
         }
         let mut out = Vec::new();
-        self.block_on(self.client.pull_blob(&self.reference, digest, &mut out))
+        self.client
+            .pull_blob(&self.reference, digest, &mut out)
+            .await
             .map_err(self.fail(format!("blob {digest}")))?;
         check_digest(&out, digest, size).map_err(bad)?;
         Ok(out)

@@ -9,7 +9,6 @@
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -18,7 +17,7 @@ use tokio::sync::Semaphore;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use tokio::task::JoinHandle;
 
-use crate::registry::session::Session;
+use crate::task::Stop;
 
 /// Bytes of a response read ahead of the import, per layer.
 const READ_AHEAD: usize = 16 << 20;
@@ -30,7 +29,7 @@ const WRITE_BATCH: usize = 1 << 20;
 type Chunk = io::Result<Bytes>;
 
 /// The rest of a blob, read from the network and recorded in its partial-download file.
-pub(crate) struct Download<'a> {
+pub(crate) struct Download {
     rx: mpsc::Receiver<Chunk>,
     /// Read-ahead still allowed, in [`UNIT`]s.
     budget: Arc<Semaphore>,
@@ -45,21 +44,17 @@ pub(crate) struct Download<'a> {
     pub received: u64,
     /// Whether the connection failed or the pull was cancelled (the bytes so far are good).
     pub interrupted: bool,
-    cancel: Option<&'a AtomicBool>,
+    stop: Stop,
 }
 
-impl<'a> Download<'a> {
-    /// Starts reading `stream` on `session`'s runtime; what is read is appended to `file`.
-    pub fn start(
-        session: &Session,
-        stream: BoxStream<'static, Chunk>,
-        file: File,
-        cancel: Option<&'a AtomicBool>,
-    ) -> Download<'a> {
+impl Download {
+    /// Starts reading `stream` on a task of the current runtime; what is read is appended to
+    /// `file`. Read it from a blocking thread.
+    pub fn start(stream: BoxStream<'static, Chunk>, file: File, stop: Stop) -> Download {
         // Enough messages for the byte budget to be the only limit.
         let (tx, rx) = mpsc::channel(READ_AHEAD / UNIT);
         let budget = Arc::new(Semaphore::new(READ_AHEAD / UNIT));
-        let task = session.spawn(read_ahead(stream, tx, budget.clone()));
+        let task = tokio::spawn(read_ahead(stream, tx, budget.clone()));
         Download {
             rx,
             budget,
@@ -70,13 +65,13 @@ impl<'a> Download<'a> {
             pending_len: 0,
             received: 0,
             interrupted: false,
-            cancel,
+            stop,
         }
     }
 
     /// The next chunk from the network, `None` at the end.
     fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
-        if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        if self.stop.is_set() {
             return Err(self.interrupt(io::Error::other("pull cancelled")));
         }
         let next = match self.rx.try_recv() {
@@ -133,7 +128,7 @@ impl<'a> Download<'a> {
     }
 }
 
-impl Read for Download<'_> {
+impl Read for Download {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.chunk.is_empty() {
             match self.next_chunk()? {
@@ -147,7 +142,7 @@ impl Read for Download<'_> {
     }
 }
 
-impl Drop for Download<'_> {
+impl Drop for Download {
     fn drop(&mut self) {
         // A failed import stops reading: stop downloading too.
         self.task.abort();
@@ -187,7 +182,6 @@ fn is_digest_error(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::Connection;
     use proptest::prelude::*;
 
     proptest! {
@@ -216,12 +210,16 @@ mod tests {
             if broken {
                 items.push(Err(io::Error::other("connection reset")));
             }
-            let session = Session::new("127.0.0.1:1/unit:test", &Connection::default()).unwrap();
+            // A worker thread runs the read-ahead task while this thread reads.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .build()
+                .unwrap();
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("partial");
             let file = File::create(&path).unwrap();
             let stream = Box::pin(futures_util::stream::iter(items));
-            let mut download = Download::start(&session, stream, file, None);
+            let mut download = runtime.block_on(async { Download::start(stream, file, Stop::default()) });
             let mut read = Vec::new();
             let result = download.read_to_end(&mut read);
             let on_disk = std::fs::read(&path).unwrap();

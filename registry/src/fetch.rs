@@ -8,21 +8,20 @@
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures_util::stream::BoxStream;
 use oci_client::client::BlobResponse;
 use oci_client::errors::OciDistributionError;
 use rustix::fs::FlockOperation;
+use strata_layer_store::{ImportError, ImportProgress, LayerBlob, StagedLayer, StoreError};
 
-use crate::error::{IoContext, StoreError};
-use crate::import::{ImportError, ImportProgress, LayerBlob, StagedLayer};
-use crate::registry::RegistryError;
-use crate::registry::download::Download;
-use crate::registry::pull::{PullOptions, PullProgress};
-use crate::registry::session::Session;
-use crate::store::Store;
+use crate::RegistryError;
+use crate::download::Download;
+use crate::pull::{Pull, PullProgress};
+use crate::session::Session;
+use crate::task;
 
 /// A layer fetched and staged.
 pub(crate) struct Fetched {
@@ -49,48 +48,94 @@ impl ImportProgress for LayerProgress<'_> {
     }
 }
 
-/// Fetches layer `index` (`blob`) into a staged import; `None` when another pull committed
+/// The partial download of one blob, locked.
+struct Partial {
+    /// Open and locked until the layer is staged.
+    file: File,
+    path: PathBuf,
+    /// Bytes of the blob it holds.
+    have: u64,
+}
+
+/// Fetches layer `index` of `pull` into a staged import; `None` when another pull committed
 /// the layer while this one waited for the blob's lock.
-pub(crate) fn fetch_layer(
-    store: &Store,
-    session: &Session,
+pub(crate) async fn fetch_layer(
+    pull: &Arc<Pull>,
     index: usize,
-    blob: &LayerBlob,
-    options: &PullOptions<'_>,
 ) -> Result<Option<Fetched>, RegistryError> {
-    let layer_err = |source: StoreError| RegistryError::Layer {
-        reference: session.name.clone(),
-        digest: blob.digest.to_string(),
-        source: Box::new(source),
-    };
-    let dir = store.tmp_dir().join("pull");
-    fs::create_dir_all(&dir).at(&dir).map_err(layer_err)?;
-    let path = dir.join(blob.digest.hex());
-    let file = lock_partial(&path).map_err(layer_err)?;
-    if store.has_layer(&blob.diff_id)? {
+    let blob = pull.blobs[index];
+    let locker = pull.clone();
+    let Some(Partial {
+        file,
+        path,
+        mut have,
+    }) = task::blocking(move || lock(&locker, &blob)).await??
+    else {
         return Ok(None);
-    }
-    let mut have = file.metadata().at(&path).map_err(layer_err)?.len();
-    if have > blob.size {
-        file.set_len(0).at(&path).map_err(layer_err)?;
-        have = 0;
-    }
+    };
     let stream = if have == blob.size {
         None
     } else {
+        let from = have;
+        let fail = pull
+            .session
+            .fail(format!("blob {} from byte {from}", blob.digest));
         Some(
-            request(session, blob, &mut have)
-                .map_err(session.fail(format!("blob {} from byte {have}", blob.digest)))?,
+            request(&pull.session, &blob, &mut have)
+                .await
+                .map_err(fail)?,
         )
     };
-    if have == 0 {
-        file.set_len(0).at(&path).map_err(layer_err)?;
+    // `file` itself stays open, holding the lock, until the layer is staged.
+    let network = match stream {
+        Some(stream) => {
+            let append = file
+                .try_clone()
+                .map_err(|e| layer_err(pull, &blob, io_at(&path, e)))?;
+            Some(Download::start(stream, append, pull.stop.clone()))
+        }
+        None => None,
+    };
+    let importer = pull.clone();
+    task::blocking(move || import(&importer, index, &blob, file, path, have, network)).await?
+}
+
+/// Opens and locks the partial download of `blob`, waiting for another pull that holds it;
+/// `None` once the layer is in the store (that pull committed it).
+fn lock(pull: &Pull, blob: &LayerBlob) -> Result<Option<Partial>, RegistryError> {
+    let fail = |e: StoreError| layer_err(pull, blob, e);
+    let dir = pull.store.scratch_dir("pull").map_err(fail)?;
+    let path = dir.join(blob.digest.hex());
+    let file = lock_partial(&path).map_err(|e| fail(io_at(&path, e)))?;
+    if pull.store.has_layer(&blob.diff_id)? {
+        return Ok(None);
     }
-    (&file)
-        .seek(SeekFrom::Start(have))
-        .at(&path)
-        .map_err(layer_err)?;
-    if let Some(p) = options.progress {
+    let mut have = file.metadata().map_err(|e| fail(io_at(&path, e)))?.len();
+    if have > blob.size {
+        file.set_len(0).map_err(|e| fail(io_at(&path, e)))?;
+        have = 0;
+    }
+    Ok(Some(Partial { file, path, have }))
+}
+
+/// Stages layer `index` (`blob`) from the first `have` bytes of `file` followed by what
+/// `network` brings.
+fn import(
+    pull: &Pull,
+    index: usize,
+    blob: &LayerBlob,
+    file: File,
+    path: PathBuf,
+    have: u64,
+    mut network: Option<Download>,
+) -> Result<Option<Fetched>, RegistryError> {
+    let fail = |e: io::Error| layer_err(pull, blob, io_at(&path, e));
+    if have == 0 {
+        file.set_len(0).map_err(fail)?;
+    }
+    (&file).seek(SeekFrom::Start(have)).map_err(fail)?;
+    let sink = pull.progress.as_deref();
+    if let Some(p) = sink {
         p.layer_start(index, &blob.digest, blob.size, have);
     }
     let on_disk = Prefix {
@@ -98,27 +143,19 @@ pub(crate) fn fetch_layer(
         pos: 0,
         end: have,
     };
-    // `file` itself stays open, holding the lock, until the layer is staged.
-    let mut network = match stream {
-        Some(stream) => {
-            let append = file.try_clone().at(&path).map_err(layer_err)?;
-            Some(Download::start(session, stream, append, options.cancel))
-        }
-        None => None,
-    };
-    let progress = options.progress.map(|sink| LayerProgress { index, sink });
+    let progress = sink.map(|sink| LayerProgress { index, sink });
     let rest: Box<dyn Read + Send> = match network.as_mut() {
         Some(download) => Box::new(download),
         None => Box::new(io::empty()),
     };
-    let result = store.stage_layer_blob(
+    let result = pull.store.stage_layer_blob(
         on_disk.chain(rest),
         blob,
         progress.as_ref().map(|p| p as &dyn ImportProgress),
     );
     match result {
         Ok(staged) => {
-            if let Some(p) = options.progress {
+            if let Some(p) = sink {
                 p.layer_done(index);
             }
             Ok(Some(Fetched {
@@ -129,9 +166,9 @@ pub(crate) fn fetch_layer(
             }))
         }
         Err(e) => {
-            if options.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            if pull.stop.is_set() {
                 return Err(RegistryError::Cancelled {
-                    reference: session.name.clone(),
+                    reference: pull.session.name.clone(),
                 });
             }
             // Keep what a broken connection left, to resume from; bytes that failed to verify
@@ -141,8 +178,25 @@ pub(crate) fn fetch_layer(
             if !transient {
                 let _ = fs::remove_file(&path);
             }
-            Err(layer_err(e))
+            Err(layer_err(pull, blob, e))
         }
+    }
+}
+
+/// A store error while fetching `blob`, named as such.
+fn layer_err(pull: &Pull, blob: &LayerBlob, source: StoreError) -> RegistryError {
+    RegistryError::Layer {
+        reference: pull.session.name.clone(),
+        digest: blob.digest.to_string(),
+        source: Box::new(source),
+    }
+}
+
+/// An I/O error on the partial download at `path`.
+fn io_at(path: &Path, source: io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.to_owned(),
+        source,
     }
 }
 
@@ -170,22 +224,21 @@ impl Read for Prefix<'_> {
 ///
 /// # References
 /// - [`flock(2)`](https://man7.org/linux/man-pages/man2/flock.2.html)
-fn lock_partial(path: &std::path::Path) -> Result<File, StoreError> {
+fn lock_partial(path: &Path) -> io::Result<File> {
     loop {
         let file = File::options()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(path)
-            .at(path)?;
-        rustix::fs::flock(&file, FlockOperation::LockExclusive).at(path)?;
-        let held = file.metadata().at(path)?;
+            .open(path)?;
+        rustix::fs::flock(&file, FlockOperation::LockExclusive)?;
+        let held = file.metadata()?;
         match fs::metadata(path) {
             Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => return Ok(file),
             Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).at(path),
+            Err(e) => return Err(e),
         }
     }
 }
@@ -193,18 +246,16 @@ fn lock_partial(path: &std::path::Path) -> Result<File, StoreError> {
 /// Asks for blob `blob` from byte `have` on: a range request even from byte 0, so that the
 /// response is the bytes as they come (the import verifies them; the client's own check
 /// would hash the blob a second time). `have` drops to 0 if the registry ignores the range.
-fn request(
+async fn request(
     session: &Session,
     blob: &LayerBlob,
     have: &mut u64,
 ) -> Result<BoxStream<'static, io::Result<bytes::Bytes>>, OciDistributionError> {
     let digest = blob.digest.to_string();
-    let response = session.block_on(session.client.pull_blob_stream_partial(
-        &session.reference,
-        digest.as_str(),
-        *have,
-        None,
-    ))?;
+    let response = session
+        .client
+        .pull_blob_stream_partial(&session.reference, digest.as_str(), *have, None)
+        .await?;
     Ok(match response {
         BlobResponse::Partial(s) => s.stream,
         BlobResponse::Full(s) => {

@@ -1,12 +1,12 @@
 //! Why a pull or push failed, naming the reference and blob at fault.
 
-use crate::error::StoreError;
+use strata_layer_store::StoreError;
 
 /// Everything a registry operation can fail with.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegistryError {
-    /// The registry could not be reached at all (connection refused, no route, TLS handshake).
+    /// The registry could not be reached at all (connection refused, no route, DNS).
     #[error("{reference}: cannot connect to the registry: {source}")]
     Unreachable {
         /// The image reference.
@@ -14,6 +14,40 @@ pub enum RegistryError {
         /// What the client said.
         #[source]
         source: Box<oci_client::errors::OciDistributionError>,
+    },
+    /// The TLS handshake with the registry failed: most often a registry that speaks plain
+    /// HTTP ([`Connection::insecure`](crate::Connection::insecure), `--insecure` on the command
+    /// line), or a certificate this machine does not trust.
+    #[error(
+        "{reference}: TLS handshake with {registry} failed ({reason}); \
+         if the registry speaks plain HTTP, use --insecure"
+    )]
+    Tls {
+        /// The image reference.
+        reference: String,
+        /// The registry (`host[:port]`).
+        registry: String,
+        /// What the TLS library said.
+        reason: String,
+        /// What the client said; not a `source`, since all it adds to `reason` is the URL
+        /// and layers of wrapping.
+        error: Box<oci_client::errors::OciDistributionError>,
+    },
+    /// The repository has no manifest with this tag (or has no such repository).
+    #[error("no tag {tag} in {repository}")]
+    TagNotFound {
+        /// The tag asked for (`latest` when the reference names none).
+        tag: String,
+        /// `registry/repository`.
+        repository: String,
+    },
+    /// The repository has no manifest with this digest (or has no such repository).
+    #[error("no manifest {digest} in {repository}")]
+    ManifestNotFound {
+        /// The digest asked for.
+        digest: String,
+        /// `registry/repository`.
+        repository: String,
     },
     /// The image reference does not parse.
     #[error("bad image reference {reference:?}: {reason}")]
@@ -86,8 +120,9 @@ pub enum RegistryError {
         /// The image reference.
         reference: String,
     },
-    /// The tokio runtime could not start.
-    #[error("starting the registry client runtime: {0}")]
+    /// The tokio runtime of a [`blocking`](crate::blocking) call could not start, or shut down
+    /// under a running operation.
+    #[error("registry client runtime: {0}")]
     Runtime(#[source] std::io::Error),
     /// A store operation failed.
     #[error(transparent)]

@@ -1,0 +1,269 @@
+//! A push: upload the blobs the registry lacks (asking first, mounting from another
+//! repository when told where to look), several at once, then the config and the manifest.
+//! Blobs stream from the store's bit-exact export (see `upload`), so they hash to the digests
+//! the image was pulled or imported with.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use oci_client::manifest::OCI_IMAGE_MEDIA_TYPE;
+use oci_client::{Reference, RegistryOperation};
+use serde::Serialize;
+use strata_layer_store::Store;
+use strata_layer_store::digest::Sha256;
+use tokio::task::JoinSet;
+
+use crate::session::Session;
+use crate::task;
+use crate::upload::{self, UploadedBlob};
+use crate::{Connection, RegistryError};
+
+/// How to push.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// Registry credentials and transport.
+    pub connection: Connection,
+    /// Blobs uploaded at once (at least 1).
+    pub jobs: usize,
+    /// A repository of the same registry to mount missing blobs from before uploading them.
+    pub mount_from: Option<String>,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            connection: Connection::default(),
+            jobs: 4,
+            mount_from: None,
+        }
+    }
+}
+
+/// What happened to one blob of a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobOutcome {
+    /// The registry already had it.
+    Present,
+    /// Mounted from [`PushOptions::mount_from`].
+    Mounted,
+    /// Uploaded.
+    Uploaded,
+}
+
+/// One blob of a push.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushedBlob {
+    /// Its digest.
+    pub digest: String,
+    /// Its size.
+    pub size: u64,
+    /// What happened.
+    pub outcome: BlobOutcome,
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushReport {
+    /// The reference pushed to.
+    pub reference: String,
+    /// The manifest's digest.
+    pub manifest: String,
+    /// The layer blobs, bottom first, then the config.
+    pub blobs: Vec<PushedBlob>,
+    /// Bytes uploaded (blobs and manifest).
+    pub bytes_uploaded: u64,
+}
+
+/// Pushes image `name` of `store` to `reference`: see [`Client::push`](crate::Client::push).
+pub(crate) async fn push(
+    store: &Arc<Store>,
+    name: &str,
+    reference: &str,
+    options: &PushOptions,
+) -> Result<PushReport, RegistryError> {
+    let (reader, owned) = (store.clone(), name.to_owned());
+    let image = task::blocking(move || reader.image(&owned)).await??;
+    let session = Arc::new(Session::new(reference, &options.connection)?);
+    session.authenticate(RegistryOperation::Push).await?;
+    let held = store.clone();
+    let _hold = task::blocking(move || held.hold()).await??;
+    let bad = |reason: String| RegistryError::BadDocument {
+        reference: session.name.clone(),
+        digest: image.manifest_digest.to_string(),
+        reason,
+    };
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&image.manifest).map_err(|e| bad(e.to_string()))?;
+    let described: Vec<String> = (0..image.layers.len())
+        .map(|i| manifest["layers"][i]["digest"].as_str().map(str::to_owned))
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad("a layer descriptor has no digest".to_owned()))?;
+    let mount = options.mount_from.as_ref().map(|repo| {
+        Reference::with_tag(
+            session.reference.registry().to_owned(),
+            repo.clone(),
+            "latest".to_owned(),
+        )
+    });
+    let layers = Arc::new(Layers {
+        store: store.clone(),
+        session: session.clone(),
+        diff_ids: image.layers.clone(),
+        described: described.clone(),
+        mount,
+    });
+    let layers = push_layers(&layers, options.jobs).await?;
+    let mut blobs = Vec::new();
+    for (i, blob) in layers.into_iter().enumerate() {
+        // An export that could not reproduce the imported compression is a new blob.
+        if blob.digest != described[i] {
+            manifest["layers"][i]["digest"] = blob.digest.clone().into();
+            manifest["layers"][i]["size"] = blob.size.into();
+        }
+        blobs.push(blob);
+    }
+    let config_digest = Sha256::of(&image.config).to_string();
+    let outcome = if blob_present(&session, &config_digest).await? {
+        BlobOutcome::Present
+    } else {
+        session
+            .client
+            .push_blob(&session.reference, image.config.clone(), &config_digest)
+            .await
+            .map_err(session.fail(format!("upload {config_digest}")))?;
+        BlobOutcome::Uploaded
+    };
+    blobs.push(PushedBlob {
+        digest: config_digest,
+        size: image.config.len() as u64,
+        outcome,
+    });
+    let rewritten = blobs.iter().zip(&described).any(|(b, d)| b.digest != *d);
+    let manifest_bytes = if rewritten {
+        serde_json::to_vec(&manifest).map_err(|e| bad(e.to_string()))?
+    } else {
+        image.manifest.clone()
+    };
+    let media_type = manifest["mediaType"]
+        .as_str()
+        .unwrap_or(OCI_IMAGE_MEDIA_TYPE)
+        .parse()
+        .map_err(|_| bad("media type is not a header value".to_owned()))?;
+    let manifest_len = manifest_bytes.len() as u64;
+    let manifest_digest = Sha256::of(&manifest_bytes).to_string();
+    session
+        .client
+        .push_manifest_raw(&session.reference, manifest_bytes, media_type)
+        .await
+        .map_err(session.fail("manifest upload"))?;
+    Ok(PushReport {
+        reference: session.name.clone(),
+        manifest: manifest_digest,
+        bytes_uploaded: manifest_len
+            + blobs
+                .iter()
+                .filter(|b| b.outcome == BlobOutcome::Uploaded)
+                .map(|b| b.size)
+                .sum::<u64>(),
+        blobs,
+    })
+}
+
+/// What the tasks pushing one image's layers share.
+struct Layers {
+    store: Arc<Store>,
+    session: Arc<Session>,
+    /// The image's layers, bottom first.
+    diff_ids: Vec<Sha256>,
+    /// The blob digest each layer's manifest descriptor names.
+    described: Vec<String>,
+    /// Where to mount missing blobs from.
+    mount: Option<Reference>,
+}
+
+/// Whether the registry has blob `digest` in the session's repository.
+async fn blob_present(session: &Session, digest: &str) -> Result<bool, RegistryError> {
+    session
+        .client
+        .blob_exists(&session.reference, digest)
+        .await
+        .map_err(session.fail(format!("HEAD {digest}")))
+}
+
+/// Pushes each layer with up to `jobs` tasks; returns each blob, in order. The first error
+/// stops the others from starting more.
+async fn push_layers(layers: &Arc<Layers>, jobs: usize) -> Result<Vec<PushedBlob>, RegistryError> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut workers = JoinSet::new();
+    for _ in 0..jobs.max(1).min(layers.diff_ids.len()) {
+        let (layers, next, failed) = (layers.clone(), next.clone(), failed.clone());
+        workers.spawn(async move {
+            let mut results = Vec::new();
+            while !failed.load(Ordering::Relaxed) {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= layers.diff_ids.len() {
+                    break;
+                }
+                let result = push_layer(&layers, i).await;
+                if result.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                results.push((i, result));
+            }
+            results
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = workers.join_next().await {
+        match joined {
+            Ok(done) => results.extend(done),
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => {
+                    return Err(RegistryError::Runtime(std::io::Error::other(
+                        "the runtime shut down under a running push",
+                    )));
+                }
+            },
+        }
+    }
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Pushes layer `i`.
+async fn push_layer(layers: &Layers, i: usize) -> Result<PushedBlob, RegistryError> {
+    let session = &layers.session;
+    let described = &layers.described[i];
+    let (store, id) = (layers.store.clone(), layers.diff_ids[i].hex());
+    let record = task::blocking(move || store.layer_record(&id)).await??;
+    let done = |outcome| {
+        Ok(PushedBlob {
+            digest: described.clone(),
+            size: record.blob_size,
+            outcome,
+        })
+    };
+    if blob_present(session, described).await? {
+        return done(BlobOutcome::Present);
+    }
+    if let Some(source) = &layers.mount {
+        let mounted = session
+            .client
+            .mount_blob(&session.reference, source, described)
+            .await;
+        // A registry that cannot mount answers with an upload session instead: upload.
+        if mounted.is_ok() && blob_present(session, described).await? {
+            return done(BlobOutcome::Mounted);
+        }
+    }
+    let UploadedBlob { digest, size } =
+        upload::upload_layer(&layers.store, session, record.clone()).await?;
+    Ok(PushedBlob {
+        digest: digest.to_string(),
+        size,
+        outcome: BlobOutcome::Uploaded,
+    })
+}
