@@ -340,22 +340,69 @@ fn a_fifo_is_refused_at_once_as_a_source_or_a_blob() {
 #[test]
 fn the_tar_error_wins_over_the_decompressors_broken_pipe() {
     let tmp = tempfile::tempdir().unwrap();
-    // Incompressible data after the bad entry keeps the decompressor writing when the
+    // Incompressible data after each bad entry keeps the decompressor writing when the
     // reader stops.
     let noise: Vec<u8> = (0..32u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    let mut tar = RawTar::new();
-    tar.file("ok", b"fine")
-        .entry(tar::EntryType::Regular, b"../escape", b"", &noise);
-    let layer = write(tmp.path(), "evil.tar.gz", &hostile::gzip(&tar.finish()));
-    let (_t, err) = import_err(&layer);
-    let chain = error_chain(&err);
-    assert!(
-        chain.contains("layer evil.tar.gz: tar entry \"../escape\" at offset 1024 escapes"),
-        "{chain}"
-    );
-    assert!(!chain.to_lowercase().contains("broken pipe"), "{chain}");
+    let escape = {
+        let mut tar = RawTar::new();
+        tar.file("ok", b"fine");
+        tar.entry(tar::EntryType::Regular, b"../escape", b"", &noise);
+        tar.finish()
+    };
+    let long_name = {
+        let mut tar = RawTar::new();
+        tar.entry(
+            tar::EntryType::GNULongName,
+            b"././@LongLink",
+            b"",
+            &noise[..2 << 20],
+        );
+        tar.file("x", &noise[2 << 20..]);
+        tar.finish()
+    };
+    let huge_pax = {
+        let mut tar = RawTar::new();
+        tar.pax(&noise[..], false).file("x", b"");
+        tar.finish()
+    };
+    let trailing = {
+        let mut tar = RawTar::new();
+        tar.file("x", b"x");
+        let mut bytes = tar.finish();
+        bytes.extend_from_slice(&noise);
+        bytes
+    };
+    for (name, tar, expected) in [
+        (
+            "escape",
+            escape,
+            "tar entry \"../escape\" at offset 1024 escapes the layer root",
+        ),
+        (
+            "long-name",
+            long_name,
+            "bytes of one PAX or long-name record would be 2097152",
+        ),
+        (
+            "huge-pax",
+            huge_pax,
+            "bytes of one PAX or long-name record would be 33554432",
+        ),
+        (
+            "trailing",
+            trailing,
+            "bytes of data follow the end of the tar",
+        ),
+    ] {
+        let layer = write(tmp.path(), &format!("{name}.tar.gz"), &hostile::gzip(&tar));
+        let (_t, err) = import_err(&layer);
+        let chain = error_chain(&err);
+        assert!(chain.contains(&format!("layer {name}.tar.gz: ")), "{chain}");
+        assert!(chain.contains(expected), "{chain}");
+        assert!(!chain.to_lowercase().contains("broken pipe"), "{chain}");
+    }
 }
 
 #[test]
