@@ -33,8 +33,13 @@ pub struct HistoryLayer {
 
 #[derive(Deserialize)]
 struct Config {
-    #[serde(default)]
+    /// Missing and `null` (which some tools write) both mean no history.
+    #[serde(default, deserialize_with = "null_as_empty")]
     history: Vec<Step>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Step>, D::Error> {
+    Ok(Option::<Vec<Step>>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Deserialize)]
@@ -101,5 +106,23 @@ impl Store {
             layer: Some(layer),
         }));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_or_null_history_is_empty() {
+        for config in [r#"{}"#, r#"{"history": null}"#, r#"{"history": []}"#] {
+            let parsed: Config = serde_json::from_str(config).unwrap();
+            assert!(parsed.history.is_empty(), "{config}");
+        }
+        let parsed: Config =
+            serde_json::from_str(r#"{"history": [{"created_by": "RUN x", "empty_layer": true}]}"#)
+                .unwrap();
+        assert_eq!(parsed.history[0].created_by.as_deref(), Some("RUN x"));
+        assert!(parsed.history[0].empty_layer);
     }
 }
