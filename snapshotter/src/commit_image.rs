@@ -208,14 +208,28 @@ fn write_image(
         serde_json::from_slice(&parent.config).map_err(|e| bad(&e.to_string()))?;
     let mut manifest: Value =
         serde_json::from_slice(&parent.manifest).map_err(|e| bad(&e.to_string()))?;
-    config["rootfs"]["diff_ids"]
+    let diff_ids = config["rootfs"]["diff_ids"]
         .as_array_mut()
-        .ok_or_else(|| bad("config without rootfs.diff_ids"))?
-        .push(json!(layer.diff_id));
-    // History, when present, has one entry per non-empty layer: keep it that way.
-    if let Some(history) = config["history"].as_array_mut() {
-        history.push(json!({ "created_by": "strata commit", "comment": "container changes" }));
+        .ok_or_else(|| bad("config without rootfs.diff_ids"))?;
+    let earlier_layers = diff_ids.len();
+    diff_ids.push(json!(layer.diff_id));
+    // History has one entry per non-empty layer (tools pair them in order). A config without
+    // one (or with `null`) gets an empty entry for each earlier layer: nothing was recorded.
+    let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let object = config
+        .as_object_mut()
+        .ok_or_else(|| bad("config is not a JSON object"))?;
+    if !object.get("history").is_some_and(Value::is_array) {
+        object.insert("history".to_owned(), json!(vec![json!({}); earlier_layers]));
     }
+    if let Some(history) = object.get_mut("history").and_then(Value::as_array_mut) {
+        history.push(json!({
+            "created": created,
+            "created_by": "strata commit",
+            "comment": "container changes",
+        }));
+    }
+    object.insert("created".to_owned(), json!(created));
     manifest["layers"]
         .as_array_mut()
         .ok_or_else(|| bad("manifest without layers"))?

@@ -54,6 +54,24 @@ pub fn write_oci(dir: &Path, name: &str, tars: &[Vec<u8>]) {
     fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
 }
 
+/// Image `name` has one history entry per layer (its base had none: empty ones stand in for
+/// its layers), the last written by the commit, and never `"history": null`.
+fn assert_committed_history(store: &Store, name: &str, layers: usize) {
+    let config: serde_json::Value =
+        serde_json::from_slice(&store.image(name).unwrap().config).unwrap();
+    assert_eq!(
+        config["history"].as_array().map(Vec::len),
+        Some(layers),
+        "{config}"
+    );
+    let history = store.history(name).unwrap();
+    assert_eq!(history.len(), layers);
+    assert!(history.iter().all(|entry| entry.layer.is_some()));
+    let last = history.last().unwrap();
+    assert_eq!(last.created_by.as_deref(), Some("strata commit"));
+    assert!(last.created.as_deref().is_some_and(|c| c.starts_with("20")));
+}
+
 /// The layer turning tree `old` into tree `new`.
 fn layer(old: &Path, new: &Path) -> Vec<u8> {
     let set = strata_diff::changes(old, new, &DiffOptions::default()).unwrap();
@@ -231,6 +249,7 @@ fn container_changes_become_an_image() {
     let made = sn.commit_image("c1", &store, "img2").unwrap();
     assert!(made.from_upper_dir);
     assert_eq!(store.image("img2").unwrap().layers.len(), 3);
+    assert_committed_history(&store, "img2", 3);
     sn.prepare_on_image("c2", &store, "img2", Labels::new())
         .unwrap();
     let (view1, g1) = mounted(&suite, "c1");
@@ -244,6 +263,7 @@ fn container_changes_become_an_image() {
     guard.unmount().unwrap();
     let made = sn.commit_image("c2", &store, "img3").unwrap();
     assert!(!made.from_upper_dir, "{made:?}");
+    assert_committed_history(&store, "img3", 4);
     sn.prepare_on_image("c3", &store, "img3", Labels::new())
         .unwrap();
     let (view2, g2) = mounted(&suite, "c2");
