@@ -292,7 +292,7 @@ impl Store {
     pub(crate) fn read_layer_record(&self, id: &str) -> Result<LayerRecord, StoreError> {
         let path = self.layer_dir(id).join("manifest");
         let bytes = fs::read(&path).at(&path)?;
-        Ok(record::decode(Kind::Layer, &bytes)?)
+        Ok(record::decode_layer(&bytes)?)
     }
 
     /// Removes tag `name`; the image goes with its last tag. Its layers stay until

@@ -159,6 +159,87 @@ impl<W: std::io::Write> std::io::Write for Counted<W> {
 
 /// Decodes a record of `kind`, checking magic, version, features and checksum first.
 pub fn decode<T: DeserializeOwned>(kind: Kind, bytes: &[u8]) -> Result<T, RecordError> {
+    let (payload, raw_len) = frame(kind, bytes)?;
+    let raw =
+        zstd::bulk::decompress(payload, raw_len as usize).map_err(RecordError::Compression)?;
+    decode_payload(&raw)
+}
+
+/// Decodes a record of `kind` (checked as by [`decode`]) piece by piece with `read`, never
+/// holding its uncompressed payload whole: for records of hundreds of MB.
+pub(crate) fn decode_streaming<T>(
+    kind: Kind,
+    bytes: &[u8],
+    read: impl FnOnce(&mut Window<'_>) -> Result<T, RecordError>,
+) -> Result<T, RecordError> {
+    let (payload, _) = frame(kind, bytes)?;
+    let decoder =
+        zstd::stream::read::Decoder::with_buffer(payload).map_err(RecordError::Compression)?;
+    let mut window = Window {
+        reader: Box::new(decoder),
+        buf: vec![0; 1 << 16],
+        start: 0,
+        end: 0,
+        eof: false,
+    };
+    read(&mut window)
+}
+
+/// The uncompressed payload, a window at a time.
+pub(crate) struct Window<'a> {
+    reader: Box<dyn std::io::Read + 'a>,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+}
+
+impl Window<'_> {
+    /// Decodes the next value; the window grows to hold the largest single value.
+    pub(crate) fn take<T: DeserializeOwned>(&mut self) -> Result<T, RecordError> {
+        loop {
+            match postcard::take_from_bytes::<T>(&self.buf[self.start..self.end]) {
+                Ok((value, rest)) => {
+                    self.start = self.end - rest.len();
+                    return Ok(value);
+                }
+                Err(postcard::Error::DeserializeUnexpectedEnd) if !self.eof => self.fill()?,
+                Err(e) => return Err(RecordError::Payload(e)),
+            }
+        }
+    }
+
+    /// Decodes a sequence (postcard: its length, then its items) with `take` per item.
+    pub(crate) fn take_seq<T: DeserializeOwned>(&mut self) -> Result<Vec<T>, RecordError> {
+        let len: usize = self.take()?;
+        // The length is untrusted: grow as items arrive instead of trusting it up front.
+        let mut out = Vec::with_capacity(len.min(1 << 16));
+        for _ in 0..len {
+            out.push(self.take()?);
+        }
+        Ok(out)
+    }
+
+    fn fill(&mut self) -> Result<(), RecordError> {
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        if self.end == self.buf.len() {
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        let n = self
+            .reader
+            .read(&mut self.buf[self.end..])
+            .map_err(RecordError::Compression)?;
+        self.eof = n == 0;
+        self.end += n;
+        Ok(())
+    }
+}
+
+/// Checks a record's frame (magic, kind, version, features, lengths, checksum) and returns its
+/// compressed payload and the uncompressed length it claims.
+fn frame(kind: Kind, bytes: &[u8]) -> Result<(&[u8], u64), RecordError> {
     let header = bytes.get(..HEADER_LEN).ok_or(RecordError::Truncated {
         len: bytes.len(),
         needed: HEADER_LEN as u64,
@@ -205,9 +286,7 @@ pub fn decode<T: DeserializeOwned>(kind: Kind, bytes: &[u8]) -> Result<T, Record
     if blake3::hash(payload).as_bytes()[..] != header[40..72] {
         return Err(RecordError::Checksum);
     }
-    let raw =
-        zstd::bulk::decompress(payload, raw_len as usize).map_err(RecordError::Compression)?;
-    decode_payload(&raw)
+    Ok((payload, raw_len))
 }
 
 /// Decodes an uncompressed postcard payload: the last step of [`decode`], exposed so fuzzers

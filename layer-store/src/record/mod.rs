@@ -158,6 +158,25 @@ impl LayerRecord {
     }
 }
 
+/// Decodes a layer record (checked as [`decode`] checks any record) a chunk and an entry at a
+/// time: a layer of 200,000 entries needs its decoded form in memory, not its uncompressed
+/// payload beside it.
+pub fn decode_layer(bytes: &[u8]) -> Result<LayerRecord, RecordError> {
+    codec::decode_streaming(Kind::Layer, bytes, |window| {
+        // Field by field, in the order of the struct (postcard's layout); a test pins it
+        // against the ordinary decode.
+        Ok(LayerRecord {
+            diff_id: window.take()?,
+            tar_size: window.take()?,
+            blob_digest: window.take()?,
+            blob_size: window.take()?,
+            compression: window.take()?,
+            stream: window.take_seq()?,
+            entries: window.take_seq()?,
+        })
+    })
+}
+
 /// Everything the store keeps about one image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRecord {
@@ -232,4 +251,95 @@ pub fn chain_ids(diff_ids: &[Sha256]) -> Vec<Sha256> {
         out.push(next);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(entries: usize, raw_len: usize) -> LayerRecord {
+        let object = ObjectId::of(b"x");
+        LayerRecord {
+            diff_id: Sha256::of(b"tar"),
+            tar_size: 7,
+            blob_digest: Sha256::of(b"blob"),
+            blob_size: 9,
+            compression: Compression::Gzip {
+                header: vec![0x1f, 0x8b],
+                level: Some(6),
+            },
+            stream: (0..entries)
+                .flat_map(|i| {
+                    [
+                        Chunk::Raw(vec![(i % 251) as u8; if i == 3 { raw_len } else { 512 }]),
+                        Chunk::Object {
+                            id: object,
+                            size: i as u64,
+                        },
+                    ]
+                })
+                .collect(),
+            entries: (0..entries)
+                .map(|i| Entry {
+                    path: format!("dir/file{i}").into_bytes(),
+                    kind: EntryKind::File {
+                        object,
+                        size: i as u64,
+                    },
+                    mode: 0o644,
+                    uid: i as u32,
+                    gid: 0,
+                    mtime: Time { sec: 1, nsec: 2 },
+                    xattrs: vec![(b"user.k".to_vec(), vec![1; i % 7])],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn streaming_decode_equals_the_whole_decode() {
+        // A small one, and one whose payload spans many windows with one chunk larger than
+        // the first window.
+        for value in [record(0, 0), record(5, 10), record(3_000, 300 << 10)] {
+            let bytes = encode(Kind::Layer, &value).unwrap();
+            assert_eq!(decode_layer(&bytes).unwrap(), value);
+            assert_eq!(decode::<LayerRecord>(Kind::Layer, &bytes).unwrap(), value);
+        }
+    }
+
+    #[test]
+    fn streaming_decode_refuses_what_decode_refuses() {
+        let bytes = encode(Kind::Layer, &record(50, 10)).unwrap();
+        let mut flipped = bytes.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(matches!(decode_layer(&flipped), Err(RecordError::Checksum)));
+        let meta = encode(
+            Kind::LayerMeta,
+            &LayerMeta {
+                tar_size: 1,
+                file_bytes: 2,
+                materialized: None,
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            decode_layer(&meta),
+            Err(RecordError::WrongKind { .. })
+        ));
+        // A payload that ends early: an image record is no layer record.
+        let image = ImageRecord {
+            manifest: vec![],
+            manifest_digest: Sha256::of(b""),
+            config: vec![],
+            tags: vec![],
+            layers: vec![],
+            chain_ids: vec![],
+        };
+        let mut forged = encode(Kind::Image, &image).unwrap();
+        forged[8] = Kind::Layer as u8;
+        assert!(matches!(
+            decode_layer(&forged),
+            Err(RecordError::Payload(_))
+        ));
+    }
 }
