@@ -5,33 +5,16 @@
 //! appear beside the root.
 #![no_main]
 
-use std::fs;
-use std::path::Path;
+// Shared with the import target: its `listing` of a directory.
+#[allow(dead_code)]
+#[path = "../../layer-store/tests/store/confinement.rs"]
+mod confinement;
 
+use std::fs;
+
+use confinement::listing;
 use libfuzzer_sys::fuzz_target;
 use strata_diff::ApplyOptions;
-
-fn listing(dir: &Path) -> Vec<(String, u64, Vec<u8>)> {
-    let mut out: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            let meta = fs::symlink_metadata(e.path()).unwrap();
-            let data = if meta.is_file() {
-                fs::read(e.path()).unwrap()
-            } else {
-                Vec::new()
-            };
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                meta.len(),
-                data,
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
 
 fuzz_target!(|data: &[u8]| {
     let sandbox = tempfile::tempdir().unwrap();

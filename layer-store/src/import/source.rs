@@ -449,3 +449,23 @@ pub(crate) fn plan_layer(path: &Path) -> Result<Plan, StoreError> {
         blobs: Blobs::Dir(parent),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_in_archive;
+
+    #[test]
+    fn archive_links_resolve_inside_the_archive() {
+        assert_eq!(
+            resolve_in_archive("m", "../l/layer.tar").as_deref(),
+            Some("l/layer.tar")
+        );
+        assert_eq!(resolve_in_archive("a/b", "./c").as_deref(), Some("a/b/c"));
+        assert_eq!(
+            resolve_in_archive("m", "/l/layer.tar").as_deref(),
+            Some("l/layer.tar")
+        );
+        assert_eq!(resolve_in_archive("x", "../../etc/passwd"), None);
+        assert_eq!(resolve_in_archive("", ".."), None);
+    }
+}

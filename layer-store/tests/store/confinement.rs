@@ -10,7 +10,7 @@ use std::path::Path;
 use strata_layer_store::{ImportOptions, Store, Strategy};
 
 /// Name, size, link count and bytes of everything directly in `dir`.
-fn listing(dir: &Path) -> Vec<(String, u64, u64, Vec<u8>)> {
+pub fn listing(dir: &Path) -> Vec<(String, u64, u64, Vec<u8>)> {
     let mut out: Vec<_> = fs::read_dir(dir)
         .unwrap()
         .map(|e| {

@@ -218,7 +218,7 @@ impl Image {
     /// Writes a `docker save` archive at `path` (plain layer tars, as docker writes them).
     pub fn write_docker_archive(&self, path: &Path, tag: &str) {
         let mut b = tar::Builder::new(fs::File::create(path).unwrap());
-        let mut add = |name: &str, data: &[u8]| {
+        let add = |b: &mut tar::Builder<fs::File>, name: &str, data: &[u8]| {
             let mut h = tar::Header::new_ustar();
             h.set_size(data.len() as u64);
             h.set_mode(0o644);
@@ -226,11 +226,24 @@ impl Image {
             b.append_data(&mut h, name, data).unwrap();
         };
         let config_name = format!("{}.json", &sha256(&self.config)[7..]);
-        add(&config_name, &self.config);
-        let mut layers = Vec::new();
+        add(&mut b, &config_name, &self.config);
+        let mut layers: Vec<String> = Vec::new();
         for tar in &self.tars {
-            let name = format!("{}/layer.tar", &sha256(tar)[7..19]);
-            add(&name, tar);
+            let dir = &sha256(tar)[7..19];
+            let name = format!("{dir}/layer.tar");
+            if layers.contains(&name) {
+                // A repeated layer is a symlink to the first copy, as docker save writes it.
+                let name = format!("{dir}-{}/layer.tar", layers.len());
+                let mut h = tar::Header::new_ustar();
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                h.set_mode(0o777);
+                b.append_link(&mut h, &name, format!("../{dir}/layer.tar"))
+                    .unwrap();
+                layers.push(name);
+                continue;
+            }
+            add(&mut b, &name, tar);
             layers.push(name);
         }
         let manifest = serde_json::json!([{
@@ -238,7 +251,11 @@ impl Image {
             "RepoTags": [tag],
             "Layers": layers,
         }]);
-        add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+        add(
+            &mut b,
+            "manifest.json",
+            &serde_json::to_vec(&manifest).unwrap(),
+        );
         b.finish().unwrap();
     }
 }

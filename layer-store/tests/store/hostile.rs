@@ -478,34 +478,7 @@ fn docker_save_links_and_symlinked_bare_layers_import() {
     // The same layer twice, the second copy a symlink to the first, as docker save writes.
     let image = Image::new(&[layers[0].clone(), layers[0].clone()], Comp::Plain);
     let archive = tmp.path().join("saved.tar");
-    let mut b = tar::Builder::new(fs::File::create(&archive).unwrap());
-    let mut add = |name: &str, data: &[u8]| {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, name, data).unwrap();
-    };
-    add("cfg.json", &image.config);
-    add("l/layer.tar", &image.tars[0]);
-    add(
-        "manifest.json",
-        &serde_json::to_vec(&serde_json::json!([{
-            "Config": "cfg.json", "RepoTags": ["saved:1"], "Layers": ["l/layer.tar", "m/layer.tar"],
-        }]))
-        .unwrap(),
-    );
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(tar::EntryType::Symlink);
-    h.set_size(0);
-    h.set_mode(0o777);
-    b.append_link(&mut h, "m/layer.tar", "../l/layer.tar")
-        .unwrap();
-    // A link leaving the archive names nothing.
-    b.append_link(&mut h, "x/layer.tar", "../../etc/passwd")
-        .unwrap();
-    b.finish().unwrap();
-    drop(b);
+    image.write_docker_archive(&archive, "saved:1");
     let (_s, store) = import_with(&archive, Limits::default()).unwrap();
     assert_eq!(store.image("saved:1").unwrap().layers.len(), 2);
 
