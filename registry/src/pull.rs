@@ -313,20 +313,7 @@ async fn fetch_all(
             results
         });
     }
-    let mut results: Vec<(usize, FetchResult)> = Vec::new();
-    while let Some(joined) = workers.join_next().await {
-        match joined {
-            Ok(done) => results.extend(done),
-            Err(e) => match e.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                Err(_) => {
-                    return Err(RegistryError::Runtime(std::io::Error::other(
-                        "the runtime shut down under a running pull",
-                    )));
-                }
-            },
-        }
-    }
+    let mut results: Vec<(usize, FetchResult)> = crate::task::join_all(workers).await?;
     let mut set = FetchedSet(Vec::new());
     let mut first_err = None;
     results.sort_by_key(|(i, _)| *i);

@@ -215,20 +215,7 @@ async fn push_layers(layers: &Arc<Layers>, jobs: usize) -> Result<Vec<PushedBlob
             results
         });
     }
-    let mut results = Vec::new();
-    while let Some(joined) = workers.join_next().await {
-        match joined {
-            Ok(done) => results.extend(done),
-            Err(e) => match e.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                Err(_) => {
-                    return Err(RegistryError::Runtime(std::io::Error::other(
-                        "the runtime shut down under a running push",
-                    )));
-                }
-            },
-        }
-    }
+    let mut results = crate::task::join_all(workers).await?;
     results.sort_by_key(|(i, _)| *i);
     results.into_iter().map(|(_, r)| r).collect()
 }

@@ -7,21 +7,37 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::RegistryError;
 
+/// Waits for every worker of `workers` and gathers what each returned; a panic in one resumes
+/// here.
+pub(crate) async fn join_all<T: 'static>(
+    mut workers: tokio::task::JoinSet<Vec<T>>,
+) -> Result<Vec<T>, RegistryError> {
+    let mut results = Vec::new();
+    while let Some(joined) = workers.join_next().await {
+        results.extend(joined.map_err(resume_panic)?);
+    }
+    Ok(results)
+}
+
+/// A task that did not finish: its panic resumes here, or the runtime shut down under it.
+fn resume_panic(e: tokio::task::JoinError) -> RegistryError {
+    match e.try_into_panic() {
+        Ok(panic) => std::panic::resume_unwind(panic),
+        Err(_) => RegistryError::Runtime(io::Error::other(
+            "the runtime shut down under a running operation",
+        )),
+    }
+}
+
 /// Runs `work` on tokio's blocking threads and waits for it; a panic there resumes here.
 pub(crate) async fn blocking<T, F>(work: F) -> Result<T, RegistryError>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(value) => Ok(value),
-        Err(e) => match e.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(_) => Err(RegistryError::Runtime(io::Error::other(
-                "the runtime shut down under a running operation",
-            ))),
-        },
-    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(resume_panic)
 }
 
 /// Whether an operation should stop: its caller asked (a flag it set), or dropped it.
