@@ -50,6 +50,7 @@ pub mod object;
 pub mod record;
 #[cfg(feature = "registry")]
 pub mod registry;
+mod staging;
 mod store;
 pub mod tarstream;
 
