@@ -161,9 +161,10 @@ impl Emitter<'_, '_> {
     fn data(&mut self, path: &Path, meta: &Meta) -> Result<(), WriteError> {
         let size = meta.size;
         let mut file = self.source.file(path, meta)?;
-        let full = self.source.full(path);
+        // The full path only when there is an error to name it in.
+        let root = self.source.root_path();
         let read_err = |source: io::Error| WriteError::Read {
-            path: full.clone(),
+            path: root.join(path),
             source,
         };
         let mut left = size;
@@ -174,7 +175,7 @@ impl Emitter<'_, '_> {
             let n = match file.read(&mut spare[..want]) {
                 Ok(0) => {
                     return Err(WriteError::Changed {
-                        path: full,
+                        path: root.join(path),
                         expected: size,
                     });
                 }

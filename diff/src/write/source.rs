@@ -46,6 +46,11 @@ impl<'a> Source<'a> {
         })
     }
 
+    /// The source root's path, for messages.
+    pub(super) fn root_path(&self) -> &'a Path {
+        self.path
+    }
+
     /// The full path of `rel`, for messages.
     pub(super) fn full(&self, rel: &Path) -> PathBuf {
         self.path.join(rel)
@@ -75,23 +80,28 @@ impl<'a> Source<'a> {
     /// # References
     /// - [`openat(2)`](https://man7.org/linux/man-pages/man2/openat.2.html)
     pub(super) fn file(&mut self, rel: &Path, meta: &Meta) -> Result<File, WriteError> {
-        let full = self.full(rel);
-        let (parent, name) = split(rel, &full)?;
-        let dir = self.dir(parent)?;
+        // Paths for messages are built only on an error: this runs once per file.
+        let root = self.path;
+        let full = || root.join(rel);
+        let name = rel.file_name().ok_or_else(|| WriteError::Read {
+            path: full(),
+            source: io::ErrorKind::InvalidInput.into(),
+        })?;
+        let dir = self.dir(rel.parent().unwrap_or(Path::new("")))?;
         // NONBLOCK: a fifo swapped in must not hang the writer (the check below refuses it).
         let flags =
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(dir, name.as_c_str(), flags, Mode::empty())
-            .map_err(|e| classify(&full, e.into()))?;
+        let fd = rustix::fs::openat(dir, name, flags, Mode::empty())
+            .map_err(|e| classify(&full(), e.into()))?;
         let stat = rustix::fs::fstat(&fd).map_err(|e| WriteError::Read {
-            path: full.clone(),
+            path: full(),
             source: e.into(),
         })?;
         if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile
             || stat.st_dev != meta.dev
             || stat.st_ino != meta.ino
         {
-            return Err(WriteError::Swapped { path: full });
+            return Err(WriteError::Swapped { path: full() });
         }
         Ok(File::from(fd))
     }
