@@ -1,8 +1,9 @@
 //! Export: rebuilding each layer tar bit for bit from its record and objects, compressing it as
 //! imported, and writing an OCI image layout.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -12,6 +13,7 @@ use crate::compress::Compressor;
 use crate::digest::{HashingWriter, Sha256};
 use crate::error::{IoContext, StoreError};
 use crate::record::{Chunk, ImageRecord, LayerRecord};
+use crate::staging::{StagedDir, create_dir_at, create_file_at, rename_at};
 use crate::store::Store;
 
 /// One exported layer.
@@ -91,38 +93,44 @@ impl Store {
 
     /// Exports image `name` as an OCI image layout at `dest`, which must not exist; it appears
     /// complete or not at all.
+    ///
+    /// The layout is staged in a fresh directory next to `dest` and renamed into place, and
+    /// nothing is written through a name someone else could plant first (see
+    /// `staging.rs`), so a shared writable parent such as `/tmp` is safe: a symlink or a
+    /// directory at `dest` makes the export fail rather than write through it.
     pub fn export(&self, name: &str, dest: &Path) -> Result<ExportReport, StoreError> {
         let image = self.image(name)?;
-        if dest.exists() {
-            return Err(StoreError::Io {
-                path: dest.to_path_buf(),
-                source: io::ErrorKind::AlreadyExists.into(),
-            });
-        }
-        let staging = sibling_tmp(dest);
-        let result = self.export_into(&image, &staging);
-        match result {
-            Ok(report) => {
-                fs::rename(&staging, dest).at(dest)?;
-                Ok(report)
-            }
-            Err(e) => {
-                let _ = fs::remove_dir_all(&staging);
-                Err(e)
-            }
-        }
+        let staged = StagedDir::create(dest)?;
+        let report = self.export_into(&image, &staged)?;
+        staged.publish()?;
+        Ok(report)
     }
 
-    fn export_into(&self, image: &ImageRecord, dir: &Path) -> Result<ExportReport, StoreError> {
-        let blobs = dir.join("blobs/sha256");
-        fs::create_dir_all(&blobs).at(&blobs)?;
-        let write = |name: &str, bytes: &[u8]| {
-            let path = dir.join(name);
-            fs::write(&path, bytes).at(&path)
+    fn export_into(
+        &self,
+        image: &ImageRecord,
+        out: &StagedDir,
+    ) -> Result<ExportReport, StoreError> {
+        let root = out.path();
+        let blobs_path = root.join("blobs/sha256");
+        let blobs = create_dir_at(out.root(), "blobs")
+            .and_then(|blobs| create_dir_at(blobs, "sha256"))
+            .at(&blobs_path)?;
+        let write = |dir: BorrowedFd<'_>, path: &Path, name: &str, bytes: &[u8]| {
+            create_file_at(dir, name)
+                .and_then(|mut file| file.write_all(bytes))
+                .at(&path.join(name))
         };
-        write("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         write(
-            &format!("blobs/sha256/{}", Sha256::of(&image.config).hex()),
+            out.root(),
+            &root,
+            "oci-layout",
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )?;
+        write(
+            blobs.as_fd(),
+            &blobs_path,
+            &Sha256::of(&image.config).hex(),
             &image.config,
         )?;
         let mut manifest: serde_json::Value =
@@ -139,22 +147,36 @@ impl Store {
                     .collect()
             })
             .unwrap_or_default();
-        let exported: Vec<(String, Sha256, u64)> = image
-            .layers
+        // An image may list a layer more than once: each distinct layer is written once.
+        let mut distinct: Vec<&Sha256> = Vec::new();
+        for diff_id in &image.layers {
+            if !distinct.contains(&diff_id) {
+                distinct.push(diff_id);
+            }
+        }
+        let written: Vec<(Sha256, u64)> = distinct
             .par_iter()
-            .map(|diff_id| {
+            .enumerate()
+            .map(|(i, diff_id)| {
                 let record = self.layer_record(&diff_id.hex())?;
-                let tmp = blobs.join(format!("tmp.{}", record.id()));
-                let file = File::create(&tmp).at(&tmp)?;
+                let tmp = format!("tmp.{i}");
+                let file = create_file_at(&blobs, &tmp).at(&blobs_path.join(&tmp))?;
                 let (digest, size) = self.write_layer_blob(&record, file)?;
-                let path = blobs.join(digest.hex());
-                fs::rename(&tmp, &path).at(&path)?;
-                Ok((record.id(), digest, size))
+                rename_at(&blobs, &tmp, &digest.hex()).at(&blobs_path.join(digest.hex()))?;
+                Ok((digest, size))
             })
             .collect::<Result<_, StoreError>>()?;
+        let exported = image.layers.iter().map(|diff_id| {
+            let at = distinct
+                .iter()
+                .position(|d| *d == diff_id)
+                .unwrap_or_default();
+            let (digest, size) = written[at];
+            (diff_id.hex(), digest, size)
+        });
         let mut rewritten = false;
         let mut layers = Vec::new();
-        for (i, (id, digest, size)) in exported.into_iter().enumerate() {
+        for (i, (id, digest, size)) in exported.enumerate() {
             let reproduced = described.get(i).is_some_and(|d| *d == digest.to_string());
             if !reproduced {
                 rewritten = true;
@@ -174,7 +196,9 @@ impl Store {
         };
         let manifest_digest = Sha256::of(&manifest_bytes);
         write(
-            &format!("blobs/sha256/{}", manifest_digest.hex()),
+            blobs.as_fd(),
+            &blobs_path,
+            &manifest_digest.hex(),
             &manifest_bytes,
         )?;
         let media_type = manifest["mediaType"]
@@ -202,6 +226,8 @@ impl Store {
             "manifests": manifests,
         });
         write(
+            out.root(),
+            &root,
             "index.json",
             &serde_json::to_vec(&index).unwrap_or_default(),
         )?;
@@ -217,16 +243,4 @@ fn export_io(what: &str, source: io::Error) -> StoreError {
         path: PathBuf::from(format!("<{what} output>")),
         source,
     }
-}
-
-/// `dest`'s sibling staging directory: same file system, so the final rename is atomic.
-fn sibling_tmp(dest: &Path) -> PathBuf {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    dest.with_file_name(format!(
-        ".{name}.strata-export.{}",
-        rustix::process::getpid().as_raw_nonzero()
-    ))
 }

@@ -55,6 +55,7 @@ mod lock;
 pub mod materialize;
 pub mod object;
 pub mod record;
+mod staging;
 mod store;
 pub mod tarstream;
 

@@ -1,16 +1,13 @@
 //! Walks a change set in order and writes its tar entries.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-
-use rustix::fs::CWD;
 
 use super::header::{EntryHeader, TypeFlag, padding, write_header, write_trailer};
 use super::pipe::ChunkWriter;
+use super::source::Source;
 use super::{WriteError, WriteOptions};
 use crate::change::{ChangeKind, ChangeSet};
 use crate::meta::{Kind, Meta};
@@ -19,7 +16,7 @@ use crate::meta::{Kind, Meta};
 pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
 
 struct Emitter<'a, 'c> {
-    source: &'a Path,
+    source: Source<'a>,
     options: &'a WriteOptions,
     out: &'a mut ChunkWriter<'c>,
     /// Every archive path written, so that none is written twice.
@@ -34,7 +31,7 @@ pub(crate) fn emit(
     out: &mut ChunkWriter<'_>,
 ) -> Result<(), WriteError> {
     let mut emitter = Emitter {
-        source: &set.source,
+        source: Source::open(&set.source)?,
         options,
         out,
         written: HashSet::new(),
@@ -69,18 +66,7 @@ impl Emitter<'_, '_> {
             if self.written.contains(dir) {
                 continue;
             }
-            let full = self.source.join(dir);
-            let c_path = std::ffi::CString::new(full.as_os_str().as_bytes()).map_err(|e| {
-                WriteError::Read {
-                    path: full.clone(),
-                    source: e.into(),
-                }
-            })?;
-            let meta =
-                Meta::load(CWD, &c_path, || full.clone()).map_err(|source| WriteError::Read {
-                    path: full.clone(),
-                    source,
-                })?;
+            let meta = self.source.dir_meta(dir)?;
             self.entry(dir, &meta)?;
         }
         Ok(())
@@ -120,7 +106,7 @@ impl Emitter<'_, '_> {
             Kind::BlockDevice => (TypeFlag::Block, 0),
             Kind::Fifo => (TypeFlag::Fifo, 0),
             Kind::Socket => {
-                tracing::warn!(path = %self.source.join(path).display(), "skipping a socket");
+                tracing::warn!(path = %self.source.full(path).display(), "skipping a socket");
                 return Ok(());
             }
         };
@@ -162,7 +148,7 @@ impl Emitter<'_, '_> {
         }
         self.header(&header)?;
         if flag == TypeFlag::File {
-            self.data(path, size)?;
+            self.data(path, meta)?;
         }
         Ok(())
     }
@@ -171,18 +157,16 @@ impl Emitter<'_, '_> {
         write_header(&mut self.out, header).map_err(WriteError::Output)
     }
 
-    /// Copies exactly `size` bytes of the source file `path`, then the block padding.
-    fn data(&mut self, path: &Path, size: u64) -> Result<(), WriteError> {
-        let full = self.source.join(path);
+    /// Copies exactly `meta.size` bytes of the source file `path`, then the block padding.
+    fn data(&mut self, path: &Path, meta: &Meta) -> Result<(), WriteError> {
+        let size = meta.size;
+        let mut file = self.source.file(path, meta)?;
+        // The full path only when there is an error to name it in.
+        let root = self.source.root_path();
         let read_err = |source: io::Error| WriteError::Read {
-            path: full.clone(),
+            path: root.join(path),
             source,
         };
-        let mut file = File::options()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&full)
-            .map_err(read_err)?;
         let mut left = size;
         while left > 0 {
             let spare = self.out.spare().map_err(WriteError::Output)?;
@@ -191,7 +175,7 @@ impl Emitter<'_, '_> {
             let n = match file.read(&mut spare[..want]) {
                 Ok(0) => {
                     return Err(WriteError::Changed {
-                        path: full,
+                        path: root.join(path),
                         expected: size,
                     });
                 }

@@ -5,6 +5,7 @@ pub(crate) use emit::WHITEOUT_PREFIX;
 pub mod hash;
 mod header;
 mod pipe;
+mod source;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -88,6 +89,14 @@ pub enum WriteError {
         /// The size its metadata said.
         expected: u64,
     },
+    /// A source entry is not what the diff walk saw: a directory on its path became a symlink
+    /// or a non-directory, or the file opened is another inode. A running container can do
+    /// this to make the layer read a host file; the layer is refused instead.
+    #[error("{path} was replaced while the layer was written")]
+    Swapped {
+        /// The source entry at fault.
+        path: PathBuf,
+    },
     /// A source name starts with `.wh.`, which a layer reserves for whiteouts.
     #[error("{path}: names starting with .wh. are reserved for whiteouts")]
     ReservedName {
@@ -116,6 +125,11 @@ pub enum WriteError {
 /// sizes and ids, and xattrs (`SCHILY.xattr.*`, without `trusted.overlay.*`, `user.overlay.*`
 /// and `security.selinux`; v3 file capabilities are written as v2), and no user or group names,
 /// atime or ctime.
+///
+/// The source may belong to a running container that changes it meanwhile: every directory on
+/// a path is opened from its parent's handle without following a symlink, and every file read
+/// must be the inode (dev, ino) the diff recorded, or the write fails with
+/// [`WriteError::Swapped`] rather than read something outside the source.
 pub fn write_layer(
     set: &ChangeSet,
     options: &WriteOptions,

@@ -7,5 +7,6 @@ mod corpus;
 mod interop;
 mod roundtrip;
 mod support;
+mod swap;
 mod upper;
 mod write;

@@ -5,6 +5,7 @@ mod failures;
 mod fixtures;
 mod gc_fsck;
 mod hostile;
+mod hostile_export;
 mod import_export;
 mod interop;
 mod materialize;

@@ -226,7 +226,7 @@ fn unknown_image_and_foreign_store() {
 }
 
 /// Mounts `key` at a fresh scratch dir.
-fn mounted(suite: &Suite, key: &str) -> (std::path::PathBuf, strata_snapshotter::MountGuard) {
+pub fn mounted(suite: &Suite, key: &str) -> (std::path::PathBuf, strata_snapshotter::MountGuard) {
     let target = suite.scratch(key);
     let guard = suite.sn.mount(key, &target).unwrap();
     (target, guard)

@@ -4,6 +4,7 @@
 mod conformance;
 mod crash;
 mod fstest;
+mod hostile;
 mod image;
 mod semantics;
 
