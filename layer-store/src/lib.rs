@@ -52,6 +52,7 @@ pub mod import;
 mod limits;
 mod lock;
 pub mod materialize;
+pub mod name;
 pub mod object;
 pub mod record;
 #[cfg(feature = "registry")]
@@ -71,4 +72,4 @@ pub use limits::{Limit, Limits};
 pub use lock::{DatabaseOwner, LockGuard};
 pub use materialize::{MaterializeError, probe_strategy};
 pub use record::{ImageRecord, LayerMeta, LayerRecord, Strategy};
-pub use store::{Durability, Store};
+pub use store::{Durability, MIN_ID_PREFIX, Store};
