@@ -111,10 +111,11 @@ impl FromStr for Digest {
     fn from_str(value: &str) -> Result<Self, BadDigest> {
         if let Some(hex_part) = value.strip_prefix("sha512:") {
             let mut out = [0u8; 64];
-            if hex_part.len() == 128 && !hex_part.bytes().any(|b| b.is_ascii_uppercase()) {
-                if hex::decode_to_slice(hex_part, &mut out).is_ok() {
-                    return Ok(Digest::Sha512(out));
-                }
+            if hex_part.len() == 128
+                && !hex_part.bytes().any(|b| b.is_ascii_uppercase())
+                && hex::decode_to_slice(hex_part, &mut out).is_ok()
+            {
+                return Ok(Digest::Sha512(out));
             }
             return Err(BadDigest {
                 value: value.to_owned(),

@@ -9,6 +9,9 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 
+/// An xattr: its name and its value.
+type Xattr = (Vec<u8>, Vec<u8>);
+
 use tar::{EntryType, Header};
 
 use crate::limits::{Limit, Limits};
@@ -409,12 +412,8 @@ impl<R: Read> Splitter<'_, R> {
     }
 
     /// The entry's xattrs (PAX `SCHILY.xattr.*`), sorted by name, within the limits.
-    fn xattrs(
-        &mut self,
-        pax: &[&(String, Vec<u8>)],
-        at: u64,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TarError> {
-        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    fn xattrs(&mut self, pax: &[&(String, Vec<u8>)], at: u64) -> Result<Vec<Xattr>, TarError> {
+        let mut out: Vec<Xattr> = Vec::new();
         let mut bytes = 0u64;
         for (key, value) in pax {
             if let Some(name) = key.strip_prefix("SCHILY.xattr.") {

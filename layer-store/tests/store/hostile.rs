@@ -279,9 +279,8 @@ fn xattr_and_pax_floods_are_refused_by_their_limits() {
 fn limits_can_be_raised_for_a_trusted_source() {
     let tmp = tempfile::tempdir().unwrap();
     let layer = write(tmp.path(), "many.tar", &hostile::many_entries(2_000));
-    let err = import_with(&layer, Limits::default().with_entries_per_layer(1_000))
-        .err()
-        .expect("refused");
+    let err =
+        import_with(&layer, Limits::default().with_entries_per_layer(1_000)).expect_err("refused");
     assert!(
         matches!(
             tar_error(&err),
@@ -316,7 +315,7 @@ fn a_fifo_is_refused_at_once_as_a_source_or_a_blob() {
     fs::remove_file(layout.join("index.json")).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &layout.join("index.json"),
+        layout.join("index.json"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o600),
         0,
