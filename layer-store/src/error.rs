@@ -43,7 +43,10 @@ pub enum StoreError {
     #[error(transparent)]
     Materialize(#[from] MaterializeError),
     /// No image has this name or manifest digest.
-    #[error("no image named {name:?}")]
+    #[error(
+        "no image named {name:?} (`strata images` lists them; give a name or at least 4 hex \
+         digits of an id)"
+    )]
     ImageNotFound {
         /// The name asked for.
         name: String,

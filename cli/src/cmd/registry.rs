@@ -9,7 +9,7 @@ use strata_layer_store::registry::{
     Auth, Connection, LayerFetch, Platform, PullOptions, PullProgress, PushOptions,
 };
 
-use crate::global::Global;
+use crate::global::{Access, Global};
 
 /// Registry credentials and transport, shared by pull and push.
 #[derive(Debug, clap::Args)]
@@ -154,7 +154,11 @@ impl PullProgress for Bars {
 
 impl Command {
     pub fn run(self, global: &Global) -> anyhow::Result<()> {
-        let store = global.open_store()?;
+        let access = match self {
+            Command::Pull { .. } => Access::Create,
+            _ => Access::Read,
+        };
+        let store = global.open_store(access)?;
         match self {
             Command::Pull {
                 reference,
