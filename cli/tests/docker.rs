@@ -343,3 +343,102 @@ fn commit_takes_the_container_then_the_image_as_docker_does() {
     let err = fails(&root, &["commit", "nothing", "app:3"]);
     assert!(err.contains("nothing"), "{err}");
 }
+
+#[test]
+fn save_and_load_round_trip_through_files_and_pipes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (first, second, third) = (
+        tmp.path().join("first"),
+        tmp.path().join("second"),
+        tmp.path().join("third"),
+    );
+    let layout = tmp.path().join("layout");
+    oci_image(&layout, "a", "2020-01-02T03:04:05Z", "/bin/a");
+    let imported = ok_json(&first, &["import", path(&layout), "--name", "app:1"]).unwrap();
+    let id = imported["image"].as_str().unwrap().to_owned();
+
+    let archive = tmp.path().join("app.tar");
+    ok(&first, &["save", "app:1", "-o", path(&archive)]);
+    let listing = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&archive)
+        .output()
+        .expect("tar runs");
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    for member in ["oci-layout", "index.json", "manifest.json", "blobs/sha256"] {
+        assert!(listing.lines().any(|l| l == member), "{member}: {listing}");
+    }
+    assert_eq!(
+        ok(&second, &["load", "-i", path(&archive)]).trim(),
+        "Loaded image: app:1"
+    );
+    assert_eq!(
+        ok_json(&second, &["inspect", "app:1"]).unwrap()[0]["Id"],
+        format!("sha256:{id}")
+    );
+
+    // save to stdout, load from stdin.
+    let piped = tmp.path().join("piped.tar");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(&first)
+        .args(["save", &id[..6]])
+        .stdout(fs::File::create(&piped).unwrap())
+        .status()
+        .expect("strata runs");
+    assert!(status.success());
+    let loaded = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(&third)
+        .args(["--json", "load"])
+        .stdin(fs::File::open(&piped).unwrap())
+        .output()
+        .expect("strata runs");
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&loaded.stdout).unwrap();
+    assert_eq!(report["image"], id.as_str());
+    assert_eq!(report["tags"], serde_json::json!(["app:1"]));
+
+    // Both kinds of tool read the one archive.
+    if strata_testkit::peer("skopeo", "skopeo") {
+        for transport in [
+            format!("docker-archive:{}", archive.display()),
+            format!("oci-archive:{}:docker.io/library/app:1", archive.display()),
+        ] {
+            let out = std::process::Command::new("skopeo")
+                .args(["inspect", &transport])
+                .output()
+                .expect("skopeo runs");
+            assert!(
+                out.status.success(),
+                "{transport}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(
+                json["Layers"].as_array().map(Vec::len),
+                Some(1),
+                "{transport}"
+            );
+        }
+    }
+
+    let missing = tmp.path().join("missing.tar");
+    let err = fails(&first, &["save", "nothing", "-o", path(&missing)]);
+    assert!(err.contains("nothing"), "{err}");
+    assert!(!missing.exists());
+    let leftovers: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".strata-save"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let garbage = tmp.path().join("garbage.tar");
+    fs::write(&garbage, "not an archive").unwrap();
+    let err = fails(&second, &["load", "-i", path(&garbage)]);
+    assert!(err.contains("garbage.tar"), "{err}");
+}

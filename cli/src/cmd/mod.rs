@@ -1,6 +1,7 @@
 //! The subcommands: docker's verbs at the top level, containerd's snapshot primitives under
 //! `snapshot`.
 
+mod archive;
 mod diff;
 mod image;
 mod registry;
@@ -18,6 +19,8 @@ pub enum Command {
     #[command(flatten)]
     Store(store::Command),
     #[command(flatten)]
+    Archive(archive::Command),
+    #[command(flatten)]
     Registry(registry::Command),
     #[command(flatten)]
     Container(snapshot::container::Command),
@@ -34,6 +37,7 @@ impl Command {
         match self {
             Command::Image(cmd) => cmd.run(global),
             Command::Store(cmd) => cmd.run(global),
+            Command::Archive(cmd) => cmd.run(global),
             Command::Registry(cmd) => cmd.run(global),
             Command::Container(cmd) => cmd.run(global),
             Command::Snapshot(cmd) => cmd.run(global),
