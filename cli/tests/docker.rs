@@ -442,3 +442,51 @@ fn save_and_load_round_trip_through_files_and_pipes() {
     let err = fails(&second, &["load", "-i", path(&garbage)]);
     assert!(err.contains("garbage.tar"), "{err}");
 }
+
+#[test]
+fn export_refuses_an_archive_name_and_an_existing_path_saying_what_to_do() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("store");
+    let layout = tmp.path().join("layout");
+    oci_image(&layout, "a", "2020-01-02T03:04:05Z", "/bin/a");
+    ok(&root, &["import", path(&layout), "--name", "app"]);
+    let archive = tmp.path().join("app.tar");
+    let err = fails(&root, &["export", "app", "-o", path(&archive)]);
+    assert!(err.contains("strata save IMAGE -o"), "{err}");
+    assert!(!archive.exists());
+    let err = fails(&root, &["export", "app", "-o", path(&layout)]);
+    assert!(
+        err.contains(&format!("{} already exists", layout.display())),
+        "{err}"
+    );
+}
+
+/// A store the process may not read: the error says how to get one it may.
+#[test]
+fn permission_denied_suggests_root_or_another_root() {
+    let unprivileged =
+        rustix::process::geteuid().is_root() && std::path::Path::new("/usr/bin/setpriv").exists();
+    if !unprivileged {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("store");
+    ok(&root, &["snapshot", "prepare", "k"]);
+    // tempdir is 0700 and root's: user nobody may not look inside.
+    let out = std::process::Command::new("/usr/bin/setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(&root)
+        .arg("images")
+        .output()
+        .expect("setpriv runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&root.display().to_string())
+            && err.contains("Permission denied")
+            && err.contains("run as root, or pass --root"),
+        "{err}"
+    );
+}

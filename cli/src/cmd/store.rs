@@ -37,7 +37,7 @@ pub enum Command {
     Export {
         /// Image tag or id (at least 12 hex digits).
         image: String,
-        /// Directory to create.
+        /// Directory to create (it must not exist; `save` writes an archive).
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -138,6 +138,7 @@ impl Command {
                 })
             }
             Command::Export { image, output } => {
+                refuse_export_to(&output)?;
                 let report = store
                     .export(&image, &output)
                     .with_context(|| format!("exporting {image} to {}", output.display()))?;
@@ -218,6 +219,26 @@ impl Command {
             }
         }
     }
+}
+
+/// `export` writes a new directory: an archive name or an existing path is a mistake worth
+/// naming before any work.
+fn refuse_export_to(output: &std::path::Path) -> anyhow::Result<()> {
+    let name = output.to_string_lossy();
+    if [".tar", ".tar.gz", ".tgz", ".tar.zst"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+    {
+        anyhow::bail!(
+            "export writes an OCI layout directory, not an archive: for {name}, run `strata save IMAGE -o {name}`"
+        );
+    }
+    if output.symlink_metadata().is_ok() {
+        anyhow::bail!(
+            "{name} already exists: export writes a new directory; remove it or pass another -o DIR"
+        );
+    }
+    Ok(())
 }
 
 fn describe(problem: &Problem) -> String {
