@@ -338,8 +338,19 @@ fn commit_takes_the_container_then_the_image_as_docker_does() {
     // The container stays as it was, active.
     let stat = ok_json(&root, &["snapshot", "stat", "c1"]).unwrap();
     assert_eq!(stat["kind"], "active");
-    let err = fails(&root, &["commit", "c1"]);
-    assert!(err.contains("strata commit c1 IMAGE"), "{err}");
+    // Without a name, as docker does: an image known by its id alone.
+    ok(&root, &["rootfs", "base", "c2"]);
+    let printed = ok(&root, &["commit", "c2"]);
+    let untagged = printed.trim().strip_prefix("sha256:").expect("an image id");
+    let inspect = ok_json(&root, &["inspect", &untagged[..8]]).unwrap();
+    assert_eq!(inspect[0]["RepoTags"], serde_json::json!([]));
+    let images = ok(&root, &["images"]);
+    assert!(
+        images
+            .lines()
+            .any(|l| l.starts_with("<none>") && l.contains(&untagged[..12])),
+        "{images}"
+    );
     let err = fails(&root, &["commit", "nothing", "app:3"]);
     assert!(err.contains("nothing"), "{err}");
 }

@@ -285,6 +285,28 @@ impl Store {
         Ok(record::decode(Kind::Layer, &bytes)?)
     }
 
+    /// Removes tag `name` and nothing else: an image left without tags stays, listed by its
+    /// id (as docker keeps a dangling image), until [`remove_image`](Store::remove_image)
+    /// names it by id.
+    ///
+    /// # Errors
+    /// [`StoreError::ImageNotFound`] when no image has this tag.
+    pub fn untag(&self, name: &str) -> Result<(), StoreError> {
+        let tag = name::normalize(name)?;
+        self.db.write(|txn| {
+            let mut names = txn.open_table(NAMES).map_err(|e| self.db.err(e))?;
+            let mut images = txn.open_table(IMAGES).map_err(|e| self.db.err(e))?;
+            let id = names
+                .remove(tag.as_str())
+                .map_err(|e| self.db.err(e))?
+                .map(|v| v.value().to_owned())
+                .ok_or_else(|| StoreError::ImageNotFound {
+                    name: name.to_owned(),
+                })?;
+            crate::import::untag(&mut images, &id, &tag, &self.db)
+        })
+    }
+
     /// Removes tag `name`; the image goes with its last tag. Its layers stay until
     /// [`gc`](Store::gc).
     pub fn remove_image(&self, name: &str) -> Result<(), StoreError> {

@@ -70,3 +70,24 @@ fn tag_adds_a_name_that_moves_from_its_previous_image() -> anyhow::Result<()> {
     assert_eq!(store.image("b")?.tags, ["docker.io/library/b:latest"]);
     Ok(())
 }
+
+#[test]
+fn untag_leaves_the_image_listed_by_its_id() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let store = Store::open(tmp.path().join("store"))?;
+    let image = Image::new(&sample_layers(), Comp::Gzip);
+    image.write_oci(&tmp.path().join("a"), "a");
+    let a = import(&store, &tmp.path().join("a"), "a")?;
+    store.untag("a")?;
+    assert!(matches!(
+        store.image("a"),
+        Err(StoreError::ImageNotFound { .. })
+    ));
+    assert!(store.image(&a.image)?.tags.is_empty());
+    assert_eq!(store.images()?.len(), 1);
+    let err = store.untag("a").expect_err("no longer a tag");
+    assert!(matches!(err, StoreError::ImageNotFound { .. }), "{err}");
+    store.remove_image(&a.image)?;
+    assert!(store.images()?.is_empty());
+    Ok(())
+}

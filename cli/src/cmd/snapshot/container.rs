@@ -29,7 +29,8 @@ pub enum Command {
     Commit {
         /// The container: an active snapshot on an image.
         container: String,
-        /// The new image's name, `[REGISTRY/]REPOSITORY[:TAG]`.
+        /// The new image's name, `[REGISTRY/]REPOSITORY[:TAG]`; without it, the image has
+        /// only its id.
         image: Option<String>,
         /// Older form `commit NAME KEY --image NEW`: also commit snapshot KEY as NAME.
         #[arg(long = "image", value_name = "NEW", hide = true)]
@@ -83,20 +84,40 @@ impl Command {
                         global, &sn, &store, &container, &key, new_image, labels,
                     );
                 }
-                let image = image.with_context(|| {
-                    format!(
-                        "commit {container}: name the new image: `strata commit {container} IMAGE`"
-                    )
-                })?;
-                let made = sn
-                    .commit_image(&container, &store, &image)
-                    .with_context(|| format!("commit {container} as image {image}"))?;
+                let made = match &image {
+                    Some(image) => sn
+                        .commit_image(&container, &store, image)
+                        .with_context(|| format!("commit {container} as image {image}"))?,
+                    None => commit_untagged(&sn, &store, &container)?,
+                };
                 global.emit(&made, || format!("sha256:{}", made.import.image))
             }
             Command::Quickstart(quickstart) => quickstart.run(global),
             Command::Serve(serve) => serve.run(global),
         }
     }
+}
+
+/// `commit CONTAINER` without a name: an image listed by its id only, as docker makes one.
+/// The commit names the image it stores, so it gets a name of this process for the moment.
+fn commit_untagged(
+    sn: &Snapshotter,
+    store: &strata_layer_store::Store,
+    container: &str,
+) -> anyhow::Result<strata_snapshotter::ImageCommit> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let transient = format!("localhost/strata-commit:{}-{nanos}", std::process::id());
+    let mut made = sn
+        .commit_image(container, store, &transient)
+        .with_context(|| format!("commit {container}"))?;
+    store
+        .untag(&transient)
+        .with_context(|| format!("commit {container}: removing the name {transient}"))?;
+    made.import.tags.clear();
+    Ok(made)
 }
 
 /// The older `commit NAME KEY [--image NEW]`: commits snapshot KEY as NAME, after storing its
