@@ -163,25 +163,22 @@ impl Command {
         let store = global.open_store(Access::Read)?;
         match self {
             Command::Images { quiet } => {
-                let mut rows = Vec::new();
-                let mut created = Vec::new();
+                let mut listed = Vec::new();
                 for image in store.images()? {
                     let s = summary(&store, &image)?;
-                    created.push(s.created);
-                    rows.push(ImageRow {
+                    let row = ImageRow {
                         id: format!("sha256:{}", image.id()),
                         tags: s.tags,
                         created: s.created.map(rfc3339),
                         size: s.size,
                         layers: image.layers.iter().map(ToString::to_string).collect(),
-                    });
+                    };
+                    listed.push((s.created, row));
                 }
-                // Newest first, as docker lists them; RFC 3339 UTC strings sort as times.
-                let mut order: Vec<usize> = (0..rows.len()).collect();
-                order.sort_by(|a, b| created[*b].cmp(&created[*a]));
-                let mut rows: Vec<Option<ImageRow>> = rows.into_iter().map(Some).collect();
-                let rows: Vec<ImageRow> = order.iter().filter_map(|i| rows[*i].take()).collect();
-                let created: Vec<Option<SystemTime>> = order.iter().map(|i| created[*i]).collect();
+                // Newest first, as docker lists them (images without a date last).
+                listed.sort_by_key(|(created, _)| std::cmp::Reverse(*created));
+                let (created, rows): (Vec<Option<SystemTime>>, Vec<ImageRow>) =
+                    listed.into_iter().unzip();
                 if quiet && !global.json {
                     for r in &rows {
                         println!("{}", short(&r.id));
