@@ -4,6 +4,15 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+/// Whether a command may create the store it works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reads (or changes) what a store holds: a missing store is an error.
+    Read,
+    /// Adds to the store: creates it when missing.
+    Create,
+}
+
 /// Options shared by every command.
 #[derive(Debug, clap::Args)]
 pub struct Global {
@@ -38,9 +47,30 @@ impl Global {
         data_home.join("strata")
     }
 
-    /// The layer store at [`Global::root`], opened for one command.
-    pub fn open_store(&self) -> anyhow::Result<strata_layer_store::Store> {
+    /// The store root, which `access` may create; a command that only reads fails on a
+    /// root that holds no store, naming it, rather than making an empty one there.
+    pub fn root_for(&self, access: Access) -> anyhow::Result<PathBuf> {
         let root = self.root();
+        if access == Access::Read {
+            let db = strata_layer_store::Store::database_path(&root);
+            match std::fs::symlink_metadata(&db) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+                    "no store at {}: pass --root DIR (or set STRATA_ROOT) to use another, \
+                     or create one with a command that writes, such as `strata import` or `strata pull`",
+                    root.display()
+                ),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("opening store {}", root.display()));
+                }
+            }
+        }
+        Ok(root)
+    }
+
+    /// The layer store at [`Global::root`], opened for one command.
+    pub fn open_store(&self, access: Access) -> anyhow::Result<strata_layer_store::Store> {
+        let root = self.root_for(access)?;
         let store = strata_layer_store::Store::open(&root)
             .with_context(|| format!("opening store {}", root.display()))?;
         Ok(store.with_durability(self.durability()))

@@ -4,7 +4,7 @@
 mod cmd;
 mod global;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 /// The Strata container storage layer.
 #[derive(Debug, Parser)]
@@ -21,8 +21,11 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("STRATA_LOG"))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    match cli.command.run(&cli.global) {
+    let (global, command) = match parse() {
+        Ok(parsed) => parsed,
+        Err(err) => err.exit(),
+    };
+    match command.run(&global) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("strata: {}", message(&err));
@@ -31,10 +34,51 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The command line, where the snapshot primitives also work at the top level (hidden), as
+/// they did before they moved under `strata snapshot`.
+fn parse() -> Result<(global::Global, cmd::Command), clap::Error> {
+    let mut command = Cli::command();
+    let primitives: Vec<clap::Command> = command
+        .find_subcommand("snapshot")
+        .map(|s| s.get_subcommands().cloned().collect())
+        .unwrap_or_default();
+    for primitive in primitives {
+        // `commit` at the top level is docker's, which also takes the older form.
+        if command.find_subcommand(primitive.get_name()).is_none() {
+            command = command.subcommand(primitive.hide(true));
+        }
+    }
+    let matches = command.get_matches();
+    let global = global::Global::from_arg_matches(&matches)?;
+    let alias = matches
+        .subcommand_name()
+        .is_some_and(|name| cmd::snapshot::PRIMITIVES.contains(&name) && name != "commit");
+    let command = if alias {
+        cmd::Command::Snapshot(cmd::snapshot::Primitive::from_arg_matches(&matches)?)
+    } else {
+        Cli::from_arg_matches(&matches)?.command
+    };
+    Ok((global, command))
+}
+
 /// The error and its causes joined by ": ", leaving out a cause whose text is already there:
 /// the library errors put their source into their own message and also return it as
 /// `source()`, so the plain chain would say "No such file or directory" twice.
 fn message(err: &anyhow::Error) -> String {
+    let mut out = chain(err);
+    let denied = err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+    });
+    if denied {
+        out.push_str(" (run as root, or pass --root DIR for a store you own)");
+    }
+    out
+}
+
+/// The causes of `err`, each said once.
+fn chain(err: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in err.chain() {
         let text = cause.to_string();

@@ -44,7 +44,11 @@ fn quickstart_runs_twice_and_exports_an_unpackable_image() {
     let bundle = dir.path().join("bundle");
     run_ok(
         Command::new("umoci")
-            .args(["unpack", "--image", &format!("{export}:quickstart-app")])
+            .args([
+                "unpack",
+                "--image",
+                &format!("{export}:docker.io/library/quickstart-app:latest"),
+            ])
             .arg(&bundle),
     );
     let rootfs = bundle.join("rootfs");

@@ -97,8 +97,8 @@ fn text_output() {
 fn errors_name_the_key_and_exit_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    assert!(fails(root, &["stat", "ghost"]).contains("\"ghost\" not found"));
     ok(root, &["prepare", "a"]);
+    assert!(fails(root, &["stat", "ghost"]).contains("\"ghost\" not found"));
     assert!(fails(root, &["prepare", "a"]).contains("\"a\" already exists"));
     assert!(fails(root, &["view", "v", "a"]).contains("not a committed snapshot"));
     assert!(fails(root, &["prepare", "b", "nope"]).contains("\"nope\""));
@@ -278,7 +278,7 @@ fn commit_image_exports_what_the_container_sees() {
     run_ok(Command::new("umoci").args([
         "unpack",
         "--image",
-        &format!("{}:img2", path(&oci)),
+        &format!("{}:docker.io/library/img2:latest", path(&oci)),
         &path(&bundle),
     ]));
 

@@ -58,7 +58,7 @@ fn import_list_export_gc_fsck_du() -> anyhow::Result<()> {
     fs::write(&b, layer(&[("copy-of-shared", &shared), ("b", b"only b")]))?;
 
     let imported = ok_json(&root, &["import", a.to_str().unwrap(), "--name", "a"])?;
-    assert_eq!(imported["tags"][0], "a");
+    assert_eq!(imported["tags"][0], "a:latest");
     assert_eq!(imported["objects_new"], 2);
     let imported_b = ok_json(&root, &["import", b.to_str().unwrap(), "--name", "b"])?;
     assert_eq!(imported_b["objects_existing"], 1);
@@ -85,7 +85,8 @@ fn import_list_export_gc_fsck_du() -> anyhow::Result<()> {
     assert_eq!(fsck["problems"].as_array().map(Vec::len), Some(0));
 
     let text = strata(&root, &["images"]);
-    assert!(String::from_utf8_lossy(&text.stdout).contains(" a"));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.lines().any(|l| l.starts_with("a ")), "{text}");
     Ok(())
 }
 
@@ -172,6 +173,15 @@ fn errors_name_what_was_wrong() -> anyhow::Result<()> {
 
     let dest = tmp.path().join("x");
     let out = strata(&root, &["export", "nope", "-o", dest.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("no store at {}", root.display())),
+        "{err}"
+    );
+    let layer_tar = tmp.path().join("l.tar.gz");
+    fs::write(&layer_tar, layer(&[("f", b"x")]))?;
+    ok_json(&root, &["import", layer_tar.to_str().unwrap()])?;
+    let out = strata(&root, &["export", "nope", "-o", dest.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
     assert!(!dest.exists());
@@ -242,7 +252,7 @@ fn gc_racing_an_import_in_another_process_keeps_it_whole() -> anyhow::Result<()>
     let index: serde_json::Value = serde_json::from_slice(&fs::read(out.join("index.json"))?)?;
     assert_eq!(
         index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
-        "big"
+        "docker.io/library/big:latest"
     );
     Ok(())
 }

@@ -13,7 +13,14 @@ use std::path::{Path, PathBuf};
 struct Entry {
     id: u64,
     parent: u64,
+    /// `major:minor` of the mounted file system.
+    device: String,
+    /// The directory of that file system mounted here (not `/` for a bind).
+    root: PathBuf,
     point: PathBuf,
+    fs_type: String,
+    /// The file system's own options (`lowerdir=…,upperdir=…` for an overlay).
+    super_options: String,
 }
 
 /// Reads `/proc/self/mountinfo`.
@@ -24,11 +31,26 @@ fn table() -> io::Result<Vec<Entry>> {
 fn parse(text: &[u8]) -> Vec<Entry> {
     text.split(|&b| b == b'\n')
         .filter_map(|line| {
+            let text = |f: &[u8]| String::from_utf8_lossy(f).into_owned();
             let mut fields = line.split(|&b| b == b' ');
             let id = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
             let parent = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
-            let point = unescape(fields.nth(2)?);
-            Some(Entry { id, parent, point })
+            let device = text(fields.next()?);
+            let root = unescape(fields.next()?);
+            let point = unescape(fields.next()?);
+            // Optional fields end at " - ", then type, source and super options.
+            let mut rest = fields.skip_while(|f| *f != b"-").skip(1);
+            let fs_type = text(rest.next().unwrap_or_default());
+            let super_options = text(rest.nth(1).unwrap_or_default());
+            Some(Entry {
+                id,
+                parent,
+                device,
+                root,
+                point,
+                fs_type,
+                super_options,
+            })
         })
         .collect()
 }
@@ -64,6 +86,45 @@ fn unescape(field: &[u8]) -> PathBuf {
 /// are not its descendants and are left alone.
 pub(crate) fn submounts(target: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(submounts_in(&table()?, target))
+}
+
+/// Where `spec` is mounted now, in this process's mount namespace: overlays with its upper
+/// directory (or, read-only, its lower directories), binds of its source directory.
+pub(crate) fn points_of(spec: &crate::MountSpec) -> io::Result<Vec<PathBuf>> {
+    let bind_source = if spec.fs_type == "bind" {
+        let stat = rustix::fs::stat(spec.source.as_str())?;
+        let device = rustix::fs::Dev::from(stat.st_dev);
+        Some(format!(
+            "{}:{}",
+            rustix::fs::major(device),
+            rustix::fs::minor(device)
+        ))
+    } else {
+        None
+    };
+    Ok(points_in(&table()?, spec, bind_source.as_deref()))
+}
+
+fn points_in(table: &[Entry], spec: &crate::MountSpec, bind_device: Option<&str>) -> Vec<PathBuf> {
+    let key = |prefix: &str| spec.options.iter().find(|o| o.starts_with(prefix)).cloned();
+    let overlay_key = key("upperdir=").or_else(|| key("lowerdir="));
+    table
+        .iter()
+        .filter(|e| match (&overlay_key, bind_device) {
+            (_, Some(device)) => {
+                // A bind shows the directory it binds, relative to its file system's root.
+                e.device == device
+                    && e.root != Path::new("/")
+                    && Path::new(&spec.source)
+                        .ends_with(e.root.strip_prefix("/").unwrap_or(&e.root))
+            }
+            (Some(key), None) => {
+                e.fs_type == "overlay" && e.super_options.split(',').any(|o| o == key)
+            }
+            (None, None) => false,
+        })
+        .map(|e| e.point.clone())
+        .collect()
 }
 
 fn submounts_in(table: &[Entry], target: &Path) -> Vec<PathBuf> {
@@ -115,5 +176,35 @@ mod tests {
         );
         assert!(submounts_in(&table, Path::new("/tmp/other")).is_empty());
         assert!(submounts_in(&table, Path::new("/nowhere")).is_empty());
+    }
+
+    #[test]
+    fn a_spec_is_found_where_it_is_mounted() {
+        let table = parse(b"\
+27 1 254:0 / / rw - ext4 /dev/vda rw
+50 27 0:40 / /mnt/a rw shared:9 - overlay overlay rw,lowerdir=/s/1/fs,upperdir=/s/2/fs,workdir=/s/2/work
+51 27 254:0 /s/3/fs /mnt/b rw - ext4 /dev/vda rw
+");
+        assert_eq!(table[1].fs_type, "overlay");
+        let overlay = crate::MountSpec {
+            fs_type: "overlay".into(),
+            source: "overlay".into(),
+            options: vec!["lowerdir=/s/1/fs".into(), "upperdir=/s/2/fs".into()],
+        };
+        assert_eq!(points_in(&table, &overlay, None), [PathBuf::from("/mnt/a")]);
+        let bind = crate::MountSpec {
+            fs_type: "bind".into(),
+            source: "/s/3/fs".into(),
+            options: vec!["rbind".into()],
+        };
+        assert_eq!(
+            points_in(&table, &bind, Some("254:0")),
+            [PathBuf::from("/mnt/b")]
+        );
+        let other = crate::MountSpec {
+            source: "/s/4/fs".into(),
+            ..bind
+        };
+        assert!(points_in(&table, &other, Some("254:0")).is_empty());
     }
 }

@@ -26,6 +26,15 @@ pub struct MountSpec {
 }
 
 impl MountSpec {
+    /// The mount points where this is mounted now (in this process's mount namespace), from
+    /// `/proc/self/mountinfo`: to refuse mounting it twice, or removing what is in use.
+    ///
+    /// # Errors
+    /// The mount table, or a bind's source, cannot be read.
+    pub fn mounted_at(&self) -> std::io::Result<Vec<std::path::PathBuf>> {
+        crate::mountinfo::points_of(self)
+    }
+
     /// Mounts this at `target`; the guard unmounts it when dropped.
     pub fn mount_at(&self, target: &Path) -> Result<MountGuard, MountError> {
         match self.fs_type.as_str() {

@@ -43,11 +43,28 @@ pub enum StoreError {
     #[error(transparent)]
     Materialize(#[from] MaterializeError),
     /// No image has this name or manifest digest.
-    #[error("no image named {name:?}")]
+    #[error(
+        "no image named {name:?} (`strata images` lists them; give a name or at least 4 hex \
+         digits of an id)"
+    )]
     ImageNotFound {
         /// The name asked for.
         name: String,
     },
+    /// An id prefix matches several images.
+    #[error(
+        "image id prefix {prefix} is ambiguous: it matches {}; give more digits",
+        candidates.iter().map(|c| &c[..c.len().min(12)]).collect::<Vec<_>>().join(", ")
+    )]
+    AmbiguousImage {
+        /// The prefix given (hex).
+        prefix: String,
+        /// The ids it matches.
+        candidates: Vec<String>,
+    },
+    /// A name is not an image reference.
+    #[error(transparent)]
+    Name(#[from] crate::name::NameError),
     /// No layer has this id.
     #[error("no layer {id}")]
     LayerNotFound {

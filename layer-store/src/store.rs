@@ -11,6 +11,7 @@ use crate::db::{self, DbAccess, GC_ROOTS, IMAGES, LAYERS, NAMES};
 use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
 use crate::lock::{self, LockGuard, LockMode};
+use crate::name;
 use crate::object::Objects;
 use crate::record::{self, ImageRecord, Kind, LayerMeta, LayerRecord};
 
@@ -210,40 +211,65 @@ impl Store {
         })
     }
 
-    /// The image with tag `name`, or whose id (manifest digest, `sha256:` optional) starts with
-    /// `name` (at least 12 hex digits).
+    /// The image named `name`: a reference, normalized as docker does (`busybox` is
+    /// `docker.io/library/busybox:latest`), or a unique prefix of its id (the manifest digest,
+    /// `sha256:` optional) of at least [`MIN_ID_PREFIX`] hex digits.
+    ///
+    /// # Errors
+    /// [`StoreError::ImageNotFound`] when nothing matches, [`StoreError::AmbiguousImage`] when
+    /// the prefix matches several images.
     pub fn image(&self, name: &str) -> Result<ImageRecord, StoreError> {
-        let not_found = || StoreError::ImageNotFound {
-            name: name.to_owned(),
-        };
         self.db.read(|txn| {
             let names = txn.open_table(NAMES).map_err(|e| self.db.err(e))?;
             let images = txn.open_table(IMAGES).map_err(|e| self.db.err(e))?;
-            let id = match names.get(name).map_err(|e| self.db.err(e))? {
-                Some(id) => id.value().to_owned(),
-                None => {
-                    let prefix = name.strip_prefix("sha256:").unwrap_or(name);
-                    if prefix.len() < 12 {
-                        return Err(not_found());
-                    }
-                    let mut found = images
-                        .range(prefix..)
-                        .map_err(|e| self.db.err(e))?
-                        .filter_map(Result::ok)
-                        .map(|(k, _)| k.value().to_owned())
-                        .take_while(|k| k.starts_with(prefix));
-                    match (found.next(), found.next()) {
-                        (Some(id), None) => id,
-                        _ => return Err(not_found()),
-                    }
-                }
-            };
+            let id = resolve(&self.db, &names, &images, name)?;
             let value = images
                 .get(id.as_str())
                 .map_err(|e| self.db.err(e))?
-                .ok_or_else(not_found)?;
+                .ok_or_else(|| StoreError::ImageNotFound {
+                    name: name.to_owned(),
+                })?;
             Ok(record::decode(Kind::Image, value.value())?)
         })
+    }
+
+    /// Tags image `source` (a name or id prefix, as [`Store::image`] takes) as `target` too;
+    /// `target` moves from the image it named before, as `docker tag` does. Returns the
+    /// normalized target.
+    ///
+    /// # Errors
+    /// `target` is not a reference ([`StoreError::Name`]), or `source` names no image.
+    pub fn tag(&self, source: &str, target: &str) -> Result<String, StoreError> {
+        let target = name::normalize(target)?;
+        self.db.write(|txn| {
+            let mut names = txn.open_table(NAMES).map_err(|e| self.db.err(e))?;
+            let mut images = txn.open_table(IMAGES).map_err(|e| self.db.err(e))?;
+            let id = resolve(&self.db, &names, &images, source)?;
+            let previous = names
+                .insert(target.as_str(), id.as_str())
+                .map_err(|e| self.db.err(e))?
+                .map(|v| v.value().to_owned());
+            if let Some(previous) = previous.filter(|p| *p != id) {
+                crate::import::untag(&mut images, &previous, &target, &self.db)?;
+            }
+            let value = images
+                .get(id.as_str())
+                .map_err(|e| self.db.err(e))?
+                .ok_or_else(|| StoreError::ImageNotFound {
+                    name: source.to_owned(),
+                })?;
+            let mut image: ImageRecord = record::decode(Kind::Image, value.value())?;
+            drop(value);
+            if !image.tags.contains(&target) {
+                image.tags.push(target.clone());
+            }
+            let bytes = record::encode(Kind::Image, &image)?;
+            images
+                .insert(id.as_str(), bytes.as_slice())
+                .map_err(|e| self.db.err(e))?;
+            Ok(())
+        })?;
+        Ok(target)
     }
 
     /// Every layer with its metadata row, ordered by id.
@@ -295,6 +321,28 @@ impl Store {
         Ok(record::decode_layer(&bytes)?)
     }
 
+    /// Removes tag `name` and nothing else: an image left without tags stays, listed by its
+    /// id (as docker keeps a dangling image), until [`remove_image`](Store::remove_image)
+    /// names it by id.
+    ///
+    /// # Errors
+    /// [`StoreError::ImageNotFound`] when no image has this tag.
+    pub fn untag(&self, name: &str) -> Result<(), StoreError> {
+        let tag = name::normalize(name)?;
+        self.db.write(|txn| {
+            let mut names = txn.open_table(NAMES).map_err(|e| self.db.err(e))?;
+            let mut images = txn.open_table(IMAGES).map_err(|e| self.db.err(e))?;
+            let id = names
+                .remove(tag.as_str())
+                .map_err(|e| self.db.err(e))?
+                .map(|v| v.value().to_owned())
+                .ok_or_else(|| StoreError::ImageNotFound {
+                    name: name.to_owned(),
+                })?;
+            crate::import::untag(&mut images, &id, &tag, &self.db)
+        })
+    }
+
     /// Removes tag `name`; the image goes with its last tag. Its layers stay until
     /// [`gc`](Store::gc).
     pub fn remove_image(&self, name: &str) -> Result<(), StoreError> {
@@ -303,8 +351,10 @@ impl Store {
         self.db.write(|txn| {
             let mut names = txn.open_table(NAMES).map_err(|e| self.db.err(e))?;
             let mut images = txn.open_table(IMAGES).map_err(|e| self.db.err(e))?;
-            let tags: Vec<String> = if image.tags.iter().any(|t| t == name) {
-                image.tags.iter().filter(|t| *t != name).cloned().collect()
+            let tag = name::normalize(name).ok();
+            let named = |t: &String| t == name || Some(t) == tag.as_ref();
+            let tags: Vec<String> = if image.tags.iter().any(named) {
+                image.tags.iter().filter(|t| !named(t)).cloned().collect()
             } else {
                 Vec::new()
             };
@@ -358,6 +408,53 @@ impl Store {
     }
 }
 
+/// The fewest hex digits of an image id that name it.
+pub const MIN_ID_PREFIX: usize = 4;
+
+/// The id of the image `name` names: its tag (normalized, or as stored by older versions),
+/// else a unique id prefix.
+fn resolve(
+    db: &DbAccess,
+    names: &impl ReadableTable<&'static str, &'static str>,
+    images: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &str,
+) -> Result<String, StoreError> {
+    let not_found = || StoreError::ImageNotFound {
+        name: name.to_owned(),
+    };
+    let normalized = name::normalize(name).ok();
+    for candidate in normalized.as_deref().into_iter().chain([name]) {
+        if let Some(id) = names.get(candidate).map_err(|e| db.err(e))? {
+            return Ok(id.value().to_owned());
+        }
+    }
+    let prefix = name.strip_prefix("sha256:").unwrap_or(name);
+    let hex = prefix.len() >= MIN_ID_PREFIX
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !hex {
+        return Err(not_found());
+    }
+    let mut found = Vec::new();
+    for row in images.range(prefix..).map_err(|e| db.err(e))? {
+        let (key, _) = row.map_err(|e| db.err(e))?;
+        let key = key.value();
+        if !key.starts_with(prefix) {
+            break;
+        }
+        found.push(key.to_owned());
+    }
+    match found.len() {
+        0 => Err(not_found()),
+        1 => Ok(found.remove(0)),
+        _ => Err(StoreError::AmbiguousImage {
+            prefix: prefix.to_owned(),
+            candidates: found,
+        }),
+    }
+}
+
 /// Creates the store root `root` if it is missing (with its parents); a root that exists as
 /// something other than a directory is refused by name rather than as "File exists".
 fn create_root(root: &Path) -> Result<PathBuf, StoreError> {
@@ -397,6 +494,38 @@ mod tests {
         fs::rename(&a, &placed).at(&a)?;
         let b = second.new_tmp_dir("layer")?;
         assert_ne!(a, b, "a freed staging name was handed to another handle");
+        Ok(())
+    }
+
+    #[test]
+    fn an_id_prefix_of_several_images_is_ambiguous_and_lists_them() -> Result<(), StoreError> {
+        let root = tempfile::tempdir().at(Path::new("tempdir"))?;
+        let store = Store::open(root.path())?;
+        let ids = [
+            format!("abcd1{}", "0".repeat(59)),
+            format!("abcd2{}", "0".repeat(59)),
+        ];
+        store.db.write(|txn| {
+            let mut images = txn.open_table(IMAGES).map_err(|e| store.db.err(e))?;
+            for id in &ids {
+                images
+                    .insert(id.as_str(), &b""[..])
+                    .map_err(|e| store.db.err(e))?;
+            }
+            Ok(())
+        })?;
+        let err = store.image("sha256:abcd").expect_err("two images match");
+        assert!(
+            matches!(&err, StoreError::AmbiguousImage { prefix, candidates }
+                if prefix == "abcd" && *candidates == ids),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("abcd10000000, abcd20000000"),
+            "{err}"
+        );
+        let short = store.image("abc").expect_err("3 digits are too few");
+        assert!(matches!(short, StoreError::ImageNotFound { .. }), "{short}");
         Ok(())
     }
 }

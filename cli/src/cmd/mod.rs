@@ -1,9 +1,13 @@
-//! The subcommands, one module per crate they drive.
+//! The subcommands: docker's verbs at the top level, containerd's snapshot primitives under
+//! `snapshot`.
 
+mod archive;
 mod diff;
+mod image;
 mod registry;
-mod snapshot;
+pub mod snapshot;
 mod store;
+mod table;
 
 use crate::global::Global;
 
@@ -11,22 +15,33 @@ use crate::global::Global;
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     #[command(flatten)]
-    Diff(diff::Command),
+    Image(image::Command),
     #[command(flatten)]
     Store(store::Command),
     #[command(flatten)]
-    Snapshot(snapshot::Command),
+    Archive(archive::Command),
     #[command(flatten)]
     Registry(registry::Command),
+    #[command(flatten)]
+    Container(snapshot::container::Command),
+    /// containerd's snapshot primitives: prepare, view, commit, rm, stat, ls, usage, mounts,
+    /// mount, umount.
+    #[command(subcommand)]
+    Snapshot(snapshot::Primitive),
+    #[command(flatten)]
+    Diff(diff::Command),
 }
 
 impl Command {
     pub fn run(self, global: &Global) -> anyhow::Result<()> {
         match self {
-            Command::Diff(cmd) => cmd.run(global),
+            Command::Image(cmd) => cmd.run(global),
             Command::Store(cmd) => cmd.run(global),
-            Command::Snapshot(cmd) => cmd.run(global),
+            Command::Archive(cmd) => cmd.run(global),
             Command::Registry(cmd) => cmd.run(global),
+            Command::Container(cmd) => cmd.run(global),
+            Command::Snapshot(cmd) => cmd.run(global),
+            Command::Diff(cmd) => cmd.run(global),
         }
     }
 }

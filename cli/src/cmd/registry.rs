@@ -10,7 +10,7 @@ use strata_registry::{
     Auth, Connection, LayerFetch, Platform, PullOptions, PullProgress, PushOptions, blocking,
 };
 
-use crate::global::Global;
+use crate::global::{Access, Global};
 
 /// Registry credentials and transport, shared by pull and push.
 #[derive(Debug, clap::Args)]
@@ -156,7 +156,11 @@ impl PullProgress for Bars {
 
 impl Command {
     pub fn run(self, global: &Global) -> anyhow::Result<()> {
-        let store = Arc::new(global.open_store()?);
+        let access = match self {
+            Command::Pull { .. } => Access::Create,
+            _ => Access::Read,
+        };
+        let store = Arc::new(global.open_store(access)?);
         // Blocking calls: the command has nothing else to do meanwhile.
         let client = blocking::Client::new(store.clone());
         match self {

@@ -1,15 +1,16 @@
-//! Commands over strata-layer-store: import, export, images, layers, gc, fsck, du.
+//! Commands over strata-layer-store as a whole: import, export, gc, fsck, du.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use serde::Serialize;
+use strata_layer_store::name::familiar;
 use strata_layer_store::{
     FsckOptions, GcOptions, ImportOptions, ImportProgress, Limits, Problem, Strategy,
 };
 
-use crate::global::Global;
+use super::table::{human, short};
+use crate::global::{Access, Global};
 
 /// The commands of this group.
 #[derive(Debug, clap::Subcommand)]
@@ -36,19 +37,10 @@ pub enum Command {
     Export {
         /// Image tag or id (at least 12 hex digits).
         image: String,
-        /// Directory to create.
+        /// Directory to create (it must not exist; `save` writes an archive).
         #[arg(short, long)]
         output: PathBuf,
     },
-    /// Remove an image tag (the image goes with its last tag; `gc` frees its layers).
-    Rmi {
-        /// Image tag or id.
-        image: String,
-    },
-    /// List images.
-    Images,
-    /// List layers.
-    Layers,
     /// Remove unreferenced layers, objects and leftovers.
     Gc {
         /// Report what would be removed, remove nothing.
@@ -87,44 +79,13 @@ impl ImportProgress for Bar {
     }
 }
 
-fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
-}
-
-fn human(bytes: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < units.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", units[unit])
-    }
-}
-
-#[derive(Serialize)]
-struct ImageRow {
-    id: String,
-    tags: Vec<String>,
-    layers: Vec<String>,
-    chain_id: Option<String>,
-}
-
-#[derive(Serialize)]
-struct LayerRow {
-    id: String,
-    tar_size: u64,
-    file_bytes: u64,
-    materialized: Option<&'static str>,
-}
-
 impl Command {
     pub fn run(self, global: &Global) -> anyhow::Result<()> {
-        let store = global.open_store()?;
+        let access = match self {
+            Command::Import { .. } => Access::Create,
+            _ => Access::Read,
+        };
+        let store = global.open_store(access)?;
         match self {
             Command::Import {
                 source,
@@ -152,7 +113,7 @@ impl Command {
                         Limits::default()
                     },
                 };
-                let report = if materialize {
+                let mut report = if materialize {
                     store.import_materialized(&source, &options, strategy)
                 } else {
                     store.import(&source, &options)
@@ -160,6 +121,9 @@ impl Command {
                 .with_context(|| format!("importing {}", source.display()))?;
                 if let Some(bar) = bar {
                     bar.0.finish_and_clear();
+                }
+                for tag in &mut report.tags {
+                    *tag = familiar(tag).to_owned();
                 }
                 global.emit(&report, || {
                     let imported = report.layers.iter().filter(|l| l.imported).count();
@@ -174,6 +138,7 @@ impl Command {
                 })
             }
             Command::Export { image, output } => {
+                refuse_export_to(&output)?;
                 let report = store
                     .export(&image, &output)
                     .with_context(|| format!("exporting {image} to {}", output.display()))?;
@@ -185,62 +150,6 @@ impl Command {
                         report.manifest,
                         report.layers.len()
                     )
-                })
-            }
-            Command::Rmi { image } => {
-                store
-                    .remove_image(&image)
-                    .with_context(|| format!("removing image {image}"))?;
-                global.emit(&serde_json::json!({ "removed": image }), String::new)
-            }
-            Command::Images => {
-                let rows: Vec<ImageRow> = store
-                    .images()?
-                    .into_iter()
-                    .map(|i| ImageRow {
-                        id: i.id(),
-                        tags: i.tags.clone(),
-                        layers: i.layers.iter().map(|l| l.hex()).collect(),
-                        chain_id: i.chain_ids.last().map(ToString::to_string),
-                    })
-                    .collect();
-                global.emit(&rows, || {
-                    let mut out = format!("{:<12}  {:>6}  TAGS", "ID", "LAYERS");
-                    for r in &rows {
-                        out += &format!(
-                            "\n{:<12}  {:>6}  {}",
-                            short(&r.id),
-                            r.layers.len(),
-                            r.tags.join(",")
-                        );
-                    }
-                    out
-                })
-            }
-            Command::Layers => {
-                let rows: Vec<LayerRow> = store
-                    .layers()?
-                    .into_iter()
-                    .map(|(id, meta)| LayerRow {
-                        id,
-                        tar_size: meta.tar_size,
-                        file_bytes: meta.file_bytes,
-                        materialized: meta.materialized.map(Strategy::name),
-                    })
-                    .collect();
-                global.emit(&rows, || {
-                    let mut out =
-                        format!("{:<12}  {:>10}  {:>10}  MATERIALIZED", "ID", "TAR", "FILES");
-                    for r in &rows {
-                        out += &format!(
-                            "\n{:<12}  {:>10}  {:>10}  {}",
-                            short(&r.id),
-                            human(r.tar_size),
-                            human(r.file_bytes),
-                            r.materialized.unwrap_or("-")
-                        );
-                    }
-                    out
                 })
             }
             Command::Gc { dry_run } => {
@@ -310,6 +219,26 @@ impl Command {
             }
         }
     }
+}
+
+/// `export` writes a new directory: an archive name or an existing path is a mistake worth
+/// naming before any work.
+fn refuse_export_to(output: &std::path::Path) -> anyhow::Result<()> {
+    let name = output.to_string_lossy();
+    if [".tar", ".tar.gz", ".tgz", ".tar.zst"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+    {
+        anyhow::bail!(
+            "export writes an OCI layout directory, not an archive: for {name}, run `strata save IMAGE -o {name}`"
+        );
+    }
+    if output.symlink_metadata().is_ok() {
+        anyhow::bail!(
+            "{name} already exists: export writes a new directory; remove it or pass another -o DIR"
+        );
+    }
+    Ok(())
 }
 
 fn describe(problem: &Problem) -> String {

@@ -197,8 +197,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         "import",
         "--snapshotter",
         "strata",
-        "--base-name",
-        "localhost/busybox",
         archive.to_str().unwrap(),
     ])
     .unwrap();
@@ -208,7 +206,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             "--rm",
             "--snapshotter",
             "strata",
-            "localhost/busybox:busybox",
+            // The name strata stored the image under, as its export names it.
+            "docker.io/library/busybox:latest",
             "strata-hello",
             "/bin/busybox",
             "echo",

@@ -289,6 +289,9 @@ impl Store {
         options: &ImportOptions<'_>,
         tree: StagedTree,
     ) -> Result<ImportReport, StoreError> {
+        if let Some(name) = &options.name {
+            crate::name::normalize(name)?;
+        }
         let _lock = self.lock(LockMode::Shared)?;
         let plan = plan(source, options.name.as_deref(), &options.limits)?;
         let present = self.present_layers(&plan)?;
@@ -421,9 +424,15 @@ impl Store {
         written.add(self.root().join("layers"));
         self.sync(written)?;
         let manifest_digest = Sha256::of(&manifest);
+        // Names the caller gives must be references; names an archive carries are kept as
+        // they are when they are not (an OCI layout may name its image anything).
         let names: Vec<String> = match &options.name {
-            Some(name) => vec![name.clone()],
-            None => plan.names.clone(),
+            Some(name) => vec![crate::name::normalize(name)?],
+            None => plan
+                .names
+                .iter()
+                .map(|n| crate::name::normalize(n).unwrap_or_else(|_| n.clone()))
+                .collect(),
         };
         let id = manifest_digest.hex();
         let image = self.db.write(|txn| {
@@ -567,7 +576,7 @@ impl Store {
 }
 
 /// Removes `name` from image `id`'s tags (the image stays, perhaps untagged).
-fn untag(
+pub(crate) fn untag(
     images: &mut redb::Table<&str, &[u8]>,
     id: &str,
     name: &str,

@@ -89,7 +89,9 @@ fn umoci_and_skopeo_images_import_and_strata_exports_read_back() -> anyhow::Resu
     for name in ["t", "zstd", "docker"] {
         let out = dir.join(format!("out-{name}"));
         store.export(name, &out)?;
-        let layout = format!("oci:{}:{name}", out.display());
+        // Tags are stored, and exported, normalized as docker does: t is docker.io/library/t:latest.
+        let tag = strata_layer_store::name::normalize(name)?;
+        let layout = format!("oci:{}:{tag}", out.display());
         let inspect = Command::new("skopeo").args(["inspect", &layout]).output()?;
         assert!(
             inspect.status.success(),
@@ -98,7 +100,7 @@ fn umoci_and_skopeo_images_import_and_strata_exports_read_back() -> anyhow::Resu
         );
         let json: serde_json::Value = serde_json::from_slice(&inspect.stdout)?;
         assert_eq!(json["Layers"].as_array().map(Vec::len), Some(2));
-        let copy = format!("oci:{}:{name}", dir.join(format!("copy-{name}")).display());
+        let copy = format!("oci:{}:{tag}", dir.join(format!("copy-{name}")).display());
         run("skopeo", &["copy", &layout, &copy], dir);
         if name == "zstd" {
             continue; // umoci 0.4 predates zstd layers
@@ -108,7 +110,7 @@ fn umoci_and_skopeo_images_import_and_strata_exports_read_back() -> anyhow::Resu
             &[
                 "unpack",
                 "--image",
-                &format!("{}:{name}", out.display()),
+                &format!("{}:{tag}", out.display()),
                 &format!("b-{name}"),
             ],
             dir,

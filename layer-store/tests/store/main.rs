@@ -9,6 +9,7 @@ mod hostile_export;
 mod import_export;
 mod interop;
 mod materialize;
+mod names;
 mod props;
 mod record_sample;
 

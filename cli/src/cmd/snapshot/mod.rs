@@ -1,5 +1,8 @@
-//! Commands over strata-snapshotter: snapshots, rootfs, serve, quickstart.
+//! Commands over strata-snapshotter: containerd's snapshot primitives under `strata snapshot`
+//! (and, hidden, at the top level where they used to be); containers on images in
+//! [`container`].
 
+pub mod container;
 mod quickstart;
 mod serve;
 
@@ -9,11 +12,12 @@ use anyhow::Context;
 use strata_layer_store::Store;
 use strata_snapshotter::{Info, Labels, MountSpec, Snapshotter};
 
-use crate::global::Global;
+use super::table::{Table, rfc3339};
+use crate::global::{Access, Global};
 
-/// The commands of this group.
+/// containerd's snapshot primitives.
 #[derive(Debug, clap::Subcommand)]
-pub enum Command {
+pub enum Primitive {
     /// Create an active (writable) snapshot KEY on the committed PARENT; prints its mounts.
     Prepare {
         /// Key of the new snapshot.
@@ -34,25 +38,24 @@ pub enum Command {
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
         labels: Vec<(String, String)>,
     },
-    /// Commit the active snapshot KEY as NAME; with `--image NEW`, its changes also become a
-    /// new layer on its image (see `rootfs`), stored as image NEW.
+    /// Commit the active snapshot KEY as NAME.
     Commit {
         /// Name of the committed snapshot.
         name: String,
         /// The active snapshot to commit.
         key: String,
-        /// Also store the snapshot's image plus its changes as image NEW.
-        #[arg(long, value_name = "NEW")]
-        image: Option<String>,
         /// A label, KEY=VALUE (repeatable); replaces the active snapshot's labels.
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
         labels: Vec<(String, String)>,
     },
-    /// Remove snapshot KEY (it must have no children).
+    /// Remove snapshot KEY (it must have no children, and not be mounted).
     #[command(name = "rm")]
     Remove {
         /// The snapshot to remove.
         key: String,
+        /// Unmount it first where it is mounted.
+        #[arg(short, long)]
+        force: bool,
     },
     /// Show snapshot KEY.
     Stat {
@@ -63,6 +66,9 @@ pub enum Command {
     Ls {
         /// Filters; several are OR-ed, commas inside one are AND-ed.
         filters: Vec<String>,
+        /// Print keys only.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Disk usage of snapshot KEY.
     Usage {
@@ -74,50 +80,43 @@ pub enum Command {
         /// The snapshot.
         key: String,
     },
-    /// Mount snapshot KEY at TARGET (stays mounted; `strata umount TARGET` undoes it).
+    /// Mount snapshot KEY at TARGET (stays mounted; `strata snapshot umount TARGET` undoes
+    /// it). A snapshot mounted already is refused.
     Mount {
         /// The snapshot.
         key: String,
         /// An existing directory.
         target: PathBuf,
+        /// Unmount it first where it is mounted already.
+        #[arg(short, long)]
+        force: bool,
     },
     /// Unmount TARGET.
     Umount {
         /// The mount point.
         target: PathBuf,
     },
-    /// Prepare a writable container rootfs KEY on the layers of imported IMAGE, without copying
-    /// them; prints its mounts.
-    Rootfs {
-        /// An imported image (name or id).
-        image: String,
-        /// Key of the new active snapshot.
-        key: String,
-        /// A label, KEY=VALUE (repeatable).
-        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
-        labels: Vec<(String, String)>,
-    },
-    /// Build a sample image from files of this machine, run a container rootfs on it, commit
-    /// and export the result, and report what happened with timings (needs root).
-    Quickstart(quickstart::Quickstart),
-    /// Serve containerd's snapshots API on a unix socket (a containerd proxy snapshotter).
-    Serve(serve::Serve),
 }
 
-fn parse_label(s: &str) -> Result<(String, String), String> {
+/// The names of the primitives, which also work at the top level as before.
+pub const PRIMITIVES: &[&str] = &[
+    "prepare", "view", "commit", "rm", "stat", "ls", "usage", "mounts", "mount", "umount",
+];
+
+pub(super) fn parse_label(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("label {s:?} is not KEY=VALUE"))
 }
 
-fn open(global: &Global) -> anyhow::Result<Snapshotter> {
-    let root = global.root();
+fn open(global: &Global, access: Access) -> anyhow::Result<Snapshotter> {
+    let root = global.root_for(access)?;
     Snapshotter::open(&root).with_context(|| format!("opening snapshots in {}", root.display()))
 }
 
 /// The snapshotter and the layer store of the root, sharing its database.
-fn open_with_store(global: &Global) -> anyhow::Result<(Snapshotter, Store)> {
-    let sn = open(global)?;
+fn open_with_store(global: &Global, access: Access) -> anyhow::Result<(Snapshotter, Store)> {
+    let sn = open(global, access)?;
     let store = Store::open_with_db(sn.root(), sn.database())
         .with_context(|| format!("opening the layer store in {}", sn.root().display()))?
         .with_durability(global.durability());
@@ -156,112 +155,127 @@ fn info_text(info: &Info) -> String {
         format!("name: {}", info.name),
         format!("parent: {}", info.parent.as_deref().unwrap_or("")),
         format!("kind: {}", info.kind),
-        format!("created: {}", unix_secs(info.created)),
-        format!("updated: {}", unix_secs(info.updated)),
+        format!("created: {}", rfc3339(info.created)),
+        format!("updated: {}", rfc3339(info.updated)),
     ];
     lines.extend(info.labels.iter().map(|(k, v)| format!("label: {k}={v}")));
     lines.join("\n")
 }
 
-fn unix_secs(t: std::time::SystemTime) -> String {
-    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+/// Where snapshot `key` is mounted now; nothing for a committed snapshot, which has no mounts.
+fn mount_points(sn: &Snapshotter, key: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let Ok(specs) = sn.mounts(key) else {
+        return Ok(Vec::new());
+    };
+    let mut points = Vec::new();
+    for spec in &specs {
+        points.extend(
+            spec.mounted_at()
+                .context("reading the mount table /proc/self/mountinfo")?,
+        );
+    }
+    Ok(points)
 }
 
-impl Command {
+/// Unmounts snapshot `key` where it is mounted when `force`, else refuses, naming where: what
+/// `doing` would do to a live mount is not what its user expects.
+fn refuse_mounted(sn: &Snapshotter, key: &str, force: bool, doing: &str) -> anyhow::Result<()> {
+    for point in mount_points(sn, key)? {
+        if force {
+            strata_cow::unmount(&point)?;
+        } else {
+            anyhow::bail!(
+                "snapshot {key} is mounted at {}: {doing}; unmount it \
+                 (`strata snapshot umount {}`), or pass -f to have it unmounted first",
+                point.display(),
+                point.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+impl Primitive {
     pub fn run(self, global: &Global) -> anyhow::Result<()> {
         let labels = |l: Vec<(String, String)>| l.into_iter().collect::<Labels>();
         match self {
-            Command::Prepare {
+            Primitive::Prepare {
                 key,
                 parent,
                 labels: l,
             } => {
-                let mounts = open(global)?
+                let mounts = open(global, Access::Create)?
                     .prepare(&key, parent.as_deref(), labels(l))
                     .with_context(|| format!("prepare {key}"))?;
                 global.emit(&mounts_json(&mounts), || mounts_text(&mounts))
             }
-            Command::View {
+            Primitive::View {
                 key,
                 parent,
                 labels: l,
             } => {
-                let mounts = open(global)?
+                let mounts = open(global, Access::Read)?
                     .view(&key, Some(&parent), labels(l))
                     .with_context(|| format!("view {key}"))?;
                 global.emit(&mounts_json(&mounts), || mounts_text(&mounts))
             }
-            Command::Commit {
+            Primitive::Commit {
                 name,
                 key,
-                image: None,
                 labels: l,
             } => {
-                let sn = open(global)?;
+                let sn = open(global, Access::Read)?;
                 sn.commit(&name, &key, labels(l))
                     .with_context(|| format!("commit {key} as {name}"))?;
                 let info = sn.stat(&name)?;
                 global.emit(&info, String::new)
             }
-            Command::Commit {
-                name,
-                key,
-                image: Some(image),
-                labels: l,
-            } => {
-                let (sn, store) = open_with_store(global)?;
-                // Refuse a taken NAME before making the image, not after.
-                if sn.stat(&name).is_ok() {
-                    anyhow::bail!("commit {key} as {name}: snapshot {name:?} already exists");
-                }
-                let made = sn
-                    .commit_image(&key, &store, &image)
-                    .with_context(|| format!("commit {key} as image {image}"))?;
-                sn.commit(&name, &key, labels(l))
-                    .with_context(|| format!("commit {key} as {name}"))?;
-                let snapshot = sn.stat(&name)?;
-                let out = serde_json::json!({ "snapshot": snapshot, "image": made });
-                global.emit(&out, || {
-                    format!(
-                        "image {image} ({}): new layer {} ({} changes, {} bytes)",
-                        made.import.image, made.diff_id, made.changes, made.blob_size
-                    )
-                })
-            }
-            Command::Remove { key } => {
-                open(global)?
-                    .remove(&key)
-                    .with_context(|| format!("rm {key}"))?;
+            Primitive::Remove { key, force } => {
+                let sn = open(global, Access::Read)?;
+                refuse_mounted(&sn, &key, force, "removing it would empty the live mount")?;
+                sn.remove(&key).with_context(|| format!("rm {key}"))?;
                 global.emit(&serde_json::json!({ "removed": key }), String::new)
             }
-            Command::Stat { key } => {
-                let info = open(global)?.stat(&key)?;
+            Primitive::Stat { key } => {
+                let info = open(global, Access::Read)?.stat(&key)?;
                 global.emit(&info, || info_text(&info))
             }
-            Command::Ls { filters } => {
-                let all = open(global)?.list(&filters)?;
-                global.emit(&all, || {
-                    let mut out = format!("{:<40} {:<40} {}", "KEY", "PARENT", "KIND");
+            Primitive::Ls { filters, quiet } => {
+                let all = open(global, Access::Read)?.list(&filters)?;
+                if quiet && !global.json {
                     for i in &all {
-                        let parent = i.parent.as_deref().unwrap_or("");
-                        out.push_str(&format!("\n{:<40} {:<40} {}", i.name, parent, i.kind));
+                        println!("{}", i.name);
                     }
-                    out
+                    return Ok(());
+                }
+                global.emit(&all, || {
+                    let mut table = Table::new(&["KEY", "PARENT", "KIND"]);
+                    for i in &all {
+                        let parent = i.parent.clone().unwrap_or_default();
+                        table.row(vec![i.name.clone(), parent, i.kind.to_string()]);
+                    }
+                    table.render()
                 })
             }
-            Command::Usage { key } => {
-                let usage = open(global)?.usage(&key)?;
+            Primitive::Usage { key } => {
+                let usage = open(global, Access::Read)?.usage(&key)?;
                 global.emit(&usage, || {
                     format!("{} bytes, {} inodes", usage.size, usage.inodes)
                 })
             }
-            Command::Mounts { key } => {
-                let mounts = open(global)?.mounts(&key)?;
+            Primitive::Mounts { key } => {
+                let mounts = open(global, Access::Read)?.mounts(&key)?;
                 global.emit(&mounts_json(&mounts), || mounts_text(&mounts))
             }
-            Command::Mount { key, target } => {
-                let guard = open(global)?
+            Primitive::Mount { key, target, force } => {
+                let sn = open(global, Access::Read)?;
+                refuse_mounted(
+                    &sn,
+                    &key,
+                    force,
+                    "a second mount would share its upper directory with the first",
+                )?;
+                let guard = sn
                     .mount(&key, &target)
                     .with_context(|| format!("mount {key} at {}", target.display()))?;
                 let target = guard.into_persistent();
@@ -269,24 +283,11 @@ impl Command {
                     target.display().to_string()
                 })
             }
-            Command::Umount { target } => {
+            Primitive::Umount { target } => {
                 // Its errors name the mount point already.
                 strata_cow::unmount(&target)?;
                 global.emit(&serde_json::json!({ "unmounted": target }), String::new)
             }
-            Command::Rootfs {
-                image,
-                key,
-                labels: l,
-            } => {
-                let (sn, store) = open_with_store(global)?;
-                let mounts = sn
-                    .prepare_on_image(&key, &store, &image, labels(l))
-                    .with_context(|| format!("rootfs {key} on image {image}"))?;
-                global.emit(&mounts_json(&mounts), || mounts_text(&mounts))
-            }
-            Command::Quickstart(quickstart) => quickstart.run(global),
-            Command::Serve(serve) => serve.run(global),
         }
     }
 }

@@ -193,8 +193,10 @@ fn text(report: &Report) -> String {
     }
     let total: f64 = report.steps.iter().map(|s| s.ms).sum();
     out.push_str(&format!("  {:<8} {total:>9.1} ms\n", "total"));
+    // The export names the image by its full reference, as the store keeps it.
+    let tag = strata_layer_store::name::normalize(APP).unwrap_or_else(|_| APP.to_owned());
     out.push_str(&format!(
-        "try: umoci unpack --image {}:{APP} bundle",
+        "try: umoci unpack --image {}:{tag} bundle",
         report.export.display()
     ));
     out

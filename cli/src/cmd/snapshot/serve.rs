@@ -19,7 +19,7 @@ pub struct Serve {
 
 impl Serve {
     pub fn run(self, global: &Global) -> anyhow::Result<()> {
-        let snapshotter = Arc::new(super::open(global)?);
+        let snapshotter = Arc::new(super::open(global, crate::global::Access::Create)?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
