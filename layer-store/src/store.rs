@@ -346,11 +346,21 @@ impl Store {
     /// Removes tag `name`; the image goes with its last tag. Its layers stay until
     /// [`gc`](Store::gc).
     pub fn remove_image(&self, name: &str) -> Result<(), StoreError> {
-        let image = self.image(name)?;
-        let id = image.id();
         self.db.write(|txn| {
             let mut names = txn.open_table(NAMES).map_err(|e| self.db.err(e))?;
             let mut images = txn.open_table(IMAGES).map_err(|e| self.db.err(e))?;
+            // Read inside the transaction that changes it: a concurrent import, tag or rmi
+            // commits before or after, never in between.
+            let id = resolve(&self.db, &names, &images, name)?;
+            let image: ImageRecord = {
+                let value = images
+                    .get(id.as_str())
+                    .map_err(|e| self.db.err(e))?
+                    .ok_or_else(|| StoreError::ImageNotFound {
+                        name: name.to_owned(),
+                    })?;
+                record::decode(Kind::Image, value.value())?
+            };
             let tag = name::normalize(name).ok();
             let named = |t: &String| t == name || Some(t) == tag.as_ref();
             let tags: Vec<String> = if image.tags.iter().any(named) {

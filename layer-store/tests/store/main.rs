@@ -11,6 +11,7 @@ mod interop;
 mod materialize;
 mod names;
 mod props;
+mod races;
 mod record_sample;
 
 use std::path::Path;
