@@ -8,7 +8,7 @@ use std::sync::Arc;
 use redb::{ReadableMultimapTable, ReadableTable};
 
 use crate::db::{self, DbAccess, GC_ROOTS, IMAGES, LAYERS, NAMES};
-use crate::durable::Written;
+use crate::durable::{self, SyncSeam, Written};
 use crate::error::{IoContext, StoreError};
 use crate::lock::{self, LockGuard, LockMode};
 use crate::object::Objects;
@@ -21,6 +21,8 @@ pub struct Store {
     pub(crate) objects: Objects,
     pub(crate) db: DbAccess,
     durability: Durability,
+    /// Every flush goes through it.
+    sync: Arc<dyn SyncSeam>,
 }
 
 /// Whether a commit waits for its files to reach stable storage.
@@ -52,7 +54,8 @@ impl Store {
         db: Arc<redb::Database>,
     ) -> Result<Store, StoreError> {
         let root = create_root(root.as_ref())?;
-        Store::init(root, DbAccess::Shared(db))
+        let access = DbAccess::shared(&root, db);
+        Store::init(root, access)
     }
 
     /// This store with `durability` instead of [`Durability::Immediate`].
@@ -61,10 +64,19 @@ impl Store {
         self
     }
 
+    /// This store with its flushes (and notices of database commits) going through `sync`
+    /// instead of the kernel: a test seam, e.g. to model a power cut after any flush.
+    #[doc(hidden)]
+    pub fn with_sync(mut self, sync: Arc<dyn SyncSeam>) -> Store {
+        self.db.seam = sync.clone();
+        self.sync = sync;
+        self
+    }
+
     /// Makes `written` durable before a commit, as the durability asks.
     pub(crate) fn sync(&self, written: Written) -> Result<(), StoreError> {
         match self.durability {
-            Durability::Immediate => written.sync(&self.root),
+            Durability::Immediate => written.sync(&self.root, self.sync.as_ref()),
             Durability::None => Ok(()),
         }
     }
@@ -88,6 +100,7 @@ impl Store {
             objects,
             db,
             durability: Durability::default(),
+            sync: durable::kernel(),
         };
         store.db.prepare()?;
         Ok(store)

@@ -10,7 +10,10 @@ use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use strata_layer_store::SyncSeam;
 
 use crate::error::{Error, Result};
 use crate::info::Usage;
@@ -27,10 +30,12 @@ pub(crate) struct Layout {
     /// Names this handle's staging dirs, so that cleanup spares the ones still in flight.
     token: String,
     staged: AtomicU64,
+    /// Every fsync goes through it.
+    sync: Arc<dyn SyncSeam>,
 }
 
 impl Layout {
-    pub fn create(root: &Path) -> Result<Layout> {
+    pub fn create(root: &Path, sync: Arc<dyn SyncSeam>) -> Result<Layout> {
         let layout = Layout {
             root: root.to_owned(),
             snapshots: root.join("snapshots"),
@@ -41,6 +46,7 @@ impl Layout {
                 crate::record::now_nanos()
             ),
             staged: AtomicU64::new(0),
+            sync,
         };
         for dir in [&layout.root, &layout.snapshots, &layout.tmp] {
             fs::DirBuilder::new()
@@ -54,6 +60,11 @@ impl Layout {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The seam every flush goes through.
+    pub fn sync(&self) -> &Arc<dyn SyncSeam> {
+        &self.sync
     }
 
     pub fn dir(&self, id: u64) -> PathBuf {
@@ -102,7 +113,7 @@ impl Layout {
 
     /// Makes renames into (and out of) `snapshots/` durable.
     pub fn sync_snapshots(&self) -> Result<()> {
-        fsync_dir(&self.snapshots)
+        fsync_dir(self.sync.as_ref(), &self.snapshots)
     }
 
     /// Removes a snapshot's dir; a crash half-way leaves a dir no record names, which
@@ -155,16 +166,10 @@ fn mkdir(path: &Path, mode: u32) -> Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(Error::io("chmod", path))
 }
 
-/// # References
-/// - [fsync(2)](https://man7.org/linux/man-pages/man2/fsync.2.html)
-fn fsync_dir(path: &Path) -> Result<()> {
-    let dir = rustix::fs::open(
-        path,
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| Error::io("open", path)(e.into()))?;
-    rustix::fs::fsync(&dir).map_err(|e| Error::io("fsync", path)(e.into()))
+/// Makes the entries of directory `path` durable through `sync`.
+fn fsync_dir(sync: &dyn SyncSeam, path: &Path) -> Result<()> {
+    let dir = fs::File::open(path).map_err(Error::io("open", path))?;
+    sync.sync_dir(&dir, path).map_err(Error::io("fsync", path))
 }
 
 fn remove_tree(path: &Path) {
