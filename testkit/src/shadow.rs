@@ -175,7 +175,9 @@ fn read_dir(dir: &Path) -> Vec<fs::DirEntry> {
 fn capture_file(state: &mut State, path: &Path) {
     let meta = stat(path);
     let bytes = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    state.files.insert(meta.ino(), (bytes, meta.mode() & 0o7777));
+    state
+        .files
+        .insert(meta.ino(), (bytes, meta.mode() & 0o7777));
 }
 
 fn capture_dir(state: &mut State, dir: &Path) {
@@ -268,7 +270,10 @@ mod tests {
         disk.reboot(&after);
         assert_eq!(fs::read_to_string(after.join("synced")).unwrap(), "data");
         assert_eq!(fs::read_to_string(after.join("unsynced")).unwrap(), "");
-        assert_eq!(fs::read_to_string(after.join("sub/named-only")).unwrap(), "");
+        assert_eq!(
+            fs::read_to_string(after.join("sub/named-only")).unwrap(),
+            ""
+        );
         assert!(!after.join("late").exists());
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -289,7 +294,10 @@ mod tests {
         disk.sync_dir(&root.join("objects"));
         let after = dir.join("after");
         disk.reboot(&after);
-        assert_eq!(fs::read_to_string(after.join("objects/o")).unwrap(), "bytes");
+        assert_eq!(
+            fs::read_to_string(after.join("objects/o")).unwrap(),
+            "bytes"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -297,7 +305,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "strata-shadow-{}-{}",
             std::process::id(),
-            std::thread::current().name().unwrap_or("t").replace(':', "_")
+            std::thread::current()
+                .name()
+                .unwrap_or("t")
+                .replace(':', "_")
         ));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();

@@ -8,6 +8,7 @@ mod hostile;
 mod import_export;
 mod interop;
 mod materialize;
+mod power_cut;
 mod props;
 mod record_sample;
 
