@@ -161,6 +161,48 @@ impl ShadowDisk {
     }
 }
 
+/// Defines `struct $name(Arc<ShadowDisk>)` implementing the sync seam trait `$seam` (the layer
+/// store's `SyncSeam`, named by the caller: this crate does not depend on the store) by
+/// flushing into the shadow disk only; the kernel's fsync is not needed, the shadow is what
+/// survives.
+#[macro_export]
+macro_rules! shadow_seam {
+    ($name:ident, $seam:path) => {
+        /// A sync seam that flushes into a shadow disk only.
+        #[derive(Debug)]
+        struct $name(std::sync::Arc<$crate::shadow::ShadowDisk>);
+
+        impl $seam for $name {
+            fn sync_file(
+                &self,
+                _file: &std::fs::File,
+                path: &std::path::Path,
+            ) -> std::io::Result<()> {
+                self.0.sync_file(path);
+                Ok(())
+            }
+
+            fn sync_dir(
+                &self,
+                _dir: &std::fs::File,
+                path: &std::path::Path,
+            ) -> std::io::Result<()> {
+                self.0.sync_dir(path);
+                Ok(())
+            }
+
+            fn syncfs(&self, _fd: &std::fs::File, _root: &std::path::Path) -> std::io::Result<()> {
+                self.0.syncfs();
+                Ok(())
+            }
+
+            fn committed(&self, db: &std::path::Path) {
+                self.0.committed(db);
+            }
+        }
+    };
+}
+
 fn stat(path: &Path) -> fs::Metadata {
     fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -4,8 +4,6 @@
 //!
 //! SIGKILL keeps the page cache, so only this kind of test fails when an fsync goes missing.
 
-use std::fs::File;
-use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,31 +13,7 @@ use strata_testkit::shadow::ShadowDisk;
 use crate::fixtures::{Comp, Image, Item, sample_layers, sha256};
 use crate::import;
 
-/// The store's seam, flushing into the shadow only (the kernel's fsync is not needed: the
-/// shadow is what survives).
-#[derive(Debug)]
-struct Seam(Arc<ShadowDisk>);
-
-impl SyncSeam for Seam {
-    fn sync_file(&self, _file: &File, path: &Path) -> io::Result<()> {
-        self.0.sync_file(path);
-        Ok(())
-    }
-
-    fn sync_dir(&self, _dir: &File, path: &Path) -> io::Result<()> {
-        self.0.sync_dir(path);
-        Ok(())
-    }
-
-    fn syncfs(&self, _fd: &File, _root: &Path) -> io::Result<()> {
-        self.0.syncfs();
-        Ok(())
-    }
-
-    fn committed(&self, db: &Path) {
-        self.0.committed(db);
-    }
-}
+strata_testkit::shadow_seam!(Seam, SyncSeam);
 
 /// The operations, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
