@@ -49,11 +49,17 @@ impl Layout {
             sync,
         };
         for dir in [&layout.root, &layout.snapshots, &layout.tmp] {
+            let existed = dir.is_dir();
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
                 .map_err(Error::io("create", dir))?;
+            // A name made now is durable once its parent is flushed: without it, a power cut
+            // could take `snapshots/` (and every snapshot in it) away after a commit returned.
+            if let Some(parent) = dir.parent().filter(|_| !existed) {
+                fsync_dir(layout.sync.as_ref(), parent)?;
+            }
         }
         Ok(layout)
     }
@@ -90,8 +96,30 @@ impl Layout {
     }
 
     /// Builds a new snapshot dir under `tmp/`: `fs/` (0755, like a fresh root) and, when the
-    /// snapshot will be an overlay upper, `work/`.
+    /// snapshot will be an overlay upper, `work/`; durable, ready for [`Layout::publish`].
     pub fn stage(&self, with_work: bool) -> Result<PathBuf> {
+        let dir = self.stage_unsynced(with_work)?;
+        self.sync_staged(std::slice::from_ref(&dir))
+            .inspect_err(|_| self.discard(&dir))?;
+        Ok(dir)
+    }
+
+    /// `count` dirs as [`Layout::stage`] builds them, flushed in parallel (concurrent fsyncs
+    /// share journal commits). On an error none is left.
+    pub fn stage_many(&self, count: usize, with_work: bool) -> Result<Vec<PathBuf>> {
+        let mut staged = Vec::with_capacity(count);
+        let built = (0..count).try_for_each(|_| {
+            staged.push(self.stage_unsynced(with_work)?);
+            Ok(())
+        });
+        if let Err(err) = built.and_then(|()| self.sync_staged(&staged)) {
+            staged.iter().for_each(|d| self.discard(d));
+            return Err(err);
+        }
+        Ok(staged)
+    }
+
+    fn stage_unsynced(&self, with_work: bool) -> Result<PathBuf> {
         let n = self.staged.fetch_add(1, Ordering::Relaxed);
         let dir = self.tmp.join(format!("{}{n}", self.token));
         let mut subdirs = vec!["fs"];
@@ -103,6 +131,27 @@ impl Layout {
             mkdir(&dir.join(sub), 0o755)?;
         }
         Ok(dir)
+    }
+
+    /// Makes the entries of staged dirs durable before their renames into `snapshots/` are:
+    /// after a power cut, a snapshot dir without `fs/` cannot be mounted.
+    fn sync_staged(&self, staged: &[PathBuf]) -> Result<()> {
+        const THREADS: usize = 8;
+        let chunk = staged.len().div_ceil(THREADS).max(1);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = staged
+                .chunks(chunk)
+                .map(|dirs| {
+                    scope.spawn(|| {
+                        dirs.iter()
+                            .try_for_each(|d| fsync_dir(self.sync.as_ref(), d))
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .try_for_each(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        })
     }
 
     /// Moves a staged dir to `snapshots/<id>`; durable once [`Layout::sync_snapshots`] returns.

@@ -57,16 +57,7 @@ impl Pool {
     }
 
     fn refill(&self, batcher: &Batcher, layout: &std::sync::Arc<Layout>) -> Result<()> {
-        let mut staged = Vec::with_capacity(REFILL);
-        for _ in 0..REFILL {
-            match layout.stage(true) {
-                Ok(dir) => staged.push(dir),
-                Err(err) => {
-                    staged.iter().for_each(|d| layout.discard(d));
-                    return Err(err);
-                }
-            }
-        }
+        let staged = layout.stage_many(REFILL, true)?;
         let job_layout = layout.clone();
         let job_staged = staged.clone();
         let result = batcher.write(move |txn| {

@@ -5,6 +5,7 @@ mod conformance;
 mod crash;
 mod fstest;
 mod image;
+mod power_cut;
 mod semantics;
 
 use strata_snapshotter::{Labels, Snapshotter};
