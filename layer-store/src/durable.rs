@@ -107,6 +107,11 @@ impl Written {
         Ok(())
     }
 
+    /// Whether nothing was added.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.paths.is_empty() && !self.whole_fs
+    }
+
     fn check_size(&mut self) {
         if self.paths.len() > FSYNC_EACH_MAX {
             self.whole_fs = true;

@@ -42,9 +42,20 @@ impl Store {
     /// Opens (creating if needed) the store at `root`; the metadata database is opened per
     /// transaction, so other processes can use the store between them.
     pub fn open(root: impl AsRef<Path>) -> Result<Store, StoreError> {
-        let root = create_root(root.as_ref())?;
+        Store::open_with_sync(root, durable::kernel())
+    }
+
+    /// Like [`Store::open`], with every flush (and a notice of each database commit) going
+    /// through `sync` instead of the kernel, from the creation of the store's directories on:
+    /// a test seam, e.g. to model a power cut after any flush.
+    #[doc(hidden)]
+    pub fn open_with_sync(
+        root: impl AsRef<Path>,
+        sync: Arc<dyn SyncSeam>,
+    ) -> Result<Store, StoreError> {
+        let (root, created) = create_root(root.as_ref())?;
         let db = DbAccess::transient(&root);
-        Store::init(root, db)
+        Store::init(root, created, db, sync)
     }
 
     /// Opens the store at `root` using `db`, the caller's open handle of
@@ -53,9 +64,9 @@ impl Store {
         root: impl AsRef<Path>,
         db: Arc<redb::Database>,
     ) -> Result<Store, StoreError> {
-        let root = create_root(root.as_ref())?;
+        let (root, created) = create_root(root.as_ref())?;
         let access = DbAccess::shared(&root, db);
-        Store::init(root, access)
+        Store::init(root, created, access, durable::kernel())
     }
 
     /// This store with `durability` instead of [`Durability::Immediate`].
@@ -86,21 +97,42 @@ impl Store {
         root.join("strata.redb")
     }
 
-    fn init(root: PathBuf, db: DbAccess) -> Result<Store, StoreError> {
+    /// Creates the store's directories in `root` (`created`: the root itself is new) and
+    /// opens it; names made now are flushed, or a power cut could take `layers/` away after
+    /// the first import returned.
+    fn init(
+        root: PathBuf,
+        created: bool,
+        mut db: DbAccess,
+        sync: Arc<dyn SyncSeam>,
+    ) -> Result<Store, StoreError> {
+        let mut written = Written::default();
+        if let Some(parent) = root.parent().filter(|_| created) {
+            written.add(parent.to_path_buf());
+        }
+        let mut made = false;
         for dir in ["objects", "layers", "tmp", "checkouts", "quarantine"] {
             let path = root.join(dir);
             match fs::create_dir(&path) {
+                Ok(()) => made = true,
                 Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e).at(&path),
-                _ => {}
+                Err(_) => {}
             }
         }
+        if made {
+            written.add(root.clone());
+        }
+        if !written.is_empty() {
+            written.sync(&root, sync.as_ref())?;
+        }
         let objects = Objects::open(Store::objects_path(&root))?;
+        db.seam = sync.clone();
         let store = Store {
             root,
             objects,
             db,
             durability: Durability::default(),
-            sync: durable::kernel(),
+            sync,
         };
         store.db.prepare()?;
         Ok(store)
@@ -373,12 +405,14 @@ impl Store {
 
 /// Creates the store root `root` if it is missing (with its parents); a root that exists as
 /// something other than a directory is refused by name rather than as "File exists".
-fn create_root(root: &Path) -> Result<PathBuf, StoreError> {
+/// Returns the root and whether it was created.
+fn create_root(root: &Path) -> Result<(PathBuf, bool), StoreError> {
+    let existed = root.is_dir();
     match fs::create_dir_all(root) {
         Err(_) if root.exists() && !root.is_dir() => Err(StoreError::RootNotADirectory {
             path: root.to_path_buf(),
         }),
-        created => created.at(root).map(|()| root.to_path_buf()),
+        created => created.at(root).map(|()| (root.to_path_buf(), !existed)),
     }
 }
 

@@ -90,12 +90,10 @@ fn run(
 /// A store at `dir/store` whose flushes go to a shadow disk that keeps the first `cut`.
 fn store_with_cut(dir: &Path, cut: Option<usize>) -> (Store, Arc<ShadowDisk>) {
     let root = dir.join("store");
-    // The empty store, as `open` leaves it, counts as durable.
-    drop(Store::open(&root).unwrap());
+    // An empty root counts as durable; everything the store makes in it must be flushed.
+    std::fs::create_dir_all(&root).unwrap();
     let disk = Arc::new(ShadowDisk::new(&root, cut));
-    let store = Store::open(&root)
-        .unwrap()
-        .with_sync(Arc::new(Seam(disk.clone())));
+    let store = Store::open_with_sync(&root, Arc::new(Seam(disk.clone()))).unwrap();
     (store, disk)
 }
 
