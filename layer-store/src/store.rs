@@ -76,7 +76,8 @@ impl Store {
     }
 
     /// This store with its flushes (and notices of database commits) going through `sync`
-    /// instead of the kernel: a test seam, e.g. to model a power cut after any flush.
+    /// instead of the kernel: a test seam, e.g. to model a power cut after any flush. The
+    /// flushes of opening it went to the kernel; [`Store::open_with_sync`] routes those too.
     #[doc(hidden)]
     pub fn with_sync(mut self, sync: Arc<dyn SyncSeam>) -> Store {
         self.db.seam = sync.clone();

@@ -55,7 +55,7 @@ pub fn write_oci(dir: &Path, name: &str, tars: &[Vec<u8>]) {
 }
 
 /// The layer turning tree `old` into tree `new`.
-fn layer(old: &Path, new: &Path) -> Vec<u8> {
+pub fn layer(old: &Path, new: &Path) -> Vec<u8> {
     let set = strata_diff::changes(old, new, &DiffOptions::default()).unwrap();
     let mut tar = Vec::new();
     strata_diff::write_layer(&set, &WriteOptions::new(Compression::None), &mut tar).unwrap();
