@@ -109,6 +109,12 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let mut written = Written::default();
         if let Some(parent) = root.parent().filter(|_| created) {
+            // A relative root's parent may be "": the current directory.
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
             written.add(parent.to_path_buf());
         }
         let mut made = false;
