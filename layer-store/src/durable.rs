@@ -155,6 +155,46 @@ impl Written {
 mod tests {
     use super::*;
 
+    /// No flush bypasses the seam: the kernel is asked here only, in this crate and in the
+    /// snapshotter beside it.
+    #[test]
+    fn every_flush_goes_through_the_seam() {
+        let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut stack = vec![crate_dir.join("src"), crate_dir.join("../snapshotter/src")];
+        let mut checked = 0;
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") || path.ends_with("src/durable.rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                for call in [
+                    "sync_all(",
+                    "sync_data(",
+                    "fs::fsync(",
+                    "fdatasync(",
+                    "syncfs(",
+                ] {
+                    assert!(
+                        !text.contains(call),
+                        "{} calls {call}: flush through the SyncSeam instead",
+                        path.display()
+                    );
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 10, "only {checked} files checked");
+    }
+
     #[test]
     fn a_big_batch_becomes_one_syncfs() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().at(Path::new("tempdir"))?;
