@@ -15,12 +15,15 @@
 //! Inodes are tracked by number, so renames and hard links behave as on a disk. Extended
 //! attributes and ownership are not modelled.
 //!
-//! After `cut` flushes the disk stops listening: every later write is lost. [`ShadowDisk::reboot`]
-//! writes the durable state out as a fresh directory tree, to open a store on.
+//! After `cut` flushes the disk stops listening: every later write is lost, and with
+//! [`ShadowDisk::failing`] every later flush fails too (an I/O error, as a dying disk gives).
+//! [`ShadowDisk::reboot`] writes the durable state out as a fresh directory tree, to open a
+//! store on.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fs;
+use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -58,6 +61,8 @@ pub struct ShadowDisk {
     root_mode: u32,
     /// Flushes that reach the disk; `None`: all of them.
     cut: Option<usize>,
+    /// Flushes after the cut fail rather than pretend to succeed.
+    fail: bool,
     state: Mutex<State>,
 }
 
@@ -71,10 +76,17 @@ impl ShadowDisk {
             root_ino: meta.ino(),
             root_mode: meta.mode() & 0o7777,
             cut,
+            fail: false,
             state: Mutex::new(State::default()),
         };
         disk.capture_tree(&mut disk.state(), root);
         disk
+    }
+
+    /// This disk, with every flush after the cut failing with an I/O error.
+    pub fn failing(mut self) -> ShadowDisk {
+        self.fail = true;
+        self
     }
 
     /// How many flushes the tree has seen, counting those after the cut.
@@ -88,35 +100,51 @@ impl ShadowDisk {
         self.cut.is_none_or(|cut| state.count <= cut)
     }
 
+    /// What a flush that did not reach the disk returns.
+    fn lost(&self) -> io::Result<()> {
+        if self.fail {
+            Err(io::Error::other("power cut (modelled)"))
+        } else {
+            Ok(())
+        }
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// An fsync of regular file `path`.
-    pub fn sync_file(&self, path: &Path) {
+    pub fn sync_file(&self, path: &Path) -> io::Result<()> {
         let mut state = self.state();
-        if self.take(&mut state) {
-            capture_file(&mut state, path);
+        if !self.take(&mut state) {
+            return self.lost();
         }
+        capture_file(&mut state, path);
+        Ok(())
     }
 
     /// An fsync of directory `path`.
-    pub fn sync_dir(&self, path: &Path) {
+    pub fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut state = self.state();
-        if self.take(&mut state) {
-            capture_dir(&mut state, path);
+        if !self.take(&mut state) {
+            return self.lost();
         }
+        capture_dir(&mut state, path);
+        Ok(())
     }
 
     /// A `syncfs` of the file system holding the tree.
-    pub fn syncfs(&self) {
+    pub fn syncfs(&self) -> io::Result<()> {
         let mut state = self.state();
-        if self.take(&mut state) {
-            self.capture_tree(&mut state, &self.root);
+        if !self.take(&mut state) {
+            return self.lost();
         }
+        self.capture_tree(&mut state, &self.root);
+        Ok(())
     }
 
-    /// A committed transaction of the database file `db`: its bytes and its name are durable.
+    /// A committed transaction of the database file `db`: its bytes and its name are durable
+    /// (after the cut: lost, but the commit happened, so it cannot fail).
     pub fn committed(&self, db: &Path) {
         let mut state = self.state();
         if !self.take(&mut state) {
@@ -178,8 +206,7 @@ macro_rules! shadow_seam {
                 _file: &std::fs::File,
                 path: &std::path::Path,
             ) -> std::io::Result<()> {
-                self.0.sync_file(path);
-                Ok(())
+                self.0.sync_file(path)
             }
 
             fn sync_dir(
@@ -187,13 +214,11 @@ macro_rules! shadow_seam {
                 _dir: &std::fs::File,
                 path: &std::path::Path,
             ) -> std::io::Result<()> {
-                self.0.sync_dir(path);
-                Ok(())
+                self.0.sync_dir(path)
             }
 
             fn syncfs(&self, _fd: &std::fs::File, _root: &std::path::Path) -> std::io::Result<()> {
-                self.0.syncfs();
-                Ok(())
+                self.0.syncfs()
             }
 
             fn committed(&self, db: &std::path::Path) {
@@ -299,13 +324,13 @@ mod tests {
         fs::write(root.join("unsynced"), "data").unwrap();
         fs::create_dir(root.join("sub")).unwrap();
         fs::write(root.join("sub/named-only"), "data").unwrap();
-        disk.sync_file(&root.join("synced"));
-        disk.sync_dir(&root);
-        disk.sync_dir(&root.join("sub"));
+        disk.sync_file(&root.join("synced")).unwrap();
+        disk.sync_dir(&root).unwrap();
+        disk.sync_dir(&root.join("sub")).unwrap();
         // After the cut: lost.
         fs::write(root.join("late"), "data").unwrap();
-        disk.sync_file(&root.join("unsynced"));
-        disk.sync_dir(&root);
+        disk.sync_file(&root.join("unsynced")).unwrap();
+        disk.sync_dir(&root).unwrap();
         assert_eq!(disk.count(), 5);
 
         let after = dir.join("after");
@@ -328,18 +353,29 @@ mod tests {
         fs::create_dir_all(root.join("objects")).unwrap();
         let disk = ShadowDisk::new(&root, None);
         fs::write(root.join("tmp/o"), "bytes").unwrap();
-        disk.sync_file(&root.join("tmp/o"));
+        disk.sync_file(&root.join("tmp/o")).unwrap();
         fs::rename(root.join("tmp/o"), root.join("objects/o")).unwrap();
         let before = dir.join("before");
         disk.reboot(&before);
         assert!(!before.join("objects/o").exists());
-        disk.sync_dir(&root.join("objects"));
+        disk.sync_dir(&root.join("objects")).unwrap();
         let after = dir.join("after");
         disk.reboot(&after);
         assert_eq!(
             fs::read_to_string(after.join("objects/o")).unwrap(),
             "bytes"
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failing_disk_fails_every_flush_after_the_cut() {
+        let dir = tempfile_dir();
+        let disk = ShadowDisk::new(&dir, Some(1)).failing();
+        disk.sync_dir(&dir).unwrap();
+        assert!(disk.sync_dir(&dir).is_err());
+        assert!(disk.syncfs().is_err());
+        assert_eq!(disk.count(), 3);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -87,14 +87,21 @@ fn run(
         .collect()
 }
 
-/// A store at `dir/store` whose flushes go to a shadow disk that keeps the first `cut`.
-fn store_with_cut(dir: &Path, cut: Option<usize>) -> (Store, Arc<ShadowDisk>) {
+/// A store at `dir/store` whose flushes go to a shadow disk that keeps the first `cut` (and
+/// with `failing`, fails the rest); `None` if opening it failed at the cut.
+fn store_with_cut(
+    dir: &Path,
+    cut: Option<usize>,
+    failing: bool,
+) -> (Option<Store>, Arc<ShadowDisk>) {
     let root = dir.join("store");
     // An empty root counts as durable; everything the store makes in it must be flushed.
     std::fs::create_dir_all(&root).unwrap();
-    let disk = Arc::new(ShadowDisk::new(&root, cut));
-    let store = Store::open_with_sync(&root, Arc::new(Seam(disk.clone()))).unwrap();
-    (store, disk)
+    let disk = ShadowDisk::new(&root, cut);
+    let disk = Arc::new(if failing { disk.failing() } else { disk });
+    let store = Store::open_with_sync(&root, Arc::new(Seam(disk.clone())));
+    assert!(store.is_ok() || failing, "{store:?}");
+    (store.ok(), disk)
 }
 
 /// Whether every layer of `image` exports bit for bit.
@@ -121,17 +128,20 @@ fn every_acknowledged_operation_survives_a_power_cut_after_any_flush() {
     let sources = Sources::new(tmp.path());
     let total = {
         let dir = tmp.path().join("count");
-        let (store, disk) = store_with_cut(&dir, None);
-        let acked = run(&store, tmp.path(), &sources, &disk);
+        let (store, disk) = store_with_cut(&dir, None, false);
+        let acked = run(&store.unwrap(), tmp.path(), &sources, &disk);
         assert!(acked.iter().all(Option::is_some), "{acked:?}");
         disk.count()
     };
     assert!(total > OPS.len(), "only {total} flushes");
-    for cut in 0..=total {
-        let dir = tmp.path().join(format!("cut-{cut}"));
-        let (store, disk) = store_with_cut(&dir, Some(cut));
-        let returned = run(&store, tmp.path(), &sources, &disk);
-        drop(store);
+    // Flushes after the cut pretend to succeed (the operations go on), or fail.
+    for (cut, failing) in (0..=total).flat_map(|cut| [(cut, false), (cut, true)]) {
+        let dir = tmp.path().join(format!("cut-{cut}-{failing}"));
+        let (store, disk) = store_with_cut(&dir, Some(cut), failing);
+        let returned = match store {
+            Some(store) => run(&store, tmp.path(), &sources, &disk),
+            None => vec![None; OPS.len()],
+        };
         // Acknowledged before the power went: returned success having seen at most `cut`
         // flushes (so its last flush, if any, reached the disk).
         let acked = |op: Op| {

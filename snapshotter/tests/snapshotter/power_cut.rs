@@ -90,26 +90,30 @@ fn every_acknowledged_operation_survives_a_power_cut_after_any_flush() {
     let tmp = tempfile::tempdir_in("/dev/shm")
         .or_else(|_| tempfile::tempdir())
         .unwrap();
-    let start = |dir: &Path, cut: Option<usize>| {
+    let start = |dir: &Path, cut: Option<usize>, failing: bool| {
         let root = dir.join("root");
         std::fs::create_dir_all(&root).unwrap();
         // An empty root counts as durable; everything the snapshotter makes must be flushed.
-        let disk = Arc::new(ShadowDisk::new(&root, cut));
-        let s = Snapshotter::open_with_sync(&root, Arc::new(Seam(disk.clone()))).unwrap();
-        (s, disk)
+        let disk = Arc::new(shadow(&root, cut, failing));
+        let s = Snapshotter::open_with_sync(&root, Arc::new(Seam(disk.clone())));
+        assert!(s.is_ok() || failing, "{:?}", s.err());
+        (s.ok(), disk)
     };
     let total = {
-        let (s, disk) = start(&tmp.path().join("count"), None);
-        let acked = run(&s, &disk);
+        let (s, disk) = start(&tmp.path().join("count"), None, false);
+        let acked = run(&s.unwrap(), &disk);
         assert!(acked.iter().all(Option::is_some), "{acked:?}");
         disk.count()
     };
     assert!(total > OPS.len(), "only {total} flushes");
-    for cut in 0..=total {
-        let dir = tmp.path().join(format!("cut-{cut}"));
-        let (s, disk) = start(&dir, Some(cut));
-        let returned = run(&s, &disk);
-        drop(s);
+    for (cut, failing) in (0..=total).flat_map(|cut| [(cut, false), (cut, true)]) {
+        let dir = tmp.path().join(format!("cut-{cut}-{failing}"));
+        let (s, disk) = start(&dir, Some(cut), failing);
+        // Opening may fail at the cut too.
+        let returned = match s {
+            Some(s) => run(&s, &disk),
+            None => vec![None; OPS.len()],
+        };
         let acked = |op: Op| {
             let i = OPS.iter().position(|o| *o == op).unwrap();
             returned[i].is_some_and(|count| count <= cut)
@@ -189,15 +193,21 @@ const STEPS: [Step; 4] = [
     Step::Remove,
 ];
 
-/// The upper dir of active snapshot `key`, from its mounts.
-fn upper(s: &Snapshotter, key: &str) -> std::path::PathBuf {
+/// The upper dir of active snapshot `key`, from its mounts; `None` if there is no such
+/// snapshot (its Prepare failed at the cut).
+fn upper(s: &Snapshotter, key: &str) -> Option<std::path::PathBuf> {
     s.mounts(key)
-        .unwrap()
+        .ok()?
         .iter()
         .flat_map(|m| m.options.iter())
         .find_map(|o| o.strip_prefix("upperdir="))
         .map(Into::into)
-        .unwrap_or_else(|| panic!("{key} has no upper dir"))
+}
+
+/// A shadow of `root` that keeps the first `cut` flushes (with `failing`, fails the rest).
+fn shadow(root: &Path, cut: Option<usize>, failing: bool) -> ShadowDisk {
+    let disk = ShadowDisk::new(root, cut);
+    if failing { disk.failing() } else { disk }
 }
 
 #[test]
@@ -213,18 +223,25 @@ fn the_deduplicating_commit_survives_a_power_cut_after_any_flush() {
     let oci = tmp.path().join("oci");
     crate::image::write_oci(&oci, "img", &[crate::image::layer(&empty, &base)]);
 
-    let run = |dir: &Path, cut: Option<usize>| {
+    let run = |dir: &Path, cut: Option<usize>, failing: bool| {
         let root = dir.join("root");
         std::fs::create_dir_all(&root).unwrap();
-        let disk = Arc::new(ShadowDisk::new(&root, cut));
+        let disk = Arc::new(shadow(&root, cut, failing));
         let seam: Arc<dyn SyncSeam> = Arc::new(Seam(disk.clone()));
         // The layer store's directories, made and flushed through the seam (a store opened
         // on the snapshotter's database below flushes through the kernel until `with_sync`).
-        drop(Store::open_with_sync(&root, seam.clone()).unwrap());
-        let s = Snapshotter::open_with_sync(&root, seam.clone()).unwrap();
-        let store = Store::open_with_db(&root, s.database())
-            .unwrap()
-            .with_sync(seam);
+        let opened = Store::open_with_sync(&root, seam.clone())
+            .ok()
+            .and_then(|_| Snapshotter::open_with_sync(&root, seam.clone()).ok())
+            .and_then(|s| {
+                let store = Store::open_with_db(&root, s.database()).ok()?;
+                Some((s, store.with_sync(seam)))
+            });
+        // Opening may fail at the cut too.
+        let Some((s, store)) = opened else {
+            assert!(failing, "cannot open");
+            return (vec![None; STEPS.len()], disk);
+        };
         let returned: Vec<Option<usize>> = STEPS
             .iter()
             .map(|step| {
@@ -246,9 +263,10 @@ fn the_deduplicating_commit_survives_a_power_cut_after_any_flush() {
                     Step::CommitImage => {
                         // The container's writes: the same bytes as the image's `shared`
                         // (deduplicated) and a new file.
-                        let upper = upper(&s, "c");
-                        std::fs::write(upper.join("copy"), vec![7u8; 50_000]).unwrap();
-                        std::fs::write(upper.join("new"), "new\n").unwrap();
+                        if let Some(upper) = upper(&s, "c") {
+                            std::fs::write(upper.join("copy"), vec![7u8; 50_000]).unwrap();
+                            std::fs::write(upper.join("new"), "new\n").unwrap();
+                        }
                         s.commit_image("c", &store, "img2")
                             .map(drop)
                             .map_err(|e| e.to_string())
@@ -260,12 +278,12 @@ fn the_deduplicating_commit_survives_a_power_cut_after_any_flush() {
             .collect();
         (returned, disk)
     };
-    let (returned, disk) = run(&tmp.path().join("count"), None);
+    let (returned, disk) = run(&tmp.path().join("count"), None, false);
     assert!(returned.iter().all(Option::is_some), "{returned:?}");
     let total = disk.count();
-    for cut in 0..=total {
-        let dir = tmp.path().join(format!("cut-{cut}"));
-        let (returned, disk) = run(&dir, Some(cut));
+    for (cut, failing) in (0..=total).flat_map(|cut| [(cut, false), (cut, true)]) {
+        let dir = tmp.path().join(format!("cut-{cut}-{failing}"));
+        let (returned, disk) = run(&dir, Some(cut), failing);
         let acked = |step: Step| {
             let i = STEPS.iter().position(|s| *s == step).unwrap();
             returned[i].is_some_and(|count| count <= cut)
