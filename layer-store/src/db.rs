@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use redb::{Database, MultimapTableDefinition, TableDefinition, WriteTransaction};
 
+use crate::durable::{self, SyncSeam};
 use crate::error::StoreError;
 use crate::lock;
 
@@ -27,34 +28,51 @@ pub(crate) const NAMES: TableDefinition<&str, &str> = TableDefinition::new("laye
 pub const GC_ROOTS: MultimapTableDefinition<&str, &str> =
     MultimapTableDefinition::new("layer_store.gc_roots");
 
-/// How the store reaches `strata.redb`.
+/// How the store reaches `strata.redb`, and whom it tells of each commit.
 #[derive(Debug)]
-pub(crate) enum DbAccess {
+pub(crate) struct DbAccess {
+    handle: Handle,
+    /// `strata.redb`.
+    path: PathBuf,
+    /// Told of every committed write transaction.
+    pub(crate) seam: Arc<dyn SyncSeam>,
+}
+
+/// Whether the database is open for good or per transaction.
+#[derive(Debug)]
+enum Handle {
     /// A handle owned by someone else in this process, kept open.
     Shared(Arc<Database>),
-    /// Opened per transaction under `db.lock`.
+    /// Opened per transaction under `db.lock` of the store root.
     Transient {
-        /// `strata.redb`.
-        path: PathBuf,
         /// The store root, whose `db.lock` serializes transactions across processes.
         root: PathBuf,
     },
 }
 
 impl DbAccess {
-    /// The database file.
+    /// The database of the store at `root`, opened per transaction.
     pub(crate) fn transient(root: &Path) -> Self {
-        DbAccess::Transient {
+        DbAccess {
+            handle: Handle::Transient {
+                root: root.to_owned(),
+            },
             path: root.join("strata.redb"),
-            root: root.to_owned(),
+            seam: durable::kernel(),
+        }
+    }
+
+    /// The database of the store at `root`, kept open by someone else as `db`.
+    pub(crate) fn shared(root: &Path, db: Arc<Database>) -> Self {
+        DbAccess {
+            handle: Handle::Shared(db),
+            path: root.join("strata.redb"),
+            seam: durable::kernel(),
         }
     }
 
     fn path(&self) -> PathBuf {
-        match self {
-            DbAccess::Shared(_) => PathBuf::from("strata.redb"),
-            DbAccess::Transient { path, .. } => path.clone(),
-        }
+        self.path.clone()
     }
 
     /// Runs `f` with the database open.
@@ -62,9 +80,10 @@ impl DbAccess {
         &self,
         f: impl FnOnce(&Database) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        match self {
-            DbAccess::Shared(db) => f(db),
-            DbAccess::Transient { path, root } => {
+        match &self.handle {
+            Handle::Shared(db) => f(db),
+            Handle::Transient { root } => {
+                let path = &self.path;
                 let _guard = lock::acquire_database(root)?;
                 let db = Database::create(path).map_err(|e| StoreError::db(path, e))?;
                 // Here rather than at `Store::open`: each open and close of the file costs
@@ -75,18 +94,20 @@ impl DbAccess {
         }
     }
 
-    /// Runs `f` in a write transaction and commits it.
+    /// Runs `f` in a write transaction and commits it (durably: redb's default).
     pub(crate) fn write<R>(
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         let path = self.path();
-        self.with(|db| {
+        let out = self.with(|db| {
             let txn = db.begin_write().map_err(|e| StoreError::db(&path, e))?;
             let out = f(&txn)?;
             txn.commit().map_err(|e| StoreError::db(&path, e))?;
             Ok(out)
-        })
+        })?;
+        self.seam.committed(&path);
+        Ok(out)
     }
 
     /// Runs `f` in a read transaction.
@@ -107,9 +128,9 @@ impl DbAccess {
     /// Prepares a handle for use: a shared one is open for good, so its tables are created now;
     /// a transient one gets them at each open.
     pub(crate) fn prepare(&self) -> Result<(), StoreError> {
-        match self {
-            DbAccess::Shared(db) => self.create_tables(db),
-            DbAccess::Transient { .. } => Ok(()),
+        match &self.handle {
+            Handle::Shared(db) => self.create_tables(db),
+            Handle::Transient { .. } => Ok(()),
         }
     }
 
@@ -141,7 +162,9 @@ impl DbAccess {
         txn.open_table(IMAGES).map_err(|e| self.err(e))?;
         txn.open_table(NAMES).map_err(|e| self.err(e))?;
         txn.open_multimap_table(GC_ROOTS).map_err(|e| self.err(e))?;
-        txn.commit().map_err(|e| self.err(e))
+        txn.commit().map_err(|e| self.err(e))?;
+        self.seam.committed(&self.path);
+        Ok(())
     }
 }
 

@@ -61,6 +61,7 @@ mod store;
 pub mod tarstream;
 
 pub use du::{DuReport, ImageUsage};
+pub use durable::{KernelSync, SyncSeam};
 pub use error::StoreError;
 pub use export::{ExportReport, LayerExport};
 pub use fsck::{FsckOptions, FsckReport, Problem};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use redb::{ReadableMultimapTable, ReadableTable};
 
 use crate::db::{self, DbAccess, GC_ROOTS, IMAGES, LAYERS, NAMES};
-use crate::durable::Written;
+use crate::durable::{self, SyncSeam, Written};
 use crate::error::{IoContext, StoreError};
 use crate::lock::{self, LockGuard, LockMode};
 use crate::name;
@@ -22,6 +22,8 @@ pub struct Store {
     pub(crate) objects: Objects,
     pub(crate) db: DbAccess,
     durability: Durability,
+    /// Every flush goes through it.
+    sync: Arc<dyn SyncSeam>,
 }
 
 /// Whether a commit waits for its files to reach stable storage.
@@ -41,9 +43,20 @@ impl Store {
     /// Opens (creating if needed) the store at `root`; the metadata database is opened per
     /// transaction, so other processes can use the store between them.
     pub fn open(root: impl AsRef<Path>) -> Result<Store, StoreError> {
-        let root = create_root(root.as_ref())?;
+        Store::open_with_sync(root, durable::kernel())
+    }
+
+    /// Like [`Store::open`], with every flush (and a notice of each database commit) going
+    /// through `sync` instead of the kernel, from the creation of the store's directories on:
+    /// a test seam, e.g. to model a power cut after any flush.
+    #[doc(hidden)]
+    pub fn open_with_sync(
+        root: impl AsRef<Path>,
+        sync: Arc<dyn SyncSeam>,
+    ) -> Result<Store, StoreError> {
+        let (root, created) = create_root(root.as_ref())?;
         let db = DbAccess::transient(&root);
-        Store::init(root, db)
+        Store::init(root, created, db, sync)
     }
 
     /// Opens the store at `root` using `db`, the caller's open handle of
@@ -52,8 +65,9 @@ impl Store {
         root: impl AsRef<Path>,
         db: Arc<redb::Database>,
     ) -> Result<Store, StoreError> {
-        let root = create_root(root.as_ref())?;
-        Store::init(root, DbAccess::Shared(db))
+        let (root, created) = create_root(root.as_ref())?;
+        let access = DbAccess::shared(&root, db);
+        Store::init(root, created, access, durable::kernel())
     }
 
     /// This store with `durability` instead of [`Durability::Immediate`].
@@ -62,10 +76,20 @@ impl Store {
         self
     }
 
+    /// This store with its flushes (and notices of database commits) going through `sync`
+    /// instead of the kernel: a test seam, e.g. to model a power cut after any flush. The
+    /// flushes of opening it went to the kernel; [`Store::open_with_sync`] routes those too.
+    #[doc(hidden)]
+    pub fn with_sync(mut self, sync: Arc<dyn SyncSeam>) -> Store {
+        self.db.seam = sync.clone();
+        self.sync = sync;
+        self
+    }
+
     /// Makes `written` durable before a commit, as the durability asks.
     pub(crate) fn sync(&self, written: Written) -> Result<(), StoreError> {
         match self.durability {
-            Durability::Immediate => written.sync(&self.root),
+            Durability::Immediate => written.sync(&self.root, self.sync.as_ref()),
             Durability::None => Ok(()),
         }
     }
@@ -75,20 +99,48 @@ impl Store {
         root.join("strata.redb")
     }
 
-    fn init(root: PathBuf, db: DbAccess) -> Result<Store, StoreError> {
+    /// Creates the store's directories in `root` (`created`: the root itself is new) and
+    /// opens it; names made now are flushed, or a power cut could take `layers/` away after
+    /// the first import returned.
+    fn init(
+        root: PathBuf,
+        created: bool,
+        mut db: DbAccess,
+        sync: Arc<dyn SyncSeam>,
+    ) -> Result<Store, StoreError> {
+        let mut written = Written::default();
+        if let Some(parent) = root.parent().filter(|_| created) {
+            // A relative root's parent may be "": the current directory.
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            written.add(parent.to_path_buf());
+        }
+        let mut made = false;
         for dir in ["objects", "layers", "tmp", "checkouts", "quarantine"] {
             let path = root.join(dir);
             match fs::create_dir(&path) {
+                Ok(()) => made = true,
                 Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e).at(&path),
-                _ => {}
+                Err(_) => {}
             }
         }
+        if made {
+            written.add(root.clone());
+        }
+        if !written.is_empty() {
+            written.sync(&root, sync.as_ref())?;
+        }
         let objects = Objects::open(Store::objects_path(&root))?;
+        db.seam = sync.clone();
         let store = Store {
             root,
             objects,
             db,
             durability: Durability::default(),
+            sync,
         };
         store.db.prepare()?;
         Ok(store)
@@ -467,12 +519,14 @@ fn resolve(
 
 /// Creates the store root `root` if it is missing (with its parents); a root that exists as
 /// something other than a directory is refused by name rather than as "File exists".
-fn create_root(root: &Path) -> Result<PathBuf, StoreError> {
+/// Returns the root and whether it was created.
+fn create_root(root: &Path) -> Result<(PathBuf, bool), StoreError> {
+    let existed = root.is_dir();
     match fs::create_dir_all(root) {
         Err(_) if root.exists() && !root.is_dir() => Err(StoreError::RootNotADirectory {
             path: root.to_path_buf(),
         }),
-        created => created.at(root).map(|()| root.to_path_buf()),
+        created => created.at(root).map(|()| (root.to_path_buf(), !existed)),
     }
 }
 

@@ -56,6 +56,8 @@ pub(crate) struct Batcher {
     queue: Mutex<Vec<Job>>,
     leader: Mutex<()>,
     sync_dirs: Box<dyn Fn() -> Result<()> + Send + Sync>,
+    /// Told of each durable commit (see `SyncSeam::committed`).
+    committed: Box<dyn Fn() + Send + Sync>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -63,12 +65,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Batcher {
-    pub fn new(db: Arc<Database>, sync_dirs: Box<dyn Fn() -> Result<()> + Send + Sync>) -> Self {
+    pub fn new(
+        db: Arc<Database>,
+        sync_dirs: Box<dyn Fn() -> Result<()> + Send + Sync>,
+        committed: Box<dyn Fn() + Send + Sync>,
+    ) -> Self {
         Batcher {
             db,
             queue: Mutex::new(Vec::new()),
             leader: Mutex::new(()),
             sync_dirs,
+            committed,
         }
     }
 
@@ -176,9 +183,13 @@ impl Batcher {
                 } else {
                     Ok(())
                 };
-                synced
+                let outcome = synced
                     .and_then(|()| txn.commit().map_err(Error::from))
-                    .map_err(Arc::new)
+                    .map_err(Arc::new);
+                if outcome.is_ok() {
+                    (self.committed)();
+                }
+                outcome
             }
         };
         for finish in finishers {

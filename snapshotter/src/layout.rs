@@ -10,7 +10,10 @@ use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use strata_layer_store::SyncSeam;
 
 use crate::error::{Error, Result};
 use crate::info::Usage;
@@ -27,10 +30,12 @@ pub(crate) struct Layout {
     /// Names this handle's staging dirs, so that cleanup spares the ones still in flight.
     token: String,
     staged: AtomicU64,
+    /// Every fsync goes through it.
+    sync: Arc<dyn SyncSeam>,
 }
 
 impl Layout {
-    pub fn create(root: &Path) -> Result<Layout> {
+    pub fn create(root: &Path, sync: Arc<dyn SyncSeam>) -> Result<Layout> {
         let layout = Layout {
             root: root.to_owned(),
             snapshots: root.join("snapshots"),
@@ -41,19 +46,31 @@ impl Layout {
                 crate::record::now_nanos()
             ),
             staged: AtomicU64::new(0),
+            sync,
         };
         for dir in [&layout.root, &layout.snapshots, &layout.tmp] {
+            let existed = dir.is_dir();
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
                 .map_err(Error::io("create", dir))?;
+            // A name made now is durable once its parent is flushed: without it, a power cut
+            // could take `snapshots/` (and every snapshot in it) away after a commit returned.
+            if let Some(parent) = dir.parent().filter(|_| !existed) {
+                fsync_dir(layout.sync.as_ref(), parent)?;
+            }
         }
         Ok(layout)
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The seam every flush goes through.
+    pub fn sync(&self) -> &Arc<dyn SyncSeam> {
+        &self.sync
     }
 
     pub fn dir(&self, id: u64) -> PathBuf {
@@ -79,8 +96,30 @@ impl Layout {
     }
 
     /// Builds a new snapshot dir under `tmp/`: `fs/` (0755, like a fresh root) and, when the
-    /// snapshot will be an overlay upper, `work/`.
+    /// snapshot will be an overlay upper, `work/`; durable, ready for [`Layout::publish`].
     pub fn stage(&self, with_work: bool) -> Result<PathBuf> {
+        let dir = self.stage_unsynced(with_work)?;
+        self.sync_staged(std::slice::from_ref(&dir))
+            .inspect_err(|_| self.discard(&dir))?;
+        Ok(dir)
+    }
+
+    /// `count` dirs as [`Layout::stage`] builds them, flushed in parallel (concurrent fsyncs
+    /// share journal commits). On an error none is left.
+    pub fn stage_many(&self, count: usize, with_work: bool) -> Result<Vec<PathBuf>> {
+        let mut staged = Vec::with_capacity(count);
+        let built = (0..count).try_for_each(|_| {
+            staged.push(self.stage_unsynced(with_work)?);
+            Ok(())
+        });
+        if let Err(err) = built.and_then(|()| self.sync_staged(&staged)) {
+            staged.iter().for_each(|d| self.discard(d));
+            return Err(err);
+        }
+        Ok(staged)
+    }
+
+    fn stage_unsynced(&self, with_work: bool) -> Result<PathBuf> {
         let n = self.staged.fetch_add(1, Ordering::Relaxed);
         let dir = self.tmp.join(format!("{}{n}", self.token));
         let mut subdirs = vec!["fs"];
@@ -94,6 +133,27 @@ impl Layout {
         Ok(dir)
     }
 
+    /// Makes the entries of staged dirs durable before their renames into `snapshots/` are:
+    /// after a power cut, a snapshot dir without `fs/` cannot be mounted.
+    fn sync_staged(&self, staged: &[PathBuf]) -> Result<()> {
+        const THREADS: usize = 8;
+        let chunk = staged.len().div_ceil(THREADS).max(1);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = staged
+                .chunks(chunk)
+                .map(|dirs| {
+                    scope.spawn(|| {
+                        dirs.iter()
+                            .try_for_each(|d| fsync_dir(self.sync.as_ref(), d))
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .try_for_each(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        })
+    }
+
     /// Moves a staged dir to `snapshots/<id>`; durable once [`Layout::sync_snapshots`] returns.
     pub fn publish(&self, staged: &Path, id: u64) -> Result<()> {
         let target = self.dir(id);
@@ -102,7 +162,7 @@ impl Layout {
 
     /// Makes renames into (and out of) `snapshots/` durable.
     pub fn sync_snapshots(&self) -> Result<()> {
-        fsync_dir(&self.snapshots)
+        fsync_dir(self.sync.as_ref(), &self.snapshots)
     }
 
     /// Removes a snapshot's dir; a crash half-way leaves a dir no record names, which
@@ -155,16 +215,10 @@ fn mkdir(path: &Path, mode: u32) -> Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(Error::io("chmod", path))
 }
 
-/// # References
-/// - [fsync(2)](https://man7.org/linux/man-pages/man2/fsync.2.html)
-fn fsync_dir(path: &Path) -> Result<()> {
-    let dir = rustix::fs::open(
-        path,
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| Error::io("open", path)(e.into()))?;
-    rustix::fs::fsync(&dir).map_err(|e| Error::io("fsync", path)(e.into()))
+/// Makes the entries of directory `path` durable through `sync`.
+fn fsync_dir(sync: &dyn SyncSeam, path: &Path) -> Result<()> {
+    let dir = fs::File::open(path).map_err(Error::io("open", path))?;
+    sync.sync_dir(&dir, path).map_err(Error::io("fsync", path))
 }
 
 fn remove_tree(path: &Path) {

@@ -123,7 +123,11 @@ mod tests {
     #[test]
     fn shapes_match_containerd() {
         let root = tempfile::tempdir().unwrap();
-        let layout = Layout::create(root.path()).unwrap();
+        let layout = Layout::create(
+            root.path(),
+            std::sync::Arc::new(strata_layer_store::KernelSync),
+        )
+        .unwrap();
         let r = root.path().display();
         let opts = OverlayOptions::default();
         let spec = |kind, parents: &[u64]| spec(&layout, &placement(kind, parents), &opts);
@@ -168,7 +172,11 @@ mod tests {
     #[test]
     fn layers_go_below_the_parents_with_objects_as_data_lower() {
         let root = tempfile::tempdir().unwrap();
-        let layout = Layout::create(root.path()).unwrap();
+        let layout = Layout::create(
+            root.path(),
+            std::sync::Arc::new(strata_layer_store::KernelSync),
+        )
+        .unwrap();
         let r = root.path().display();
         let on_layers = |kind, parent_ids: &[u64], data_lower| Placement {
             id: 9,

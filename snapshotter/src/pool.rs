@@ -1,11 +1,13 @@
 //! Spare snapshot dirs, made durable ahead of time, so that Prepare and View need one fsync (the
 //! metadata commit) instead of two.
 //!
-//! A refill builds [`REFILL`] empty dirs (`fs/` 0755 and `work/`) under `tmp/`, and in one
-//! transaction allocates their ids, renames them to `snapshots/<id>`, fsyncs `snapshots/` and
-//! records the ids in the `pool` table: the same tmp-then-rename-at-the-commit-point rule as any
-//! snapshot dir. Prepare then takes an id from the table inside its own transaction; with the
-//! pool empty it builds and publishes a dir itself (and the batch fsyncs `snapshots/`).
+//! A refill builds [`REFILL`] empty dirs (`fs/` 0755 and `work/`) under `tmp/`, flushes them
+//! in parallel (a dir renamed into place without its entries flushed may come back empty after
+//! a power cut), and in one transaction allocates their ids, renames them to `snapshots/<id>`,
+//! fsyncs `snapshots/` and records the ids in the `pool` table: the same
+//! tmp-then-rename-at-the-commit-point rule as any snapshot dir. Prepare then takes an id from
+//! the table inside its own transaction; with the pool empty it builds, flushes and publishes a
+//! dir itself (and the batch fsyncs `snapshots/`).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -57,16 +59,7 @@ impl Pool {
     }
 
     fn refill(&self, batcher: &Batcher, layout: &std::sync::Arc<Layout>) -> Result<()> {
-        let mut staged = Vec::with_capacity(REFILL);
-        for _ in 0..REFILL {
-            match layout.stage(true) {
-                Ok(dir) => staged.push(dir),
-                Err(err) => {
-                    staged.iter().for_each(|d| layout.discard(d));
-                    return Err(err);
-                }
-            }
-        }
+        let staged = layout.stage_many(REFILL, true)?;
         let job_layout = layout.clone();
         let job_staged = staged.clone();
         let result = batcher.write(move |txn| {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use strata_cow::overlay::OverlayOptions;
-use strata_layer_store::DatabaseOwner;
+use strata_layer_store::{DatabaseOwner, KernelSync, SyncSeam};
 
 use redb::{Database, ReadableDatabase, ReadableMultimapTable, ReadableTable};
 
@@ -71,8 +71,17 @@ impl Snapshotter {
     /// processes using the store (the layer store's CLI commands, another snapshotter) fail
     /// with an error naming this process rather than open the database beside it.
     pub fn open(root: impl AsRef<Path>) -> Result<Snapshotter> {
+        Snapshotter::open_with_sync(root, Arc::new(KernelSync))
+    }
+
+    /// Like [`Snapshotter::open`], with every flush (and a notice of each database commit)
+    /// going through `sync` instead of the kernel: a test seam, e.g. to model a power cut
+    /// after any flush. Give a layer store on the same root the same seam
+    /// (`strata_layer_store::Store::with_sync`).
+    #[doc(hidden)]
+    pub fn open_with_sync(root: impl AsRef<Path>, sync: Arc<dyn SyncSeam>) -> Result<Snapshotter> {
         let root = root.as_ref();
-        let layout = Layout::create(root)?;
+        let layout = Layout::create(root, sync)?;
         let owner = DatabaseOwner::acquire(root).map_err(|e| Error::Store(Box::new(e)))?;
         let db = Database::create(root.join("strata.redb"))?;
         let mut snapshotter = Snapshotter::with_layout(layout, Arc::new(db))?;
@@ -89,16 +98,19 @@ impl Snapshotter {
     /// Like [`Snapshotter::open`], on a database the caller already opened (redb allows one
     /// handle per file per process, so crates sharing `strata.redb` share the handle).
     pub fn open_with_database(root: impl AsRef<Path>, db: Arc<Database>) -> Result<Snapshotter> {
-        Snapshotter::with_layout(Layout::create(root.as_ref())?, db)
+        Snapshotter::with_layout(Layout::create(root.as_ref(), Arc::new(KernelSync))?, db)
     }
 
     fn with_layout(layout: Layout, db: Arc<Database>) -> Result<Snapshotter> {
         let txn = db.begin_write()?;
         tables::create(&txn)?;
         txn.commit()?;
+        let db_path = layout.root().join("strata.redb");
+        layout.sync().committed(&db_path);
         let pool = Arc::new(Pool::new(pool::count(&db)?));
         let layout = Arc::new(layout);
         let sync_layout = layout.clone();
+        let commit_layout = layout.clone();
         let snapshotter = Snapshotter {
             layout,
             // Without CAP_SYS_ADMIN overlay keeps its xattrs in user.overlay.* (rootless).
@@ -106,7 +118,11 @@ impl Snapshotter {
                 userxattr: !rustix::process::geteuid().is_root(),
                 ..OverlayOptions::default()
             },
-            batcher: Batcher::new(db, Box::new(move || sync_layout.sync_snapshots())),
+            batcher: Batcher::new(
+                db,
+                Box::new(move || sync_layout.sync_snapshots()),
+                Box::new(move || commit_layout.sync().committed(&db_path)),
+            ),
             pool,
             closed: AtomicBool::new(false),
             _db_owner: None,

@@ -14,6 +14,7 @@
 
 pub mod hostile;
 pub mod loopfs;
+pub mod shadow;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -10,6 +10,7 @@ mod import_export;
 mod interop;
 mod materialize;
 mod names;
+mod power_cut;
 mod props;
 mod races;
 mod record_sample;

@@ -73,7 +73,7 @@ fn assert_committed_history(store: &Store, name: &str, layers: usize) {
 }
 
 /// The layer turning tree `old` into tree `new`.
-fn layer(old: &Path, new: &Path) -> Vec<u8> {
+pub fn layer(old: &Path, new: &Path) -> Vec<u8> {
     let set = strata_diff::changes(old, new, &DiffOptions::default()).unwrap();
     let mut tar = Vec::new();
     strata_diff::write_layer(&set, &WriteOptions::new(Compression::None), &mut tar).unwrap();

@@ -6,6 +6,7 @@ mod crash;
 mod fstest;
 mod hostile;
 mod image;
+mod power_cut;
 mod semantics;
 
 use strata_snapshotter::{Labels, Snapshotter};
