@@ -163,7 +163,7 @@ fn push_pull_history_through_the_cli() -> anyhow::Result<()> {
     let text = String::from_utf8(text.stdout)?;
     let lines: Vec<&str> = text.lines().collect();
     // Newest first, as docker history prints.
-    assert!(lines[1].contains("RUN make app") && lines[1].contains(&digests[1][..19]));
+    assert!(lines[1].contains("RUN make app") && lines[1].contains(&digests[1][7..19]));
     assert!(lines[2].contains("<missing>") && lines[2].contains("ENV MODE=app"));
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use strata_layer_store::name::familiar;
-use strata_layer_store::{ImportOptions, Store};
+use strata_layer_store::{ImportOptions, ImportProgress, Store};
 
 use crate::global::{Access, Global};
 
@@ -64,8 +64,13 @@ impl Command {
                         spooled.path()
                     }
                 };
+                let bar = super::store::Bar::on_terminal(global);
+                let options = ImportOptions {
+                    progress: bar.as_ref().map(|b| b as &dyn ImportProgress),
+                    ..ImportOptions::default()
+                };
                 let mut report = store
-                    .import(source, &ImportOptions::default())
+                    .import(source, &options)
                     .with_context(|| match &input {
                         Some(path) => format!("loading {}", path.display()),
                         None => "loading the archive on stdin".to_owned(),

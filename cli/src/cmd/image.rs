@@ -38,12 +38,27 @@ pub enum Command {
         /// The image: a name or at least 4 hex digits of its id.
         image: String,
     },
+    /// Show an image's history: each step with the layer it made, newest first.
+    History {
+        /// The image: a name or at least 4 hex digits of its id.
+        image: String,
+    },
     /// List layers by diff_id.
     Layers {
         /// Print layer diff_ids only.
         #[arg(short, long)]
         quiet: bool,
     },
+}
+
+/// `text` cut to `max` characters with an ellipsis, as docker cuts CREATED BY.
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max - 1).collect();
+    out.push('…');
+    out
 }
 
 /// One image as `images --json` and `inspect` describe it.
@@ -243,6 +258,38 @@ impl Command {
                     }),
                     || format!("Untagged: {image}"),
                 )
+            }
+            Command::History { image } => {
+                let history = store
+                    .history(&image)
+                    .with_context(|| format!("history of {image}"))?;
+                global.emit(&history, || {
+                    let now = SystemTime::now();
+                    let mut table = Table::new(&["LAYER", "BLOB", "CREATED", "CREATED BY", "SIZE"]);
+                    for entry in history.iter().rev() {
+                        let (layer, blob, size) = match &entry.layer {
+                            Some(l) => (
+                                short(&l.diff_id).to_owned(),
+                                short(&l.digest).to_owned(),
+                                human(l.size),
+                            ),
+                            None => ("<missing>".to_owned(), String::new(), "0B".to_owned()),
+                        };
+                        let created = entry
+                            .created
+                            .as_deref()
+                            .and_then(parse_rfc3339)
+                            .map_or("N/A".to_owned(), |t| ago(t, now));
+                        table.row(vec![
+                            layer,
+                            blob,
+                            created,
+                            truncate(entry.created_by.as_deref().unwrap_or(""), 45),
+                            size,
+                        ]);
+                    }
+                    table.render()
+                })
             }
             Command::Layers { quiet } => {
                 let rows: Vec<LayerRow> = store

@@ -100,11 +100,6 @@ pub enum Command {
         #[command(flatten)]
         registry: RegistryArgs,
     },
-    /// Show an image's layers with the command that made each (newest first).
-    History {
-        /// Image tag or id.
-        image: String,
-    },
 }
 
 /// One progress bar per layer, on a terminal.
@@ -231,29 +226,6 @@ impl Command {
                         ));
                     }
                     text.push_str(&format!("\n{} bytes uploaded", report.bytes_uploaded));
-                    text
-                })
-            }
-            Command::History { image } => {
-                let history = store
-                    .history(&image)
-                    .with_context(|| format!("history of {image}"))?;
-                global.emit(&history, || {
-                    let mut text = format!(
-                        "{:<19}  {:>12}  {:<25}  CREATED BY",
-                        "LAYER", "SIZE", "CREATED"
-                    );
-                    for entry in history.iter().rev() {
-                        let (layer, size) = match &entry.layer {
-                            Some(l) => (l.digest.chars().take(19).collect(), l.size.to_string()),
-                            None => ("<missing>".to_owned(), "0".to_owned()),
-                        };
-                        text.push_str(&format!(
-                            "\n{layer:<19}  {size:>12}  {:<25}  {}",
-                            entry.created.as_deref().unwrap_or(""),
-                            entry.created_by.as_deref().unwrap_or(""),
-                        ));
-                    }
                     text
                 })
             }

@@ -67,8 +67,24 @@ fn parse_strategy(s: &str) -> Result<Strategy, String> {
     })
 }
 
-/// A progress bar on stderr, shown only on a terminal.
-struct Bar(indicatif::ProgressBar);
+/// A progress bar of bytes on stderr.
+pub(super) struct Bar(indicatif::ProgressBar);
+
+impl Bar {
+    /// A bar when stderr is a terminal and the output is not JSON; otherwise nothing.
+    pub(super) fn on_terminal(global: &Global) -> Option<Bar> {
+        (std::io::stderr().is_terminal() && !global.json).then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            Bar(bar)
+        })
+    }
+}
 
 impl ImportProgress for Bar {
     fn start(&self, total: u64) {
@@ -94,16 +110,7 @@ impl Command {
                 strategy,
                 trusted,
             } => {
-                let bar = std::io::stderr().is_terminal().then(|| {
-                    let bar = indicatif::ProgressBar::new(0);
-                    bar.set_style(
-                        indicatif::ProgressStyle::with_template(
-                            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec}",
-                        )
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                    );
-                    Bar(bar)
-                });
+                let bar = Bar::on_terminal(global);
                 let options = ImportOptions {
                     name,
                     progress: bar.as_ref().map(|b| b as &dyn ImportProgress),
