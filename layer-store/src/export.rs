@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::compress::Compressor;
 use crate::digest::{HashingWriter, Sha256};
 use crate::error::{IoContext, StoreError};
+use crate::progress::{Progress, Reporting};
 use crate::record::{Chunk, ImageRecord, LayerRecord};
 use crate::staging::{StagedDir, create_dir_at, create_file_at, rename_at};
 use crate::store::Store;
@@ -81,11 +82,25 @@ impl Store {
         record: &LayerRecord,
         out: impl Write,
     ) -> Result<(Sha256, u64), StoreError> {
+        self.write_blob_reporting(record, out, None)
+    }
+
+    /// [`write_layer_blob`](Store::write_layer_blob), reporting the tar bytes to `progress`.
+    fn write_blob_reporting(
+        &self,
+        record: &LayerRecord,
+        out: impl Write,
+        progress: Option<&dyn Progress>,
+    ) -> Result<(Sha256, u64), StoreError> {
         let hashing = HashingWriter::new(BufWriter::with_capacity(1 << 20, out));
-        let mut compressor = Compressor::new(&record.compression, record.tar_size, hashing)
+        let compressor = Compressor::new(&record.compression, record.tar_size, hashing)
             .map_err(|e| export_io("blob", e))?;
-        self.write_layer_tar(record, &mut compressor)?;
-        let hashing = compressor.finish().map_err(|e| export_io("blob", e))?;
+        let mut tar = Reporting {
+            inner: compressor,
+            progress,
+        };
+        self.write_layer_tar(record, &mut tar)?;
+        let hashing = tar.inner.finish().map_err(|e| export_io("blob", e))?;
         let (digest, size, mut inner) = hashing.finish();
         inner.flush().map_err(|e| export_io("blob", e))?;
         Ok((Sha256(digest), size))
@@ -99,9 +114,20 @@ impl Store {
     /// `staging.rs`), so a shared writable parent such as `/tmp` is safe: a symlink or a
     /// directory at `dest` makes the export fail rather than write through it.
     pub fn export(&self, name: &str, dest: &Path) -> Result<ExportReport, StoreError> {
+        self.export_with_progress(name, dest, None)
+    }
+
+    /// [`export`](Store::export), reporting the uncompressed tar bytes of its layers to
+    /// `progress` as they are written.
+    pub fn export_with_progress(
+        &self,
+        name: &str,
+        dest: &Path,
+        progress: Option<&dyn Progress>,
+    ) -> Result<ExportReport, StoreError> {
         let image = self.image(name)?;
         let staged = StagedDir::create(dest)?;
-        let report = self.export_into(&image, &staged)?;
+        let report = self.export_into(&image, &staged, progress)?;
         staged.publish()?;
         Ok(report)
     }
@@ -110,6 +136,7 @@ impl Store {
         &self,
         image: &ImageRecord,
         out: &StagedDir,
+        progress: Option<&dyn Progress>,
     ) -> Result<ExportReport, StoreError> {
         let root = out.path();
         let blobs_path = root.join("blobs/sha256");
@@ -154,6 +181,12 @@ impl Store {
                 distinct.push(diff_id);
             }
         }
+        if let Some(progress) = progress {
+            let ids: Vec<String> = distinct.iter().map(|d| d.hex()).collect();
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let metas = self.layer_metas(&ids)?;
+            progress.start(metas.iter().flatten().map(|m| m.tar_size).sum());
+        }
         let written: Vec<(Sha256, u64)> = distinct
             .par_iter()
             .enumerate()
@@ -161,7 +194,7 @@ impl Store {
                 let record = self.layer_record(&diff_id.hex())?;
                 let tmp = format!("tmp.{i}");
                 let file = create_file_at(&blobs, &tmp).at(&blobs_path.join(&tmp))?;
-                let (digest, size) = self.write_layer_blob(&record, file)?;
+                let (digest, size) = self.write_blob_reporting(&record, file, progress)?;
                 rename_at(&blobs, &tmp, &digest.hex()).at(&blobs_path.join(digest.hex()))?;
                 Ok((digest, size))
             })

@@ -55,6 +55,7 @@ mod lock;
 pub mod materialize;
 pub mod name;
 pub mod object;
+mod progress;
 pub mod record;
 mod staging;
 mod store;
@@ -73,5 +74,6 @@ pub use import::{
 pub use limits::{Limit, Limits};
 pub use lock::{DatabaseOwner, LockGuard};
 pub use materialize::{MaterializeError, probe_strategy};
+pub use progress::Progress;
 pub use record::{ImageRecord, LayerMeta, LayerRecord, Strategy};
 pub use store::{Durability, MIN_ID_PREFIX, Store};

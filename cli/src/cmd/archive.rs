@@ -42,7 +42,8 @@ impl Command {
                         "save {image}: refusing to write an archive to a terminal; pass -o FILE or redirect stdout"
                     );
                 }
-                save(&store, &image, output.as_deref())
+                let bar = super::store::Bar::on_terminal(global);
+                save(&store, &image, output.as_deref(), bar.as_ref())
                     .with_context(|| format!("saving {image}"))?;
                 if let Some(output) = &output {
                     global.emit(&serde_json::json!({ "saved": output }), String::new)?;
@@ -97,7 +98,12 @@ impl Command {
 
 /// Exports `image` to a staging layout, adds docker's `manifest.json`, and tars it to `output`
 /// or stdout.
-fn save(store: &Store, image: &str, output: Option<&Path>) -> anyhow::Result<()> {
+fn save(
+    store: &Store,
+    image: &str,
+    output: Option<&Path>,
+    bar: Option<&super::store::Bar>,
+) -> anyhow::Result<()> {
     let staging_parent = match output.and_then(Path::parent) {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         Some(_) => PathBuf::from("."),
@@ -108,7 +114,8 @@ fn save(store: &Store, image: &str, output: Option<&Path>) -> anyhow::Result<()>
         .tempdir_in(&staging_parent)
         .with_context(|| format!("creating a staging dir in {}", staging_parent.display()))?;
     let layout = staging.path().join("layout");
-    let report = store.export(image, &layout)?;
+    let progress = bar.map(|b| b as &dyn ImportProgress);
+    let report = store.export_with_progress(image, &layout, progress)?;
     let record = store.image(image)?;
     write_docker_manifest(&layout, &report.manifest, &record.tags)?;
     match output {

@@ -146,8 +146,10 @@ impl Command {
             }
             Command::Export { image, output } => {
                 refuse_export_to(&output)?;
+                let bar = Bar::on_terminal(global);
+                let progress = bar.as_ref().map(|b| b as &dyn ImportProgress);
                 let report = store
-                    .export(&image, &output)
+                    .export_with_progress(&image, &output, progress)
                     .with_context(|| format!("exporting {image} to {}", output.display()))?;
                 global.emit(&report, || {
                     let same = report.layers.iter().filter(|l| l.reproduced).count();

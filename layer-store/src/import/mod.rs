@@ -147,14 +147,9 @@ pub enum ImportError {
     },
 }
 
-/// Receives progress of an import: total compressed bytes first (0 when unknown), then
-/// increments as they are read, from several threads.
-pub trait ImportProgress: Sync {
-    /// The number of compressed bytes this import will read, when known.
-    fn start(&self, total: u64);
-    /// `bytes` more were read.
-    fn advance(&self, bytes: u64);
-}
+/// The progress an import reports: compressed bytes read (the same trait as every other
+/// operation's, under its former name).
+pub use crate::progress::Progress as ImportProgress;
 
 /// Whether an import also builds the stub trees of the layers it stages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -154,3 +154,34 @@ fn shared_files_across_unrelated_images_are_stored_once() -> anyhow::Result<()> 
     assert!(du.object_bytes >= big.len() as u64, "{du:?}");
     Ok(())
 }
+
+#[test]
+fn export_reports_its_progress_in_tar_bytes() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use strata_layer_store::Progress;
+    #[derive(Default)]
+    struct Counted {
+        total: AtomicU64,
+        done: AtomicU64,
+    }
+    impl Progress for Counted {
+        fn start(&self, total: u64) {
+            self.total.store(total, Ordering::Relaxed);
+        }
+        fn advance(&self, bytes: u64) {
+            self.done.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let image = Image::new(&sample_layers(), Comp::Gzip);
+    image.write_oci(&tmp.path().join("src"), "x");
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    import(&store, &tmp.path().join("src"), "x").unwrap();
+    let counted = Counted::default();
+    store
+        .export_with_progress("x", &tmp.path().join("out"), Some(&counted))
+        .unwrap();
+    let tars: u64 = image.tars.iter().map(|t| t.len() as u64).sum();
+    assert_eq!(counted.total.load(Ordering::Relaxed), tars);
+    assert_eq!(counted.done.load(Ordering::Relaxed), tars);
+}
