@@ -275,13 +275,7 @@ impl Store {
             let names = txn.open_table(NAMES).map_err(|e| self.db.err(e))?;
             let images = txn.open_table(IMAGES).map_err(|e| self.db.err(e))?;
             let id = resolve(&self.db, &names, &images, name)?;
-            let value = images
-                .get(id.as_str())
-                .map_err(|e| self.db.err(e))?
-                .ok_or_else(|| StoreError::ImageNotFound {
-                    name: name.to_owned(),
-                })?;
-            Ok(record::decode(Kind::Image, value.value())?)
+            image_record(&self.db, &images, &id, name)
         })
     }
 
@@ -304,14 +298,7 @@ impl Store {
             if let Some(previous) = previous.filter(|p| *p != id) {
                 crate::import::untag(&mut images, &previous, &target, &self.db)?;
             }
-            let value = images
-                .get(id.as_str())
-                .map_err(|e| self.db.err(e))?
-                .ok_or_else(|| StoreError::ImageNotFound {
-                    name: source.to_owned(),
-                })?;
-            let mut image: ImageRecord = record::decode(Kind::Image, value.value())?;
-            drop(value);
+            let mut image = image_record(&self.db, &images, &id, source)?;
             if !image.tags.contains(&target) {
                 image.tags.push(target.clone());
             }
@@ -404,15 +391,7 @@ impl Store {
             // Read inside the transaction that changes it: a concurrent import, tag or rmi
             // commits before or after, never in between.
             let id = resolve(&self.db, &names, &images, name)?;
-            let image: ImageRecord = {
-                let value = images
-                    .get(id.as_str())
-                    .map_err(|e| self.db.err(e))?
-                    .ok_or_else(|| StoreError::ImageNotFound {
-                        name: name.to_owned(),
-                    })?;
-                record::decode(Kind::Image, value.value())?
-            };
+            let image = image_record(&self.db, &images, &id, name)?;
             let tag = name::normalize(name).ok();
             let named = |t: &String| t == name || Some(t) == tag.as_ref();
             let tags: Vec<String> = if image.tags.iter().any(named) {
@@ -475,6 +454,23 @@ pub const MIN_ID_PREFIX: usize = 4;
 
 /// The id of the image `name` names: its tag (normalized, or as stored by older versions),
 /// else a unique id prefix.
+/// The record of image `id`, which `name` resolved to.
+fn image_record(
+    db: &DbAccess,
+    images: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+    name: &str,
+) -> Result<ImageRecord, StoreError> {
+    let value =
+        images
+            .get(id)
+            .map_err(|e| db.err(e))?
+            .ok_or_else(|| StoreError::ImageNotFound {
+                name: name.to_owned(),
+            })?;
+    Ok(record::decode(Kind::Image, value.value())?)
+}
+
 fn resolve(
     db: &DbAccess,
     names: &impl ReadableTable<&'static str, &'static str>,
