@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use oci_client::manifest::OCI_IMAGE_MEDIA_TYPE;
 use oci_client::{Reference, RegistryOperation};
 use serde::Serialize;
-use strata_layer_store::Store;
 use strata_layer_store::digest::Sha256;
+use strata_layer_store::{Progress, Store};
 use tokio::task::JoinSet;
 
 use crate::session::Session;
@@ -19,7 +19,7 @@ use crate::upload::{self, UploadedBlob};
 use crate::{Connection, RegistryError};
 
 /// How to push.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PushOptions {
     /// Registry credentials and transport.
     pub connection: Connection,
@@ -27,6 +27,9 @@ pub struct PushOptions {
     pub jobs: usize,
     /// A repository of the same registry to mount missing blobs from before uploading them.
     pub mount_from: Option<String>,
+    /// Where to report progress: the layer blobs' bytes, counted as they are sent (a blob the
+    /// registry has, or mounts, counts at once).
+    pub progress: Option<Arc<dyn Progress + Send>>,
 }
 
 impl Default for PushOptions {
@@ -35,6 +38,7 @@ impl Default for PushOptions {
             connection: Connection::default(),
             jobs: 4,
             mount_from: None,
+            progress: None,
         }
     }
 }
@@ -106,12 +110,17 @@ pub(crate) async fn push(
             "latest".to_owned(),
         )
     });
+    if let Some(progress) = &options.progress {
+        let sizes = (0..image.layers.len()).filter_map(|i| manifest["layers"][i]["size"].as_u64());
+        progress.start(sizes.sum());
+    }
     let layers = Arc::new(Layers {
         store: store.clone(),
         session: session.clone(),
         diff_ids: image.layers.clone(),
         described: described.clone(),
         mount,
+        progress: options.progress.clone(),
     });
     let layers = push_layers(&layers, options.jobs).await?;
     let mut blobs = Vec::new();
@@ -180,6 +189,7 @@ struct Layers {
     described: Vec<String>,
     /// Where to mount missing blobs from.
     mount: Option<Reference>,
+    progress: Option<Arc<dyn Progress + Send>>,
 }
 
 /// Whether the registry has blob `digest` in the session's repository.
@@ -227,6 +237,9 @@ async fn push_layer(layers: &Layers, i: usize) -> Result<PushedBlob, RegistryErr
     let (store, id) = (layers.store.clone(), layers.diff_ids[i].hex());
     let record = task::blocking(move || store.layer_record(&id)).await??;
     let done = |outcome| {
+        if let Some(progress) = &layers.progress {
+            progress.advance(record.blob_size);
+        }
         Ok(PushedBlob {
             digest: described.clone(),
             size: record.blob_size,
@@ -246,8 +259,13 @@ async fn push_layer(layers: &Layers, i: usize) -> Result<PushedBlob, RegistryErr
             return done(BlobOutcome::Mounted);
         }
     }
-    let UploadedBlob { digest, size } =
-        upload::upload_layer(&layers.store, session, record.clone()).await?;
+    let UploadedBlob { digest, size } = upload::upload_layer(
+        &layers.store,
+        session,
+        record.clone(),
+        layers.progress.clone(),
+    )
+    .await?;
     Ok(PushedBlob {
         digest: digest.to_string(),
         size,

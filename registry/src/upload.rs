@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use oci_client::errors::OciDistributionError;
 use strata_layer_store::digest::Sha256;
 use strata_layer_store::record::{Compression, LayerRecord};
-use strata_layer_store::{Store, StoreError};
+use strata_layer_store::{Progress, Store, StoreError};
 use tokio::sync::mpsc;
 
 use crate::RegistryError;
@@ -39,12 +39,13 @@ pub(crate) async fn upload_layer(
     store: &Arc<Store>,
     session: &Session,
     record: LayerRecord,
+    progress: Option<Arc<dyn Progress + Send>>,
 ) -> Result<UploadedBlob, RegistryError> {
     let record = Arc::new(record);
     if reproducible(&record.compression) {
         let (digest, size) = (record.blob_digest, record.blob_size);
         let (store, record) = (store.clone(), record.clone());
-        let (exported, sent) = upload(session, &digest, size, move |out| {
+        let (exported, sent) = upload(session, &digest, size, progress.clone(), move |out| {
             store.write_layer_blob(&record, out)
         })
         .await?;
@@ -65,7 +66,7 @@ pub(crate) async fn upload_layer(
         Ok::<_, StoreError>((file, digest, size))
     })
     .await??;
-    let (copied, sent) = upload(session, &digest, size, move |out| {
+    let (copied, sent) = upload(session, &digest, size, progress, move |out| {
         io::copy(&mut file, out).map_err(|e| io_at(Path::new("<staged blob>"), e))?;
         Ok(())
     })
@@ -98,6 +99,7 @@ async fn upload<T: Send + 'static>(
     session: &Session,
     digest: &Sha256,
     size: u64,
+    progress: Option<Arc<dyn Progress + Send>>,
     produce: impl FnOnce(&mut ChannelWriter) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<(Result<T, StoreError>, Result<(), RegistryError>), RegistryError> {
     let (tx, rx) = mpsc::channel::<Item>(DEPTH);
@@ -106,6 +108,7 @@ async fn upload<T: Send + 'static>(
         let mut out = ChannelWriter {
             tx,
             buf: BytesMut::new(),
+            progress,
         };
         let result = produce(&mut out).and_then(|t| {
             out.flush().map_err(|e| io_at(Path::new("<upload>"), e))?;
@@ -139,6 +142,7 @@ async fn upload<T: Send + 'static>(
 pub(crate) struct ChannelWriter {
     tx: mpsc::Sender<Item>,
     buf: BytesMut,
+    progress: Option<Arc<dyn Progress + Send>>,
 }
 
 impl ChannelWriter {
@@ -147,10 +151,15 @@ impl ChannelWriter {
             return Ok(());
         }
         let chunk = self.buf.split().freeze();
+        let len = chunk.len() as u64;
         self.tx
             .blocking_send(Ok(chunk))
             // The request ended (the registry failed it): it says why.
-            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+        if let Some(progress) = &self.progress {
+            progress.advance(len);
+        }
+        Ok(())
     }
 }
 

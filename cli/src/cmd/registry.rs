@@ -5,6 +5,7 @@ use std::io::{BufRead, IsTerminal};
 use std::sync::Arc;
 
 use anyhow::Context;
+use strata_layer_store::Progress;
 use strata_layer_store::digest::Sha256;
 use strata_registry::{
     Auth, Connection, LayerFetch, Platform, PullOptions, PullProgress, PushOptions, blocking,
@@ -213,6 +214,8 @@ impl Command {
                     connection: registry.connection()?,
                     jobs: registry.jobs,
                     mount_from,
+                    progress: super::store::Bar::on_terminal(global)
+                        .map(|b| Arc::new(b) as Arc<dyn Progress + Send>),
                 };
                 let report = client
                     .push(&image, &reference, &options)

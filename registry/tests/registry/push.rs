@@ -103,3 +103,44 @@ fn skopeo_copies_what_strata_pushed_and_strata_pulls_what_skopeo_pushed() {
     target.pull(&by_skopeo, &pull_options()).unwrap();
     assert_exports(&target, &by_skopeo, &image);
 }
+
+#[test]
+fn push_reports_progress_in_blob_bytes_uploaded_or_not() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use strata_layer_store::Progress;
+    #[derive(Default)]
+    struct Counted {
+        total: AtomicU64,
+        done: AtomicU64,
+    }
+    impl Progress for Counted {
+        fn start(&self, total: u64) {
+            self.total.store(total, Ordering::Relaxed);
+        }
+        fn advance(&self, bytes: u64) {
+            self.done.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+    if !strata_testkit::peer("docker-registry", "docker-registry") {
+        return;
+    }
+    let world = World::new();
+    let image = base_image();
+    world.import(&image, "one");
+    let blobs: u64 = image.blobs.iter().map(|b| b.len() as u64).sum();
+    // Uploaded, then already there: both count every layer blob once.
+    for _ in 0..2 {
+        let counted = Arc::new(Counted::default());
+        let options = PushOptions {
+            progress: Some(counted.clone()),
+            ..push_options()
+        };
+        world
+            .source
+            .push("one", &world.reference("one:1"), &options)
+            .unwrap();
+        assert_eq!(counted.total.load(Ordering::Relaxed), blobs);
+        assert_eq!(counted.done.load(Ordering::Relaxed), blobs);
+    }
+}
