@@ -167,7 +167,7 @@ impl Command {
                 registry,
             } => {
                 let platform = platform.map(|p| p.parse::<Platform>()).transpose()?;
-                let bars = std::io::stderr().is_terminal().then(|| {
+                let bars = (std::io::stderr().is_terminal() && !global.json).then(|| {
                     Arc::new(Bars {
                         multi: indicatif::MultiProgress::new(),
                         bars: std::sync::Mutex::new(Vec::new()),
