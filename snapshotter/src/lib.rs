@@ -40,6 +40,8 @@ mod layout;
 mod mounts;
 mod pool;
 mod record;
+#[cfg(feature = "runc")]
+pub mod runc;
 mod snapshotter;
 mod tables;
 

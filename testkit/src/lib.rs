@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod busybox;
 pub mod hostile;
 pub mod loopfs;
 pub mod shadow;

@@ -1,0 +1,103 @@
+//! A one-layer OCI image layout of Debian's static busybox (`/bin/busybox`, package
+//! busybox-static), built by code: what container tests run.
+
+use std::fs;
+use std::path::Path;
+
+use crate::hostile::{gzip, sha256};
+
+/// Applets linked to busybox in the image's `/bin`.
+const APPLETS: [&str; 5] = ["sh", "echo", "cat", "ls", "true"];
+
+/// Writes at `dir` an OCI layout (`oci-layout`, `index.json`, `blobs/sha256`) with one image
+/// of `/bin/busybox`, its applets `sh echo cat ls true` in `/bin`, `/etc/passwd`, `/tmp` and the
+/// directories runc mounts over (`/proc`, `/dev`, `/sys`). Returns the image's manifest digest.
+///
+/// Callers check `peer("busybox", "busybox-static")` first.
+pub fn busybox_layout(dir: &Path) -> String {
+    let tar = rootfs_tar();
+    let diff_id = sha256(&tar);
+    let layer = gzip(&tar);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+        "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    }))
+    .expect("json");
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": sha256(&config),
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": sha256(&layer),
+            "size": layer.len(),
+        }],
+    }))
+    .expect("json");
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).expect("creating the layout");
+    for blob in [&layer, &config, &manifest] {
+        fs::write(blobs.join(&sha256(blob)[7..]), blob).expect("writing a blob");
+    }
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": sha256(&manifest),
+        "size": manifest.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "busybox"},
+    }]});
+    fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&index).expect("json"),
+    )
+    .expect("writing index.json");
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .expect("writing oci-layout");
+    sha256(&manifest)
+}
+
+/// The layer's tar, owned by root, mtimes fixed.
+fn rootfs_tar() -> Vec<u8> {
+    let busybox = fs::read("/bin/busybox").expect("reading /bin/busybox (busybox-static)");
+    let mut tar = tar::Builder::new(Vec::new());
+    let header = |kind: tar::EntryType, mode: u32, size: usize| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size as u64);
+        h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        h
+    };
+    for (path, mode) in [
+        ("bin", 0o755),
+        ("dev", 0o755),
+        ("etc", 0o755),
+        ("proc", 0o555),
+        ("root", 0o700),
+        ("sys", 0o555),
+        ("tmp", 0o1777),
+    ] {
+        let mut h = header(tar::EntryType::Directory, mode, 0);
+        tar.append_data(&mut h, path, &[][..]).expect("tar dir");
+    }
+    let mut h = header(tar::EntryType::Regular, 0o755, busybox.len());
+    tar.append_data(&mut h, "bin/busybox", busybox.as_slice())
+        .expect("tar busybox");
+    for applet in APPLETS {
+        let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+        tar.append_link(&mut h, format!("bin/{applet}"), "busybox")
+            .expect("tar applet");
+    }
+    let passwd = b"root:x:0:0:root:/root:/bin/sh\n";
+    let mut h = header(tar::EntryType::Regular, 0o644, passwd.len());
+    tar.append_data(&mut h, "etc/passwd", &passwd[..])
+        .expect("tar passwd");
+    tar.into_inner().expect("writing to memory")
+}
