@@ -252,6 +252,6 @@ fn describe(problem: &Problem) -> String {
             format!("layer {layer} needs missing or corrupt object {object}")
         }
         Problem::BadImage { id, reason } => format!("image {id}: {reason}"),
-        _ => format!("{problem:?}"),
+        _ => problem.to_string(),
     }
 }
