@@ -246,3 +246,34 @@ fn strays_in_objects_are_reported_and_quarantined_not_fatal() {
         4
     );
 }
+
+/// After `fsck --repair` quarantines a corrupt object, importing the image again puts it
+/// back: the store is clean and the layer exports again.
+#[test]
+fn a_reimport_heals_quarantined_objects() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, src) = store_with_image(tmp.path());
+    let objects = store.root().join("objects");
+    let victim = files_under(&objects)
+        .into_iter()
+        .map(|f| objects.join(f))
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let good = fs::read(&victim).unwrap();
+    let mut bad = good.clone();
+    bad[0] ^= 1;
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&victim, bad).unwrap();
+    let repaired = store.fsck(FsckOptions { repair: true }).unwrap();
+    assert_eq!(repaired.quarantined.len(), 1);
+    assert!(!victim.exists());
+    assert!(!store.fsck(FsckOptions::default()).unwrap().is_clean());
+
+    let report = import(&store, &src, "a").unwrap();
+    assert!(report.objects_new >= 1, "{report:?}");
+    assert_eq!(fs::read(&victim).unwrap(), good);
+    let after = store.fsck(FsckOptions::default()).unwrap();
+    assert!(after.is_clean(), "{:?}", after.problems);
+    store.export("a", &tmp.path().join("out")).unwrap();
+}
