@@ -264,6 +264,37 @@ fn a_damaged_database_is_reported_never_a_panic() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A store whose database was deleted is no empty store: fsck and gc fail naming the missing
+/// database, and nothing is deleted.
+#[test]
+fn a_deleted_database_is_an_error_not_an_empty_store() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path().join("store");
+    let a = tmp.path().join("a.tar.gz");
+    fs::write(&a, layer(&[("file", b"precious bytes")]))?;
+    ok_json(&root, &["import", a.to_str().unwrap(), "--name", "a"])?;
+    let before = walk_files(&root.join("objects")).len() + walk_files(&root.join("layers")).len();
+    fs::remove_file(root.join("strata.redb"))?;
+    for args in [
+        &["fsck"][..],
+        &["gc"],
+        &["images"],
+        &["import", a.to_str().unwrap()],
+    ] {
+        let out = strata(&root, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "strata {args:?} succeeded");
+        assert!(
+            stderr.contains("strata.redb is missing"),
+            "strata {args:?}: {stderr}"
+        );
+    }
+    let after = walk_files(&root.join("objects")).len() + walk_files(&root.join("layers")).len();
+    assert_eq!(after, before);
+    assert!(!root.join("strata.redb").exists());
+    Ok(())
+}
+
 /// GC in one process never removes what an import running in another process needs: whatever
 /// the interleaving, the imported image ends up complete.
 #[test]

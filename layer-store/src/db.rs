@@ -177,10 +177,11 @@ impl DbAccess {
     /// Prepares a handle for use: a shared one is open for good, so its tables are created now;
     /// a transient one gets them at each open.
     ///
-    /// A missing database is created only for a store that holds nothing yet: in one that
-    /// holds layers or objects a fresh database would forget them all, and GC would delete
-    /// them, so that is [`StoreError::DatabaseMissing`]. A new store gets its database now, so
-    /// that no crash can leave objects without one.
+    /// A missing database is created (by the first transaction) only for a store that holds
+    /// nothing yet: in one that holds layers or objects a fresh database would forget them
+    /// all, and GC would delete them, so that is [`StoreError::DatabaseMissing`]. An import
+    /// reads the database before it places anything, so a new store has its database before
+    /// it has objects.
     pub(crate) fn prepare(&self) -> Result<(), StoreError> {
         match &self.handle {
             Handle::Shared(db) => self.contained(|| self.create_tables(db)),
@@ -196,7 +197,7 @@ impl DbAccess {
                         });
                     }
                 }
-                self.with(|_| Ok(()))
+                Ok(())
             }
         }
     }

@@ -132,7 +132,7 @@ fn a_missing_database_is_an_error_unless_the_store_is_empty() {
 
     // An empty store (as a crash before its first import leaves it) opens fresh.
     let empty = tmp.path().join("empty");
-    Store::open(&empty).unwrap();
+    assert!(Store::open(&empty).unwrap().images().unwrap().is_empty());
     fs::remove_file(Store::database_path(&empty)).unwrap();
     let store = Store::open(&empty).unwrap();
     assert!(store.images().unwrap().is_empty());
