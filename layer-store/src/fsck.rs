@@ -10,6 +10,7 @@ use serde::Serialize;
 use redb::ReadableTable;
 
 use crate::db::{IMAGES, LAYERS, NAMES};
+use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
 use crate::lock::LockMode;
 use crate::object::{ObjectId, hash_file};
@@ -115,6 +116,9 @@ pub struct FsckReport {
     pub problems: Vec<Problem>,
     /// Objects moved to `quarantine/` (with repair).
     pub quarantined: Vec<String>,
+    /// Missing or corrupt objects put back (with repair) from a checkout holding the same
+    /// bytes; the problems found stay listed above.
+    pub restored: Vec<String>,
 }
 
 impl FsckReport {
@@ -183,6 +187,7 @@ impl Store {
         report.layers_checked = metadata.layers.len() as u64;
         report.images_checked = metadata.images.len() as u64;
         report.problems.extend(metadata.problems);
+        let mut missing = HashSet::new();
         for id in &metadata.layers {
             let record = match self.read_layer_record(id) {
                 Ok(r) => r,
@@ -206,6 +211,7 @@ impl Store {
                 if seen.insert(object)
                     && (bad_objects.contains(&hex) || !self.objects.contains(&object))
                 {
+                    missing.insert(object);
                     report.problems.push(Problem::MissingObject {
                         layer: id.clone(),
                         object: hex,
@@ -213,7 +219,73 @@ impl Store {
                 }
             }
         }
+        if options.repair && !missing.is_empty() {
+            report.restored = self.restore_from_checkouts(&missing)?;
+        }
         Ok(report)
+    }
+
+    /// Puts back `missing` objects from checkout files holding the same bytes (the hardlink
+    /// strategy keeps one per object and inode metadata), staged, flushed and published as an
+    /// import publishes. Returns the ids restored, sorted.
+    fn restore_from_checkouts(
+        &self,
+        missing: &HashSet<ObjectId>,
+    ) -> Result<Vec<String>, StoreError> {
+        let checkouts = self.root().join("checkouts");
+        let mut files = Vec::new();
+        for fan in fs::read_dir(&checkouts).at(&checkouts)? {
+            let fan = fan.at(&checkouts)?;
+            if !fan.file_type().at(&fan.path())?.is_dir() {
+                continue;
+            }
+            let fan = fan.path();
+            for entry in fs::read_dir(&fan).at(&fan)? {
+                let entry = entry.at(&fan)?;
+                if entry.file_type().at(&entry.path())?.is_file() {
+                    files.push(entry.path());
+                }
+            }
+        }
+        // A checkout that does not read or hash is no source; it is not this check's business.
+        let mut found: Vec<(ObjectId, std::path::PathBuf)> = files
+            .into_par_iter()
+            .filter_map(|path| {
+                let id = hash_file(&path).ok()?;
+                missing.contains(&id).then_some((id, path))
+            })
+            .collect();
+        found.sort_by_key(|(id, _)| id.hex());
+        found.dedup_by_key(|(id, _)| *id);
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dir = self.new_tmp_dir("restore")?;
+        let mut stage = self.objects.stage(dir.join("objects"))?;
+        let mut restored = Vec::new();
+        for (id, path) in &found {
+            let mut file = fs::File::open(path).at(path)?;
+            let size = file.metadata().at(path)?.len();
+            let read_error = |e| StoreError::Io {
+                path: path.clone(),
+                source: e,
+            };
+            let (got, _) = self
+                .objects
+                .stage_stream(&mut stage, &mut file, size, &read_error)?;
+            // A checkout rewritten since it was hashed is staged under its new id, harmlessly.
+            if got == *id {
+                restored.push(id.hex());
+            }
+        }
+        let mut staged = Written::default();
+        staged.add_tree(stage.dir())?;
+        self.sync(staged)?;
+        let mut written = Written::default();
+        self.objects.publish(&stage, &mut written)?;
+        self.sync(written)?;
+        fs::remove_dir_all(&dir).at(&dir)?;
+        Ok(restored)
     }
 
     /// Every object file under `objects/` with its id, and every entry there that is not one

@@ -183,6 +183,9 @@ impl Command {
                     for q in &report.quarantined {
                         out += &format!("\nquarantined object {q}");
                     }
+                    for r in &report.restored {
+                        out += &format!("\nrestored object {r} from a checkout");
+                    }
                     out
                 })?;
                 if report.is_clean() {

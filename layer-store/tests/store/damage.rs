@@ -277,3 +277,37 @@ fn a_reimport_heals_quarantined_objects() {
     assert!(after.is_clean(), "{:?}", after.problems);
     store.export("a", &tmp.path().join("out")).unwrap();
 }
+
+/// `fsck --repair` puts a corrupt object back from a checkout of a hardlink-materialized
+/// layer holding the same bytes: no re-import needed.
+#[test]
+fn repair_restores_an_object_from_a_checkout() {
+    use std::os::unix::fs::PermissionsExt;
+    use strata_layer_store::Strategy;
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, _src) = store_with_image(tmp.path());
+    for layer in store.image("a").unwrap().layers {
+        store
+            .materialize(&layer.hex(), Some(Strategy::Hardlink))
+            .unwrap();
+    }
+    let objects = store.root().join("objects");
+    let victim = files_under(&objects)
+        .into_iter()
+        .map(|f| objects.join(f))
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let good = fs::read(&victim).unwrap();
+    let mut bad = good.clone();
+    bad[0] ^= 1;
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&victim, bad).unwrap();
+
+    let repaired = store.fsck(FsckOptions { repair: true }).unwrap();
+    assert_eq!(repaired.quarantined.len(), 1);
+    assert_eq!(repaired.restored, repaired.quarantined);
+    assert_eq!(fs::read(&victim).unwrap(), good);
+    let after = store.fsck(FsckOptions::default()).unwrap();
+    assert!(after.is_clean(), "{:?}", after.problems);
+    assert!(files_under(&store.root().join("tmp")).is_empty());
+}
