@@ -36,7 +36,9 @@ pub enum Problem {
         /// What its bytes hash to.
         actual: String,
     },
-    /// A file in `objects/` that is not named like an object.
+    /// An entry in `objects/` that is not an object file in its fan-out directory (a
+    /// directory, a misnamed file, anything but a fan-out directory at the top level);
+    /// `fsck --repair` moves it to `quarantine/stray.<path>`.
     StrayFile {
         /// Its path relative to `objects/`.
         path: String,

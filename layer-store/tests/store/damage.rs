@@ -311,3 +311,36 @@ fn repair_restores_an_object_from_a_checkout() {
     assert!(after.is_clean(), "{:?}", after.problems);
     assert!(files_under(&store.root().join("tmp")).is_empty());
 }
+
+/// A layer's record file that does not decode stops GC, naming the layer, instead of failing
+/// the whole store with a bare checksum error.
+#[test]
+fn a_corrupt_layer_record_file_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, _src) = store_with_image(tmp.path());
+    let layer = store.image("a").unwrap().layers[0].hex();
+    let manifest = store.layer_dir(&layer).join("manifest");
+    let mut bytes = fs::read(&manifest).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&manifest, bytes).unwrap();
+    let before = payload(store.root());
+    let err = store
+        .gc(GcOptions::default())
+        .expect_err("a live layer's record is damaged");
+    let StoreError::Damaged { problems } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(
+        matches!(&problems[..], [Problem::BadLayer { id, .. }] if *id == layer),
+        "{problems:?}"
+    );
+    assert!(err.to_string().contains(&layer), "{err}");
+    assert_eq!(payload(store.root()), before);
+    let report = store.fsck(FsckOptions::default()).unwrap();
+    assert!(
+        report.problems.contains(&problems[0]),
+        "{:?}",
+        report.problems
+    );
+}
