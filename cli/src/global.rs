@@ -55,6 +55,9 @@ impl Global {
             let db = strata_layer_store::Store::database_path(&root);
             match std::fs::symlink_metadata(&db) {
                 Ok(_) => {}
+                // A store whose database is gone but whose layers are not: opening it
+                // reports the missing database by name.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && holds_layers(&root) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
                     "no store at {}: pass --root DIR (or set STRATA_ROOT) to use another, \
                      or create one with a command that writes, such as `strata import` or `strata pull`",
@@ -101,4 +104,11 @@ impl Global {
         }
         Ok(())
     }
+}
+
+/// Whether `root` has a `layers/` or `objects/` directory with anything in it.
+fn holds_layers(root: &std::path::Path) -> bool {
+    ["layers", "objects"].iter().any(|dir| {
+        std::fs::read_dir(root.join(dir)).is_ok_and(|mut entries| entries.next().is_some())
+    })
 }

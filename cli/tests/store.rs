@@ -210,6 +210,91 @@ fn fsck_fails_on_a_flipped_byte() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// 16 flipped bytes in `strata.redb`: every command exits with an error naming the damage
+/// or succeeds, none panics, and GC deletes nothing.
+#[test]
+fn a_damaged_database_is_reported_never_a_panic() -> anyhow::Result<()> {
+    let mut refused = 0;
+    for seed in 1..=12u64 {
+        let tmp = tempfile::tempdir()?;
+        let root = tmp.path().join("store");
+        let a = tmp.path().join("a.tar.gz");
+        let files: Vec<(String, Vec<u8>)> = (0..20)
+            .map(|i| (format!("file{i}"), vec![i as u8; 1000 + i]))
+            .collect();
+        fs::write(&a, layer(&borrowed(&files)))?;
+        ok_json(&root, &["import", a.to_str().unwrap(), "--name", "a"])?;
+        let before =
+            walk_files(&root.join("objects")).len() + walk_files(&root.join("layers")).len();
+        let db = root.join("strata.redb");
+        let mut data = fs::read(&db)?;
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        for _ in 0..16 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let at = (x % data.len() as u64) as usize;
+            data[at] ^= 0xff;
+        }
+        fs::write(&db, data)?;
+        for args in [
+            &["images"][..],
+            &["fsck"],
+            &["gc"],
+            &["fsck", "--repair"],
+            &["rmi", "a"],
+            &["import", a.to_str().unwrap(), "--name", "a"],
+        ] {
+            let out = strata(&root, args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !stderr.contains("panicked") && out.status.code() != Some(101),
+                "seed {seed}: strata {args:?}: {stderr}"
+            );
+            if args == ["gc"] && !out.status.success() {
+                assert!(stderr.contains("damaged"), "seed {seed}: {stderr}");
+                refused += 1;
+            }
+        }
+        let after =
+            walk_files(&root.join("objects")).len() + walk_files(&root.join("layers")).len();
+        assert!(after >= before, "seed {seed}: files were deleted");
+    }
+    assert!(refused >= 3, "gc refused only {refused} damaged databases");
+    Ok(())
+}
+
+/// A store whose database was deleted is no empty store: fsck and gc fail naming the missing
+/// database, and nothing is deleted.
+#[test]
+fn a_deleted_database_is_an_error_not_an_empty_store() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path().join("store");
+    let a = tmp.path().join("a.tar.gz");
+    fs::write(&a, layer(&[("file", b"precious bytes")]))?;
+    ok_json(&root, &["import", a.to_str().unwrap(), "--name", "a"])?;
+    let before = walk_files(&root.join("objects")).len() + walk_files(&root.join("layers")).len();
+    fs::remove_file(root.join("strata.redb"))?;
+    for args in [
+        &["fsck"][..],
+        &["gc"],
+        &["images"],
+        &["import", a.to_str().unwrap()],
+    ] {
+        let out = strata(&root, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "strata {args:?} succeeded");
+        assert!(
+            stderr.contains("strata.redb is missing"),
+            "strata {args:?}: {stderr}"
+        );
+    }
+    let after = walk_files(&root.join("objects")).len() + walk_files(&root.join("layers")).len();
+    assert_eq!(after, before);
+    assert!(!root.join("strata.redb").exists());
+    Ok(())
+}
+
 /// GC in one process never removes what an import running in another process needs: whatever
 /// the interleaving, the imported image ends up complete.
 #[test]

@@ -9,13 +9,14 @@
 //! [`DatabaseOwner`](crate::DatabaseOwner); transactions of other processes then fail with
 //! [`StoreError::InUse`](crate::StoreError::InUse) rather than wait for it.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use redb::{Database, MultimapTableDefinition, TableDefinition, WriteTransaction};
 
 use crate::durable::{self, SyncSeam};
-use crate::error::StoreError;
+use crate::error::{IoContext, StoreError};
 use crate::lock;
 
 /// Layer id (diff_id hex) → [`LayerMeta`](crate::record::LayerMeta) record.
@@ -76,11 +77,16 @@ impl DbAccess {
     }
 
     /// Runs `f` with the database open.
+    ///
+    /// redb trusts a cleanly closed file and panics on some damage (a malformed allocator
+    /// state, a page that does not parse); such a panic is contained here, the one place the
+    /// store reaches redb, and becomes [`StoreError::DatabaseDamaged`]. Operations that delete
+    /// call [`verify`](DbAccess::verify) first, which finds damage a plain read would trust.
     pub(crate) fn with<R>(
         &self,
         f: impl FnOnce(&Database) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        match &self.handle {
+        self.contained(|| match &self.handle {
             Handle::Shared(db) => f(db),
             Handle::Transient { root } => {
                 let path = &self.path;
@@ -91,7 +97,50 @@ impl DbAccess {
                 self.create_tables(&db)?;
                 f(&db)
             }
-        }
+        })
+    }
+
+    /// Checks every page of the database against its checksum (redb's
+    /// [`Database::check_integrity`]). A file that fails it, or that redb had to repair (it
+    /// rolls back to the last commit that verifies, which may drop acknowledged records), is
+    /// [`StoreError::DatabaseDamaged`]: the caller must not act on what it holds. A handle
+    /// shared with a long-running owner cannot be checked while open; that owner checks it.
+    pub(crate) fn verify(&self) -> Result<(), StoreError> {
+        let Handle::Transient { root } = &self.handle else {
+            return Ok(());
+        };
+        let path = &self.path;
+        let damaged = |detail: String| StoreError::DatabaseDamaged {
+            path: path.clone(),
+            detail,
+        };
+        self.contained(|| {
+            let _guard = lock::acquire_database(root)?;
+            let mut db = Database::create(path).map_err(|e| StoreError::db(path, e))?;
+            let clean = db.check_integrity().map_err(|e| damaged(e.to_string()))?;
+            if clean {
+                Ok(())
+            } else {
+                self.seam.committed(path);
+                Err(damaged(
+                    "redb found damage and rolled it back to its last consistent commit; \
+                     run `strata fsck` to see what the store still names"
+                        .to_owned(),
+                ))
+            }
+        })
+    }
+
+    /// Runs `f`, turning a panic inside it (redb's, on a damaged file) into
+    /// [`StoreError::DatabaseDamaged`] and keeping the default panic message off stderr.
+    fn contained<R>(&self, f: impl FnOnce() -> Result<R, StoreError>) -> Result<R, StoreError> {
+        quiet::catch(f).unwrap_or_else(|detail| {
+            tracing::debug!(path = %self.path.display(), %detail, "redb panicked");
+            Err(StoreError::DatabaseDamaged {
+                path: self.path.clone(),
+                detail,
+            })
+        })
     }
 
     /// Runs `f` in a write transaction and commits it (durably: redb's default).
@@ -127,10 +176,29 @@ impl DbAccess {
 
     /// Prepares a handle for use: a shared one is open for good, so its tables are created now;
     /// a transient one gets them at each open.
+    ///
+    /// A missing database is created (by the first transaction) only for a store that holds
+    /// nothing yet: in one that holds layers or objects a fresh database would forget them
+    /// all, and GC would delete them, so that is [`StoreError::DatabaseMissing`]. An import
+    /// reads the database before it places anything, so a new store has its database before
+    /// it has objects.
     pub(crate) fn prepare(&self) -> Result<(), StoreError> {
         match &self.handle {
-            Handle::Shared(db) => self.create_tables(db),
-            Handle::Transient { .. } => Ok(()),
+            Handle::Shared(db) => self.contained(|| self.create_tables(db)),
+            Handle::Transient { root } => {
+                if self.path.try_exists().at(&self.path)? {
+                    return Ok(());
+                }
+                for dir in ["layers", "objects"] {
+                    let dir = root.join(dir);
+                    if fs::read_dir(&dir).at(&dir)?.next().is_some() {
+                        return Err(StoreError::DatabaseMissing {
+                            path: self.path.clone(),
+                        });
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
@@ -165,6 +233,44 @@ impl DbAccess {
         txn.commit().map_err(|e| self.err(e))?;
         self.seam.committed(&self.path);
         Ok(())
+    }
+}
+
+/// Panics caught rather than printed: the process-wide panic hook is wrapped once so that a
+/// panic on a thread inside [`catch`](quiet::catch) is not reported twice (once by the hook,
+/// once as the typed error); every other panic reaches the previous hook unchanged.
+mod quiet {
+    use std::cell::Cell;
+    use std::panic::{self, AssertUnwindSafe};
+    use std::sync::Once;
+
+    thread_local! {
+        static CATCHING: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Runs `f`; a panic in it becomes `Err` with its message.
+    pub(super) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+        static HOOK: Once = Once::new();
+        HOOK.call_once(|| {
+            let previous = panic::take_hook();
+            panic::set_hook(Box::new(move |info| {
+                if !CATCHING.with(Cell::get) {
+                    previous(info);
+                }
+            }));
+        });
+        let outer = CATCHING.with(|c| c.replace(true));
+        // The database handle and its guard are dropped during the unwind; nothing of them is
+        // used afterwards, so a broken invariant cannot be observed.
+        let result = panic::catch_unwind(AssertUnwindSafe(f));
+        CATCHING.with(|c| c.set(outer));
+        result.map_err(|payload| {
+            payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "redb panicked".to_owned())
+        })
     }
 }
 

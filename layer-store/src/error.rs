@@ -30,6 +30,39 @@ pub enum StoreError {
         #[source]
         source: Box<redb::Error>,
     },
+    /// The metadata database `strata.redb` is damaged: redb found it inconsistent or failed
+    /// reading it. Nothing was changed.
+    #[error(
+        "metadata database {path} is damaged ({detail}); nothing was changed. Restore it from a \
+         backup, or move it aside and import the images again"
+    )]
+    DatabaseDamaged {
+        /// The database file.
+        path: PathBuf,
+        /// What was found wrong.
+        detail: String,
+    },
+    /// The metadata database is missing from a store that holds layers or objects: opening a
+    /// fresh one would forget them all (and GC would then delete them).
+    #[error(
+        "metadata database {path} is missing but the store holds layers or objects; restore \
+         it from a backup (or remove the store to start over)"
+    )]
+    DatabaseMissing {
+        /// Where the database should be.
+        path: PathBuf,
+    },
+    /// The metadata is damaged (records that do not decode, names or images pointing
+    /// nowhere): GC refuses to run, as it would delete what the damaged records keep alive.
+    #[error(
+        "the store's metadata is damaged ({} problems, first: {}); run `strata fsck` for the list",
+        problems.len(),
+        problems.first().map(ToString::to_string).unwrap_or_default()
+    )]
+    Damaged {
+        /// What fsck finds wrong with the metadata.
+        problems: Vec<crate::fsck::Problem>,
+    },
     /// A record (layer or image) could not be encoded or decoded.
     #[error(transparent)]
     Record(#[from] RecordError),
@@ -125,10 +158,17 @@ pub enum StoreError {
 
 impl StoreError {
     /// Wraps a redb error with the database path.
+    /// A file redb finds corrupted is [`StoreError::DatabaseDamaged`].
     pub(crate) fn db(path: &Path, err: impl Into<redb::Error>) -> Self {
-        StoreError::Db {
-            path: path.to_path_buf(),
-            source: Box::new(err.into()),
+        match err.into() {
+            redb::Error::Corrupted(detail) => StoreError::DatabaseDamaged {
+                path: path.to_path_buf(),
+                detail,
+            },
+            err => StoreError::Db {
+                path: path.to_path_buf(),
+                source: Box::new(err),
+            },
         }
     }
 }

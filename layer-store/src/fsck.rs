@@ -7,9 +7,14 @@ use std::fs;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use redb::ReadableTable;
+
+use crate::db::{IMAGES, LAYERS, NAMES};
+use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
 use crate::lock::LockMode;
 use crate::object::{ObjectId, hash_file};
+use crate::record::{self, Kind};
 use crate::store::Store;
 
 /// How to check.
@@ -31,7 +36,9 @@ pub enum Problem {
         /// What its bytes hash to.
         actual: String,
     },
-    /// A file in `objects/` that is not named like an object.
+    /// An entry in `objects/` that is not an object file in its fan-out directory (a
+    /// directory, a misnamed file, anything but a fan-out directory at the top level);
+    /// `fsck --repair` moves it to `quarantine/stray.<path>`.
     StrayFile {
         /// Its path relative to `objects/`.
         path: String,
@@ -57,6 +64,45 @@ pub enum Problem {
         /// Why.
         reason: String,
     },
+    /// A name (tag) names an image the store lacks.
+    BadName {
+        /// The name.
+        name: String,
+        /// The image id it names.
+        image: String,
+    },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::CorruptObject { id, actual } => {
+                write!(f, "corrupt object {id} (its bytes hash to {actual})")
+            }
+            Problem::StrayFile { path } => write!(f, "stray entry objects/{path}"),
+            Problem::BadLayer { id, reason } => write!(f, "layer {id}: {reason}"),
+            Problem::MissingObject { layer, object } => {
+                write!(f, "layer {layer} needs missing or corrupt object {object}")
+            }
+            Problem::BadImage { id, reason } => write!(f, "image {id}: {reason}"),
+            Problem::BadName { name, image } => {
+                write!(f, "name {name} names image {image}, which the store lacks")
+            }
+        }
+    }
+}
+
+/// Object files under `objects/`, with their ids.
+pub(crate) type ObjectFiles = Vec<(ObjectId, std::path::PathBuf)>;
+
+/// The metadata tables, decoded as far as they decode.
+pub(crate) struct Metadata {
+    /// Ids of the layer rows that decode.
+    pub(crate) layers: Vec<String>,
+    /// The image records that decode.
+    pub(crate) images: Vec<crate::record::ImageRecord>,
+    /// What is wrong with the rest, and with references between them.
+    pub(crate) problems: Vec<Problem>,
 }
 
 /// What fsck found.
@@ -72,6 +118,9 @@ pub struct FsckReport {
     pub problems: Vec<Problem>,
     /// Objects moved to `quarantine/` (with repair).
     pub quarantined: Vec<String>,
+    /// Missing or corrupt objects put back (with repair) from a checkout holding the same
+    /// bytes; the problems found stay listed above.
+    pub restored: Vec<String>,
 }
 
 impl FsckReport {
@@ -83,6 +132,10 @@ impl FsckReport {
 
 impl Store {
     /// Checks every object, layer record and image record.
+    ///
+    /// # Errors
+    /// [`StoreError::DatabaseDamaged`] when the metadata database fails redb's integrity
+    /// check: nothing it names can be trusted then.
     pub fn fsck(&self, options: FsckOptions) -> Result<FsckReport, StoreError> {
         let mode = if options.repair {
             LockMode::Exclusive
@@ -90,33 +143,28 @@ impl Store {
             LockMode::Shared
         };
         let _lock = self.lock(mode)?;
+        self.db.verify()?;
         let mut report = FsckReport::default();
-        let mut files = Vec::new();
+        let (files, strays) = self.object_files()?;
         let objects = self.objects_dir().to_path_buf();
-        for fan in fs::read_dir(&objects).at(&objects)? {
-            let fan = fan.at(&objects)?.path();
-            let prefix = fan
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            for entry in fs::read_dir(&fan).at(&fan)? {
-                let entry = entry.at(&fan)?;
-                files.push((
-                    format!("{prefix}{}", entry.file_name().to_string_lossy()),
-                    entry.path(),
-                ));
+        for stray in strays {
+            if options.repair {
+                let from = objects.join(&stray);
+                let to = self
+                    .root()
+                    .join("quarantine")
+                    .join(format!("stray.{}", stray.replace('/', "_")));
+                fs::rename(&from, &to).at(&to)?;
+                report.quarantined.push(stray.clone());
             }
+            report.problems.push(Problem::StrayFile { path: stray });
         }
         let checked: Vec<Result<Option<Problem>, StoreError>> = files
             .par_iter()
-            .map(|(name, path)| {
-                let Ok(id) = name.parse::<ObjectId>() else {
-                    return Ok(Some(Problem::StrayFile { path: name.clone() }));
-                };
+            .map(|(id, path)| {
                 let actual = hash_file(path)?;
-                Ok((actual != id).then(|| Problem::CorruptObject {
-                    id: name.clone(),
+                Ok((actual != *id).then(|| Problem::CorruptObject {
+                    id: id.hex(),
                     actual: actual.hex(),
                 }))
             })
@@ -137,11 +185,13 @@ impl Store {
             }
         }
         report.objects_checked = files.len() as u64;
-        let layers = self.layers()?;
-        let known: HashSet<&str> = layers.iter().map(|(id, _)| id.as_str()).collect();
-        for (id, _) in &layers {
-            report.layers_checked += 1;
-            let record = match self.layer_record(id) {
+        let metadata = self.check_metadata()?;
+        report.layers_checked = metadata.layers.len() as u64;
+        report.images_checked = metadata.images.len() as u64;
+        report.problems.extend(metadata.problems);
+        let mut missing = HashSet::new();
+        for id in &metadata.layers {
+            let record = match self.read_layer_record(id) {
                 Ok(r) => r,
                 Err(e) => {
                     report.problems.push(Problem::BadLayer {
@@ -163,6 +213,7 @@ impl Store {
                 if seen.insert(object)
                     && (bad_objects.contains(&hex) || !self.objects.contains(&object))
                 {
+                    missing.insert(object);
                     report.problems.push(Problem::MissingObject {
                         layer: id.clone(),
                         object: hex,
@@ -170,23 +221,180 @@ impl Store {
                 }
             }
         }
-        for image in self.images()? {
-            report.images_checked += 1;
+        if options.repair && !missing.is_empty() {
+            report.restored = self.restore_from_checkouts(&missing)?;
+        }
+        Ok(report)
+    }
+
+    /// Puts back `missing` objects from checkout files holding the same bytes (the hardlink
+    /// strategy keeps one per object and inode metadata), staged, flushed and published as an
+    /// import publishes. Returns the ids restored, sorted.
+    fn restore_from_checkouts(
+        &self,
+        missing: &HashSet<ObjectId>,
+    ) -> Result<Vec<String>, StoreError> {
+        let checkouts = self.root().join("checkouts");
+        let mut files = Vec::new();
+        for fan in fs::read_dir(&checkouts).at(&checkouts)? {
+            let fan = fan.at(&checkouts)?;
+            if !fan.file_type().at(&fan.path())?.is_dir() {
+                continue;
+            }
+            let fan = fan.path();
+            for entry in fs::read_dir(&fan).at(&fan)? {
+                let entry = entry.at(&fan)?;
+                if entry.file_type().at(&entry.path())?.is_file() {
+                    files.push(entry.path());
+                }
+            }
+        }
+        // A checkout that does not read or hash is no source; it is not this check's business.
+        let mut found: Vec<(ObjectId, std::path::PathBuf)> = files
+            .into_par_iter()
+            .filter_map(|path| {
+                let id = hash_file(&path).ok()?;
+                missing.contains(&id).then_some((id, path))
+            })
+            .collect();
+        found.sort_by_key(|(id, _)| id.hex());
+        found.dedup_by_key(|(id, _)| *id);
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dir = self.new_tmp_dir("restore")?;
+        let mut stage = self.objects.stage(dir.join("objects"))?;
+        let mut restored = Vec::new();
+        for (id, path) in &found {
+            let mut file = fs::File::open(path).at(path)?;
+            let size = file.metadata().at(path)?.len();
+            let read_error = |e| StoreError::Io {
+                path: path.clone(),
+                source: e,
+            };
+            let (got, _) = self
+                .objects
+                .stage_stream(&mut stage, &mut file, size, &read_error)?;
+            // A checkout rewritten since it was hashed is staged under its new id, harmlessly.
+            if got == *id {
+                restored.push(id.hex());
+            }
+        }
+        let mut staged = Written::default();
+        staged.add_tree(stage.dir())?;
+        self.sync(staged)?;
+        let mut written = Written::default();
+        self.objects.publish(&stage, &mut written)?;
+        self.sync(written)?;
+        fs::remove_dir_all(&dir).at(&dir)?;
+        Ok(restored)
+    }
+
+    /// Every object file under `objects/` with its id, and every entry there that is not one
+    /// (a directory or special file, a misnamed file, anything at the top level that is not a
+    /// fan-out directory), relative to `objects/`.
+    pub(crate) fn object_files(&self) -> Result<(ObjectFiles, Vec<String>), StoreError> {
+        let objects = self.objects_dir().to_path_buf();
+        let mut files = Vec::new();
+        let mut strays = Vec::new();
+        for fan in fs::read_dir(&objects).at(&objects)? {
+            let fan = fan.at(&objects)?;
+            let prefix = fan.file_name().to_string_lossy().into_owned();
+            let is_fan = prefix.len() == 2
+                && prefix
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                && fan.file_type().at(&fan.path())?.is_dir();
+            if !is_fan {
+                strays.push(prefix);
+                continue;
+            }
+            let fan = fan.path();
+            for entry in fs::read_dir(&fan).at(&fan)? {
+                let entry = entry.at(&fan)?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let id = format!("{prefix}{name}").parse::<ObjectId>();
+                match id {
+                    Ok(id) if entry.file_type().at(&entry.path())?.is_file() => {
+                        files.push((id, entry.path()));
+                    }
+                    _ => strays.push(format!("{prefix}/{name}")),
+                }
+            }
+        }
+        strays.sort();
+        Ok((files, strays))
+    }
+
+    /// Decodes every layer row, image record and name, and checks that names and images
+    /// point at what the store holds. Damage is returned as problems, not as an error.
+    pub(crate) fn check_metadata(&self) -> Result<Metadata, StoreError> {
+        let mut meta = self.db.read(|txn| {
+            let mut meta = Metadata {
+                layers: Vec::new(),
+                images: Vec::new(),
+                problems: Vec::new(),
+            };
+            let layers = txn.open_table(LAYERS).map_err(|e| self.db.err(e))?;
+            for row in layers.iter().map_err(|e| self.db.err(e))? {
+                let (key, value) = row.map_err(|e| self.db.err(e))?;
+                let id = key.value().to_owned();
+                match record::decode::<crate::record::LayerMeta>(Kind::LayerMeta, value.value()) {
+                    Ok(_) => meta.layers.push(id),
+                    Err(e) => meta.problems.push(Problem::BadLayer {
+                        id,
+                        reason: format!("its metadata row does not decode: {e}"),
+                    }),
+                }
+            }
+            let images = txn.open_table(IMAGES).map_err(|e| self.db.err(e))?;
+            for row in images.iter().map_err(|e| self.db.err(e))? {
+                let (key, value) = row.map_err(|e| self.db.err(e))?;
+                let id = key.value().to_owned();
+                match record::decode::<crate::record::ImageRecord>(Kind::Image, value.value()) {
+                    Ok(image) if image.id() != id => meta.problems.push(Problem::BadImage {
+                        reason: format!("its record is of image {}", image.id()),
+                        id,
+                    }),
+                    Ok(image) => meta.images.push(image),
+                    Err(e) => meta.problems.push(Problem::BadImage {
+                        id,
+                        reason: format!("its record does not decode: {e}"),
+                    }),
+                }
+            }
+            let names = txn.open_table(NAMES).map_err(|e| self.db.err(e))?;
+            for row in names.iter().map_err(|e| self.db.err(e))? {
+                let (name, image) = row.map_err(|e| self.db.err(e))?;
+                let image = image.value();
+                if images.get(image).map_err(|e| self.db.err(e))?.is_none() {
+                    meta.problems.push(Problem::BadName {
+                        name: name.value().to_owned(),
+                        image: image.to_owned(),
+                    });
+                }
+            }
+            Ok(meta)
+        })?;
+        let known: HashSet<&str> = meta.layers.iter().map(String::as_str).collect();
+        let mut problems = Vec::new();
+        for image in &meta.images {
             if crate::digest::Sha256::of(&image.manifest) != image.manifest_digest {
-                report.problems.push(Problem::BadImage {
+                problems.push(Problem::BadImage {
                     id: image.id(),
                     reason: "manifest bytes do not match the image id".to_owned(),
                 });
             }
             for layer in &image.layers {
                 if !known.contains(layer.hex().as_str()) {
-                    report.problems.push(Problem::BadImage {
+                    problems.push(Problem::BadImage {
                         id: image.id(),
                         reason: format!("layer {} is missing", layer.hex()),
                     });
                 }
             }
         }
-        Ok(report)
+        meta.problems.extend(problems);
+        Ok(meta)
     }
 }

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::db::LAYERS;
 use crate::error::{IoContext, StoreError};
+use crate::fsck::Problem;
 use crate::lock::LockMode;
 use crate::object::ObjectId;
 use crate::store::Store;
@@ -44,38 +45,63 @@ pub struct GcReport {
 
 impl Store {
     /// Removes everything no image and no GC root needs.
+    ///
+    /// # Errors
+    /// [`StoreError::DatabaseDamaged`] when the metadata database fails redb's integrity
+    /// check, [`StoreError::Damaged`] when its records do not decode or point nowhere (what
+    /// `fsck` reports): a damaged record may be all that keeps a layer alive, so GC then
+    /// removes nothing.
     pub fn gc(&self, options: GcOptions) -> Result<GcReport, StoreError> {
         let _lock = self.lock(LockMode::Exclusive)?;
+        self.db.verify()?;
         let mut report = GcReport {
             dry_run: options.dry_run,
             ..GcReport::default()
         };
-        let mut live: HashSet<String> = self
-            .images()?
+        let metadata = self.check_metadata()?;
+        if !metadata.problems.is_empty() {
+            return Err(StoreError::Damaged {
+                problems: metadata.problems,
+            });
+        }
+        let mut live: HashSet<String> = metadata
+            .images
             .iter()
             .flat_map(|i| i.layers.iter().map(|d| d.hex()))
             .collect();
         live.extend(self.gc_roots()?.into_iter().map(|(_, layer)| layer));
-        let known: Vec<String> = self.layers()?.into_iter().map(|(id, _)| id).collect();
+        let known = metadata.layers;
         let dead: Vec<String> = known
             .iter()
             .filter(|id| !live.contains(*id))
             .cloned()
             .collect();
-        let live_objects: HashSet<ObjectId> = known
+        let records: Vec<Result<Vec<ObjectId>, Problem>> = known
             .par_iter()
             .filter(|id| live.contains(*id))
-            .map(|id| {
-                Ok(self
-                    .layer_record(id)?
-                    .objects()
-                    .map(|(o, _)| o)
-                    .collect::<Vec<_>>())
+            .map(|id| match self.read_layer_record(id) {
+                Ok(record) if record.id() == *id => Ok(record.objects().map(|(o, _)| o).collect()),
+                Ok(record) => Err(Problem::BadLayer {
+                    id: id.clone(),
+                    reason: format!("record is of layer {}", record.id()),
+                }),
+                Err(e) => Err(Problem::BadLayer {
+                    id: id.clone(),
+                    reason: e.to_string(),
+                }),
             })
-            .collect::<Result<Vec<_>, StoreError>>()?
-            .into_iter()
-            .flatten()
             .collect();
+        let mut live_objects: HashSet<ObjectId> = HashSet::new();
+        let mut problems = Vec::new();
+        for record in records {
+            match record {
+                Ok(objects) => live_objects.extend(objects),
+                Err(problem) => problems.push(problem),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(StoreError::Damaged { problems });
+        }
         if !options.dry_run && !dead.is_empty() {
             // The commit point: once the rows are gone the dirs are garbage whatever happens.
             self.db.write(|txn| {
@@ -100,23 +126,13 @@ impl Store {
                 report.leftovers += 1;
             }
         }
-        let objects = self.objects_dir().to_path_buf();
-        for fan in fs::read_dir(&objects).at(&objects)? {
-            let fan = fan.at(&objects)?.path();
-            for entry in fs::read_dir(&fan).at(&fan)? {
-                let entry = entry.at(&fan)?;
-                let name = format!(
-                    "{}{}",
-                    fan.file_name().unwrap_or_default().to_string_lossy(),
-                    entry.file_name().to_string_lossy()
-                );
-                let keep = name
-                    .parse::<ObjectId>()
-                    .is_ok_and(|id| live_objects.contains(&id));
-                if !keep {
-                    report.bytes += self.remove(&entry.path(), options.dry_run)?;
-                    report.objects += 1;
-                }
+        // Strays (what is not an object file in a fan-out directory) are left for
+        // `fsck --repair` to report and quarantine.
+        let (files, _strays) = self.object_files()?;
+        for (id, path) in files {
+            if !live_objects.contains(&id) {
+                report.bytes += self.remove(&path, options.dry_run)?;
+                report.objects += 1;
             }
         }
         let checkouts = self.root().join("checkouts");

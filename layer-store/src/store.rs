@@ -384,7 +384,12 @@ impl Store {
 
     /// Removes tag `name`; the image goes with its last tag. Its layers stay until
     /// [`gc`](Store::gc).
+    ///
+    /// # Errors
+    /// [`StoreError::DatabaseDamaged`] when the metadata database fails redb's integrity
+    /// check: a write would build on damage.
     pub fn remove_image(&self, name: &str) -> Result<(), StoreError> {
+        self.db.verify()?;
         self.db.write(|txn| {
             let mut names = txn.open_table(NAMES).map_err(|e| self.db.err(e))?;
             let mut images = txn.open_table(IMAGES).map_err(|e| self.db.err(e))?;

@@ -192,6 +192,9 @@ impl Command {
                     for q in &report.quarantined {
                         out += &format!("\nquarantined object {q}");
                     }
+                    for r in &report.restored {
+                        out += &format!("\nrestored object {r} from a checkout");
+                    }
                     out
                 })?;
                 if report.is_clean() {
@@ -261,6 +264,6 @@ fn describe(problem: &Problem) -> String {
             format!("layer {layer} needs missing or corrupt object {object}")
         }
         Problem::BadImage { id, reason } => format!("image {id}: {reason}"),
-        _ => format!("{problem:?}"),
+        _ => problem.to_string(),
     }
 }

@@ -336,7 +336,34 @@ impl Store {
 
     /// Which of the plan's layers the store has, in one read transaction (each opening of the
     /// database costs fsyncs).
+    ///
+    /// A layer counts only if it holds all its objects: `fsck --repair` quarantines corrupt
+    /// objects, and importing the image again is how they come back. Objects leave the store
+    /// otherwise only with their layer (GC), so the objects are checked only while
+    /// `quarantine/` holds something.
     fn present_layers(&self, plan: &Plan) -> Result<Vec<bool>, StoreError> {
+        let recorded = self.recorded_layers(plan)?;
+        let quarantine = self.root().join("quarantine");
+        let repaired = fs::read_dir(&quarantine).at(&quarantine)?.next().is_some();
+        if !repaired {
+            return Ok(recorded);
+        }
+        plan.layers
+            .iter()
+            .zip(recorded)
+            .map(|(layer, recorded)| match layer.diff_id {
+                // A record that does not read is for fsck to report; the layer is read again.
+                Some(d) if recorded => self
+                    .read_layer_record(&d.hex())
+                    .is_ok_and(|r| r.objects().all(|(o, _)| self.objects.contains(&o))),
+                _ => false,
+            })
+            .map(Ok)
+            .collect()
+    }
+
+    /// Which of the plan's layers the database has a row for.
+    fn recorded_layers(&self, plan: &Plan) -> Result<Vec<bool>, StoreError> {
         self.db.read(|txn| {
             let table = txn.open_table(LAYERS).map_err(|e| self.db.err(e))?;
             plan.layers

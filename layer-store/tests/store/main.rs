@@ -1,6 +1,7 @@
 //! Integration tests of the layer store, one module per operation.
 
 mod confinement;
+mod damage;
 mod failures;
 mod fixtures;
 mod gc_fsck;
