@@ -251,10 +251,10 @@ fn platform_chooses_from_an_index() -> anyhow::Result<()> {
     let root = tmp.path().join("store");
     let pull = ["pull", reference.as_str(), "--insecure"];
     let pulled = ok_json(&root, &pull)?;
-    assert_eq!(pulled["image"], Sha256::of(&native).hex());
+    assert_eq!(pulled["image"], Sha256::of(&native).to_string());
     let chosen = [&pull[..], &["--platform", other, "--name", "other"]].concat();
     let pulled = ok_json(&root, &chosen)?;
-    assert_eq!(pulled["image"], Sha256::of(&foreign).hex());
+    assert_eq!(pulled["image"], Sha256::of(&foreign).to_string());
     let missing = strata(&root, &[&pull[..], &["--platform", "linux/s390x"]].concat());
     assert!(!missing.status.success());
     let stderr = String::from_utf8_lossy(&missing.stderr);

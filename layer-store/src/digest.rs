@@ -36,6 +36,13 @@ impl fmt::Debug for Sha256 {
     }
 }
 
+/// Serializes a hex id (an image's manifest digest, a layer's diff_id) as the digest it is,
+/// `sha256:<hex>`, so that ids read the same in every JSON document (use with
+/// `#[serde(serialize_with = "…")]`).
+pub fn serialize_id<S: serde::Serializer>(hex: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("sha256:{hex}"))
+}
+
 /// A string that is not a digest this store reads: `sha256:` followed by 64 lowercase hex
 /// digits (or, where a descriptor may say so, `sha512:` and 128).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -20,7 +20,8 @@ use crate::store::Store;
 /// One exported layer.
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerExport {
-    /// Layer id (diff_id hex).
+    /// Layer id (diff_id hex; `sha256:<hex>` in JSON).
+    #[serde(serialize_with = "crate::digest::serialize_id")]
     pub id: String,
     /// The blob's digest as exported.
     pub digest: String,

@@ -95,7 +95,8 @@ pub struct PulledLayer {
 pub struct PullReport {
     /// The reference pulled.
     pub reference: String,
-    /// The image id (manifest digest hex).
+    /// The image id (manifest digest hex; `sha256:<hex>` in JSON).
+    #[serde(serialize_with = "strata_layer_store::digest::serialize_id")]
     pub image: String,
     /// Its tags.
     pub tags: Vec<String>,

@@ -175,7 +175,8 @@ pub struct ImportOptions<'a> {
 /// One layer of an import.
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerOutcome {
-    /// Layer id (diff_id hex).
+    /// Layer id (diff_id hex; `sha256:<hex>` in JSON).
+    #[serde(serialize_with = "crate::digest::serialize_id")]
     pub id: String,
     /// Whether it was imported now (`false`: the store had it).
     pub imported: bool,
@@ -184,7 +185,8 @@ pub struct LayerOutcome {
 /// What an import did.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImportReport {
-    /// The image id (manifest digest hex).
+    /// The image id (manifest digest hex; `sha256:<hex>` in JSON).
+    #[serde(serialize_with = "crate::digest::serialize_id")]
     pub image: String,
     /// Its tags.
     pub tags: Vec<String>,
