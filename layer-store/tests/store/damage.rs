@@ -247,13 +247,9 @@ fn strays_in_objects_are_reported_and_quarantined_not_fatal() {
     );
 }
 
-/// After `fsck --repair` quarantines a corrupt object, importing the image again puts it
-/// back: the store is clean and the layer exports again.
-#[test]
-fn a_reimport_heals_quarantined_objects() {
+/// Flips a byte of the store's largest object; returns its path and its good bytes.
+fn corrupt_largest_object(store: &Store) -> (std::path::PathBuf, Vec<u8>) {
     use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().unwrap();
-    let (store, src) = store_with_image(tmp.path());
     let objects = store.root().join("objects");
     let victim = files_under(&objects)
         .into_iter()
@@ -265,6 +261,16 @@ fn a_reimport_heals_quarantined_objects() {
     bad[0] ^= 1;
     fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
     fs::write(&victim, bad).unwrap();
+    (victim, good)
+}
+
+/// After `fsck --repair` quarantines a corrupt object, importing the image again puts it
+/// back: the store is clean and the layer exports again.
+#[test]
+fn a_reimport_heals_quarantined_objects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, src) = store_with_image(tmp.path());
+    let (victim, good) = corrupt_largest_object(&store);
     let repaired = store.fsck(FsckOptions { repair: true }).unwrap();
     assert_eq!(repaired.quarantined.len(), 1);
     assert!(!victim.exists());
@@ -282,7 +288,6 @@ fn a_reimport_heals_quarantined_objects() {
 /// layer holding the same bytes: no re-import needed.
 #[test]
 fn repair_restores_an_object_from_a_checkout() {
-    use std::os::unix::fs::PermissionsExt;
     use strata_layer_store::Strategy;
     let tmp = tempfile::tempdir().unwrap();
     let (store, _src) = store_with_image(tmp.path());
@@ -291,17 +296,7 @@ fn repair_restores_an_object_from_a_checkout() {
             .materialize(&layer.hex(), Some(Strategy::Hardlink))
             .unwrap();
     }
-    let objects = store.root().join("objects");
-    let victim = files_under(&objects)
-        .into_iter()
-        .map(|f| objects.join(f))
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
-    let good = fs::read(&victim).unwrap();
-    let mut bad = good.clone();
-    bad[0] ^= 1;
-    fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
-    fs::write(&victim, bad).unwrap();
+    let (victim, good) = corrupt_largest_object(&store);
 
     let repaired = store.fsck(FsckOptions { repair: true }).unwrap();
     assert_eq!(repaired.quarantined.len(), 1);

@@ -28,6 +28,15 @@ fn assert_no_dangling_name(store: &Store) {
     }
 }
 
+/// A store and, beside it, an OCI layout of a one-layer image to import.
+fn one_image_source() -> (tempfile::TempDir, std::path::PathBuf, Store) {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("src");
+    Image::new(&sample_layers()[..1], Comp::Gzip).write_oci(&source, "x");
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    (tmp, source, store)
+}
+
 /// Runs `a` and `b` at the same moment on two threads.
 fn race<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
     let start = Barrier::new(2);
@@ -46,10 +55,7 @@ fn race<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + 
 
 #[test]
 fn rmi_racing_an_import_of_the_same_image_loses_no_acknowledged_name() {
-    let tmp = tempfile::tempdir().unwrap();
-    let source = tmp.path().join("src");
-    Image::new(&sample_layers()[..1], Comp::Gzip).write_oci(&source, "x");
-    let store = Store::open(tmp.path().join("store")).unwrap();
+    let (_tmp, source, store) = one_image_source();
     for round in 0..150 {
         import_named(&store, &source, "a").unwrap();
         let (removed, imported) = race(
@@ -70,10 +76,7 @@ fn rmi_racing_an_import_of_the_same_image_loses_no_acknowledged_name() {
 
 #[test]
 fn two_rmis_of_one_image_leave_no_dangling_name() {
-    let tmp = tempfile::tempdir().unwrap();
-    let source = tmp.path().join("src");
-    Image::new(&sample_layers()[..1], Comp::Gzip).write_oci(&source, "x");
-    let store = Store::open(tmp.path().join("store")).unwrap();
+    let (_tmp, source, store) = one_image_source();
     for round in 0..150 {
         import_named(&store, &source, "a").unwrap();
         store.tag("a", "b").unwrap();
