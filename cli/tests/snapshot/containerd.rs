@@ -18,6 +18,45 @@ struct Env {
 }
 
 impl Env {
+    fn new(dir: &Path) -> Env {
+        Env {
+            store: dir.join("strata"),
+            strata_sock: dir.join("strata.sock"),
+            containerd_sock: dir.join("containerd.sock"),
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// A private containerd with `strata serve`'s socket as its `strata` proxy snapshotter.
+    fn containerd(&self) -> Daemon {
+        let config = self.dir.join("config.toml");
+        let d = self.dir.display();
+        std::fs::write(
+            &config,
+            format!(
+                r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[debug]
+  address = "{d}/debug.sock"
+[proxy_plugins]
+  [proxy_plugins.strata]
+    type = "snapshot"
+    address = "{d}/strata.sock"
+"#
+            ),
+        )
+        .unwrap();
+        let mut containerd = Command::new("containerd");
+        containerd.arg("--config").arg(&config);
+        Daemon::start("containerd", containerd, "containerd successfully booted")
+    }
+
     fn serve(&self) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
         cmd.arg("--root")
@@ -78,7 +117,7 @@ fn busybox_image(dir: &Path) -> PathBuf {
 }
 
 /// Passes `archive` through a second Strata store (`strata import`, then `strata export`), so that
-/// containerd runs what Strata exports. Not `Env::store`: `strata serve` holds that one.
+/// containerd runs what Strata exports.
 fn exported_by_strata(dir: &Path, archive: &Path) -> PathBuf {
     let store = dir.join("export-store");
     let layout = dir.join("strata-export");
@@ -101,40 +140,9 @@ fn containerd_runs_containers_on_strata() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_owned();
-    let env = Env {
-        store: dir.join("strata"),
-        strata_sock: dir.join("strata.sock"),
-        containerd_sock: dir.join("containerd.sock"),
-        dir,
-    };
+    let env = Env::new(tmp.path());
     let mut serve = env.serve();
-    let config = env.dir.join("config.toml");
-    let d = env.dir.display();
-    std::fs::write(
-        &config,
-        format!(
-            r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{d}/containerd.sock"
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-[debug]
-  address = "{d}/debug.sock"
-[proxy_plugins]
-  [proxy_plugins.strata]
-    type = "snapshot"
-    address = "{d}/strata.sock"
-"#
-        ),
-    )
-    .unwrap();
-    let mut containerd = Command::new("containerd");
-    containerd.arg("--config").arg(&config);
-    let _containerd = Daemon::start("containerd", containerd, "containerd successfully booted");
+    let _containerd = env.containerd();
 
     // ctr's snapshot commands.
     env.snapshots(&["prepare", "k1"]).unwrap();
@@ -249,6 +257,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         "{} dirs, {used} used, {all} records",
         dirs.len()
     );
+    // The killed server's staging is the next GC's to remove.
+    env.strata_json(&["gc"]);
     let staged = std::fs::read_dir(env.store.join("tmp")).unwrap().count();
     assert_eq!(staged, 0);
 
@@ -261,4 +271,130 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     env.snapshots(&["prepare", "after-restart", committed.last().unwrap()])
         .unwrap();
     env.snapshots(&["rm", "after-restart"]).unwrap();
+}
+
+/// The command line's snapshots on a served root, made before and during serving, survive
+/// containerd's garbage collector; the command line works on the root beside `strata serve`,
+/// two imports at once among it.
+#[test]
+fn the_cli_and_containerd_share_one_root() {
+    if !(can_mount() && containerd_peers() && strata_testkit::peer("busybox", "busybox-static")) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Env::new(tmp.path());
+    let busybox = busybox_image(&env.dir);
+    let archive = busybox.to_str().unwrap();
+    let ok = |args: &[&str]| crate::common::ok(&env.store, args);
+    ok(&["import", archive, "--name", "busybox"]);
+    ok(&["rootfs", "busybox", "keepme"]);
+    ok(&["snapshot", "prepare", "keep2"]);
+
+    let _serve = env.serve();
+    let _containerd = env.containerd();
+
+    // Beside the server: reads, writes, and two imports at once.
+    ok(&["rootfs", "busybox", "keepme-during"]);
+    ok(&["snapshot", "prepare", "keep3"]);
+    let other = env.dir.join("other");
+    std::fs::create_dir_all(other.join("etc")).unwrap();
+    std::fs::write(other.join("etc/motd"), "another image\n").unwrap();
+    let other_tar = env.dir.join("other.tar");
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&other)
+            .arg("-cf")
+            .arg(&other_tar)
+            .arg("."),
+    );
+    std::thread::scope(|s| {
+        let imports = [
+            s.spawn(|| ok(&["import", archive, "--name", "busybox-again"])),
+            s.spawn(|| ok(&["import", other_tar.to_str().unwrap(), "--name", "other"])),
+        ];
+        for import in imports {
+            import.join().unwrap();
+        }
+    });
+    let images = ok(&["images"]);
+    for name in ["busybox", "busybox-again", "other"] {
+        assert!(
+            images.lines().any(|l| l.starts_with(name)),
+            "{name}: {images}"
+        );
+    }
+    let dry = env.strata_json(&["gc", "--dry-run"]);
+    assert_eq!(dry["layers"].as_array().map(Vec::len), Some(0), "{dry}");
+
+    // containerd's own work on the root: an image unpacked onto strata, a container run and
+    // removed, the image removed with a synchronous garbage collection.
+    let exported = exported_by_strata(&env.dir, &busybox);
+    env.ctr(&[
+        "images",
+        "import",
+        "--snapshotter",
+        "strata",
+        exported.to_str().unwrap(),
+    ])
+    .unwrap();
+    let image = "docker.io/library/busybox:latest";
+    let hello = env
+        .ctr(&[
+            "run",
+            "--rm",
+            "--snapshotter",
+            "strata",
+            image,
+            "shared",
+            "/bin/busybox",
+            "echo",
+            "hi",
+        ])
+        .unwrap();
+    assert_eq!(hello.trim(), "hi");
+    let containerd_snapshots = |env: &Env| {
+        env.strata_json(&["ls"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["namespace"] == "containerd")
+            .count()
+    };
+    assert!(
+        containerd_snapshots(&env) > 0,
+        "containerd unpacked onto strata"
+    );
+    env.ctr(&["images", "rm", "--sync", image]).unwrap();
+
+    // containerd's GC took its own snapshots and none of the command line's.
+    assert_eq!(containerd_snapshots(&env), 0, "containerd's GC ran");
+    let listed = env.strata_json(&["ls"]);
+    let mine: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["namespace"] == "strata")
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(mine, ["keep2", "keep3", "keepme", "keepme-during"]);
+    let table = ok(&["ls"]);
+    assert!(table.lines().next().unwrap().contains("OWNER"), "{table}");
+    // The container rootfs still mounts, on layers GC kept.
+    let target = env.dir.join("mnt");
+    std::fs::create_dir(&target).unwrap();
+    ok(&["snapshot", "mount", "keepme", target.to_str().unwrap()]);
+    let mounted = target.join("bin/busybox").exists();
+    ok(&["snapshot", "umount", target.to_str().unwrap()]);
+    assert!(
+        mounted,
+        "the image's files under the CLI's container rootfs"
+    );
+    let gc = env.strata_json(&["gc"]);
+    let fsck = env.strata_json(&["fsck"]);
+    assert_eq!(
+        fsck["problems"].as_array().map(Vec::len),
+        Some(0),
+        "{fsck} after {gc}"
+    );
 }
