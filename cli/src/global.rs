@@ -31,6 +31,27 @@ pub struct Global {
     /// or `containerd` (what containerd made through `strata serve`).
     #[arg(long, global = true, env = "STRATA_NAMESPACE", value_name = "NAME", default_value = strata_snapshotter::CLI_NAMESPACE)]
     pub namespace: String,
+    /// What imports and pulls do with a layer blob that export cannot rebuild byte for byte
+    /// (most registry images, compressed by Go): `keep` it, so that every digest survives
+    /// export and push, or keep only what is `reproducible` (less disk; such layers are
+    /// exported recompressed, under new digests, and `gc` drops blobs kept before).
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_BLOBS",
+        value_enum,
+        default_value = "keep"
+    )]
+    blobs: Blobs,
+}
+
+/// `--blobs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Blobs {
+    /// Keep blobs export cannot reproduce.
+    Keep,
+    /// Keep none.
+    Reproducible,
 }
 
 impl Global {
@@ -74,7 +95,17 @@ impl Global {
         let root = self.root_for(access)?;
         let store = strata_layer_store::Store::open(&root)
             .with_context(|| format!("opening store {}", root.display()))?;
-        Ok(store.with_durability(self.durability()))
+        Ok(store
+            .with_durability(self.durability())
+            .with_blob_policy(self.blob_policy()))
+    }
+
+    /// `--blobs` as the layer store's policy.
+    pub fn blob_policy(&self) -> strata_layer_store::BlobPolicy {
+        match self.blobs {
+            Blobs::Keep => strata_layer_store::BlobPolicy::Keep,
+            Blobs::Reproducible => strata_layer_store::BlobPolicy::Reproducible,
+        }
     }
 
     /// How the layer store commits what it writes (`--no-sync`).

@@ -342,3 +342,69 @@ fn gc_racing_an_import_in_another_process_keeps_it_whole() -> anyhow::Result<()>
     );
     Ok(())
 }
+
+/// A layer compressed by a tool whose deflate stream no zlib setting rebuilds (GNU gzip here;
+/// Go's `compress/gzip` in most registry images) is kept as received: export writes it byte for
+/// byte under the same digests, `du` counts it, and GC drops it with its last image. With
+/// `--blobs reproducible` nothing is kept and export recompresses under a new digest.
+#[test]
+fn a_blob_export_cannot_rebuild_is_kept_and_exported_byte_for_byte() -> anyhow::Result<()> {
+    if !strata_testkit::peer("gzip", "gzip") {
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    let words: String = (0..200_000u32)
+        .map(|i| format!("word{} ", i.wrapping_mul(2_654_435_761) % 997))
+        .collect();
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&layer(&[("etc/words", words.as_bytes())])[..]),
+        &mut plain,
+    )?;
+    let tar = tmp.path().join("layer.tar");
+    fs::write(&tar, plain)?;
+    let out = Command::new("gzip")
+        .arg("-9")
+        .arg("-c")
+        .arg(&tar)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "gzip failed");
+    let gz = tmp.path().join("layer.tar.gz");
+    fs::write(&gz, &out.stdout)?;
+    let digest = format!(
+        "sha256:{}",
+        strata_layer_store::digest::Sha256::of(&out.stdout).hex()
+    );
+
+    for (policy, kept) in [("keep", true), ("reproducible", false)] {
+        let root = tmp.path().join(policy);
+        let run = |args: &[&str]| {
+            let mut all = vec!["--blobs", policy];
+            all.extend_from_slice(args);
+            ok_json(&root, &all)
+        };
+        let imported = run(&["import", gz.to_str().unwrap(), "--name", "img"])?;
+        let dest = tmp.path().join(format!("{policy}.oci"));
+        let exported = run(&["export", "img", "-o", dest.to_str().unwrap()])?;
+        let layer = &exported["layers"][0];
+        assert_eq!(layer["reproduced"], kept, "{policy}: {exported}");
+        assert_eq!(
+            layer["digest"] == digest.as_str(),
+            kept,
+            "{policy}: {exported}"
+        );
+        assert_eq!(exported["manifest"] == imported["image"], kept, "{policy}");
+        if kept {
+            let blob = dest.join("blobs/sha256").join(&digest["sha256:".len()..]);
+            assert_eq!(fs::read(blob)?, out.stdout, "the blob as received");
+        }
+        let du = run(&["du"])?;
+        assert_eq!(du["kept_blob_bytes"].as_u64().unwrap() > 0, kept, "{du}");
+
+        run(&["rmi", "img"])?;
+        let gc = run(&["gc"])?;
+        assert_eq!(gc["blobs"], u64::from(kept), "{gc}");
+        assert_eq!(run(&["du"])?["kept_blob_bytes"], 0);
+    }
+    Ok(())
+}

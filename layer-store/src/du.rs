@@ -35,6 +35,9 @@ pub struct DuReport {
     pub physical_bytes: u64,
     /// Allocated bytes of the content objects alone (without their directories).
     pub object_bytes: u64,
+    /// Allocated bytes of the kept blobs: compressed layers as received, for export to
+    /// reproduce (see [`BlobPolicy`](crate::BlobPolicy)).
+    pub kept_blob_bytes: u64,
     /// `logical_bytes / object_bytes`: how many times over the content would be stored without
     /// dedup (0 for an empty store).
     pub dedup_ratio: f64,
@@ -101,6 +104,7 @@ impl Store {
             logical_bytes,
             physical_bytes,
             object_bytes,
+            kept_blob_bytes: self.kept_blobs()?.iter().map(|(_, bytes)| bytes).sum(),
             dedup_ratio: if object_bytes == 0 {
                 0.0
             } else {

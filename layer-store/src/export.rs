@@ -76,23 +76,31 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the layer blob of `record` (compressed as imported) to `out`; returns its digest
-    /// and size.
+    /// Writes the layer blob of `record` as imported to `out`: the kept blob when the store
+    /// keeps it, else rebuilt and compressed as imported. Returns its digest and size.
     pub fn write_layer_blob(
         &self,
         record: &LayerRecord,
         out: impl Write,
     ) -> Result<(Sha256, u64), StoreError> {
-        self.write_blob_reporting(record, out, None)
+        self.write_blob_reporting(record, &record.blob_digest, out, None)
     }
 
-    /// [`write_layer_blob`](Store::write_layer_blob), reporting the tar bytes to `progress`.
+    /// [`write_layer_blob`](Store::write_layer_blob) for the blob `wanted` (the digest an
+    /// image's manifest names for this layer), reporting the tar bytes to `progress`.
     fn write_blob_reporting(
         &self,
         record: &LayerRecord,
+        wanted: &Sha256,
         out: impl Write,
         progress: Option<&dyn Progress>,
     ) -> Result<(Sha256, u64), StoreError> {
+        if let Some(kept) = self.kept_blob(wanted) {
+            if let Some(progress) = progress {
+                progress.advance(record.tar_size);
+            }
+            return self.copy_kept_blob(&kept, wanted, out);
+        }
         let hashing = HashingWriter::new(BufWriter::with_capacity(1 << 20, out));
         let compressor = Compressor::new(&record.compression, record.tar_size, hashing)
             .map_err(|e| export_io("blob", e))?;
@@ -193,9 +201,18 @@ impl Store {
             .enumerate()
             .map(|(i, diff_id)| {
                 let record = self.layer_record(&diff_id.hex())?;
+                // The blob this image's manifest names, which may differ from the one the
+                // layer was first imported from.
+                let wanted = image
+                    .layers
+                    .iter()
+                    .position(|d| d == *diff_id)
+                    .and_then(|at| described.get(at))
+                    .and_then(|d| d.parse::<Sha256>().ok())
+                    .unwrap_or(record.blob_digest);
                 let tmp = format!("tmp.{i}");
                 let file = create_file_at(&blobs, &tmp).at(&blobs_path.join(&tmp))?;
-                let (digest, size) = self.write_blob_reporting(&record, file, progress)?;
+                let (digest, size) = self.write_blob_reporting(&record, &wanted, file, progress)?;
                 rename_at(&blobs, &tmp, &digest.hex()).at(&blobs_path.join(digest.hex()))?;
                 Ok((digest, size))
             })

@@ -37,6 +37,8 @@ pub struct GcReport {
     pub objects: u64,
     /// Checkout files removed.
     pub checkouts: u64,
+    /// Kept blobs removed (no image names them any more).
+    pub blobs: u64,
     /// Staging leftovers and unnamed layer dirs removed.
     pub leftovers: u64,
     /// Bytes (allocated blocks) freed.
@@ -140,6 +142,10 @@ impl Store {
                     report.checkouts += 1;
                 }
             }
+        }
+        for (path, _) in self.dead_kept_blobs(&metadata.images)? {
+            report.bytes += self.remove(&path, options.dry_run)?;
+            report.blobs += 1;
         }
         // Staging of live handles (of any process) is locked by its owner and stays.
         let tmp = self.tmp_dir();

@@ -39,6 +39,7 @@
 #[doc = include_str!("../../README.md")]
 mod readme {}
 
+mod blobs;
 mod compress;
 mod db;
 pub mod digest;
@@ -62,6 +63,7 @@ mod store;
 pub mod tarstream;
 mod tmp;
 
+pub use blobs::BlobPolicy;
 pub use du::{DuReport, ImageUsage};
 pub use durable::{KernelSync, SyncSeam};
 pub use error::{DatabaseError, StoreError};

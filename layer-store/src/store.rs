@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use strata_metadb::Tx;
 
+use crate::blobs::BlobPolicy;
 use crate::db::{Db, gc_roots, images, layers, names};
 use crate::durable::{self, SyncSeam, Written};
 use crate::error::{IoContext, StoreError};
@@ -29,6 +30,8 @@ pub struct Store {
     sync: Arc<dyn SyncSeam>,
     /// This handle's staging dir under `tmp/`, made on first use.
     own_tmp: Mutex<Option<Arc<OwnedTmp>>>,
+    /// Whether imports keep blobs export cannot reproduce.
+    blobs: BlobPolicy,
 }
 
 /// Whether a commit waits for its files to reach stable storage.
@@ -77,6 +80,18 @@ impl Store {
             tracing::warn!(%err, "cannot change the database's durability");
         }
         self.durability = durability;
+    }
+
+    /// This store with `policy` for the layer blobs that export cannot reproduce (see
+    /// [`BlobPolicy`]; [`BlobPolicy::Keep`] by default).
+    pub fn with_blob_policy(mut self, policy: BlobPolicy) -> Store {
+        self.blobs = policy;
+        self
+    }
+
+    /// What this handle does with blobs export cannot reproduce.
+    pub fn blob_policy(&self) -> BlobPolicy {
+        self.blobs
     }
 
     /// Whether `root` holds a store: a metadata database of this release or of an earlier
@@ -146,6 +161,7 @@ impl Store {
             durability: Durability::default(),
             sync,
             own_tmp: Mutex::new(None),
+            blobs: BlobPolicy::default(),
         })
     }
 

@@ -89,6 +89,8 @@ impl Snapshotter {
             write_image(&oci, &parent, &digests, name)?;
             let options = ImportOptions {
                 name: Some(name.to_owned()),
+                // Strata's writer made the blob; export rebuilds it byte for byte.
+                blob_policy: Some(strata_layer_store::BlobPolicy::Reproducible),
                 ..ImportOptions::default()
             };
             let import = store.import(&oci, &options).map_err(store_error)?;

@@ -119,6 +119,7 @@ impl Command {
                     } else {
                         Limits::default()
                     },
+                    blob_policy: None,
                 };
                 let mut report = if materialize {
                     store.import_materialized(&source, &options, strategy)
@@ -165,11 +166,12 @@ impl Command {
                 let report = store.gc(GcOptions { dry_run })?;
                 global.emit(&report, || {
                     format!(
-                        "{} {} layers, {} objects, {} checkouts, {} leftovers: {}",
+                        "{} {} layers, {} objects, {} checkouts, {} kept blobs, {} leftovers: {}",
                         if dry_run { "would remove" } else { "removed" },
                         report.layers.len(),
                         report.objects,
                         report.checkouts,
+                        report.blobs,
                         report.leftovers,
                         human(report.bytes)
                     )
@@ -219,6 +221,10 @@ impl Command {
                             i.tags.join(",")
                         );
                     }
+                    out += &format!(
+                        "\nkept blobs: {} (layers as received, that export writes byte for byte)",
+                        human(report.kept_blob_bytes)
+                    );
                     out += &format!(
                         "\ntotal: {} logical, {} objects, {} on disk, dedup ratio {:.2}",
                         human(report.logical_bytes),

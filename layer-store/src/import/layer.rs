@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use sha2::Digest as _;
 
+use crate::blobs::{BlobPolicy, STAGED_BLOB, Tee, reproducible};
 use crate::digest::{Digest, HashingReader, Sha256};
 use crate::error::{IoContext, StoreError};
 use crate::import::pipe;
@@ -69,10 +70,11 @@ impl Store {
         reader: impl Read + Send,
         expected: &Expected,
         limits: &Limits,
+        blobs: BlobPolicy,
         progress: Option<&dyn ImportProgress>,
     ) -> Result<Staged, StoreError> {
         let dir = self.new_tmp_dir("layer")?;
-        let result = self.stage_layer_in(&dir, reader, expected, limits, progress);
+        let result = self.stage_layer_in(&dir, reader, expected, limits, blobs, progress);
         if result.is_err() {
             let _ = fs::remove_dir_all(&dir);
         }
@@ -85,6 +87,7 @@ impl Store {
         reader: impl Read + Send,
         expected: &Expected,
         limits: &Limits,
+        blobs: BlobPolicy,
         progress: Option<&dyn ImportProgress>,
     ) -> Result<Staged, StoreError> {
         let mut stage = self.objects.stage(dir.join("objects"))?;
@@ -93,8 +96,17 @@ impl Store {
         // The store keeps sha256; a descriptor's sha512 is computed beside it.
         let sha512 = matches!(expected.digest, Some(Digest::Sha512(_)))
             .then(|| Arc::new(Mutex::new(sha2::Sha512::new())));
+        // The blob as received, in case export cannot rebuild it (see `blobs.rs`).
+        let keep = blobs == BlobPolicy::Keep;
+        let kept = dir.join(STAGED_BLOB);
+        let copy = keep
+            .then(|| fs::File::create_new(&kept).at(&kept))
+            .transpose()?;
         let reader = Sha512Reader {
-            inner: reader,
+            inner: Tee {
+                inner: reader,
+                copy,
+            },
             hasher: sha512.clone(),
         };
         let (tar, summary) = std::thread::scope(|scope| {
@@ -131,6 +143,9 @@ impl Store {
             None => Digest::Sha256(digest),
         };
         verify(expected, digest_as_described, blob_size, tar.diff_id)?;
+        if keep && reproducible(&compression) {
+            fs::remove_file(&kept).at(&kept)?;
+        }
         let file_bytes = tar
             .parts
             .entries

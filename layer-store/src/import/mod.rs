@@ -18,6 +18,7 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::blobs::BlobPolicy;
 use crate::compress::{self, Format};
 use crate::db::{images, layers, names};
 use crate::digest::Sha256;
@@ -170,6 +171,9 @@ pub struct ImportOptions<'a> {
     pub progress: Option<&'a dyn ImportProgress>,
     /// What the source may make the import spend.
     pub limits: Limits,
+    /// Overrides the store's [`BlobPolicy`] for this import: `Reproducible` for layers the
+    /// caller compressed itself with Strata's writer, which export rebuilds byte for byte.
+    pub blob_policy: Option<BlobPolicy>,
 }
 
 /// One layer of an import.
@@ -311,7 +315,8 @@ impl Store {
                     return Ok(None);
                 }
                 let reader = plan.blobs.open(&expected.blob)?;
-                self.stage_layer(reader, expected, &options.limits, options.progress)
+                let policy = options.blob_policy.unwrap_or(self.blob_policy());
+                self.stage_layer(reader, expected, &options.limits, policy, options.progress)
                     .map(Some)
             })
             .collect();
@@ -430,6 +435,9 @@ impl Store {
             objects_new += published;
             objects_existing += s.objects_existing + (s.objects_new - published);
             blob_bytes += s.record.blob_size;
+            for path in self.publish_kept_blob(&s.dir, &s.record.blob_digest)? {
+                written.add(path);
+            }
             let dest = self.layer_dir(&s.record.id());
             if dest.exists() {
                 if self.layer_meta(&s.record.id())?.is_some() {

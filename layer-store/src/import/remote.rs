@@ -78,7 +78,8 @@ impl Store {
             size: Some(blob.size),
             diff_id: Some(blob.diff_id),
         };
-        let staged = self.stage_layer(reader, &expected, &Limits::default(), progress)?;
+        let policy = self.blob_policy();
+        let staged = self.stage_layer(reader, &expected, &Limits::default(), policy, progress)?;
         Ok(StagedLayer {
             staged: Some(staged),
             blob: *blob,

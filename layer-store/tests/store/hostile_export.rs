@@ -153,7 +153,8 @@ fn a_symlink_or_a_dir_at_the_destination_is_refused_not_followed() {
 fn a_failed_export_leaves_nothing_behind() {
     let sandbox = sandbox();
     let shared = &sandbox.shared;
-    // A layer the store cannot rebuild: its object is gone.
+    // A layer the store cannot rebuild: its objects are gone, and it keeps no blob.
+    fs::remove_dir_all(sandbox.store.root().join("blobs")).unwrap();
     let objects = sandbox.store.root().join("objects");
     let mut stack = vec![objects];
     while let Some(dir) = stack.pop() {
