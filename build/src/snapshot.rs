@@ -1,0 +1,188 @@
+//! A step's writable rootfs: the image state so far, stored as a transient image, a snapshot
+//! prepared on it and mounted; afterwards the snapshot's upper dir becomes the step's layer
+//! through the snapshotter's image commit. Everything transient goes when the step ends,
+//! whatever happened.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::Value;
+use strata_snapshotter::MountGuard;
+
+use crate::backend::Backend;
+use crate::error::{BuildError, Result};
+use crate::image::{ImageState, LayerRef};
+
+/// A layer a step made.
+#[derive(Debug, Clone)]
+pub struct NewLayer {
+    /// Its manifest descriptor.
+    pub layer: LayerRef,
+    /// Its diff_id (`sha256:…`).
+    pub diff_id: String,
+    /// Its layer store id.
+    pub id: String,
+}
+
+/// Names and scratch space of one build.
+#[derive(Debug)]
+pub struct Workspace {
+    token: String,
+    dir: PathBuf,
+    counter: AtomicU64,
+}
+
+impl Workspace {
+    /// A workspace under the store's `tmp/`, named after this process and the time.
+    pub fn new(backend: &Backend) -> Result<Workspace> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let token = format!("{}-{nanos}", std::process::id());
+        let dir = backend.scratch_dir(&format!("build-{token}"))?;
+        Ok(Workspace {
+            token,
+            dir,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// A fresh numbered scratch dir and the names of its transient image and snapshot.
+    fn next(&self) -> Result<(PathBuf, String, String)> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let dir = self.dir.join(n.to_string());
+        fs::create_dir_all(&dir).map_err(BuildError::io("create", &dir))?;
+        let image = format!("localhost/strata-build:{}-{n}", self.token);
+        let key = format!("strata-build-{}-{n}", self.token);
+        Ok((dir, image, key))
+    }
+
+    /// A fresh scratch dir for the result's layout, and a transient name for it.
+    pub fn result_dir(&self) -> Result<(PathBuf, String)> {
+        let (dir, image, _) = self.next()?;
+        Ok((dir.join("result"), image))
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "build scratch dir left behind");
+        }
+    }
+}
+
+/// What to undo when a step ends.
+struct Transient<'a> {
+    backend: &'a Backend,
+    images: Vec<String>,
+    snapshot: Option<String>,
+}
+
+impl Drop for Transient<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = &self.snapshot {
+            if let Err(e) = self.backend.remove_snapshot(key) {
+                tracing::warn!(key, error = %e, "build snapshot left behind");
+            }
+        }
+        for image in &self.images {
+            if let Err(e) = self.backend.remove_image(image) {
+                tracing::warn!(image, error = %e, "transient build image left behind");
+            }
+        }
+    }
+}
+
+/// A state mounted read-only in spirit (a step reads it, writes nothing): for `COPY --from`.
+pub struct Mounted<'a> {
+    // Unmounted before the snapshot goes: fields drop in order.
+    _mount: MountGuard,
+    _transient: Transient<'a>,
+    /// Where it is mounted.
+    pub rootfs: PathBuf,
+}
+
+/// Prepares a snapshot on `state`, returning its transient things and the rootfs dir.
+fn prepare<'a>(
+    backend: &'a Backend,
+    ws: &Workspace,
+    state: &ImageState,
+) -> Result<(Transient<'a>, PathBuf, String)> {
+    let (dir, image, key) = ws.next()?;
+    let oci = dir.join("oci");
+    state.write_layout(&oci, &image)?;
+    let mut transient = Transient {
+        backend,
+        images: Vec::new(),
+        snapshot: None,
+    };
+    backend.import(&oci, &image)?;
+    transient.images.push(image.clone());
+    backend.prepare(&key, &image)?;
+    transient.snapshot = Some(key.clone());
+    let rootfs = dir.join("rootfs");
+    fs::create_dir(&rootfs).map_err(BuildError::io("create", &rootfs))?;
+    Ok((transient, rootfs, key))
+}
+
+/// Mounts `state` for reading.
+pub fn mount<'a>(backend: &'a Backend, ws: &Workspace, state: &ImageState) -> Result<Mounted<'a>> {
+    let (transient, rootfs, key) = prepare(backend, ws, state)?;
+    let mount = backend.mount(&key, &rootfs)?;
+    Ok(Mounted {
+        _mount: mount,
+        _transient: transient,
+        rootfs,
+    })
+}
+
+/// Runs `work` on a writable rootfs of `state` (given the rootfs and a scratch dir), then
+/// stores its changes as a layer kept by GC root `gc_owner`; `None` when it changed nothing.
+pub fn with_rootfs(
+    backend: &Backend,
+    ws: &Workspace,
+    state: &ImageState,
+    gc_owner: &str,
+    work: impl FnOnce(&Path, &Path) -> Result<()>,
+) -> Result<Option<NewLayer>> {
+    let (mut transient, rootfs, key) = prepare(backend, ws, state)?;
+    {
+        let _mount = backend.mount(&key, &rootfs)?;
+        let scratch = rootfs.with_file_name("work");
+        work(&rootfs, &scratch)?;
+    }
+    let out = format!("{}-out", transient.images[0]);
+    let made = backend.commit(&key, &out)?;
+    transient.images.push(out.clone());
+    if made.changes == 0 {
+        return Ok(None);
+    }
+    let record = backend.image(&out)?.ok_or_else(|| BuildError::ImageJson {
+        image: out.clone(),
+        reason: "the committed image is gone".into(),
+    })?;
+    let manifest: Value =
+        serde_json::from_slice(&record.manifest).map_err(|e| BuildError::ImageJson {
+            image: out.clone(),
+            reason: e.to_string(),
+        })?;
+    let layer: LayerRef = manifest["layers"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|l| serde_json::from_value(l.clone()).ok())
+        .ok_or_else(|| BuildError::ImageJson {
+            image: out.clone(),
+            reason: "manifest without the new layer".into(),
+        })?;
+    let id = made.diff_id.trim_start_matches("sha256:").to_owned();
+    // While the transient image still holds the layer.
+    backend.add_gc_root(gc_owner, &id)?;
+    Ok(Some(NewLayer {
+        layer,
+        diff_id: made.diff_id,
+        id,
+    }))
+}
