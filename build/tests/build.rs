@@ -1,0 +1,280 @@
+//! Builds of a multi-stage Dockerfile on a busybox image made here, with real runc and overlay
+//! mounts (root only): the result's files, config and history, the cache across rebuilds, a
+//! changed source, `--no-cache`, cache expiry with GC, and a context symlink that points out.
+
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, symlink};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use strata_build::{BuildOptions, BuildReport, Builder, Outcome, Quiet};
+use strata_layer_store::{Durability, GcOptions, ImportOptions, Store};
+use strata_snapshotter::runc::Container;
+use strata_snapshotter::{Labels, Snapshotter};
+
+const DOCKERFILE: &str = r#"FROM busybox AS build
+ENV GREETING=hello
+WORKDIR /work
+COPY app.txt ./
+RUN echo "$GREETING from $(cat app.txt)" > out.txt
+
+FROM busybox
+COPY --from=build /work/out.txt /srv/out.txt
+COPY links/ /srv/links/
+RUN true
+WORKDIR /srv
+CMD ["cat", "/srv/out.txt"]
+"#;
+
+fn ready() -> bool {
+    strata_testkit::can_mount()
+        && strata_testkit::peer("runc", "runc")
+        && strata_testkit::peer("busybox", "busybox-static")
+}
+
+/// A store with image `busybox`, and a build context.
+fn setup(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let root = dir.join("store");
+    let layout = dir.join("busybox");
+    strata_testkit::busybox::busybox_layout(&layout);
+    let store = Store::open(&root)
+        .unwrap()
+        .with_durability(Durability::None);
+    let options = ImportOptions {
+        name: Some("busybox".into()),
+        ..ImportOptions::default()
+    };
+    store.import(&layout, &options).unwrap();
+    let context = dir.join("context");
+    fs::create_dir_all(context.join("links")).unwrap();
+    fs::write(context.join("Dockerfile"), DOCKERFILE).unwrap();
+    fs::write(context.join("app.txt"), "world").unwrap();
+    fs::write(dir.join("secret"), "outside the context").unwrap();
+    // Both point out of the context: they must arrive as links, never as the secret.
+    symlink(dir.join("secret"), context.join("links/absolute")).unwrap();
+    symlink("../../secret", context.join("links/relative")).unwrap();
+    fs::write(context.join(".dockerignore"), "links/ignored*\n").unwrap();
+    fs::write(context.join("links/ignored.txt"), "left out").unwrap();
+    (root, context)
+}
+
+fn build(root: &Path, context: &Path, no_cache: bool) -> BuildReport {
+    let builder = Builder::open(root, Durability::None).unwrap();
+    let mut options = BuildOptions::default();
+    options.tags.push("app:1".into());
+    options.no_cache = no_cache;
+    builder.build(context, &options, &Quiet).unwrap()
+}
+
+fn outcomes(report: &BuildReport) -> Vec<Outcome> {
+    report.steps.iter().map(|s| s.outcome).collect()
+}
+
+/// Mounts image `image` as a container rootfs and hands it to `check`.
+fn with_rootfs(root: &Path, image: &str, check: impl FnOnce(&Path)) {
+    let sn = Snapshotter::open(root).unwrap();
+    let store = Store::open_with_db(root, sn.database()).unwrap();
+    sn.prepare_on_image("check", &store, image, Labels::new())
+        .unwrap();
+    let target = tempfile::tempdir().unwrap();
+    {
+        let _mount = sn.mount("check", target.path()).unwrap();
+        check(target.path());
+    }
+    sn.remove("check").unwrap();
+}
+
+fn config(root: &Path, image: &str) -> Value {
+    let store = Store::open(root).unwrap();
+    serde_json::from_slice(&store.image(image).unwrap().config).unwrap()
+}
+
+#[test]
+fn a_multi_stage_build_runs_once_and_then_comes_from_the_cache() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (root, context) = setup(dir.path());
+    use Outcome::{Cached, Ran};
+
+    let first = build(&root, &context, false);
+    assert_eq!(
+        outcomes(&first),
+        [Cached, Ran, Ran, Ran, Ran, Cached, Ran, Ran, Ran, Ran, Ran],
+        "{:#?}",
+        first.steps
+    );
+    assert_eq!(first.tags, ["docker.io/library/app:1"]);
+
+    // The files: what RUN wrote, copied from the first stage; the links as links.
+    with_rootfs(&root, "app:1", |rootfs| {
+        assert_eq!(
+            fs::read_to_string(rootfs.join("srv/out.txt")).unwrap(),
+            "hello from world\n"
+        );
+        let links = rootfs.join("srv/links");
+        assert_eq!(
+            fs::read_link(links.join("absolute")).unwrap(),
+            dir.path().join("secret")
+        );
+        assert_eq!(
+            fs::read_link(links.join("relative")).unwrap(),
+            Path::new("../../secret")
+        );
+        assert!(!links.join("ignored.txt").exists(), ".dockerignore");
+        let meta = fs::symlink_metadata(links.join("relative")).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (0, 0),
+            "context files belong to root"
+        );
+        assert!(
+            !rootfs.join("work").exists(),
+            "the first stage is not in the image"
+        );
+        // The image's CMD, run by the runc launcher.
+        let bundle = tempfile::tempdir().unwrap();
+        let out = Container::new(rootfs, ["cat", "/srv/out.txt"])
+            .output(bundle.path(), "strata-build-test")
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from world\n");
+    });
+
+    // Config and history.
+    let config = config(&root, "app:1");
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["cat", "/srv/out.txt"])
+    );
+    assert_eq!(config["config"]["WorkingDir"], "/srv");
+    let history: Vec<(String, bool)> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["created_by"].as_str().unwrap_or("").to_owned(),
+                h["empty_layer"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    let ours: Vec<(&str, bool)> = history[1..].iter().map(|(c, e)| (c.as_str(), *e)).collect();
+    assert_eq!(
+        ours,
+        [
+            (
+                "COPY --from=build /work/out.txt /srv/out.txt # buildkit",
+                false
+            ),
+            ("COPY links/ /srv/links/ # buildkit", false),
+            ("RUN /bin/sh -c true # buildkit", true),
+            ("WORKDIR /srv", true),
+            (r#"CMD ["cat" "/srv/out.txt"]"#, true),
+        ]
+    );
+    assert_eq!(
+        config["rootfs"]["diff_ids"].as_array().unwrap().len(),
+        3,
+        "busybox and two COPY layers; the empty RUN made none"
+    );
+
+    // Nothing changed: every step from the cache, and the very same image.
+    let second = build(&root, &context, false);
+    assert!(
+        outcomes(&second).iter().all(|o| *o == Cached),
+        "{:#?}",
+        second.steps
+    );
+    assert_eq!(second.image, first.image);
+
+    // One COPY source changed: that step and everything after it run again.
+    fs::write(context.join("app.txt"), "strata").unwrap();
+    let third = build(&root, &context, false);
+    assert_eq!(
+        outcomes(&third),
+        [
+            Cached, Cached, Cached, Ran, Ran, Cached, Ran, Ran, Ran, Ran, Ran
+        ],
+        "{:#?}",
+        third.steps
+    );
+    with_rootfs(&root, "app:1", |rootfs| {
+        assert_eq!(
+            fs::read_to_string(rootfs.join("srv/out.txt")).unwrap(),
+            "hello from strata\n"
+        );
+    });
+
+    // --no-cache runs everything.
+    let fourth = build(&root, &context, true);
+    assert!(
+        outcomes(&fourth)
+            .iter()
+            .zip(&fourth.steps)
+            .all(|(o, s)| *o == Ran || s.instruction.starts_with("FROM")),
+        "{:#?}",
+        fourth.steps
+    );
+}
+
+/// Layers of the store that no image names.
+fn cache_only_layers(store: &Store) -> HashSet<String> {
+    let in_images: HashSet<String> = store
+        .images()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i.layers.iter().map(|d| d.hex()))
+        .collect();
+    store
+        .layers()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| !in_images.contains(id))
+        .collect()
+}
+
+#[test]
+fn gc_keeps_recent_cache_and_collects_expired() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (root, context) = setup(dir.path());
+    build(&root, &context, false);
+
+    // The first stage's layers are held by the cache alone (the empty layer `RUN true` made
+    // is held by nothing: the first GC takes it).
+    let store = Store::open(&root).unwrap();
+    store.gc(GcOptions::default()).unwrap();
+    let held = cache_only_layers(&store);
+    assert_eq!(held.len(), 2, "COPY app.txt and the RUN of the first stage");
+    let kept = strata_build::prune_cache(&store, Duration::from_secs(3600)).unwrap();
+    assert_eq!(kept.removed, 0);
+    store.gc(GcOptions::default()).unwrap();
+    assert_eq!(cache_only_layers(&store), held, "recent cache survives gc");
+
+    // Expire every entry (last used long ago), then collect.
+    let entries = root.join("build-cache/v1");
+    for entry in fs::read_dir(&entries).unwrap() {
+        let path = entry.unwrap().path();
+        let mut json: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        json["last_used"] = 1.into();
+        fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    }
+    let pruned = strata_build::prune_cache(&store, Duration::from_secs(3600)).unwrap();
+    assert_eq!((pruned.removed, pruned.kept), (kept.kept, 0));
+    let report = store.gc(GcOptions::default()).unwrap();
+    let removed: HashSet<String> = report.layers.into_iter().collect();
+    assert_eq!(removed, held);
+    assert!(cache_only_layers(&store).is_empty());
+    assert!(store.image("app:1").is_ok(), "the image keeps its layers");
+    drop(store);
+
+    // With the cache gone, a rebuild runs the steps again.
+    let again = build(&root, &context, false);
+    assert!(again.steps.iter().any(|s| s.outcome == Outcome::Ran));
+}
