@@ -78,6 +78,14 @@ impl Cache {
         Ok(Cache { dir })
     }
 
+    /// The cache of the store at `root` without creating anything: a store no build used has
+    /// no entries.
+    pub fn existing(root: &Path) -> Cache {
+        Cache {
+            dir: Cache::dir(root),
+        }
+    }
+
     /// The cache's directory for the store at `root`.
     pub fn dir(root: &Path) -> PathBuf {
         root.join(CACHE_DIR).join(format!("v{VERSION}"))
@@ -122,7 +130,11 @@ impl Cache {
     /// Every readable entry, with its file.
     pub fn entries(&self) -> Result<Vec<(PathBuf, Entry)>> {
         let mut out = Vec::new();
-        for item in fs::read_dir(&self.dir).map_err(BuildError::io("read", &self.dir))? {
+        let listing = match fs::read_dir(&self.dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            other => other.map_err(BuildError::io("read", &self.dir))?,
+        };
+        for item in listing {
             let path = item.map_err(BuildError::io("read", &self.dir))?.path();
             if path.extension().is_none_or(|e| e != "json") {
                 continue;

@@ -43,5 +43,5 @@ pub use cache::{CACHE_DIR, VERSION as CACHE_VERSION};
 pub use engine::Builder;
 pub use error::{BuildError, Result};
 pub use options::{BuildOptions, BuildReport, Outcome, Progress, Quiet, StepReport};
-pub use prune::{PruneReport, prune_cache};
+pub use prune::{PruneOptions, PruneReport, prune_cache};
 pub use strata_snapshotter::runc::Network;

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use strata_build::{BuildOptions, BuildReport, Builder, Outcome, Quiet};
+use strata_build::{BuildOptions, BuildReport, Builder, Outcome, PruneOptions, Quiet};
 use strata_layer_store::{Durability, GcOptions, ImportOptions, Store};
 use strata_snapshotter::runc::Container;
 use strata_snapshotter::{Labels, Snapshotter};
@@ -252,7 +252,8 @@ fn gc_keeps_recent_cache_and_collects_expired() {
     store.gc(GcOptions::default()).unwrap();
     let held = cache_only_layers(&store);
     assert_eq!(held.len(), 2, "COPY app.txt and the RUN of the first stage");
-    let kept = strata_build::prune_cache(&store, Duration::from_secs(3600)).unwrap();
+    let kept =
+        strata_build::prune_cache(&store, PruneOptions::keep(Duration::from_secs(3600))).unwrap();
     assert_eq!(kept.removed, 0);
     store.gc(GcOptions::default()).unwrap();
     assert_eq!(cache_only_layers(&store), held, "recent cache survives gc");
@@ -265,7 +266,8 @@ fn gc_keeps_recent_cache_and_collects_expired() {
         json["last_used"] = 1.into();
         fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
     }
-    let pruned = strata_build::prune_cache(&store, Duration::from_secs(3600)).unwrap();
+    let pruned =
+        strata_build::prune_cache(&store, PruneOptions::keep(Duration::from_secs(3600))).unwrap();
     assert_eq!((pruned.removed, pruned.kept), (kept.kept, 0));
     let report = store.gc(GcOptions::default()).unwrap();
     let removed: HashSet<String> = report.layers.into_iter().collect();

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common::containerd::Containerd;
 use crate::common::daemon::Daemon;
 use crate::common::{can_mount, ok, run_ok};
 
@@ -14,7 +15,6 @@ struct Env {
     dir: PathBuf,
     store: PathBuf,
     strata_sock: PathBuf,
-    containerd_sock: PathBuf,
 }
 
 impl Env {
@@ -28,25 +28,10 @@ impl Env {
         Daemon::start("strata serve", cmd, "serving snapshots on")
     }
 
-    fn ctr(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("ctr")
-            .arg("--address")
-            .arg(&self.containerd_sock)
-            .args(["--namespace", "strata-test"])
-            .args(args)
-            .output()
-            .unwrap();
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-
-    fn snapshots(&self, args: &[&str]) -> Result<String, String> {
+    fn snapshots(&self, containerd: &Containerd, args: &[&str]) -> Result<String, String> {
         let mut all = vec!["snapshots", "--snapshotter", "strata"];
         all.extend_from_slice(args);
-        self.ctr(&all)
+        containerd.ctr(&all)
     }
 
     fn strata_json(&self, args: &[&str]) -> serde_json::Value {
@@ -56,9 +41,7 @@ impl Env {
 
 /// Whether containerd, ctr and runc are installed (each missing one skips the test, saying so).
 pub fn containerd_peers() -> bool {
-    strata_testkit::peer("containerd", "containerd")
-        && strata_testkit::peer("ctr", "containerd")
-        && strata_testkit::peer("runc", "runc")
+    crate::common::containerd::peers()
 }
 
 /// A one-layer OCI image of Debian's static busybox, as an OCI archive.
@@ -105,50 +88,29 @@ fn containerd_runs_containers_on_strata() {
     let env = Env {
         store: dir.join("strata"),
         strata_sock: dir.join("strata.sock"),
-        containerd_sock: dir.join("containerd.sock"),
         dir,
     };
     let mut serve = env.serve();
-    let config = env.dir.join("config.toml");
-    let d = env.dir.display();
-    std::fs::write(
-        &config,
-        format!(
-            r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{d}/containerd.sock"
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-[debug]
-  address = "{d}/debug.sock"
-[proxy_plugins]
-  [proxy_plugins.strata]
-    type = "snapshot"
-    address = "{d}/strata.sock"
-"#
-        ),
-    )
-    .unwrap();
-    let mut containerd = Command::new("containerd");
-    containerd.arg("--config").arg(&config);
-    let _containerd = Daemon::start("containerd", containerd, "containerd successfully booted");
+    let containerd = Containerd::start(&env.dir, &env.strata_sock);
 
     // ctr's snapshot commands.
-    env.snapshots(&["prepare", "k1"]).unwrap();
-    let mounts = env.snapshots(&["mounts", "/mnt", "k1"]).unwrap();
+    env.snapshots(&containerd, &["prepare", "k1"]).unwrap();
+    let mounts = env
+        .snapshots(&containerd, &["mounts", "/mnt", "k1"])
+        .unwrap();
     assert!(mounts.starts_with("mount -t bind "), "{mounts}");
     assert!(mounts.contains("rw,rbind"), "{mounts}");
-    env.snapshots(&["commit", "c1", "k1"]).unwrap();
-    env.snapshots(&["prepare", "k2", "c1"]).unwrap();
-    let mounts = env.snapshots(&["mounts", "/mnt", "k2"]).unwrap();
+    env.snapshots(&containerd, &["commit", "c1", "k1"]).unwrap();
+    env.snapshots(&containerd, &["prepare", "k2", "c1"])
+        .unwrap();
+    let mounts = env
+        .snapshots(&containerd, &["mounts", "/mnt", "k2"])
+        .unwrap();
     assert!(
         mounts.contains("mount -t overlay overlay") && mounts.contains("upperdir="),
         "{mounts}"
     );
-    let ls = env.snapshots(&["ls"]).unwrap();
+    let ls = env.snapshots(&containerd, &["ls"]).unwrap();
     assert!(
         ls.lines()
             .any(|l| l.split_whitespace().eq(["c1", "Committed"])),
@@ -159,26 +121,29 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .any(|l| l.split_whitespace().eq(["k2", "c1", "Active"])),
         "{ls}"
     );
-    let err = env.snapshots(&["rm", "c1"]).unwrap_err();
+    let err = env.snapshots(&containerd, &["rm", "c1"]).unwrap_err();
     assert!(err.contains("failed precondition"), "{err}");
-    let err = env.snapshots(&["commit", "c1", "k2"]).unwrap_err();
+    let err = env
+        .snapshots(&containerd, &["commit", "c1", "k2"])
+        .unwrap_err();
     assert!(err.contains("already exists"), "{err}");
-    env.snapshots(&["rm", "k2"]).unwrap();
-    env.snapshots(&["rm", "c1"]).unwrap();
-    let err = env.snapshots(&["info", "c1"]).unwrap_err();
+    env.snapshots(&containerd, &["rm", "k2"]).unwrap();
+    env.snapshots(&containerd, &["rm", "c1"]).unwrap();
+    let err = env.snapshots(&containerd, &["info", "c1"]).unwrap_err();
     assert!(err.contains("not found"), "{err}");
 
     // An image exported by strata, unpacked onto strata, and a container running on it.
     let archive = exported_by_strata(&env.dir, &busybox_image(&env.dir));
-    env.ctr(&[
-        "images",
-        "import",
-        "--snapshotter",
-        "strata",
-        archive.to_str().unwrap(),
-    ])
-    .unwrap();
-    let hello = env
+    containerd
+        .ctr(&[
+            "images",
+            "import",
+            "--snapshotter",
+            "strata",
+            archive.to_str().unwrap(),
+        ])
+        .unwrap();
+    let hello = containerd
         .ctr(&[
             "run",
             "--rm",
@@ -193,7 +158,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         ])
         .unwrap();
     assert_eq!(hello.trim(), "hello");
-    let layers = env.snapshots(&["ls"]).unwrap();
+    let layers = env.snapshots(&containerd, &["ls"]).unwrap();
     assert!(
         layers.contains("sha256:"),
         "the image's layer is a strata snapshot: {layers}"
@@ -209,13 +174,15 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         if !parent.is_empty() {
             prepare.push(parent.as_str());
         }
-        env.snapshots(&prepare).unwrap();
-        env.snapshots(&["commit", &name, &key]).unwrap();
+        env.snapshots(&containerd, &prepare).unwrap();
+        env.snapshots(&containerd, &["commit", &name, &key])
+            .unwrap();
         committed.push(name.clone());
         parent = name;
         if i == 9 {
             // One more prepare left in flight, then the kill.
-            env.snapshots(&["prepare", "crash-open", &parent]).unwrap();
+            env.snapshots(&containerd, &["prepare", "crash-open", &parent])
+                .unwrap();
             break;
         }
     }
@@ -255,10 +222,17 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     let _serve = env.serve();
     // containerd redials the proxy with backoff: the first calls may still find it down.
     let info = (0..500)
-        .find_map(|_| env.snapshots(&["info", committed.last().unwrap()]).ok())
+        .find_map(|_| {
+            env.snapshots(&containerd, &["info", committed.last().unwrap()])
+                .ok()
+        })
         .expect("containerd reconnects to the restarted strata serve");
     assert!(info.contains("\"Committed\""), "{info}");
-    env.snapshots(&["prepare", "after-restart", committed.last().unwrap()])
+    env.snapshots(
+        &containerd,
+        &["prepare", "after-restart", committed.last().unwrap()],
+    )
+    .unwrap();
+    env.snapshots(&containerd, &["rm", "after-restart"])
         .unwrap();
-    env.snapshots(&["rm", "after-restart"]).unwrap();
 }
