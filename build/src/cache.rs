@@ -183,6 +183,24 @@ fn read(path: &Path) -> Result<Entry> {
 mod tests {
     use super::*;
 
+    /// A version 1 entry as `strata build` wrote it (`RUN true` on busybox, no layer).
+    const V1_SAMPLE: &str = r#"{"version":1,"key":"0f3c","created_by":"RUN /bin/sh -c true # buildkit","state":{"config":{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:aa"]},"history":[{},{"created":"2026-12-05T06:00:00Z","created_by":"RUN /bin/sh -c true # buildkit","empty_layer":true}]},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:bb","size":10}]},"layer":null,"created":1796450400,"last_used":1796450401}"#;
+
+    #[test]
+    fn decodes_a_version_1_sample_and_skips_other_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        fs::write(cache.path("0f3c"), V1_SAMPLE).unwrap();
+        let entry = cache.get("0f3c").unwrap().unwrap();
+        assert_eq!(entry.created_by, "RUN /bin/sh -c true # buildkit");
+        assert_eq!((entry.layer, entry.last_used), (None, 1_796_450_401));
+        assert_eq!(entry.state.layers[0].digest, "sha256:bb");
+        assert_eq!(entry.state.config["history"][1]["empty_layer"], true);
+        let v2 = V1_SAMPLE.replace(r#""version":1"#, r#""version":2"#);
+        fs::write(cache.path("0f3c"), v2).unwrap();
+        assert!(cache.get("0f3c").unwrap().is_none());
+    }
+
     #[test]
     fn entries_round_trip_and_keys_depend_on_every_part() {
         let dir = tempfile::tempdir().unwrap();
