@@ -280,3 +280,38 @@ fn gc_keeps_recent_cache_and_collects_expired() {
     let again = build(&root, &context, false);
     assert!(again.steps.iter().any(|s| s.outcome == Outcome::Ran));
 }
+
+/// A RUN step that installs files another image already stores (as `apt install` of a package
+/// some image holds) stores none of their contents again: `du` before and after.
+#[test]
+fn a_run_layer_stores_no_content_twice() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (root, _) = setup(dir.path());
+    let context = dir.path().join("install");
+    fs::create_dir(&context).unwrap();
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nRUN mkdir -p /usr/local/bin && cp /bin/busybox /usr/local/bin/tool\n",
+    )
+    .unwrap();
+    let before = Store::open(&root).unwrap().du().unwrap();
+    let builder = Builder::open(&root, Durability::None).unwrap();
+    let mut options = BuildOptions::default();
+    options.tags.push("tools:1".into());
+    let report = builder.build(&context, &options, &Quiet).unwrap();
+    drop(builder);
+    assert!(report.steps[1].layer.is_some(), "{:#?}", report.steps);
+    let after = Store::open(&root).unwrap().du().unwrap();
+    let busybox = fs::metadata("/bin/busybox").unwrap().len();
+    assert!(
+        after.logical_bytes >= before.logical_bytes + 2 * busybox,
+        "the new image holds busybox twice: {before:?} → {after:?}"
+    );
+    assert!(
+        after.object_bytes - before.object_bytes < busybox / 10,
+        "no content stored again: {before:?} → {after:?}"
+    );
+}
