@@ -68,10 +68,49 @@ impl Workspace {
 
 impl Drop for Workspace {
     fn drop(&mut self) {
+        // A mount an unmount failed to remove would have its snapshot's files deleted through it.
+        if let Some(mount) = mount_under(&self.dir) {
+            tracing::warn!(mount = %mount.display(), "build scratch dir left behind: still mounted");
+            return;
+        }
         if let Err(e) = fs::remove_dir_all(&self.dir) {
             tracing::warn!(dir = %self.dir.display(), error = %e, "build scratch dir left behind");
         }
     }
+}
+
+/// A mount point at or below `dir`, from `/proc/self/mountinfo` (its octal escapes undone).
+fn mount_under(dir: &Path) -> Option<PathBuf> {
+    let table = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| PathBuf::from(unescape(field)))
+        .find(|point| point.starts_with(dir))
+}
+
+/// `\NNN` octal escapes (space, tab, newline, backslash) as the kernel writes them.
+fn unescape(field: &str) -> String {
+    let mut out = String::new();
+    let mut rest = field;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(c) => {
+                out.push(char::from(c));
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// What to undo when a step ends.
@@ -185,4 +224,17 @@ pub fn with_rootfs(
         diff_id: made.diff_id,
         id,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape(r"/tmp/a\040b\134c"), "/tmp/a b\\c");
+        assert_eq!(unescape("/plain"), "/plain");
+        assert!(mount_under(Path::new("/proc")).is_some());
+        assert!(mount_under(Path::new("/no/such/dir")).is_none());
+    }
 }
