@@ -16,6 +16,7 @@ use crate::options::{Outcome, StepReport};
 use crate::snapshot;
 use crate::words::{self, Vars};
 
+mod archive;
 mod copy;
 mod run;
 

@@ -41,6 +41,19 @@ impl Source {
     pub fn is_dir(&self) -> bool {
         FileType::from_raw_mode(self.stat.st_mode) == FileType::Directory
     }
+
+    /// Opens it for reading when it is a regular file (never following a symlink).
+    pub fn open_file(&self) -> io::Result<Option<File>> {
+        if FileType::from_raw_mode(self.stat.st_mode) != FileType::RegularFile {
+            return Ok(None);
+        }
+        open_file(&self.parent, &self.name).map(Some)
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &OsStr {
+        &self.name
+    }
 }
 
 /// An entry met by a walk: the source itself (`rel` empty) or something below it.

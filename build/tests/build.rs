@@ -315,3 +315,90 @@ fn a_run_layer_stores_no_content_twice() {
         "no content stored again: {before:?} → {after:?}"
     );
 }
+
+/// A tar of `(path, data)` files owned by 1000:1000, mode 0640; paths written raw, so that
+/// one may climb out with `..` as a hostile archive's do.
+fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, data) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o640);
+        header.set_uid(1000);
+        header.set_gid(1000);
+        header.as_gnu_mut().unwrap().name[..path.len()].copy_from_slice(path.as_bytes());
+        header.set_cksum();
+        tar.append(&header, *data).unwrap();
+    }
+    tar.into_inner().unwrap()
+}
+
+/// `ADD` unpacks a local tar archive into the destination (entries keep the archive's owners)
+/// and copies any other file; an archive with an entry climbing out fails the step, naming it,
+/// and writes nothing outside.
+#[test]
+fn add_unpacks_a_local_tar_and_copies_other_files() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (root, _) = setup(dir.path());
+    let context = dir.path().join("add");
+    fs::create_dir(&context).unwrap();
+    fs::write(
+        context.join("bundle.tar"),
+        archive(&[("a/b.txt", b"in the archive")]),
+    )
+    .unwrap();
+    fs::write(
+        context.join("hostile.tar"),
+        archive(&[("../../escape", b"no")]),
+    )
+    .unwrap();
+    fs::write(context.join("notes.txt"), "plain").unwrap();
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nADD bundle.tar /opt/\nADD notes.txt /opt/notes.txt\n",
+    )
+    .unwrap();
+    fs::write(
+        context.join("Hostile"),
+        "FROM busybox\nADD hostile.tar /opt/\n",
+    )
+    .unwrap();
+    let builder = Builder::open(&root, Durability::None).unwrap();
+    let mut options = BuildOptions::default();
+    options.tags.push("added:1".into());
+    builder.build(&context, &options, &Quiet).unwrap();
+    options.dockerfile = Some(context.join("Hostile"));
+    let err = builder.build(&context, &options, &Quiet).unwrap_err();
+    assert!(err.to_string().contains("../../escape"), "{err}");
+    drop(builder);
+    assert!(!dir.path().join("escape").exists());
+    // The failed step left no transient image, snapshot or scratch dir behind.
+    let store = Store::open(&root).unwrap();
+    let tags: Vec<String> = store
+        .images()
+        .unwrap()
+        .into_iter()
+        .flat_map(|i| i.tags)
+        .collect();
+    assert!(tags.iter().all(|t| !t.contains("strata-build")), "{tags:?}");
+    drop(store);
+    let sn = Snapshotter::open(&root).unwrap();
+    assert_eq!(sn.list::<&str>(&[]).unwrap().len(), 0);
+    drop(sn);
+    let scratch: Vec<_> = fs::read_dir(root.join("tmp")).unwrap().collect();
+    assert!(scratch.is_empty(), "{scratch:?}");
+    with_rootfs(&root, "added:1", |rootfs| {
+        let unpacked = rootfs.join("opt/a/b.txt");
+        assert_eq!(fs::read_to_string(&unpacked).unwrap(), "in the archive");
+        let meta = fs::metadata(&unpacked).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o777), (1000, 0o640));
+        assert_eq!(
+            fs::read_to_string(rootfs.join("opt/notes.txt")).unwrap(),
+            "plain"
+        );
+        assert!(!rootfs.join("opt/bundle.tar").exists());
+    });
+}

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use strata_diff::confined::Root;
 
-use super::{Action, Plan, StageRun};
+use super::{Action, Plan, StageRun, archive};
 use crate::dockerfile::CopyOp;
 use crate::engine::{Build, stage_index};
 use crate::error::{BuildError, Result};
@@ -26,6 +26,7 @@ enum Origin {
 
 /// A `COPY` or `ADD`, evaluated.
 pub(crate) struct CopyPlan {
+    add: bool,
     sources: Vec<String>,
     dest: String,
     origin: Origin,
@@ -106,6 +107,7 @@ pub(super) fn plan(
         created_by: format!("{shown} # buildkit"),
         extra: vec![extra],
         action: Action::Copy(CopyPlan {
+            add: op.add,
             sources,
             dest,
             origin,
@@ -164,6 +166,14 @@ impl CopyPlan {
         let into_dir = self.dest.ends_with('/') || resolved.len() > 1 || target.is_dir(&dest);
         for source in &resolved {
             let what = source.rel.display().to_string();
+            if self.add {
+                if let Some(archive) = archive::open(source).map_err(io(&what))? {
+                    let dir = target.dir(&dest).map_err(io(&what))?;
+                    archive::unpack(archive, &dir)
+                        .map_err(|e| source_error(&self.shown, &what, &e))?;
+                    continue;
+                }
+            }
             if source.is_dir() || into_dir {
                 let dir = target.dir(&dest).map_err(io(&what))?;
                 tree.copy(source, &dir, None, &target).map_err(io(&what))?;
