@@ -402,3 +402,98 @@ fn add_unpacks_a_local_tar_and_copies_other_files() {
         assert!(!rootfs.join("opt/bundle.tar").exists());
     });
 }
+
+/// Metadata instructions change the config only; `ARG` takes `--build-arg`, reaches `RUN`'s
+/// environment and its history line; `USER` runs the command as that user; `--target` stops
+/// at its stage; a failing `RUN` fails the build, naming the step.
+#[test]
+fn metadata_args_user_target_and_a_failing_run() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (root, _) = setup(dir.path());
+    let context = dir.path().join("meta");
+    fs::create_dir(&context).unwrap();
+    fs::write(
+        context.join("Dockerfile"),
+        r#"ARG BASE=busybox
+FROM ${BASE} AS base
+ARG WHO=nobody
+LABEL org.example.who=$WHO
+EXPOSE 8080 53/udp
+VOLUME /data
+USER 1000:1000
+RUN busybox id -u > /tmp/uid
+ENTRYPOINT ["/bin/sh", "-c"]
+
+FROM base AS broken
+RUN false
+"#,
+    )
+    .unwrap();
+    let builder = Builder::open(&root, Durability::None).unwrap();
+    let mut options = BuildOptions::default();
+    options.tags.push("meta:1".into());
+    options.target = Some("base".into());
+    options.build_args.insert("WHO".into(), "me".into());
+    let report = builder.build(&context, &options, &Quiet).unwrap();
+    assert_eq!(report.steps.len(), 8, "the broken stage is not built");
+    let layers: Vec<bool> = report.steps.iter().map(|s| s.layer.is_some()).collect();
+    assert_eq!(
+        layers,
+        [false, false, false, false, false, false, true, false]
+    );
+
+    // Another build arg: the steps that see it run again.
+    options.build_args.insert("WHO".into(), "you".into());
+    options.tags = vec!["meta:2".into()];
+    let again = builder.build(&context, &options, &Quiet).unwrap();
+    let ran: Vec<&str> = again
+        .steps
+        .iter()
+        .filter(|s| s.outcome == Outcome::Ran)
+        .map(|s| s.instruction.as_str())
+        .collect();
+    assert_eq!(ran[0], "LABEL org.example.who=$WHO", "{ran:?}");
+
+    options.target = None;
+    let err = builder.build(&context, &options, &Quiet).unwrap_err();
+    assert!(
+        err.to_string().contains("RUN /bin/sh -c false") && err.to_string().contains("exit"),
+        "{err}"
+    );
+    drop(builder);
+
+    let config = config(&root, "meta:1");
+    let c = &config["config"];
+    assert_eq!(c["Labels"], serde_json::json!({"org.example.who": "me"}));
+    assert_eq!(
+        c["ExposedPorts"],
+        serde_json::json!({"8080/tcp": {}, "53/udp": {}})
+    );
+    assert_eq!(c["Volumes"], serde_json::json!({"/data": {}}));
+    assert_eq!(c["User"], "1000:1000");
+    assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    assert_eq!(
+        c["Cmd"],
+        Value::Null,
+        "a new ENTRYPOINT drops the inherited CMD"
+    );
+    let history: Vec<&str> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["created_by"].as_str())
+        .collect();
+    assert!(
+        history.contains(&"RUN |1 WHO=me /bin/sh -c busybox id -u > /tmp/uid # buildkit"),
+        "{history:?}"
+    );
+    assert!(history.contains(&"ARG WHO=nobody"), "{history:?}");
+    with_rootfs(&root, "meta:1", |rootfs| {
+        let uid = rootfs.join("tmp/uid");
+        assert_eq!(fs::read_to_string(&uid).unwrap(), "1000\n");
+        assert_eq!(fs::metadata(&uid).unwrap().uid(), 1000);
+    });
+}
