@@ -127,6 +127,24 @@ impl Backend {
         self.sn.remove(key).map_err(snapshot_error("remove", key))
     }
 
+    /// Every snapshot's key (or name).
+    pub fn snapshots(&self) -> Result<Vec<String>> {
+        let infos = self
+            .sn
+            .list::<&str>(&[])
+            .map_err(snapshot_error("list", ""))?;
+        Ok(infos.into_iter().map(|i| i.name).collect())
+    }
+
+    /// Every image's tags.
+    pub fn tags(&self) -> Result<Vec<String>> {
+        let images = self
+            .store
+            .images()
+            .map_err(BuildError::store("list images"))?;
+        Ok(images.into_iter().flat_map(|i| i.tags).collect())
+    }
+
     /// `tmp/<owner>` of the store, for the build's staging.
     pub fn scratch_dir(&self, owner: &str) -> Result<PathBuf> {
         self.store

@@ -44,10 +44,12 @@ pub(crate) struct Build<'a> {
 }
 
 impl Builder {
-    /// Opens the store at `root` (creating it if needed) for building; the build cache lives
-    /// in `<root>/build-cache/`.
+    /// Opens the store at `root` (creating it if needed) for building, and removes what a
+    /// build that died left behind (mounts, transient snapshots and images); the build cache
+    /// lives in `<root>/build-cache/`.
     pub fn open(root: &Path, durability: Durability) -> Result<Builder> {
         let backend = Backend::open(root, durability)?;
+        crate::snapshot::recover(&backend)?;
         let cache = Cache::open(backend.root())?;
         Ok(Builder { backend, cache })
     }

@@ -14,6 +14,11 @@ use crate::backend::Backend;
 use crate::error::{BuildError, Result};
 use crate::image::{ImageState, LayerRef};
 
+/// Transient snapshots' keys start with this.
+const SNAPSHOT_PREFIX: &str = "strata-build-";
+/// Transient images' names (normalized) start with this.
+const IMAGE_PREFIX: &str = "localhost/strata-build:";
+
 /// A layer a step made.
 #[derive(Debug, Clone)]
 pub struct NewLayer {
@@ -54,8 +59,8 @@ impl Workspace {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let dir = self.dir.join(n.to_string());
         fs::create_dir_all(&dir).map_err(BuildError::io("create", &dir))?;
-        let image = format!("localhost/strata-build:{}-{n}", self.token);
-        let key = format!("strata-build-{}-{n}", self.token);
+        let image = format!("{IMAGE_PREFIX}{}-{n}", self.token);
+        let key = format!("{SNAPSHOT_PREFIX}{}-{n}", self.token);
         Ok((dir, image, key))
     }
 
@@ -69,7 +74,7 @@ impl Workspace {
 impl Drop for Workspace {
     fn drop(&mut self) {
         // A mount an unmount failed to remove would have its snapshot's files deleted through it.
-        if let Some(mount) = mount_under(&self.dir) {
+        if let Some(mount) = mounts_under(&self.dir).first() {
             tracing::warn!(mount = %mount.display(), "build scratch dir left behind: still mounted");
             return;
         }
@@ -79,14 +84,60 @@ impl Drop for Workspace {
     }
 }
 
-/// A mount point at or below `dir`, from `/proc/self/mountinfo` (its octal escapes undone).
-fn mount_under(dir: &Path) -> Option<PathBuf> {
-    let table = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    table
+/// The mount points at or below `dir`, deepest first, from `/proc/self/mountinfo` (its octal
+/// escapes undone).
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let table = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<PathBuf> = table
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
         .map(|field| PathBuf::from(unescape(field)))
-        .find(|point| point.starts_with(dir))
+        .filter(|point| point.starts_with(dir))
+        .collect();
+    points.sort_by(|a, b| b.cmp(a));
+    points
+}
+
+/// Removes what a build that died left behind: its mounts and scratch dirs under `tmp/`, its
+/// transient snapshots and images. The caller holds the store's database, so no other build
+/// runs meanwhile.
+pub fn recover(backend: &Backend) -> Result<()> {
+    let tmp = backend.root().join("tmp");
+    let entries = match fs::read_dir(&tmp) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(BuildError::io("read", &tmp)(e)),
+    };
+    for entry in entries {
+        let dir = entry.map_err(BuildError::io("read", &tmp))?.path();
+        if !dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("build-"))
+        {
+            continue;
+        }
+        for point in mounts_under(&dir) {
+            if let Err(e) = strata_cow::unmount(&point) {
+                tracing::warn!(mount = %point.display(), error = %e, "left by a build");
+            }
+        }
+        if mounts_under(&dir).is_empty() {
+            fs::remove_dir_all(&dir).map_err(BuildError::io("remove", &dir))?;
+        }
+    }
+    for key in backend.snapshots()? {
+        if key.starts_with(SNAPSHOT_PREFIX) {
+            tracing::info!(key, "removing a snapshot left by a build");
+            backend.remove_snapshot(&key)?;
+        }
+    }
+    for tag in backend.tags()? {
+        if tag.starts_with(IMAGE_PREFIX) {
+            tracing::info!(tag, "removing an image left by a build");
+            backend.remove_image(&tag)?;
+        }
+    }
+    Ok(())
 }
 
 /// `\NNN` octal escapes (space, tab, newline, backslash) as the kernel writes them.
@@ -234,7 +285,7 @@ mod tests {
     fn mountinfo_escapes_are_undone() {
         assert_eq!(unescape(r"/tmp/a\040b\134c"), "/tmp/a b\\c");
         assert_eq!(unescape("/plain"), "/plain");
-        assert!(mount_under(Path::new("/proc")).is_some());
-        assert!(mount_under(Path::new("/no/such/dir")).is_none());
+        assert!(!mounts_under(Path::new("/proc")).is_empty());
+        assert!(mounts_under(Path::new("/no/such/dir")).is_empty());
     }
 }

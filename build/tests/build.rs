@@ -497,3 +497,51 @@ RUN false
         assert_eq!(fs::metadata(&uid).unwrap().uid(), 1000);
     });
 }
+
+/// Unmounts everything under a dir when dropped, also while a failed test unwinds.
+struct UnmountAll(std::path::PathBuf);
+
+impl Drop for UnmountAll {
+    fn drop(&mut self) {
+        let _ = strata_cow::unmount(&self.0);
+    }
+}
+
+/// Opening a builder removes what a build killed mid-step left: its mount, its transient
+/// snapshot and image, its scratch dir.
+#[test]
+fn opening_removes_what_a_killed_build_left() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (root, _) = setup(dir.path());
+    let rootfs = root.join("tmp/build-1-2/0/rootfs");
+    let _cleanup = UnmountAll(rootfs.clone());
+    {
+        let sn = Snapshotter::open(&root).unwrap();
+        let store = Store::open_with_db(&root, sn.database()).unwrap();
+        store
+            .tag("busybox", "localhost/strata-build:1-2-0")
+            .unwrap();
+        sn.prepare_on_image("strata-build-1-2-0", &store, "busybox", Labels::new())
+            .unwrap();
+        fs::create_dir_all(&rootfs).unwrap();
+        // Left mounted, as by a process killed mid-step.
+        std::mem::forget(sn.mount("strata-build-1-2-0", &rootfs).unwrap());
+    }
+    drop(Builder::open(&root, Durability::None).unwrap());
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(rootfs.to_str().unwrap()), "unmounted");
+    assert!(!root.join("tmp/build-1-2").exists());
+    let sn = Snapshotter::open(&root).unwrap();
+    assert_eq!(sn.list::<&str>(&[]).unwrap().len(), 0);
+    let store = Store::open_with_db(&root, sn.database()).unwrap();
+    let tags: Vec<String> = store
+        .images()
+        .unwrap()
+        .into_iter()
+        .flat_map(|i| i.tags)
+        .collect();
+    assert_eq!(tags, ["docker.io/library/busybox:latest"]);
+}
