@@ -128,6 +128,17 @@ impl Builder {
         state: &ImageState,
         tags: &[String],
     ) -> Result<(String, Vec<String>)> {
+        // A rebuild with nothing changed makes the image the first tag already names: no import.
+        if let Some(first) = tags.first() {
+            let id = state.id();
+            if self.backend.image(first)?.is_some_and(|r| r.id() == id) {
+                let mut out = vec![normalize(first)?];
+                for tag in &tags[1..] {
+                    out.push(self.backend.tag(&id, tag)?);
+                }
+                return Ok((id, out));
+            }
+        }
         let (dir, transient) = ws.result_dir()?;
         let name = tags.first().cloned().unwrap_or_else(|| transient.clone());
         state.write_layout(&dir, &name)?;
@@ -143,6 +154,14 @@ impl Builder {
         }
         Ok((report.image, out))
     }
+}
+
+/// `tag` as the store names it.
+fn normalize(tag: &str) -> Result<String> {
+    strata_layer_store::name::normalize(tag).map_err(|e| BuildError::Store {
+        op: "name the image",
+        source: Box::new(e.into()),
+    })
 }
 
 /// The index of the stage `name` (its `AS` name, or its number).

@@ -164,18 +164,31 @@ impl ImageState {
         self.layers.push(layer);
     }
 
+    /// The config and manifest blobs of the state, as written.
+    fn blobs(&self) -> (Vec<u8>, Vec<u8>) {
+        let config = serde_json::to_vec(&self.config).unwrap_or_default();
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "config": descriptor(&config, CONFIG_TYPE),
+            "layers": self.layers,
+        });
+        (config, serde_json::to_vec(&manifest).unwrap_or_default())
+    }
+
+    /// The id (manifest digest hex) the state has as an image.
+    pub fn id(&self) -> String {
+        Sha256::of(&self.blobs().1).hex()
+    }
+
     /// Writes the state as image `name` of a new OCI layout at `dir`, without layer blobs.
     pub fn write_layout(&self, dir: &Path, name: &str) -> Result<()> {
         let blobs = dir.join("blobs/sha256");
         fs::create_dir_all(&blobs).map_err(BuildError::io("create", &blobs))?;
-        let config = put(&blobs, &self.config, CONFIG_TYPE)?;
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": MANIFEST_TYPE,
-            "config": config,
-            "layers": self.layers,
-        });
-        let mut descriptor = put(&blobs, &manifest, MANIFEST_TYPE)?;
+        let (config, manifest) = self.blobs();
+        put(&blobs, &config)?;
+        put(&blobs, &manifest)?;
+        let mut descriptor = descriptor(&manifest, MANIFEST_TYPE);
         descriptor["annotations"] = json!({ "org.opencontainers.image.ref.name": name });
         let index = json!({ "schemaVersion": 2, "manifests": [descriptor] });
         for (file, value) in [
@@ -190,13 +203,15 @@ impl ImageState {
     }
 }
 
-/// Writes `value` as a blob and returns its descriptor.
-fn put(blobs: &Path, value: &Value, media_type: &str) -> Result<Value> {
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
-    let digest = Sha256::of(&bytes).to_string();
-    let path = blobs.join(digest.trim_start_matches("sha256:"));
-    fs::write(&path, &bytes).map_err(BuildError::io("write", &path))?;
-    Ok(json!({ "mediaType": media_type, "digest": digest, "size": bytes.len() }))
+/// The descriptor of blob `bytes`.
+fn descriptor(bytes: &[u8], media_type: &str) -> Value {
+    json!({ "mediaType": media_type, "digest": Sha256::of(bytes).to_string(), "size": bytes.len() })
+}
+
+/// Writes `bytes` as a blob.
+fn put(blobs: &Path, bytes: &[u8]) -> Result<()> {
+    let path = blobs.join(Sha256::of(bytes).hex());
+    fs::write(&path, bytes).map_err(BuildError::io("write", &path))
 }
 
 #[cfg(test)]
