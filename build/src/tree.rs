@@ -92,7 +92,14 @@ impl SourceTree {
         };
         let parent = match self.root.open_dir(&parent_rel) {
             Ok(fd) => fd,
-            Err(e) if matches!(e.raw_os_error(), Some(2 | 20)) => return Ok(Vec::new()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(Vec::new());
+            }
             Err(e) => return Err(e),
         };
         let Some(last) = last else {
@@ -417,4 +424,72 @@ fn set_times(dir: &OwnedFd, name: &OsStr, stat: &Stat, flags: AtFlags) -> io::Re
         },
     };
     Ok(rustix::fs::utimensat(dir, name, &times, flags)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A context beside a secret, with links and `..` pointing at it.
+    fn context() -> (tempfile::TempDir, SourceTree) {
+        let dir = tempfile::tempdir().unwrap();
+        fs_write(&dir.path().join("secret"), "outside");
+        let ctx = dir.path().join("ctx");
+        std::fs::create_dir(&ctx).unwrap();
+        fs_write(&ctx.join("a.txt"), "a");
+        symlink(dir.path(), ctx.join("up")).unwrap();
+        symlink("../secret", ctx.join("rel")).unwrap();
+        let tree = SourceTree::open(&ctx, Ignore::default()).unwrap();
+        (dir, tree)
+    }
+
+    fn fs_write(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn sources_never_resolve_outside_the_tree() {
+        let (_dir, tree) = context();
+        assert!(tree.resolve("../secret").unwrap().is_empty());
+        assert!(tree.resolve("/../../secret").unwrap().is_empty());
+        // `up` links to the context's parent by absolute path, which inside the context is
+        // nothing.
+        assert!(tree.resolve("up/secret").unwrap().is_empty());
+        let rel = tree.resolve("rel").unwrap();
+        assert_eq!(rel.len(), 1);
+        assert!(
+            rel[0].open_file().unwrap().is_none(),
+            "a link, not its target"
+        );
+        let all = tree.resolve("*").unwrap();
+        let names: Vec<&OsStr> = all.iter().map(Source::name).collect();
+        assert_eq!(names, ["a.txt", "rel", "up"]);
+    }
+
+    #[test]
+    fn the_checksum_covers_content_mode_and_link_targets_but_not_times() {
+        let (dir, tree) = context();
+        let ctx = dir.path().join("ctx");
+        let sum = |tree: &SourceTree| tree.checksum(&tree.resolve(".").unwrap()).unwrap();
+        let first = sum(&tree);
+        let file = std::fs::File::options()
+            .write(true)
+            .open(ctx.join("a.txt"))
+            .unwrap();
+        file.set_modified(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap();
+        assert_eq!(sum(&tree), first, "times do not count");
+        fs_write(&ctx.join("a.txt"), "b");
+        let content = sum(&tree);
+        assert_ne!(content, first);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(ctx.join("a.txt"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        let mode = sum(&tree);
+        assert_ne!(mode, content);
+        std::fs::remove_file(ctx.join("rel")).unwrap();
+        symlink("../elsewhere", ctx.join("rel")).unwrap();
+        assert_ne!(sum(&tree), mode);
+    }
 }
