@@ -73,6 +73,16 @@ fn build_rebuild_history_gc_and_containerd_runs_the_result() {
 
     let second = build();
     assert_eq!(results(&second), ["CACHED"; 9], "{second}");
+    // --json: the report on stdout, the steps on stderr.
+    let report = ok_json(&store, &["build", "-t", "app:1", &path(&context)]).unwrap();
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 9);
+    assert!(steps.iter().all(|s| s["outcome"] == "cached"), "{report}");
+    assert!(report["image"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(
+        report["tags"],
+        serde_json::json!(["docker.io/library/app:1"])
+    );
 
     fs::write(context.join("app.txt"), "strata").unwrap();
     let third = build();
