@@ -157,11 +157,6 @@ impl Cache {
             _ => Ok(()),
         }
     }
-
-    /// Whether an entry file for `key` exists (readable or not).
-    pub fn contains(&self, key: &str) -> bool {
-        self.path(key).exists()
-    }
 }
 
 fn read(path: &Path) -> Result<Entry> {
@@ -229,6 +224,6 @@ mod tests {
         fs::write(cache.path(&k), b"{").unwrap();
         assert!(cache.get(&k).unwrap().is_none());
         cache.remove(&k).unwrap();
-        assert!(!cache.contains(&k));
+        assert!(!cache.path(&k).exists());
     }
 }

@@ -65,6 +65,9 @@ impl Builder {
             .dockerfile
             .clone()
             .unwrap_or_else(|| context.join("Dockerfile"));
+        // GC in any process waits for the build: the cache entries it hits, the layers they
+        // name and its scratch dir under `tmp/` must stay until the image references them.
+        let _hold = self.backend.hold()?;
         let text = fs::read_to_string(&file).map_err(BuildError::io("read", &file))?;
         let dockerfile = Dockerfile::parse(&file, &text)?;
         let ignore_path = context.join(".dockerignore");

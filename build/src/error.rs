@@ -135,6 +135,15 @@ pub enum BuildError {
     },
 }
 
+impl From<strata_layer_store::StoreError> for BuildError {
+    fn from(source: strata_layer_store::StoreError) -> BuildError {
+        BuildError::Store {
+            op: "use the layer store",
+            source: Box::new(source),
+        }
+    }
+}
+
 /// This crate's result.
 pub type Result<T, E = BuildError> = std::result::Result<T, E>;
 

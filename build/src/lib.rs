@@ -39,6 +39,7 @@ mod tree;
 mod user;
 mod words;
 
+pub use backend::NAMESPACE;
 pub use cache::{CACHE_DIR, VERSION as CACHE_VERSION};
 pub use engine::Builder;
 pub use error::{BuildError, Result};

@@ -2,14 +2,13 @@
 //! the layer store's GC collects layers no image needs.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
 use strata_layer_store::Store;
 
 use crate::backend;
-use crate::cache::{self, Cache};
+use crate::cache::{self, Cache, Entry};
 use crate::error::Result;
 
 /// How to prune.
@@ -40,56 +39,47 @@ pub struct PruneReport {
     pub removed: usize,
     /// Entries kept (used recently).
     pub kept: usize,
-    /// GC roots of the cache dropped (of removed entries, or naming no entry).
-    pub roots: usize,
+    /// Whether a running build held the store, so that nothing was removed.
+    pub busy: bool,
 }
 
-/// Removes the cache entries of `store` that no build used within `options.keep`, with their
-/// GC roots, and GC roots of the cache that name no entry. Run it before [`Store::gc`]: layers only
-/// expired entries held then go. No build may run on the store meanwhile (a running build
-/// keeps the store's database, so a `strata gc` in another process waits or fails).
+/// Removes the cache entries of `store` that no build used within `options.keep`, and the GC
+/// roots of every cache entry that is gone (expired now, or lost to a crash). Run it before
+/// [`Store::gc`]: layers only expired entries held then go.
+///
+/// It works while no process holds the store: a running build holds it for its whole length, so
+/// that no entry it uses loses its layers under it. Then nothing is removed and
+/// [`PruneReport::busy`] says so.
 pub fn prune_cache(store: &Store, options: PruneOptions) -> Result<PruneReport> {
-    prune_at(store, store.root(), options)
-}
-
-fn prune_at(store: &Store, root: &Path, options: PruneOptions) -> Result<PruneReport> {
-    let cache = Cache::existing(root);
-    let now = cache::now();
-    let dry_run = options.dry_run;
+    let cache = Cache::existing(store.root());
+    let expired =
+        |entry: &Entry| cache::now().saturating_sub(entry.last_used) >= options.keep.as_secs();
     let mut report = PruneReport::default();
-    let mut live = HashSet::new();
-    let roots = backend::gc_roots(store)?;
-    for (_, entry) in cache.entries()? {
-        // Strictly younger than `keep`: a zero `keep` expires everything.
-        if now.saturating_sub(entry.last_used) < options.keep.as_secs() {
-            report.kept += 1;
-            live.insert(cache::owner(&entry.key));
-            continue;
-        }
-        // The root goes first: a crash then leaves an entry whose layer may be collected,
-        // which a build treats as a miss, never a hit on a missing layer.
-        let owner = cache::owner(&entry.key);
-        for (_, layer) in roots.iter().filter(|(o, _)| *o == owner) {
-            if !dry_run {
-                backend::remove_gc_root(store, &owner, layer)?;
-            }
-            report.roots += 1;
-        }
-        if !dry_run {
-            cache.remove(&entry.key)?;
-        }
-        report.removed += 1;
-    }
-    for (owner, layer) in &roots {
-        if owner.starts_with(cache::OWNER_PREFIX) && !live.contains(owner) {
-            let key = &owner[cache::OWNER_PREFIX.len()..];
-            if !cache.contains(key) {
-                if !dry_run {
-                    backend::remove_gc_root(store, owner, layer)?;
-                }
-                report.roots += 1;
+    if options.dry_run {
+        for (_, entry) in cache.entries()? {
+            match expired(&entry) {
+                true => report.removed += 1,
+                false => report.kept += 1,
             }
         }
+        return Ok(report);
     }
+    // Read again under the store's exclusive lock: no build changes the cache meanwhile.
+    let done = backend::prune_gc_roots(store, cache::OWNER_PREFIX, || {
+        let mut live = HashSet::new();
+        for (_, entry) in cache.entries()? {
+            if expired(&entry) {
+                // The file goes first: a crash before the roots go leaves roots of no entry,
+                // which the next prune drops.
+                cache.remove(&entry.key)?;
+                report.removed += 1;
+            } else {
+                live.insert(cache::owner(&entry.key));
+                report.kept += 1;
+            }
+        }
+        Ok(live)
+    })?;
+    report.busy = !done;
     Ok(report)
 }

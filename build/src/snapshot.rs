@@ -98,9 +98,9 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     points
 }
 
-/// Removes what a build that died left behind: its mounts and scratch dirs under `tmp/`, its
-/// transient snapshots and images. The caller holds the store's database, so no other build
-/// runs meanwhile.
+/// Removes what builds that died left behind: their mounts and scratch dirs under `tmp/`, their
+/// transient snapshots and images. Only those of processes that no longer run: the names carry
+/// the pid of the build that made them, and other builds may run on the root meanwhile.
 pub fn recover(backend: &Backend) -> Result<()> {
     let tmp = backend.root().join("tmp");
     let entries = match fs::read_dir(&tmp) {
@@ -110,10 +110,8 @@ pub fn recover(backend: &Backend) -> Result<()> {
     };
     for entry in entries {
         let dir = entry.map_err(BuildError::io("read", &tmp))?.path();
-        if !dir
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("build-"))
-        {
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+        if !name.is_some_and(|n| n.strip_prefix("build-").is_some_and(dead)) {
             continue;
         }
         for point in mounts_under(&dir) {
@@ -126,18 +124,26 @@ pub fn recover(backend: &Backend) -> Result<()> {
         }
     }
     for key in backend.snapshots()? {
-        if key.starts_with(SNAPSHOT_PREFIX) {
+        if key.strip_prefix(SNAPSHOT_PREFIX).is_some_and(dead) {
             tracing::info!(key, "removing a snapshot left by a build");
             backend.remove_snapshot(&key)?;
         }
     }
     for tag in backend.tags()? {
-        if tag.starts_with(IMAGE_PREFIX) {
+        if tag.strip_prefix(IMAGE_PREFIX).is_some_and(dead) {
             tracing::info!(tag, "removing an image left by a build");
             backend.remove_image(&tag)?;
         }
     }
     Ok(())
+}
+
+/// Whether the process whose pid starts `token` (`<pid>-…`) no longer runs.
+fn dead(token: &str) -> bool {
+    match token.split('-').next().and_then(|p| p.parse::<u32>().ok()) {
+        Some(pid) => !Path::new("/proc").join(pid.to_string()).exists(),
+        None => false,
+    }
 }
 
 /// `\NNN` octal escapes (space, tab, newline, backslash) as the kernel writes them.

@@ -75,9 +75,7 @@ fn outcomes(report: &BuildReport) -> Vec<Outcome> {
 /// Mounts image `image` as a container rootfs and hands it to `check`.
 fn with_rootfs(root: &Path, image: &str, check: impl FnOnce(&Path)) {
     let sn = Snapshotter::open(root).unwrap();
-    let store = Store::open_with_db(root, sn.database()).unwrap();
-    sn.prepare_on_image("check", &store, image, Labels::new())
-        .unwrap();
+    sn.prepare_on_image("check", image, Labels::new()).unwrap();
     let target = tempfile::tempdir().unwrap();
     {
         let _mount = sn.mount("check", target.path()).unwrap();
@@ -258,6 +256,12 @@ fn gc_keeps_recent_cache_and_collects_expired() {
     store.gc(GcOptions::default()).unwrap();
     assert_eq!(cache_only_layers(&store), held, "recent cache survives gc");
 
+    // While a build holds the store, nothing expires.
+    let hold = store.hold().unwrap();
+    let busy = strata_build::prune_cache(&store, PruneOptions::keep(Duration::ZERO)).unwrap();
+    assert!(busy.busy && busy.removed == 0, "{busy:?}");
+    drop(hold);
+
     // Expire every entry (last used long ago), then collect.
     let entries = root.join("build-cache/v1");
     for entry in fs::read_dir(&entries).unwrap() {
@@ -385,7 +389,7 @@ fn add_unpacks_a_local_tar_and_copies_other_files() {
         .collect();
     assert!(tags.iter().all(|t| !t.contains("strata-build")), "{tags:?}");
     drop(store);
-    let sn = Snapshotter::open(&root).unwrap();
+    let sn = Snapshotter::open_in(&root, strata_build::NAMESPACE).unwrap();
     assert_eq!(sn.list::<&str>(&[]).unwrap().len(), 0);
     drop(sn);
     let scratch: Vec<_> = fs::read_dir(root.join("tmp")).unwrap().collect();
@@ -508,7 +512,7 @@ impl Drop for UnmountAll {
 }
 
 /// Opening a builder removes what a build killed mid-step left: its mount, its transient
-/// snapshot and image, its scratch dir.
+/// snapshot and image, its scratch dir (named after a pid that no longer runs).
 #[test]
 fn opening_removes_what_a_killed_build_left() {
     if !ready() {
@@ -516,28 +520,28 @@ fn opening_removes_what_a_killed_build_left() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (root, _) = setup(dir.path());
-    let rootfs = root.join("tmp/build-1-2/0/rootfs");
+    // Above any pid_max: no process has it.
+    let token = "999999999-2";
+    let rootfs = root.join(format!("tmp/build-{token}/0/rootfs"));
+    let key = format!("strata-build-{token}-0");
     let _cleanup = UnmountAll(rootfs.clone());
     {
-        let sn = Snapshotter::open(&root).unwrap();
-        let store = Store::open_with_db(&root, sn.database()).unwrap();
-        store
-            .tag("busybox", "localhost/strata-build:1-2-0")
-            .unwrap();
-        sn.prepare_on_image("strata-build-1-2-0", &store, "busybox", Labels::new())
-            .unwrap();
+        let sn = Snapshotter::open_in(&root, strata_build::NAMESPACE).unwrap();
+        let tag = format!("localhost/strata-build:{token}-0");
+        sn.store().tag("busybox", &tag).unwrap();
+        sn.prepare_on_image(&key, &tag, Labels::new()).unwrap();
         fs::create_dir_all(&rootfs).unwrap();
         // Left mounted, as by a process killed mid-step.
-        std::mem::forget(sn.mount("strata-build-1-2-0", &rootfs).unwrap());
+        std::mem::forget(sn.mount(&key, &rootfs).unwrap());
     }
     drop(Builder::open(&root, Durability::None).unwrap());
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mountinfo.contains(rootfs.to_str().unwrap()), "unmounted");
-    assert!(!root.join("tmp/build-1-2").exists());
-    let sn = Snapshotter::open(&root).unwrap();
+    assert!(!root.join(format!("tmp/build-{token}")).exists());
+    let sn = Snapshotter::open_in(&root, strata_build::NAMESPACE).unwrap();
     assert_eq!(sn.list::<&str>(&[]).unwrap().len(), 0);
-    let store = Store::open_with_db(&root, sn.database()).unwrap();
-    let tags: Vec<String> = store
+    let tags: Vec<String> = sn
+        .store()
         .images()
         .unwrap()
         .into_iter()

@@ -27,6 +27,10 @@ pub struct Global {
     /// reached the disk (`strata fsck` finds it).
     #[arg(long, global = true)]
     no_sync: bool,
+    /// The snapshot namespace the snapshot commands work in: `strata` (the command line's)
+    /// or `containerd` (what containerd made through `strata serve`).
+    #[arg(long, global = true, env = "STRATA_NAMESPACE", value_name = "NAME", default_value = strata_snapshotter::CLI_NAMESPACE)]
+    pub namespace: String,
 }
 
 impl Global {
@@ -52,20 +56,14 @@ impl Global {
     pub fn root_for(&self, access: Access) -> anyhow::Result<PathBuf> {
         let root = self.root();
         if access == Access::Read {
-            let db = strata_layer_store::Store::database_path(&root);
-            match std::fs::symlink_metadata(&db) {
-                Ok(_) => {}
-                // A store whose database is gone but whose layers are not: opening it
-                // reports the missing database by name.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && holds_layers(&root) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            // A store whose database is gone but whose layers are not: opening it reports the
+            // missing database by name.
+            if !strata_layer_store::Store::exists(&root) && !holds_layers(&root) {
+                anyhow::bail!(
                     "no store at {}: pass --root DIR (or set STRATA_ROOT) to use another, \
                      or create one with a command that writes, such as `strata import` or `strata pull`",
                     root.display()
-                ),
-                Err(e) => {
-                    return Err(e).with_context(|| format!("opening store {}", root.display()));
-                }
+                );
             }
         }
         Ok(root)

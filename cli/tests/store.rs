@@ -210,7 +210,7 @@ fn fsck_fails_on_a_flipped_byte() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// 16 flipped bytes in `strata.redb`: every command exits with an error naming the damage
+/// 16 flipped bytes in `strata.db`: every command exits with an error naming the damage
 /// or succeeds, none panics, and GC deletes nothing.
 #[test]
 fn a_damaged_database_is_reported_never_a_panic() -> anyhow::Result<()> {
@@ -226,7 +226,7 @@ fn a_damaged_database_is_reported_never_a_panic() -> anyhow::Result<()> {
         ok_json(&root, &["import", a.to_str().unwrap(), "--name", "a"])?;
         let before =
             walk_files(&root.join("objects")).len() + walk_files(&root.join("layers")).len();
-        let db = root.join("strata.redb");
+        let db = root.join("strata.db");
         let mut data = fs::read(&db)?;
         let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         for _ in 0..16 {
@@ -274,7 +274,7 @@ fn a_deleted_database_is_an_error_not_an_empty_store() -> anyhow::Result<()> {
     fs::write(&a, layer(&[("file", b"precious bytes")]))?;
     ok_json(&root, &["import", a.to_str().unwrap(), "--name", "a"])?;
     let before = walk_files(&root.join("objects")).len() + walk_files(&root.join("layers")).len();
-    fs::remove_file(root.join("strata.redb"))?;
+    fs::remove_file(root.join("strata.db"))?;
     for args in [
         &["fsck"][..],
         &["gc"],
@@ -285,13 +285,13 @@ fn a_deleted_database_is_an_error_not_an_empty_store() -> anyhow::Result<()> {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "strata {args:?} succeeded");
         assert!(
-            stderr.contains("strata.redb is missing"),
+            stderr.contains("strata.db is missing"),
             "strata {args:?}: {stderr}"
         );
     }
     let after = walk_files(&root.join("objects")).len() + walk_files(&root.join("layers")).len();
     assert_eq!(after, before);
-    assert!(!root.join("strata.redb").exists());
+    assert!(!root.join("strata.db").exists());
     Ok(())
 }
 

@@ -21,17 +21,11 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-    /// The metadata database `strata.redb` failed.
-    #[error("metadata database {path}: {source}")]
-    Db {
-        /// The database file.
-        path: PathBuf,
-        /// What redb said.
-        #[source]
-        source: Box<redb::Error>,
-    },
-    /// The metadata database `strata.redb` is damaged: redb found it inconsistent or failed
-    /// reading it. Nothing was changed.
+    /// The metadata database `strata.db` failed.
+    #[error(transparent)]
+    Database(DatabaseError),
+    /// The metadata database `strata.db` is damaged: SQLite found it inconsistent. Nothing was
+    /// changed.
     #[error(
         "metadata database {path} is damaged ({detail}); nothing was changed. Restore it from a \
          backup, or move it aside and import the images again"
@@ -142,34 +136,25 @@ pub enum StoreError {
         /// Who uses it (an image name or a GC root owner).
         user: String,
     },
-    /// Another process keeps the store's metadata database open for its whole life (a
-    /// snapshotter, as `strata serve` does), so this one cannot open it.
-    #[error(
-        "store {root} is in use by process {pid}, which keeps its database open \
-         (is `strata serve` running on it?)"
-    )]
-    InUse {
-        /// The store root.
-        root: PathBuf,
-        /// The process holding the database.
-        pid: i32,
-    },
 }
 
-impl StoreError {
-    /// Wraps a redb error with the database path.
-    /// A file redb finds corrupted is [`StoreError::DatabaseDamaged`].
-    pub(crate) fn db(path: &Path, err: impl Into<redb::Error>) -> Self {
-        match err.into() {
-            redb::Error::Corrupted(detail) => StoreError::DatabaseDamaged {
-                path: path.to_path_buf(),
-                detail,
-            },
-            err => StoreError::Db {
-                path: path.to_path_buf(),
-                source: Box::new(err),
-            },
-        }
+/// A failure of the metadata database, named by its message and
+/// [`source`](std::error::Error::source) chain; opaque, so that no database type is part of the
+/// store's API.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct DatabaseError(pub(crate) strata_metadb::Error);
+
+impl From<strata_metadb::Error> for DatabaseError {
+    fn from(err: strata_metadb::Error) -> Self {
+        DatabaseError(err)
+    }
+}
+
+impl DatabaseError {
+    /// Whether SQLite found the database file damaged.
+    pub fn is_damage(&self) -> bool {
+        self.0.is_damage()
     }
 }
 

@@ -7,9 +7,7 @@ use std::fs;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use redb::ReadableTable;
-
-use crate::db::{IMAGES, LAYERS, NAMES};
+use crate::db;
 use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
 use crate::lock::LockMode;
@@ -134,7 +132,7 @@ impl Store {
     /// Checks every object, layer record and image record.
     ///
     /// # Errors
-    /// [`StoreError::DatabaseDamaged`] when the metadata database fails redb's integrity
+    /// [`StoreError::DatabaseDamaged`] when the metadata database fails SQLite's
     /// check: nothing it names can be trusted then.
     pub fn fsck(&self, options: FsckOptions) -> Result<FsckReport, StoreError> {
         let mode = if options.repair {
@@ -329,17 +327,14 @@ impl Store {
     /// Decodes every layer row, image record and name, and checks that names and images
     /// point at what the store holds. Damage is returned as problems, not as an error.
     pub(crate) fn check_metadata(&self) -> Result<Metadata, StoreError> {
-        let mut meta = self.db.read(|txn| {
+        let mut meta = self.db.read(|tx| {
             let mut meta = Metadata {
                 layers: Vec::new(),
                 images: Vec::new(),
                 problems: Vec::new(),
             };
-            let layers = txn.open_table(LAYERS).map_err(|e| self.db.err(e))?;
-            for row in layers.iter().map_err(|e| self.db.err(e))? {
-                let (key, value) = row.map_err(|e| self.db.err(e))?;
-                let id = key.value().to_owned();
-                match record::decode::<crate::record::LayerMeta>(Kind::LayerMeta, value.value()) {
+            for (id, value) in db::layers::all(tx)? {
+                match record::decode::<crate::record::LayerMeta>(Kind::LayerMeta, &value) {
                     Ok(_) => meta.layers.push(id),
                     Err(e) => meta.problems.push(Problem::BadLayer {
                         id,
@@ -347,11 +342,10 @@ impl Store {
                     }),
                 }
             }
-            let images = txn.open_table(IMAGES).map_err(|e| self.db.err(e))?;
-            for row in images.iter().map_err(|e| self.db.err(e))? {
-                let (key, value) = row.map_err(|e| self.db.err(e))?;
-                let id = key.value().to_owned();
-                match record::decode::<crate::record::ImageRecord>(Kind::Image, value.value()) {
+            let mut image_ids = HashSet::new();
+            for (id, value) in db::images::all(tx)? {
+                image_ids.insert(id.clone());
+                match record::decode::<crate::record::ImageRecord>(Kind::Image, &value) {
                     Ok(image) if image.id() != id => meta.problems.push(Problem::BadImage {
                         reason: format!("its record is of image {}", image.id()),
                         id,
@@ -363,15 +357,9 @@ impl Store {
                     }),
                 }
             }
-            let names = txn.open_table(NAMES).map_err(|e| self.db.err(e))?;
-            for row in names.iter().map_err(|e| self.db.err(e))? {
-                let (name, image) = row.map_err(|e| self.db.err(e))?;
-                let image = image.value();
-                if images.get(image).map_err(|e| self.db.err(e))?.is_none() {
-                    meta.problems.push(Problem::BadName {
-                        name: name.value().to_owned(),
-                        image: image.to_owned(),
-                    });
+            for (name, image) in db::names::all(tx)? {
+                if !image_ids.contains(&image) {
+                    meta.problems.push(Problem::BadName { name, image });
                 }
             }
             Ok(meta)

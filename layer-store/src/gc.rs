@@ -12,7 +12,7 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::db::LAYERS;
+use crate::db::layers;
 use crate::error::{IoContext, StoreError};
 use crate::fsck::Problem;
 use crate::lock::LockMode;
@@ -47,8 +47,7 @@ impl Store {
     /// Removes everything no image and no GC root needs.
     ///
     /// # Errors
-    /// [`StoreError::DatabaseDamaged`] when the metadata database fails redb's integrity
-    /// check, [`StoreError::Damaged`] when its records do not decode or point nowhere (what
+    /// [`StoreError::DatabaseDamaged`] when the metadata database fails SQLite's check, [`StoreError::Damaged`] when its records do not decode or point nowhere (what
     /// `fsck` reports): a damaged record may be all that keeps a layer alive, so GC then
     /// removes nothing.
     pub fn gc(&self, options: GcOptions) -> Result<GcReport, StoreError> {
@@ -104,13 +103,8 @@ impl Store {
         }
         if !options.dry_run && !dead.is_empty() {
             // The commit point: once the rows are gone the dirs are garbage whatever happens.
-            self.db.write(|txn| {
-                let mut table = txn.open_table(LAYERS).map_err(|e| self.db.err(e))?;
-                for id in &dead {
-                    table.remove(id.as_str()).map_err(|e| self.db.err(e))?;
-                }
-                Ok(())
-            })?;
+            self.db
+                .write(|tx| dead.iter().try_for_each(|id| layers::remove(tx, id)))?;
         }
         let layers_dir = self.root().join("layers");
         for entry in fs::read_dir(&layers_dir).at(&layers_dir)? {
@@ -147,10 +141,21 @@ impl Store {
                 }
             }
         }
+        // Staging of live handles (of any process) is locked by its owner and stays.
         let tmp = self.tmp_dir();
         for entry in fs::read_dir(&tmp).at(&tmp)? {
-            report.bytes += self.remove(&entry.at(&tmp)?.path(), options.dry_run)?;
+            let path = entry.at(&tmp)?.path();
+            let claim = if fs::symlink_metadata(&path).at(&path)?.is_dir() {
+                match crate::tmp::claim_abandoned(&path)? {
+                    Some(lock) => Some(lock),
+                    None => continue,
+                }
+            } else {
+                None
+            };
+            report.bytes += self.remove(&path, options.dry_run)?;
             report.leftovers += 1;
+            drop(claim);
         }
         Ok(report)
     }

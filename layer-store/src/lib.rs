@@ -40,7 +40,7 @@
 mod readme {}
 
 mod compress;
-pub mod db;
+mod db;
 pub mod digest;
 mod du;
 mod durable;
@@ -60,10 +60,11 @@ pub mod record;
 mod staging;
 mod store;
 pub mod tarstream;
+mod tmp;
 
 pub use du::{DuReport, ImageUsage};
 pub use durable::{KernelSync, SyncSeam};
-pub use error::StoreError;
+pub use error::{DatabaseError, StoreError};
 pub use export::{ExportReport, LayerExport};
 pub use fsck::{FsckOptions, FsckReport, Problem};
 pub use gc::{GcOptions, GcReport};
@@ -72,7 +73,7 @@ pub use import::{
     ImportError, ImportOptions, ImportProgress, ImportReport, LayerBlob, StagedLayer,
 };
 pub use limits::{Limit, Limits};
-pub use lock::{DatabaseOwner, LockGuard};
+pub use lock::LockGuard;
 pub use materialize::{MaterializeError, probe_strategy};
 pub use progress::Progress;
 pub use record::{ImageRecord, LayerMeta, LayerRecord, Strategy};

@@ -1,29 +1,34 @@
 //! The [`Store`] handle: layout, and lookups of images and layers.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use redb::{ReadableMultimapTable, ReadableTable};
+use strata_metadb::Tx;
 
-use crate::db::{self, DbAccess, GC_ROOTS, IMAGES, LAYERS, NAMES};
+use crate::db::{Db, gc_roots, images, layers, names};
 use crate::durable::{self, SyncSeam, Written};
 use crate::error::{IoContext, StoreError};
 use crate::lock::{self, LockGuard, LockMode};
 use crate::name;
 use crate::object::Objects;
 use crate::record::{self, ImageRecord, Kind, LayerMeta, LayerRecord};
+use crate::tmp::OwnedTmp;
 
-/// A deduplicating layer store rooted at one directory. `Send + Sync`; open as many as you like.
+/// A deduplicating layer store rooted at one directory. `Send + Sync`; open as many as you
+/// like, in as many processes as you like: they share the root safely.
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
     pub(crate) objects: Objects,
-    pub(crate) db: DbAccess,
+    pub(crate) db: Db,
     durability: Durability,
     /// Every flush goes through it.
     sync: Arc<dyn SyncSeam>,
+    /// This handle's staging dir under `tmp/`, made on first use.
+    own_tmp: Mutex<Option<Arc<OwnedTmp>>>,
 }
 
 /// Whether a commit waits for its files to reach stable storage.
@@ -40,8 +45,9 @@ pub enum Durability {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `root`; the metadata database is opened per
-    /// transaction, so other processes can use the store between them.
+    /// Opens (creating if needed) the store at `root`. Any number of handles, in any number
+    /// of processes, may have the same root open at once; a root written by an earlier release
+    /// (with `strata.redb`) is converted on first open.
     pub fn open(root: impl AsRef<Path>) -> Result<Store, StoreError> {
         Store::open_with_sync(root, durable::kernel())
     }
@@ -55,25 +61,28 @@ impl Store {
         sync: Arc<dyn SyncSeam>,
     ) -> Result<Store, StoreError> {
         let (root, created) = create_root(root.as_ref())?;
-        let db = DbAccess::transient(&root);
-        Store::init(root, created, db, sync)
-    }
-
-    /// Opens the store at `root` using `db`, the caller's open handle of
-    /// `<root>/strata.redb` (see [`Store::database_path`]), shared with other crates.
-    pub fn open_with_db(
-        root: impl AsRef<Path>,
-        db: Arc<redb::Database>,
-    ) -> Result<Store, StoreError> {
-        let (root, created) = create_root(root.as_ref())?;
-        let access = DbAccess::shared(&root, db);
-        Store::init(root, created, access, durable::kernel())
+        Store::init(root, created, sync)
     }
 
     /// This store with `durability` instead of [`Durability::Immediate`].
     pub fn with_durability(mut self, durability: Durability) -> Store {
-        self.durability = durability;
+        self.set_durability(durability);
         self
+    }
+
+    /// Sets how this handle commits (see [`Store::with_durability`]).
+    pub fn set_durability(&mut self, durability: Durability) {
+        if let Err(err) = self.db.set_durable(durability == Durability::Immediate) {
+            // Commits then stay durable: slower, never less safe.
+            tracing::warn!(%err, "cannot change the database's durability");
+        }
+        self.durability = durability;
+    }
+
+    /// Whether `root` holds a store: a metadata database of this release or of an earlier
+    /// one.
+    pub fn exists(root: &Path) -> bool {
+        strata_metadb::Database::exists(root)
     }
 
     /// This store with its flushes (and notices of database commits) going through `sync`
@@ -96,18 +105,13 @@ impl Store {
 
     /// Where the metadata database of the store at `root` lives.
     pub fn database_path(root: &Path) -> PathBuf {
-        root.join("strata.redb")
+        Db::path_in(root)
     }
 
     /// Creates the store's directories in `root` (`created`: the root itself is new) and
     /// opens it; names made now are flushed, or a power cut could take `layers/` away after
     /// the first import returned.
-    fn init(
-        root: PathBuf,
-        created: bool,
-        mut db: DbAccess,
-        sync: Arc<dyn SyncSeam>,
-    ) -> Result<Store, StoreError> {
+    fn init(root: PathBuf, created: bool, sync: Arc<dyn SyncSeam>) -> Result<Store, StoreError> {
         let mut written = Written::default();
         if let Some(parent) = root.parent().filter(|_| created) {
             // A relative root's parent may be "": the current directory.
@@ -134,16 +138,15 @@ impl Store {
             written.sync(&root, sync.as_ref())?;
         }
         let objects = Objects::open(Store::objects_path(&root))?;
-        db.seam = sync.clone();
-        let store = Store {
+        let db = Db::open(&root, sync.clone())?;
+        Ok(Store {
             root,
             objects,
             db,
             durability: Durability::default(),
             sync,
-        };
-        store.db.prepare()?;
-        Ok(store)
+            own_tmp: Mutex::new(None),
+        })
     }
 
     /// The store root.
@@ -182,13 +185,30 @@ impl Store {
         self.root.join("tmp")
     }
 
-    /// Creates a fresh directory `tmp/<what>.<random>`.
+    /// This handle's own directory under `tmp/` (`tmp/<pid>.<random>/`): whatever the handle
+    /// stages there, no GC of any process removes while the handle lives, and the handle
+    /// removes it when dropped. A crash leaves it to the next GC.
     ///
-    /// Names are random rather than counted: a counter per handle repeats across handles, and a
-    /// name freed by a rename into place could then be taken by another handle's staging dir,
-    /// which the first handle's cleanup would remove.
+    /// # Errors
+    /// The directory cannot be made or locked.
+    pub fn staging_dir(&self) -> Result<PathBuf, StoreError> {
+        let mut own = self.own_tmp.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(own) = own.as_ref() {
+            return Ok(own.path().to_owned());
+        }
+        let made = Arc::new(OwnedTmp::create(&self.tmp_dir())?);
+        let path = made.path().to_owned();
+        *own = Some(made);
+        Ok(path)
+    }
+
+    /// Creates a fresh directory `<what>.<random>` in this handle's
+    /// [`staging_dir`](Store::staging_dir).
+    ///
+    /// Names are random rather than counted: a name freed by a rename into place must not be
+    /// taken again by a later staging dir whose cleanup would then remove it.
     pub(crate) fn new_tmp_dir(&self, what: &str) -> Result<PathBuf, StoreError> {
-        let tmp = self.tmp_dir();
+        let tmp = self.staging_dir()?;
         tempfile::Builder::new()
             .prefix(&format!("{what}."))
             .rand_bytes(12)
@@ -201,8 +221,9 @@ impl Store {
     /// caller builds on the way into the store (a registry client's partial downloads), kept
     /// apart from the store's own staging.
     ///
-    /// [`gc`](Store::gc) removes everything under `tmp/`: [`hold`](Store::hold) the
-    /// store while the files matter, and expect them gone after a GC otherwise.
+    /// Unlike a handle's [`staging_dir`](Store::staging_dir), it is shared by every process and
+    /// kept across them, so [`gc`](Store::gc) removes it: [`hold`](Store::hold) the store while
+    /// the files matter, and expect them gone after a GC otherwise.
     ///
     /// ```
     /// # fn main() -> anyhow::Result<()> {
@@ -252,14 +273,11 @@ impl Store {
 
     /// Every image, ordered by id.
     pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
-        self.db.read(|txn| {
-            let table = txn.open_table(IMAGES).map_err(|e| self.db.err(e))?;
-            let mut out = Vec::new();
-            for row in table.iter().map_err(|e| self.db.err(e))? {
-                let (_, value) = row.map_err(|e| self.db.err(e))?;
-                out.push(record::decode(Kind::Image, value.value())?);
-            }
-            Ok(out)
+        self.db.read(|tx| {
+            images::all(tx)?
+                .iter()
+                .map(|(_, value)| Ok(record::decode(Kind::Image, value)?))
+                .collect()
         })
     }
 
@@ -271,11 +289,9 @@ impl Store {
     /// [`StoreError::ImageNotFound`] when nothing matches, [`StoreError::AmbiguousImage`] when
     /// the prefix matches several images.
     pub fn image(&self, name: &str) -> Result<ImageRecord, StoreError> {
-        self.db.read(|txn| {
-            let names = txn.open_table(NAMES).map_err(|e| self.db.err(e))?;
-            let images = txn.open_table(IMAGES).map_err(|e| self.db.err(e))?;
-            let id = resolve(&self.db, &names, &images, name)?;
-            image_record(&self.db, &images, &id, name)
+        self.db.read(|tx| {
+            let id = resolve(tx, name)?;
+            image_record(tx, &id, name)
         })
     }
 
@@ -287,43 +303,28 @@ impl Store {
     /// `target` is not a reference ([`StoreError::Name`]), or `source` names no image.
     pub fn tag(&self, source: &str, target: &str) -> Result<String, StoreError> {
         let target = name::normalize(target)?;
-        self.db.write(|txn| {
-            let mut names = txn.open_table(NAMES).map_err(|e| self.db.err(e))?;
-            let mut images = txn.open_table(IMAGES).map_err(|e| self.db.err(e))?;
-            let id = resolve(&self.db, &names, &images, source)?;
-            let previous = names
-                .insert(target.as_str(), id.as_str())
-                .map_err(|e| self.db.err(e))?
-                .map(|v| v.value().to_owned());
+        self.db.write(|tx| {
+            let id = resolve(tx, source)?;
+            let previous = names::set(tx, &target, &id)?;
             if let Some(previous) = previous.filter(|p| *p != id) {
-                crate::import::untag(&mut images, &previous, &target, &self.db)?;
+                crate::import::untag(tx, &previous, &target)?;
             }
-            let mut image = image_record(&self.db, &images, &id, source)?;
+            let mut image = image_record(tx, &id, source)?;
             if !image.tags.contains(&target) {
                 image.tags.push(target.clone());
             }
-            let bytes = record::encode(Kind::Image, &image)?;
-            images
-                .insert(id.as_str(), bytes.as_slice())
-                .map_err(|e| self.db.err(e))?;
-            Ok(())
+            images::put(tx, &id, &record::encode(Kind::Image, &image)?)
         })?;
         Ok(target)
     }
 
     /// Every layer with its metadata row, ordered by id.
     pub fn layers(&self) -> Result<Vec<(String, LayerMeta)>, StoreError> {
-        self.db.read(|txn| {
-            let table = txn.open_table(LAYERS).map_err(|e| self.db.err(e))?;
-            let mut out = Vec::new();
-            for row in table.iter().map_err(|e| self.db.err(e))? {
-                let (key, value) = row.map_err(|e| self.db.err(e))?;
-                out.push((
-                    key.value().to_owned(),
-                    record::decode(Kind::LayerMeta, value.value())?,
-                ));
-            }
-            Ok(out)
+        self.db.read(|tx| {
+            layers::all(tx)?
+                .into_iter()
+                .map(|(id, value)| Ok((id, record::decode(Kind::LayerMeta, &value)?)))
+                .collect()
         })
     }
 
@@ -334,11 +335,10 @@ impl Store {
 
     /// The metadata rows of layers `ids`, in order, from one read of the database.
     pub(crate) fn layer_metas(&self, ids: &[&str]) -> Result<Vec<Option<LayerMeta>>, StoreError> {
-        self.db.read(|txn| {
-            let table = txn.open_table(LAYERS).map_err(|e| self.db.err(e))?;
+        self.db.read(|tx| {
             ids.iter()
-                .map(|id| match table.get(*id).map_err(|e| self.db.err(e))? {
-                    Some(v) => Ok(Some(record::decode(Kind::LayerMeta, v.value())?)),
+                .map(|id| match layers::get(tx, id)? {
+                    Some(v) => Ok(Some(record::decode(Kind::LayerMeta, &v)?)),
                     None => Ok(None),
                 })
                 .collect()
@@ -368,17 +368,11 @@ impl Store {
     /// [`StoreError::ImageNotFound`] when no image has this tag.
     pub fn untag(&self, name: &str) -> Result<(), StoreError> {
         let tag = name::normalize(name)?;
-        self.db.write(|txn| {
-            let mut names = txn.open_table(NAMES).map_err(|e| self.db.err(e))?;
-            let mut images = txn.open_table(IMAGES).map_err(|e| self.db.err(e))?;
-            let id = names
-                .remove(tag.as_str())
-                .map_err(|e| self.db.err(e))?
-                .map(|v| v.value().to_owned())
-                .ok_or_else(|| StoreError::ImageNotFound {
-                    name: name.to_owned(),
-                })?;
-            crate::import::untag(&mut images, &id, &tag, &self.db)
+        self.db.write(|tx| {
+            let id = names::remove(tx, &tag)?.ok_or_else(|| StoreError::ImageNotFound {
+                name: name.to_owned(),
+            })?;
+            crate::import::untag(tx, &id, &tag)
         })
     }
 
@@ -386,17 +380,15 @@ impl Store {
     /// [`gc`](Store::gc).
     ///
     /// # Errors
-    /// [`StoreError::DatabaseDamaged`] when the metadata database fails redb's integrity
-    /// check: a write would build on damage.
+    /// [`StoreError::DatabaseDamaged`] when the metadata database fails SQLite's check: a
+    /// write would build on damage.
     pub fn remove_image(&self, name: &str) -> Result<(), StoreError> {
         self.db.verify()?;
-        self.db.write(|txn| {
-            let mut names = txn.open_table(NAMES).map_err(|e| self.db.err(e))?;
-            let mut images = txn.open_table(IMAGES).map_err(|e| self.db.err(e))?;
+        self.db.write(|tx| {
             // Read inside the transaction that changes it: a concurrent import, tag or rmi
             // commits before or after, never in between.
-            let id = resolve(&self.db, &names, &images, name)?;
-            let image = image_record(&self.db, &images, &id, name)?;
+            let id = resolve(tx, name)?;
+            let image = image_record(tx, &id, name)?;
             let tag = name::normalize(name).ok();
             let named = |t: &String| t == name || Some(t) == tag.as_ref();
             let tags: Vec<String> = if image.tags.iter().any(named) {
@@ -405,90 +397,103 @@ impl Store {
                 Vec::new()
             };
             for tag in image.tags.iter().filter(|t| !tags.contains(t)) {
-                names.remove(tag.as_str()).map_err(|e| self.db.err(e))?;
+                names::remove(tx, tag)?;
             }
             if tags.is_empty() {
-                images.remove(id.as_str()).map_err(|e| self.db.err(e))?;
+                images::remove(tx, &id)
             } else {
                 let updated = ImageRecord {
                     tags,
                     ..image.clone()
                 };
-                let bytes = record::encode(Kind::Image, &updated)?;
-                images
-                    .insert(id.as_str(), bytes.as_slice())
-                    .map_err(|e| self.db.err(e))?;
+                images::put(tx, &id, &record::encode(Kind::Image, &updated)?)
             }
-            Ok(())
         })
     }
 
-    /// Registers layer `layer` as needed by `owner` (e.g. a snapshot key); GC keeps it.
+    /// Registers layer `layer` as needed by `owner` (e.g. a snapshot); GC keeps it, and every
+    /// object it references, until [`remove_gc_root`](Store::remove_gc_root).
     pub fn add_gc_root(&self, owner: &str, layer: &str) -> Result<(), StoreError> {
-        self.db
-            .write(|txn| db::add_gc_root(txn, owner, layer).map_err(|e| self.db.err(e)))
+        self.db.write(|tx| gc_roots::add(tx, owner, layer))
+    }
+
+    /// Registers every layer of `layers` as needed by `owner`, in one transaction.
+    pub fn add_gc_roots(&self, owner: &str, layers: &[String]) -> Result<(), StoreError> {
+        self.db.write(|tx| {
+            layers
+                .iter()
+                .try_for_each(|layer| gc_roots::add(tx, owner, layer))
+        })
     }
 
     /// Undoes [`add_gc_root`](Store::add_gc_root).
     pub fn remove_gc_root(&self, owner: &str, layer: &str) -> Result<(), StoreError> {
-        self.db
-            .write(|txn| db::remove_gc_root(txn, owner, layer).map_err(|e| self.db.err(e)))
+        self.db.write(|tx| gc_roots::remove(tx, owner, layer))
+    }
+
+    /// Removes every GC root of `owner`, in one transaction.
+    pub fn remove_gc_roots_of(&self, owner: &str) -> Result<(), StoreError> {
+        self.db.write(|tx| gc_roots::remove_owner(tx, owner))
+    }
+
+    /// Removes the GC roots of every owner whose name starts with `prefix` and is not in the
+    /// set `live` returns: roots a crash left behind after their owner went away. `live` is
+    /// called while no process holds the store ([`hold`](Store::hold), imports, GC), so an
+    /// owner that registers its roots under a hold before recording itself is never caught
+    /// half-way. When some process holds the store, nothing is done and `false` returned.
+    ///
+    /// # Errors
+    /// The lock or the database fails, or `live` does.
+    pub fn prune_gc_roots<E: From<StoreError>>(
+        &self,
+        prefix: &str,
+        live: impl FnOnce() -> Result<HashSet<String>, E>,
+    ) -> Result<bool, E> {
+        let Some(_lock) = lock::try_acquire(&self.root.join("lock"), LockMode::Exclusive)? else {
+            return Ok(false);
+        };
+        let live = live()?;
+        let stale: HashSet<String> = self
+            .gc_roots()?
+            .into_iter()
+            .map(|(owner, _)| owner)
+            .filter(|owner| owner.starts_with(prefix) && !live.contains(owner))
+            .collect();
+        if !stale.is_empty() {
+            tracing::info!(?stale, "dropping GC roots of owners that are gone");
+            self.db
+                .write(|tx| stale.iter().try_for_each(|o| gc_roots::remove_owner(tx, o)))?;
+        }
+        Ok(true)
     }
 
     /// Every `(owner, layer)` GC root.
     pub fn gc_roots(&self) -> Result<Vec<(String, String)>, StoreError> {
-        self.db.read(|txn| {
-            let table = txn
-                .open_multimap_table(GC_ROOTS)
-                .map_err(|e| self.db.err(e))?;
-            let mut out = Vec::new();
-            for row in table.iter().map_err(|e| self.db.err(e))? {
-                let (owner, layers) = row.map_err(|e| self.db.err(e))?;
-                for layer in layers {
-                    let layer = layer.map_err(|e| self.db.err(e))?;
-                    out.push((owner.value().to_owned(), layer.value().to_owned()));
-                }
-            }
-            Ok(out)
-        })
+        self.db.read(gc_roots::all)
     }
 }
 
 /// The fewest hex digits of an image id that name it.
 pub const MIN_ID_PREFIX: usize = 4;
 
-/// The id of the image `name` names: its tag (normalized, or as stored by older versions),
-/// else a unique id prefix.
 /// The record of image `id`, which `name` resolved to.
-fn image_record(
-    db: &DbAccess,
-    images: &impl ReadableTable<&'static str, &'static [u8]>,
-    id: &str,
-    name: &str,
-) -> Result<ImageRecord, StoreError> {
-    let value =
-        images
-            .get(id)
-            .map_err(|e| db.err(e))?
-            .ok_or_else(|| StoreError::ImageNotFound {
-                name: name.to_owned(),
-            })?;
-    Ok(record::decode(Kind::Image, value.value())?)
+fn image_record(tx: &Tx<'_>, id: &str, name: &str) -> Result<ImageRecord, StoreError> {
+    let value = images::get(tx, id)?.ok_or_else(|| StoreError::ImageNotFound {
+        name: name.to_owned(),
+    })?;
+    Ok(record::decode(Kind::Image, &value)?)
 }
 
-fn resolve(
-    db: &DbAccess,
-    names: &impl ReadableTable<&'static str, &'static str>,
-    images: &impl ReadableTable<&'static str, &'static [u8]>,
-    name: &str,
-) -> Result<String, StoreError> {
+/// The id of the image `name` names: its tag (normalized, or as stored by older versions),
+/// else a unique id prefix.
+fn resolve(tx: &Tx<'_>, name: &str) -> Result<String, StoreError> {
     let not_found = || StoreError::ImageNotFound {
         name: name.to_owned(),
     };
     let normalized = name::normalize(name).ok();
     for candidate in normalized.as_deref().into_iter().chain([name]) {
-        if let Some(id) = names.get(candidate).map_err(|e| db.err(e))? {
-            return Ok(id.value().to_owned());
+        if let Some(id) = names::get(tx, candidate)? {
+            return Ok(id);
         }
     }
     let prefix = name.strip_prefix("sha256:").unwrap_or(name);
@@ -499,15 +504,7 @@ fn resolve(
     if !hex {
         return Err(not_found());
     }
-    let mut found = Vec::new();
-    for row in images.range(prefix..).map_err(|e| db.err(e))? {
-        let (key, _) = row.map_err(|e| db.err(e))?;
-        let key = key.value();
-        if !key.starts_with(prefix) {
-            break;
-        }
-        found.push(key.to_owned());
-    }
+    let mut found = images::ids_with_prefix(tx, prefix)?;
     match found.len() {
         0 => Err(not_found()),
         1 => Ok(found.remove(0)),
@@ -570,15 +567,9 @@ mod tests {
             format!("abcd1{}", "0".repeat(59)),
             format!("abcd2{}", "0".repeat(59)),
         ];
-        store.db.write(|txn| {
-            let mut images = txn.open_table(IMAGES).map_err(|e| store.db.err(e))?;
-            for id in &ids {
-                images
-                    .insert(id.as_str(), &b""[..])
-                    .map_err(|e| store.db.err(e))?;
-            }
-            Ok(())
-        })?;
+        store
+            .db
+            .write(|tx| ids.iter().try_for_each(|id| images::put(tx, id, b"")))?;
         let err = store.image("sha256:abcd").expect_err("two images match");
         assert!(
             matches!(&err, StoreError::AmbiguousImage { prefix, candidates }

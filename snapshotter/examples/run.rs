@@ -17,7 +17,7 @@ use std::process::Stdio;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
-use strata_layer_store::{ImportOptions, Store};
+use strata_layer_store::ImportOptions;
 use strata_snapshotter::runc::Container;
 use strata_snapshotter::{Labels, Snapshotter};
 
@@ -69,8 +69,8 @@ impl Args {
 pub fn run(args: &Args, stdout: Stdio) -> anyhow::Result<String> {
     let snapshotter = Snapshotter::open(&args.root)
         .with_context(|| format!("opening {}", args.root.display()))?;
-    // The store shares the snapshotter's root and database: snapshots pin the image's layers.
-    let store = Store::open_with_db(snapshotter.root(), snapshotter.database())?;
+    // The snapshotter's own store: snapshots pin the image's layers in it.
+    let store = snapshotter.store();
     let imported = store
         .import(&args.image, &ImportOptions::default())
         .with_context(|| format!("importing {}", args.image.display()))?;
@@ -79,8 +79,8 @@ pub fn run(args: &Args, stdout: Stdio) -> anyhow::Result<String> {
         .unwrap_or_default()
         .as_nanos();
     let key = format!("run-{nanos}");
-    snapshotter.prepare_on_image(&key, &store, &imported.image, Labels::new())?;
-    let committed = run_and_commit(args, &snapshotter, &store, &key, stdout);
+    snapshotter.prepare_on_image(&key, &imported.image, Labels::new())?;
+    let committed = run_and_commit(args, &snapshotter, &key, stdout);
     // The new image keeps the layers it needs; the container's snapshot goes either way.
     let removed = snapshotter.remove(&key);
     let image = committed?;
@@ -92,7 +92,6 @@ pub fn run(args: &Args, stdout: Stdio) -> anyhow::Result<String> {
 fn run_and_commit(
     args: &Args,
     snapshotter: &Snapshotter,
-    store: &Store,
     key: &str,
     stdout: Stdio,
 ) -> anyhow::Result<String> {
@@ -108,7 +107,7 @@ fn run_and_commit(
     let status = status?;
     ensure!(status.success(), "{:?} failed: {status}", args.command);
     let tag = args.tag.as_deref().unwrap_or(key);
-    Ok(snapshotter.commit_image(key, store, tag)?.import.image)
+    Ok(snapshotter.commit_image(key, tag)?.import.image)
 }
 
 fn main() -> anyhow::Result<()> {

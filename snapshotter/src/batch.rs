@@ -1,4 +1,4 @@
-//! Group commit: concurrent writers share one durable redb transaction.
+//! Group commit: concurrent writers share one durable database transaction.
 //!
 //! Each write is a job that validates and stages its change inside a transaction. A writer queues
 //! its job and takes the leader lock; if a previous leader already ran the job, the writer just
@@ -11,7 +11,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use redb::{Database, WriteTransaction};
+use strata_metadb::{Database, Tx};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -46,7 +46,7 @@ struct Ran {
     abort_batch: Option<Arc<Error>>,
 }
 
-type Job = Box<dyn FnOnce(&WriteTransaction) -> Ran + Send>;
+type Job = Box<dyn FnOnce(&Tx<'_>) -> Ran + Send>;
 
 type Slot<R> = Arc<Mutex<Option<Result<R>>>>;
 
@@ -83,15 +83,11 @@ impl Batcher {
         &self.db
     }
 
-    pub fn database(&self) -> Arc<Database> {
-        self.db.clone()
-    }
-
     /// Runs `job` in a durable transaction, possibly shared with concurrent writers.
     pub fn write<R, F>(&self, job: F) -> Result<R>
     where
         R: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<Applied<R>> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<Applied<R>> + Send + 'static,
     {
         let slot: Slot<R> = Arc::default();
         let job_slot = slot.clone();
@@ -146,55 +142,53 @@ impl Batcher {
     /// or an earlier job aborted the batch) go back to the queue for the next leader.
     fn run(&self, jobs: Vec<Job>) -> Option<Arc<Error>> {
         let mut jobs = jobs.into_iter();
-        let mut txn = match self.db.begin_write() {
-            Ok(txn) => txn,
-            Err(err) => {
-                lock(&self.queue).splice(0..0, jobs);
-                return Some(Arc::new(Error::from(err)));
-            }
-        };
-        // Durable before any result is released: a Commit that returned survives power loss.
-        if let Err(err) = txn.set_durability(redb::Durability::Immediate) {
-            tracing::warn!(%err, "cannot set immediate durability");
-        }
         let mut finishers = Vec::with_capacity(jobs.len());
-        let mut sync_dirs = false;
-        let mut abort = None;
-        for job in jobs.by_ref() {
-            let ran = job(&txn);
-            sync_dirs |= ran.sync_dirs;
-            finishers.extend(ran.finish);
-            if let Some(err) = ran.abort_batch {
-                abort = Some(err);
-                break;
-            }
-        }
+        // Durable before any result is released (`synchronous=FULL`): a Commit that returned
+        // survives power loss.
+        let outcome = self
+            .db
+            .write(|tx| {
+                let mut sync_dirs = false;
+                for job in jobs.by_ref() {
+                    let ran = job(tx);
+                    sync_dirs |= ran.sync_dirs;
+                    finishers.extend(ran.finish);
+                    if let Some(err) = ran.abort_batch {
+                        return Err(Aborted::Job(err));
+                    }
+                }
+                if sync_dirs {
+                    (self.sync_dirs)().map_err(|e| Aborted::Job(Arc::new(e)))?;
+                }
+                Ok(())
+            })
+            .map_err(|aborted| match aborted {
+                Aborted::Job(err) => err,
+                Aborted::Db(err) => Arc::new(Error::from(err)),
+            });
+        // Jobs that did not run (the transaction could not start, or an earlier job aborted
+        // the batch) go back to the queue for the next leader.
         lock(&self.queue).splice(0..0, jobs);
-        let outcome = match abort {
-            Some(err) => {
-                if let Err(abort_err) = txn.abort() {
-                    tracing::warn!(%abort_err, "cannot abort metadata transaction");
-                }
-                Err(err)
-            }
-            None => {
-                let synced = if sync_dirs {
-                    (self.sync_dirs)()
-                } else {
-                    Ok(())
-                };
-                let outcome = synced
-                    .and_then(|()| txn.commit().map_err(Error::from))
-                    .map_err(Arc::new);
-                if outcome.is_ok() {
-                    (self.committed)();
-                }
-                outcome
-            }
-        };
+        if outcome.is_ok() {
+            (self.committed)();
+        }
         for finish in finishers {
             finish(outcome.clone());
         }
         outcome.err()
+    }
+}
+
+/// Why a batch's transaction did not commit.
+enum Aborted {
+    /// A job failed with an internal error, or the pre-commit directory flush failed.
+    Job(Arc<Error>),
+    /// The database failed.
+    Db(strata_metadb::Error),
+}
+
+impl From<strata_metadb::Error> for Aborted {
+    fn from(err: strata_metadb::Error) -> Self {
+        Aborted::Db(err)
     }
 }

@@ -9,7 +9,7 @@ use strata_cow::MountGuard;
 use strata_cow::overlay::{Overlay, OverlayOptions, RedirectDir};
 use strata_diff::{ChangeSet, Compression, DiffError, DiffOptions, WriteOptions};
 use strata_layer_store::digest::Sha256;
-use strata_layer_store::{ImageRecord, ImportOptions, ImportReport, Store};
+use strata_layer_store::{ImageRecord, ImportOptions, ImportReport};
 
 use crate::error::{Error, Result};
 use crate::info::Kind;
@@ -37,9 +37,10 @@ pub struct ImageCommit {
 impl Snapshotter {
     /// Makes the changes of snapshot `key` (active or committed, prepared with
     /// [`Snapshotter::prepare_on_image`]) a new layer on top of its image, and the result image
-    /// `name` in `store`: the image's config gets the new diff_id and a history entry. The
+    /// `name` in this root's store: the image's config gets the new diff_id and a history entry. The
     /// snapshot must not be written to meanwhile (unmount it first).
-    pub fn commit_image(&self, key: &str, store: &Store, name: &str) -> Result<ImageCommit> {
+    pub fn commit_image(&self, key: &str, name: &str) -> Result<ImageCommit> {
+        let store = self.store();
         let record = self.read(key)?;
         let image_id = match (&record.image, &record.parent, record.kind) {
             (Some(image), None, Kind::Active | Kind::Committed) => image.clone(),

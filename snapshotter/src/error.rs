@@ -138,12 +138,6 @@ pub enum Error {
     /// The store root could not be used (e.g. another process keeps its database open).
     #[error(transparent)]
     Store(Box<strata_layer_store::StoreError>),
-    /// The layer store passed lives in another root than the snapshotter.
-    #[error("layer store {root} is not in the snapshotter's root")]
-    ForeignStore {
-        /// The layer store's root.
-        root: PathBuf,
-    },
     /// Only a snapshot prepared on an image (without snapshot parents) can become an image.
     #[error("snapshot {key:?} was not prepared on an image")]
     NotOnImage {
@@ -189,8 +183,8 @@ pub enum Error {
     #[error("metadata transaction lost")]
     BatchLost,
     /// The metadata database failed.
-    #[error("snapshot metadata: {0}")]
-    Db(#[from] Box<redb::Error>),
+    #[error("snapshot metadata")]
+    Database(#[source] strata_layer_store::DatabaseError),
 }
 
 impl Error {
@@ -204,17 +198,13 @@ impl Error {
             | Error::ImmutableField { .. }
             | Error::LabelTooLong { .. }
             | Error::EmptyKey
-            | Error::ForeignStore { .. }
             | Error::NotOnImage { .. }
             | Error::Filter(_) => ErrorKind::InvalidArgument,
             Error::Image { source, .. } => match **source {
                 strata_layer_store::StoreError::ImageNotFound { .. } => ErrorKind::NotFound,
                 _ => ErrorKind::Internal,
             },
-            Error::Store(source) => match **source {
-                strata_layer_store::StoreError::InUse { .. } => ErrorKind::FailedPrecondition,
-                _ => ErrorKind::Internal,
-            },
+            Error::Store(_) => ErrorKind::Internal,
             Error::BatchAborted(inner) => inner.kind(),
             Error::Io { .. }
             | Error::Diff { .. }
@@ -222,7 +212,7 @@ impl Error {
             | Error::ImageJson { .. }
             | Error::Mount { .. }
             | Error::Corrupt { .. }
-            | Error::Db(_)
+            | Error::Database(_)
             | Error::BatchLost => ErrorKind::Internal,
         }
     }
@@ -246,23 +236,17 @@ impl Error {
     }
 }
 
-macro_rules! from_redb {
-    ($($ty:ty),*) => {$(
-        impl From<$ty> for Error {
-            fn from(err: $ty) -> Self {
-                Error::Db(Box::new(err.into()))
-            }
-        }
-    )*};
+impl From<strata_metadb::Error> for Error {
+    fn from(err: strata_metadb::Error) -> Self {
+        Error::Database(err.into())
+    }
 }
-from_redb!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+
+impl From<strata_layer_store::StoreError> for Error {
+    fn from(err: strata_layer_store::StoreError) -> Self {
+        Error::Store(Box::new(err))
+    }
+}
 
 /// The result of snapshotter operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,53 +1,72 @@
 //! Snapshots on layer-store images: a container's writable rootfs stacked on an image's
 //! materialized layers, without copying them.
 
-use strata_layer_store::{Store, Strategy};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use strata_layer_store::Strategy;
 
 use crate::MountSpec;
 use crate::error::{Error, Result};
 use crate::info::{Kind, Labels};
+use crate::record::{GC_OWNER_PREFIX, now_nanos};
 use crate::snapshotter::{Base, Snapshotter};
 
 impl Snapshotter {
-    /// Prepares active snapshot `key` on image `image` of `store` and returns its mounts: an
-    /// overlay whose lowers are the image's layer trees (topmost first), materialized on
-    /// demand, with the store's `objects/` as a data-only lower when they are stubs. The upper
-    /// is a plain overlay upper, so Commit, children and containerd's differ work as usual.
+    /// Prepares active snapshot `key` on image `image` of this root's store and returns its
+    /// mounts: an overlay whose lowers are the image's layer trees (topmost first),
+    /// materialized on demand, with the store's `objects/` as a data-only lower when they are
+    /// stubs. The upper is a plain overlay upper, so Commit, children and containerd's differ
+    /// work as usual.
     ///
-    /// `store` must share this snapshotter's root and database
-    /// (`Store::open_with_db(root, snapshotter.database())`). While the snapshot (or what it is
-    /// committed as) exists, the layer store's GC keeps its layers: the GC roots
-    /// `snapshotter:<id>` are written in the same transaction as the snapshot's record.
+    /// While the snapshot (or what it is committed as) exists, the layer store's GC keeps its
+    /// layers: they are registered as GC roots before the snapshot's record commits, and
+    /// dropped after it is removed.
     pub fn prepare_on_image(
         &self,
         key: &str,
-        store: &Store,
         image: &str,
         labels: Labels,
     ) -> Result<Vec<MountSpec>> {
-        if store.root() != self.root() {
-            return Err(Error::ForeignStore {
-                root: store.root().to_owned(),
-            });
-        }
+        let store = self.store();
         let layer_error = |source| Error::Image {
             image: image.to_owned(),
             source: Box::new(source),
         };
-        // Until the snapshot's record (and with it its GC roots) commits, only this hold keeps
-        // a GC in another process from removing the layers of an image removed meanwhile.
+        // Until the GC roots commit, only this hold keeps a GC in another process from
+        // removing the layers of an image removed meanwhile; it also keeps `cleanup` from
+        // taking the roots for leftovers before the record names them.
         let _hold = store.hold().map_err(layer_error)?;
         let record = store.image(image).map_err(layer_error)?;
         let layers: Vec<String> = record.layers.iter().rev().map(|d| d.hex()).collect();
         let strategies = store
             .materialize_layers(&layers, None)
             .map_err(layer_error)?;
+        let owner = new_gc_owner();
+        store.add_gc_roots(&owner, &layers)?;
         let base = Base {
             data_lower: strategies.contains(&Strategy::Stub),
             layers,
             image: Some(record.id()),
+            gc_owner: Some(owner.clone()),
         };
-        let placement = self.create(Kind::Active, key, None, base, labels)?;
+        let placement = self
+            .create(Kind::Active, key, None, base, labels)
+            .inspect_err(|_| {
+                if let Err(err) = store.remove_gc_roots_of(&owner) {
+                    tracing::warn!(%owner, %err, "cannot drop GC roots; cleanup will");
+                }
+            })?;
         Ok(self.specs(&placement))
     }
+}
+
+/// A GC-root owner name no other snapshot, in any process, has.
+fn new_gc_owner() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{GC_OWNER_PREFIX}{}.{}.{}",
+        std::process::id(),
+        now_nanos(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }

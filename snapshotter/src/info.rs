@@ -41,6 +41,9 @@ impl std::fmt::Display for Kind {
 /// A snapshot as containerd's `snapshots.Info` describes it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Info {
+    /// The namespace the snapshot lives in: `containerd` for what containerd made through
+    /// `strata serve`, `strata` for the command line (see [`crate::Snapshotter::open_in`]).
+    pub namespace: String,
     /// The key (for active snapshots and views) or name (for committed ones).
     pub name: String,
     /// The committed parent, if any.

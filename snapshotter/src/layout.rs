@@ -3,7 +3,8 @@
 //! ```text
 //! <root>/snapshots/<id>/fs     upper dir (or the whole tree of a parentless snapshot)
 //! <root>/snapshots/<id>/work   overlay work dir (active snapshots with a parent)
-//! <root>/tmp/snapshotter-*     staging; renamed into snapshots/ at the commit point
+//! <root>/tmp/<owner>/snapshot.* staging in the store handle's own staging dir; renamed
+//!                              into snapshots/ at the commit point
 //! ```
 
 use std::collections::HashSet;
@@ -18,37 +19,29 @@ use strata_layer_store::SyncSeam;
 use crate::error::{Error, Result};
 use crate::info::Usage;
 
-/// Prefix of this crate's staging dirs under `tmp/`, which is shared with the layer store.
-const STAGING_PREFIX: &str = "snapshotter-";
-
 /// The paths of one store root.
 #[derive(Debug)]
 pub(crate) struct Layout {
     root: PathBuf,
     snapshots: PathBuf,
+    /// The store handle's own staging dir (`Store::staging_dir`): no GC removes it while we
+    /// live.
     tmp: PathBuf,
-    /// Names this handle's staging dirs, so that cleanup spares the ones still in flight.
-    token: String,
     staged: AtomicU64,
     /// Every fsync goes through it.
     sync: Arc<dyn SyncSeam>,
 }
 
 impl Layout {
-    pub fn create(root: &Path, sync: Arc<dyn SyncSeam>) -> Result<Layout> {
+    pub fn create(root: &Path, staging: PathBuf, sync: Arc<dyn SyncSeam>) -> Result<Layout> {
         let layout = Layout {
             root: root.to_owned(),
             snapshots: root.join("snapshots"),
-            tmp: root.join("tmp"),
-            token: format!(
-                "{STAGING_PREFIX}{}-{}-",
-                std::process::id(),
-                crate::record::now_nanos()
-            ),
+            tmp: staging,
             staged: AtomicU64::new(0),
             sync,
         };
-        for dir in [&layout.root, &layout.snapshots, &layout.tmp] {
+        for dir in [&layout.root, &layout.snapshots] {
             let existed = dir.is_dir();
             fs::DirBuilder::new()
                 .recursive(true)
@@ -121,7 +114,7 @@ impl Layout {
 
     fn stage_unsynced(&self, with_work: bool) -> Result<PathBuf> {
         let n = self.staged.fetch_add(1, Ordering::Relaxed);
-        let dir = self.tmp.join(format!("{}{n}", self.token));
+        let dir = self.tmp.join(format!("snapshot.{n}"));
         let mut subdirs = vec!["fs"];
         if with_work {
             subdirs.push("work");
@@ -175,9 +168,9 @@ impl Layout {
         remove_tree(staged);
     }
 
-    /// Removes every snapshot dir whose id is not in `named`, and this crate's staging dirs
-    /// except this handle's own (which are in flight).
-    /// Returns the highest id seen, so that ids are never reused after a crash.
+    /// Removes every snapshot dir whose id is not in `named` (staging left by a crash is the
+    /// layer store's GC's to remove). Returns the highest id seen, so that ids are never
+    /// reused after a crash.
     pub fn remove_unnamed(&self, named: &HashSet<u64>) -> Result<Option<u64>> {
         let mut highest = None;
         for entry in fs::read_dir(&self.snapshots).map_err(Error::io("list", &self.snapshots))? {
@@ -191,14 +184,6 @@ impl Layout {
             }
             if !id.is_some_and(|id| named.contains(&id)) {
                 tracing::info!(path = %entry.path().display(), "removing unnamed snapshot dir");
-                remove_tree(&entry.path());
-            }
-        }
-        for entry in fs::read_dir(&self.tmp).map_err(Error::io("list", &self.tmp))? {
-            let entry = entry.map_err(Error::io("list", &self.tmp))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with(STAGING_PREFIX) && !name.starts_with(&self.token) {
                 remove_tree(&entry.path());
             }
         }

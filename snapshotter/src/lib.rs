@@ -1,4 +1,5 @@
-//! containerd's snapshotter semantics over overlay mounts, with metadata in redb.
+//! containerd's snapshotter semantics over overlay mounts, with metadata in the root's SQLite
+//! database (`strata-metadb`), shared by every process on the root.
 //!
 //! A [`Snapshotter`] keeps snapshots of three kinds ([`Kind`]) in one key space: active
 //! (writable), views (read-only) and committed (immutable parents). It implements containerd's
@@ -20,12 +21,19 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Namespaces
+//! Every handle works in one namespace ([`Snapshotter::open_in`]): `strata serve` in
+//! [`CONTAINERD_NAMESPACE`], the command line and [`Snapshotter::open`] in [`CLI_NAMESPACE`].
+//! A handle lists, reads, removes and cleans up only its own namespace's snapshots, so
+//! containerd's garbage collector never sees those of the command line.
+//!
 //! # Storage and durability
-//! Metadata lives in redb tables ([`tables`](crate) `snapshotter.v1.*`) in `<root>/strata.redb`;
-//! a snapshot's dirs are `snapshots/<id>/{fs,work}`, built under `tmp/` and renamed into place
-//! inside the transaction that names them. Writers share transactions (group commit), each
-//! durable (directory fsync, then redb's immediate durability) before any of them returns. Dirs
-//! no record names are removed on open and by [`Snapshotter::cleanup`]. See `docs/format.md`.
+//! Metadata lives in the tables `snapshots`, `snapshot_pool` and `counters` of
+//! `<root>/strata.db`; a snapshot's dirs are `snapshots/<id>/{fs,work}`, built in the store
+//! handle's own staging dir under `tmp/` and renamed into place inside the transaction that
+//! names them. Writers of one handle share transactions (group commit), each durable (directory
+//! fsync, then SQLite's commit with `synchronous=FULL`) before any of them returns. Dirs no
+//! record names are removed on open and by [`Snapshotter::cleanup`]. See `docs/format.md`.
 #![forbid(unsafe_code)]
 
 mod batch;
@@ -48,5 +56,5 @@ mod tables;
 pub use commit_image::ImageCommit;
 pub use error::{Error, ErrorKind, Precondition, Result};
 pub use info::{FieldPaths, Info, Kind, Labels, MAX_LABEL_LEN, Usage};
-pub use snapshotter::Snapshotter;
+pub use snapshotter::{CLI_NAMESPACE, CONTAINERD_NAMESPACE, Snapshotter};
 pub use strata_cow::{MountGuard, MountSpec};

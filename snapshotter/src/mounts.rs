@@ -125,6 +125,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let layout = Layout::create(
             root.path(),
+            root.path().join("tmp"),
             std::sync::Arc::new(strata_layer_store::KernelSync),
         )
         .unwrap();
@@ -174,6 +175,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let layout = Layout::create(
             root.path(),
+            root.path().join("tmp"),
             std::sync::Arc::new(strata_layer_store::KernelSync),
         )
         .unwrap();

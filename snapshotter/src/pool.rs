@@ -11,12 +11,12 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
+use strata_metadb::Tx;
 
 use crate::batch::{Applied, Batcher};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::layout::Layout;
-use crate::tables::{self, POOL};
+use crate::tables;
 
 /// Dirs made per refill.
 const REFILL: usize = 32;
@@ -62,12 +62,11 @@ impl Pool {
         let staged = layout.stage_many(REFILL, true)?;
         let job_layout = layout.clone();
         let job_staged = staged.clone();
-        let result = batcher.write(move |txn| {
-            let mut pool = txn.open_table(POOL)?;
+        let result = batcher.write(move |tx| {
             let mut ids = Vec::with_capacity(job_staged.len());
             for dir in &job_staged {
-                let id = tables::allocate_id(txn)?;
-                pool.insert(id, ())?;
+                let id = tables::allocate_id(tx)?;
+                tables::pool::add(tx, id)?;
                 job_layout.publish(dir, id)?;
                 ids.push(id);
             }
@@ -93,17 +92,15 @@ impl Pool {
     }
 
     /// Inside a job: a spare dir if there is one, else a dir built and published now.
-    pub fn take(&self, txn: &WriteTransaction, layout: &Layout, with_work: bool) -> Result<Taken> {
-        let mut pool = txn.open_table(POOL)?;
-        let spare = pool.pop_first()?.map(|(id, _)| id.value());
-        if let Some(id) = spare {
+    pub fn take(&self, tx: &Tx<'_>, layout: &Layout, with_work: bool) -> Result<Taken> {
+        if let Some(id) = tables::pool::take(tx)? {
             let _ = self
                 .available
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
             return Ok(Taken::Spare(id));
         }
         let staged = layout.stage(with_work)?;
-        let id = tables::allocate_id(txn)?;
+        let id = tables::allocate_id(tx)?;
         layout
             .publish(&staged, id)
             .inspect_err(|_| layout.discard(&staged))?;
@@ -111,23 +108,7 @@ impl Pool {
     }
 }
 
-/// Ids of the spare dirs (named, so cleanup keeps them).
-pub(crate) fn spare_ids(txn: &WriteTransaction) -> Result<Vec<u64>> {
-    let pool = txn.open_table(POOL)?;
-    let mut ids = Vec::new();
-    for entry in pool.iter()? {
-        ids.push(entry?.0.value());
-    }
-    Ok(ids)
-}
-
-/// How many spare dirs the table holds.
-pub(crate) fn count(db: &redb::Database) -> Result<usize> {
-    use redb::ReadableDatabase;
-    let txn = db.begin_read()?;
-    let len = txn.open_table(POOL)?.len()?;
-    usize::try_from(len).map_err(|_| Error::Corrupt {
-        key: "pool".to_owned(),
-        reason: "impossible length".to_owned(),
-    })
+/// How many spare dirs the pool holds.
+pub(crate) fn count(batcher: &Batcher) -> Result<usize> {
+    batcher.db().read(|tx| Ok(tables::pool::ids(tx)?.len()))
 }

@@ -1,7 +1,8 @@
-//! The metadata record of one snapshot, as stored in redb.
+//! The metadata record of one snapshot, the `record` column of the `snapshots` table.
 //!
 //! Value layout: one version byte ([`RECORD_VERSION`]) then the postcard encoding of [`Record`].
-//! Times are nanoseconds since the Unix epoch. Version 1 (without the image base) still decodes.
+//! Times are nanoseconds since the Unix epoch. Versions 1 (without the image base) and 2
+//! (without the GC-root owner) still decode.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::info::{Info, Kind, Usage};
 
 /// Version of the record encoding; bumped on any incompatible change.
-pub(crate) const RECORD_VERSION: u8 = 2;
+pub(crate) const RECORD_VERSION: u8 = 3;
 
 /// Everything the database knows about one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -32,6 +33,42 @@ pub(crate) struct Record {
     pub data_lower: bool,
     /// The layer-store image (id) whose layers those are (version 2).
     pub image: Option<String>,
+    /// The layer store's GC-root owner that keeps `layers` alive; `None` for a version-2
+    /// record, whose owner is `snapshotter:<id>` (version 3).
+    pub gc_owner: Option<String>,
+}
+
+/// Version 2: a [`Record`] without `gc_owner`.
+#[derive(serde::Deserialize)]
+struct RecordV2 {
+    id: u64,
+    kind: Kind,
+    parent: Option<String>,
+    labels: BTreeMap<String, String>,
+    created_ns: u64,
+    updated_ns: u64,
+    usage: Usage,
+    layers: Vec<String>,
+    data_lower: bool,
+    image: Option<String>,
+}
+
+impl From<RecordV2> for Record {
+    fn from(v2: RecordV2) -> Record {
+        Record {
+            id: v2.id,
+            kind: v2.kind,
+            parent: v2.parent,
+            labels: v2.labels,
+            created_ns: v2.created_ns,
+            updated_ns: v2.updated_ns,
+            usage: v2.usage,
+            layers: v2.layers,
+            data_lower: v2.data_lower,
+            image: v2.image,
+            gc_owner: None,
+        }
+    }
 }
 
 /// Version 1: a [`Record`] without `layers` and `data_lower`.
@@ -59,11 +96,19 @@ impl From<RecordV1> for Record {
             layers: Vec::new(),
             data_lower: false,
             image: None,
+            gc_owner: None,
         }
     }
 }
 
 impl Record {
+    /// The layer store's GC-root owner of this snapshot's layers.
+    pub fn gc_owner(&self) -> String {
+        self.gc_owner
+            .clone()
+            .unwrap_or_else(|| format!("{GC_OWNER_PREFIX}{}", self.id))
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![RECORD_VERSION];
         // Encoding a plain struct into a Vec cannot fail.
@@ -80,6 +125,9 @@ impl Record {
             Some((&RECORD_VERSION, rest)) => {
                 postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string()))
             }
+            Some((2, rest)) => postcard::from_bytes::<RecordV2>(rest)
+                .map(Record::from)
+                .map_err(|e| corrupt(e.to_string())),
             Some((1, rest)) => postcard::from_bytes::<RecordV1>(rest)
                 .map(Record::from)
                 .map_err(|e| corrupt(e.to_string())),
@@ -88,8 +136,9 @@ impl Record {
         }
     }
 
-    pub fn info(&self, name: &str) -> Info {
+    pub fn info(&self, namespace: &str, name: &str) -> Info {
         Info {
+            namespace: namespace.to_owned(),
             name: name.to_owned(),
             parent: self.parent.clone(),
             kind: self.kind,
@@ -99,6 +148,9 @@ impl Record {
         }
     }
 }
+
+/// Prefix of every GC-root owner of snapshots.
+pub(crate) const GC_OWNER_PREFIX: &str = "snapshotter:";
 
 pub(crate) fn now_nanos() -> u64 {
     SystemTime::now()
@@ -129,6 +181,7 @@ mod tests {
             layers: Vec::new(),
             data_lower: false,
             image: None,
+            gc_owner: None,
         }
     }
 
@@ -144,7 +197,11 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for record in [sample(), sample_on_layers()] {
+        let owned = Record {
+            gc_owner: Some("snapshotter:ab12".into()),
+            ..sample_on_layers()
+        };
+        for record in [sample(), sample_on_layers(), owned] {
             assert_eq!(Record::decode("k", &record.encode()).unwrap(), record);
         }
     }
@@ -183,7 +240,7 @@ mod tests {
             Err(Error::Corrupt { .. })
         ));
         assert!(matches!(
-            Record::decode("k", &[2, 0xff]),
+            Record::decode("k", &[3, 0xff]),
             Err(Error::Corrupt { .. })
         ));
     }

@@ -1,15 +1,13 @@
 //! [`Snapshotter`]: the handle, and containerd's operations over it.
 
-use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use strata_cow::overlay::OverlayOptions;
-use strata_layer_store::{DatabaseOwner, KernelSync, SyncSeam};
-
-use redb::{Database, ReadableDatabase, ReadableMultimapTable, ReadableTable};
+use strata_layer_store::{KernelSync, Store, SyncSeam};
+use strata_metadb::Database;
 
 use crate::batch::{Applied, Batcher};
 use crate::error::{Error, Precondition, Result};
@@ -17,18 +15,21 @@ use crate::filter::Filters;
 use crate::info::{FieldPaths, Info, Kind, Labels, MAX_LABEL_LEN, Usage};
 use crate::layout::{Layout, disk_usage};
 use crate::pool::{self, Pool, Taken};
-use crate::record::{Record, now_nanos};
-use crate::tables::{self, CHILDREN, Lowers, SNAPSHOTS};
+use crate::record::{GC_OWNER_PREFIX, Record, now_nanos};
+use crate::tables::{self, Lowers};
 
-/// A snapshotter over one store root. `Send + Sync`: share it behind an `Arc`.
+pub use strata_metadb::{CLI_NAMESPACE, CONTAINERD_NAMESPACE};
+
+/// A snapshotter over one store root, in one namespace. `Send + Sync`: share it behind an
+/// `Arc`. Any number of handles, in any number of processes, may use one root at once.
 pub struct Snapshotter {
+    store: Store,
+    namespace: String,
     layout: Arc<Layout>,
     overlay: OverlayOptions,
     batcher: Batcher,
     pool: Arc<Pool>,
     closed: AtomicBool,
-    /// `db.lock`, held while this handle has the database open (see [`Snapshotter::open`]).
-    _db_owner: Option<DatabaseOwner>,
 }
 
 /// Where a snapshot's dirs are, and those of its ancestors: what its mounts are made of.
@@ -48,87 +49,93 @@ pub(crate) struct Base {
     pub data_lower: bool,
     /// The image (id) the layers came from.
     pub image: Option<String>,
-}
-
-/// The layer store's GC-root owner name for snapshot dir `id`: stable across Commit.
-pub(crate) fn gc_owner(id: u64) -> String {
-    format!("snapshotter:{id}")
+    /// The GC-root owner already keeping `layers` alive.
+    pub gc_owner: Option<String>,
 }
 
 impl std::fmt::Debug for Snapshotter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Snapshotter")
             .field("root", &self.layout.root())
+            .field("namespace", &self.namespace)
             .finish_non_exhaustive()
     }
 }
 
 impl Snapshotter {
-    /// Opens (creating if needed) the snapshotter of store `root`, with its metadata in
-    /// `<root>/strata.redb`, and removes what a crash left behind.
-    ///
-    /// The handle keeps the database open and holds `<root>/db.lock` until dropped, so other
-    /// processes using the store (the layer store's CLI commands, another snapshotter) fail
-    /// with an error naming this process rather than open the database beside it.
+    /// Opens (creating if needed) the snapshotter of store `root` in the command line's
+    /// namespace ([`CLI_NAMESPACE`]), and removes what a crash left behind.
     pub fn open(root: impl AsRef<Path>) -> Result<Snapshotter> {
-        Snapshotter::open_with_sync(root, Arc::new(KernelSync))
+        Snapshotter::open_in(root, CLI_NAMESPACE)
     }
 
-    /// Like [`Snapshotter::open`], with every flush (and a notice of each database commit)
-    /// going through `sync` instead of the kernel: a test seam, e.g. to model a power cut
-    /// after any flush. Give a layer store on the same root the same seam
-    /// (`strata_layer_store::Store::with_sync`).
+    /// Like [`Snapshotter::open`], in namespace `namespace`: its snapshots are the only ones
+    /// this handle lists, reads, removes or cleans up, and keys of other namespaces never
+    /// collide with its own. `strata serve` uses [`CONTAINERD_NAMESPACE`]; a runtime may use
+    /// its own name.
+    pub fn open_in(root: impl AsRef<Path>, namespace: &str) -> Result<Snapshotter> {
+        Snapshotter::open_with_sync(root, namespace, Arc::new(KernelSync))
+    }
+
+    /// Like [`Snapshotter::open_in`], with every flush (and a notice of each database commit)
+    /// going through `sync` instead of the kernel, for the snapshotter and its store: a test
+    /// seam, e.g. to model a power cut after any flush.
     #[doc(hidden)]
-    pub fn open_with_sync(root: impl AsRef<Path>, sync: Arc<dyn SyncSeam>) -> Result<Snapshotter> {
+    pub fn open_with_sync(
+        root: impl AsRef<Path>,
+        namespace: &str,
+        sync: Arc<dyn SyncSeam>,
+    ) -> Result<Snapshotter> {
+        if namespace.is_empty() {
+            return Err(Error::EmptyKey);
+        }
         let root = root.as_ref();
-        let layout = Layout::create(root, sync)?;
-        let owner = DatabaseOwner::acquire(root).map_err(|e| Error::Store(Box::new(e)))?;
-        let db = Database::create(root.join("strata.redb"))?;
-        let mut snapshotter = Snapshotter::with_layout(layout, Arc::new(db))?;
-        snapshotter._db_owner = Some(owner);
-        Ok(snapshotter)
-    }
-
-    /// The open metadata database, to share with the layer store
-    /// (`strata_layer_store::Store::open_with_db`).
-    pub fn database(&self) -> Arc<Database> {
-        self.batcher.database()
-    }
-
-    /// Like [`Snapshotter::open`], on a database the caller already opened (redb allows one
-    /// handle per file per process, so crates sharing `strata.redb` share the handle).
-    pub fn open_with_database(root: impl AsRef<Path>, db: Arc<Database>) -> Result<Snapshotter> {
-        Snapshotter::with_layout(Layout::create(root.as_ref(), Arc::new(KernelSync))?, db)
-    }
-
-    fn with_layout(layout: Layout, db: Arc<Database>) -> Result<Snapshotter> {
-        let txn = db.begin_write()?;
-        tables::create(&txn)?;
-        txn.commit()?;
-        let db_path = layout.root().join("strata.redb");
-        layout.sync().committed(&db_path);
-        let pool = Arc::new(Pool::new(pool::count(&db)?));
-        let layout = Arc::new(layout);
+        let store =
+            Store::open_with_sync(root, sync.clone()).map_err(|e| Error::Store(Box::new(e)))?;
+        let staging = store.staging_dir().map_err(|e| Error::Store(Box::new(e)))?;
+        let layout = Arc::new(Layout::create(root, staging, sync)?);
+        let db = Arc::new(Database::open(root)?);
+        let db_path = db.path().to_owned();
         let sync_layout = layout.clone();
         let commit_layout = layout.clone();
+        let batcher = Batcher::new(
+            db,
+            Box::new(move || sync_layout.sync_snapshots()),
+            Box::new(move || commit_layout.sync().committed(&db_path)),
+        );
+        let pool = Arc::new(Pool::new(pool::count(&batcher)?));
         let snapshotter = Snapshotter {
+            store,
+            namespace: namespace.to_owned(),
             layout,
             // Without CAP_SYS_ADMIN overlay keeps its xattrs in user.overlay.* (rootless).
             overlay: OverlayOptions {
                 userxattr: !rustix::process::geteuid().is_root(),
                 ..OverlayOptions::default()
             },
-            batcher: Batcher::new(
-                db,
-                Box::new(move || sync_layout.sync_snapshots()),
-                Box::new(move || commit_layout.sync().committed(&db_path)),
-            ),
+            batcher,
             pool,
             closed: AtomicBool::new(false),
-            _db_owner: None,
         };
         snapshotter.cleanup()?;
         Ok(snapshotter)
+    }
+
+    /// The layer store of this root, which this handle owns.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// This handle with its store committing with `durability` (see
+    /// `strata_layer_store::Store::with_durability`); snapshot metadata stays durable.
+    pub fn with_durability(mut self, durability: strata_layer_store::Durability) -> Snapshotter {
+        self.store.set_durability(durability);
+        self
+    }
+
+    /// The namespace this handle works in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// The store root.
@@ -150,14 +157,14 @@ impl Snapshotter {
         self.pool.refill_if_low(&self.batcher, &self.layout)?;
         let layout = self.layout.clone();
         let pool = self.pool.clone();
+        let ns = self.namespace.clone();
         let (key, parent) = (key.to_owned(), parent.map(str::to_owned));
-        self.batcher.write(move |txn| {
-            let mut snapshots = txn.open_table(SNAPSHOTS)?;
-            if snapshots.get(key.as_str())?.is_some() {
+        self.batcher.write(move |tx| {
+            if tables::exists(tx, &ns, &key)? {
                 return Err(Error::AlreadyExists { key });
             }
             if let Some(parent) = &parent {
-                let Some(record) = tables::get(&snapshots, parent)? else {
+                let Some(record) = tables::get(tx, &ns, parent)? else {
                     return Err(Error::ParentNotFound {
                         key,
                         parent: parent.clone(),
@@ -170,7 +177,7 @@ impl Snapshotter {
                     });
                 }
             }
-            let (id, published) = match pool.take(txn, &layout, true)? {
+            let (id, published) = match pool.take(tx, &layout, true)? {
                 Taken::Spare(id) => (id, false),
                 Taken::Published(id) => (id, true),
             };
@@ -186,17 +193,10 @@ impl Snapshotter {
                 layers: base.layers,
                 data_lower: base.data_lower,
                 image: base.image,
+                gc_owner: base.gc_owner,
             };
-            let lowers = tables::lowers(&snapshots, &record)?;
-            // The layers live as long as the record: same transaction both ways.
-            for layer in &record.layers {
-                strata_layer_store::db::add_gc_root(txn, &gc_owner(id), layer)?;
-            }
-            snapshots.insert(key.as_str(), record.encode().as_slice())?;
-            if let Some(parent) = &parent {
-                txn.open_multimap_table(CHILDREN)?
-                    .insert(parent.as_str(), key.as_str())?;
-            }
+            let lowers = tables::lowers(tx, &ns, &record)?;
+            tables::put(tx, &ns, &key, &record)?;
             let abort_layout = layout.clone();
             Ok(Applied {
                 value: Placement { id, kind, lowers },
@@ -219,10 +219,10 @@ impl Snapshotter {
         let record = self.active(key)?;
         // Outside the transaction: walking a big upper must not stall other writers.
         let usage = disk_usage(&self.layout.upper(record.id))?;
+        let ns = self.namespace.clone();
         let (name, key) = (name.to_owned(), key.to_owned());
-        self.batcher.write(move |txn| {
-            let mut snapshots = txn.open_table(SNAPSHOTS)?;
-            let current = tables::require(&snapshots, &key)?;
+        self.batcher.write(move |tx| {
+            let current = tables::require(tx, &ns, &key)?;
             if current.kind != Kind::Active {
                 return Err(Error::FailedPrecondition {
                     key,
@@ -233,7 +233,7 @@ impl Snapshotter {
                 // Removed and prepared again while we measured it: the one we measured is gone.
                 return Err(Error::NotFound { key });
             }
-            if snapshots.get(name.as_str())?.is_some() {
+            if tables::exists(tx, &ns, &name)? {
                 return Err(Error::AlreadyExists { key: name });
             }
             let now = now_nanos();
@@ -245,13 +245,8 @@ impl Snapshotter {
                 usage,
                 ..current
             };
-            snapshots.remove(key.as_str())?;
-            snapshots.insert(name.as_str(), committed.encode().as_slice())?;
-            if let Some(parent) = &committed.parent {
-                let mut children = txn.open_multimap_table(CHILDREN)?;
-                children.remove(parent.as_str(), key.as_str())?;
-                children.insert(parent.as_str(), name.as_str())?;
-            }
+            tables::remove(tx, &ns, &key)?;
+            tables::put(tx, &ns, &name, &committed)?;
             Ok(Applied::value(()))
         })
     }
@@ -260,29 +255,30 @@ impl Snapshotter {
     pub fn remove(&self, key: &str) -> Result<()> {
         self.check_open(key)?;
         let layout = self.layout.clone();
+        let ns = self.namespace.clone();
         let key = key.to_owned();
-        self.batcher.write(move |txn| {
-            let mut snapshots = txn.open_table(SNAPSHOTS)?;
-            let record = tables::require(&snapshots, &key)?;
-            let mut children = txn.open_multimap_table(CHILDREN)?;
-            if !children.get(key.as_str())?.is_empty() {
+        let record = self.batcher.write(move |tx| {
+            let record = tables::require(tx, &ns, &key)?;
+            if tables::has_children(tx, &ns, &key)? {
                 return Err(Error::FailedPrecondition {
                     key,
                     reason: Precondition::HasChildren,
                 });
             }
-            snapshots.remove(key.as_str())?;
-            if let Some(parent) = &record.parent {
-                children.remove(parent.as_str(), key.as_str())?;
-            }
-            for layer in &record.layers {
-                strata_layer_store::db::remove_gc_root(txn, &gc_owner(record.id), layer)?;
-            }
+            tables::remove(tx, &ns, &key)?;
+            let id = record.id;
             Ok(Applied {
-                on_commit: Some(Box::new(move || layout.remove(record.id))),
-                ..Applied::value(())
+                on_commit: Some(Box::new(move || layout.remove(id))),
+                ..Applied::value(record)
             })
-        })
+        })?;
+        if !record.layers.is_empty() {
+            // After the record is gone: a crash between leaves roots that `cleanup` drops.
+            self.store
+                .remove_gc_roots_of(&record.gc_owner())
+                .map_err(|e| Error::Store(Box::new(e)))?;
+        }
+        Ok(())
     }
 
     /// containerd's Update: changes labels only (see [`FieldPaths`]); returns the new info.
@@ -292,22 +288,22 @@ impl Snapshotter {
             FieldPaths::AllLabels => None,
             FieldPaths::Only(paths) => Some(paths.iter().map(|p| p.to_string()).collect()),
         };
+        let ns = self.namespace.clone();
         let key = key.to_owned();
-        self.batcher.write(move |txn| {
-            let mut snapshots = txn.open_table(SNAPSHOTS)?;
-            let mut record = tables::require(&snapshots, &key)?;
+        self.batcher.write(move |tx| {
+            let mut record = tables::require(tx, &ns, &key)?;
             record.labels = updated_labels(&key, record.labels, labels, fields)?;
             check_labels(&key, &record.labels)?;
             record.updated_ns = now_nanos();
-            snapshots.insert(key.as_str(), record.encode().as_slice())?;
-            Ok(Applied::value(record.info(&key)))
+            tables::put(tx, &ns, &key, &record)?;
+            Ok(Applied::value(record.info(&ns, &key)))
         })
     }
 
     /// The info of snapshot `key`.
     pub fn stat(&self, key: &str) -> Result<Info> {
         self.check_open(key)?;
-        Ok(self.read(key)?.info(key))
+        Ok(self.read(key)?.info(&self.namespace, key))
     }
 
     /// Disk usage: measured now for an active snapshot (its upper only), as frozen at commit
@@ -330,18 +326,11 @@ impl Snapshotter {
     ) -> Result<()> {
         self.check_open("")?;
         let filters = Filters::parse(filters)?;
-        let mut matched = Vec::new();
-        {
-            let txn = self.batcher.db().begin_read()?;
-            let snapshots = txn.open_table(SNAPSHOTS)?;
-            for entry in snapshots.iter()? {
-                let (key, value) = entry?;
-                let info = Record::decode(key.value(), value.value())?.info(key.value());
-                if filters.matches(&info) {
-                    matched.push(info);
-                }
-            }
-        }
+        let matched: Vec<Info> = self
+            .infos(Some(&self.namespace))?
+            .into_iter()
+            .filter(|info| filters.matches(info))
+            .collect();
         for info in matched {
             if visit(info).is_break() {
                 break;
@@ -360,29 +349,52 @@ impl Snapshotter {
         Ok(all)
     }
 
-    /// Removes directories no record names and this crate's leftovers under `tmp/`.
+    /// Every snapshot of every namespace matching any of `filters`, ordered by namespace and
+    /// key: what `strata ls` shows.
+    pub fn list_all_namespaces<S: AsRef<str>>(&self, filters: &[S]) -> Result<Vec<Info>> {
+        let filters = Filters::parse(filters)?;
+        Ok(self
+            .infos(None)?
+            .into_iter()
+            .filter(|info| filters.matches(info))
+            .collect())
+    }
+
+    fn infos(&self, namespace: Option<&str>) -> Result<Vec<Info>> {
+        self.batcher.db().read(|tx| {
+            Ok(tables::all(tx, namespace)?
+                .into_iter()
+                .map(|(ns, key, record)| record.info(&ns, &key))
+                .collect())
+        })
+    }
+
+    /// Removes snapshot directories that no record of any namespace names, and GC roots of
+    /// snapshots that are gone (what a crash between a snapshot's removal and its roots'
+    /// left behind).
     pub fn cleanup(&self) -> Result<()> {
         let layout = self.layout.clone();
-        self.batcher.write(move |txn| {
+        self.batcher.write(move |tx| {
             // Inside the batch: no publish can be in flight while we decide what is garbage.
-            let snapshots = txn.open_table(SNAPSHOTS)?;
-            let mut named = HashSet::new();
-            for entry in snapshots.iter()? {
-                let (key, value) = entry?;
-                named.insert(Record::decode(key.value(), value.value())?.id);
-            }
-            named.extend(pool::spare_ids(txn)?);
+            let mut named = tables::pool::ids(tx)?;
+            named.extend(tables::all(tx, None)?.into_iter().map(|(_, _, r)| r.id));
             if let Some(highest) = layout.remove_unnamed(&named)? {
-                tables::reserve_ids_through(txn, highest)?;
+                tables::reserve_ids_through(tx, highest)?;
             }
             Ok(Applied::value(()))
-        })
+        })?;
+        let live_owners = || -> Result<_> {
+            let records = self.batcher.db().read(|tx| tables::all(tx, None))?;
+            Ok(records.into_iter().map(|(_, _, r)| r.gc_owner()).collect())
+        };
+        self.store.prune_gc_roots(GC_OWNER_PREFIX, live_owners)?;
+        Ok(())
     }
 
     /// How many spare (empty, pre-made) snapshot dirs are kept under `snapshots/`, which no
     /// snapshot names yet.
     pub fn spare_dirs(&self) -> Result<usize> {
-        pool::count(self.batcher.db())
+        pool::count(&self.batcher)
     }
 
     /// Marks the snapshotter closed: later calls fail. Closing twice is fine.
@@ -393,19 +405,19 @@ impl Snapshotter {
 
     pub(crate) fn placement(&self, key: &str) -> Result<Placement> {
         self.check_open(key)?;
-        let txn = self.batcher.db().begin_read()?;
-        let snapshots = txn.open_table(SNAPSHOTS)?;
-        let record = tables::require(&snapshots, key)?;
-        if record.kind == Kind::Committed {
-            return Err(Error::FailedPrecondition {
-                key: key.to_owned(),
-                reason: Precondition::Committed,
-            });
-        }
-        Ok(Placement {
-            id: record.id,
-            kind: record.kind,
-            lowers: tables::lowers(&snapshots, &record)?,
+        self.batcher.db().read(|tx| {
+            let record = tables::require(tx, &self.namespace, key)?;
+            if record.kind == Kind::Committed {
+                return Err(Error::FailedPrecondition {
+                    key: key.to_owned(),
+                    reason: Precondition::Committed,
+                });
+            }
+            Ok(Placement {
+                id: record.id,
+                kind: record.kind,
+                lowers: tables::lowers(tx, &self.namespace, &record)?,
+            })
         })
     }
 
@@ -418,8 +430,9 @@ impl Snapshotter {
     }
 
     pub(crate) fn read(&self, key: &str) -> Result<Record> {
-        let txn = self.batcher.db().begin_read()?;
-        tables::require(&txn.open_table(SNAPSHOTS)?, key)
+        self.batcher
+            .db()
+            .read(|tx| tables::require(tx, &self.namespace, key))
     }
 
     fn active(&self, key: &str) -> Result<Record> {

@@ -143,26 +143,38 @@ impl ShadowDisk {
         Ok(())
     }
 
-    /// A committed transaction of the database file `db`: its bytes and its name are durable
-    /// (after the cut: lost, but the commit happened, so it cannot fail).
+    /// A committed transaction of the database file `db`: its bytes and its name are durable,
+    /// and so are those of its write-ahead log `<db>-wal` (gone when the last connection
+    /// checkpointed and removed it). After the cut: lost, but the commit happened, so it
+    /// cannot fail.
     pub fn committed(&self, db: &Path) {
         let mut state = self.state();
         if !self.take(&mut state) {
             return;
         }
-        capture_file(&mut state, db);
         let parent = db.parent().expect("the database is in a directory");
         let parent_ino = stat(parent).ino();
-        let meta = stat(db);
         let name = db.file_name().expect("the database has a name").to_owned();
-        state.dirs.entry(parent_ino).or_default().insert(
-            name,
-            Entry {
-                ino: meta.ino(),
-                kind: Kind::File,
-                mode: meta.mode() & 0o7777,
-            },
-        );
+        let mut wal_name = name.clone();
+        wal_name.push("-wal");
+        for name in [name, wal_name] {
+            let path = parent.join(&name);
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                if let Some(names) = state.dirs.get_mut(&parent_ino) {
+                    names.remove(&name);
+                }
+                continue;
+            };
+            capture_file(&mut state, &path);
+            state.dirs.entry(parent_ino).or_default().insert(
+                name,
+                Entry {
+                    ino: meta.ino(),
+                    kind: Kind::File,
+                    mode: meta.mode() & 0o7777,
+                },
+            );
+        }
     }
 
     fn capture_tree(&self, state: &mut State, dir: &Path) {

@@ -179,13 +179,18 @@ impl Command {
                 json["build_cache"] = serde_json::to_value(&cache)?;
                 global.emit(&json, || {
                     format!(
-                        "{} {} layers, {} objects, {} checkouts, {} leftovers, {} build cache entries: {}",
+                        "{} {} layers, {} objects, {} checkouts, {} leftovers, {} build cache entries{}: {}",
                         if dry_run { "would remove" } else { "removed" },
                         report.layers.len(),
                         report.objects,
                         report.checkouts,
                         report.leftovers,
                         cache.removed,
+                        if cache.busy {
+                            " (the build cache is kept while a build runs)"
+                        } else {
+                            ""
+                        },
                         human(report.bytes)
                     )
                 })

@@ -16,11 +16,10 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use rayon::prelude::*;
-use redb::ReadableTable;
 use serde::Serialize;
 
 use crate::compress::{self, Format};
-use crate::db::{IMAGES, LAYERS, NAMES};
+use crate::db::{images, layers, names};
 use crate::digest::Sha256;
 use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
@@ -31,6 +30,7 @@ use crate::record::{self, Compression, ImageRecord, Kind, LayerMeta, Strategy, c
 use crate::store::Store;
 use layer::Staged;
 use source::{Blobs, Plan};
+use strata_metadb::Tx;
 
 pub use remote::{LayerBlob, StagedLayer};
 
@@ -366,15 +366,11 @@ impl Store {
 
     /// Which of the plan's layers the database has a row for.
     fn recorded_layers(&self, plan: &Plan) -> Result<Vec<bool>, StoreError> {
-        self.db.read(|txn| {
-            let table = txn.open_table(LAYERS).map_err(|e| self.db.err(e))?;
+        self.db.read(|tx| {
             plan.layers
                 .iter()
                 .map(|l| match l.diff_id {
-                    Some(d) => Ok(table
-                        .get(d.hex().as_str())
-                        .map_err(|e| self.db.err(e))?
-                        .is_some()),
+                    Some(d) => Ok(layers::get(tx, &d.hex())?.is_some()),
                     None => Ok(false),
                 })
                 .collect()
@@ -459,39 +455,26 @@ impl Store {
                 .collect(),
         };
         let id = manifest_digest.hex();
-        let image = self.db.write(|txn| {
-            let mut layers = txn.open_table(LAYERS).map_err(|e| self.db.err(e))?;
+        let image = self.db.write(|tx| {
             for s in staged.iter().flatten() {
                 let id = s.record.id();
-                if layers
-                    .get(id.as_str())
-                    .map_err(|e| self.db.err(e))?
-                    .is_none()
-                {
+                if layers::get(tx, &id)?.is_none() {
                     let meta = LayerMeta {
                         materialized: (tree == StagedTree::Stubs).then_some(Strategy::Stub),
                         ..s.meta.clone()
                     };
-                    let bytes = record::encode(Kind::LayerMeta, &meta)?;
-                    layers
-                        .insert(id.as_str(), bytes.as_slice())
-                        .map_err(|e| self.db.err(e))?;
+                    layers::put(tx, &id, &record::encode(Kind::LayerMeta, &meta)?)?;
                 }
             }
-            let mut images = txn.open_table(IMAGES).map_err(|e| self.db.err(e))?;
-            let mut tags: Vec<String> = match images.get(id.as_str()).map_err(|e| self.db.err(e))? {
-                Some(v) => record::decode::<ImageRecord>(Kind::Image, v.value())?.tags,
+            let mut tags: Vec<String> = match images::get(tx, &id)? {
+                Some(v) => record::decode::<ImageRecord>(Kind::Image, &v)?.tags,
                 None => Vec::new(),
             };
-            let mut name_table = txn.open_table(NAMES).map_err(|e| self.db.err(e))?;
             for name in &names {
                 // A name moves to the new image, as `docker tag` does.
-                let previous = name_table
-                    .insert(name.as_str(), id.as_str())
-                    .map_err(|e| self.db.err(e))?
-                    .map(|v| v.value().to_owned());
+                let previous = names::set(tx, name, &id)?;
                 if let Some(previous) = previous.filter(|p| *p != id) {
-                    untag(&mut images, &previous, name, &self.db)?;
+                    untag(tx, &previous, name)?;
                 }
                 if !tags.contains(name) {
                     tags.push(name.clone());
@@ -505,10 +488,7 @@ impl Store {
                 layers: diff_ids.clone(),
                 chain_ids: chain_ids(&diff_ids),
             };
-            let bytes = record::encode(Kind::Image, &image)?;
-            images
-                .insert(id.as_str(), bytes.as_slice())
-                .map_err(|e| self.db.err(e))?;
+            images::put(tx, &id, &record::encode(Kind::Image, &image)?)?;
             Ok(image)
         })?;
         Ok(ImportReport {
@@ -600,21 +580,13 @@ impl Store {
 }
 
 /// Removes `name` from image `id`'s tags (the image stays, perhaps untagged).
-pub(crate) fn untag(
-    images: &mut redb::Table<&str, &[u8]>,
-    id: &str,
-    name: &str,
-    db: &crate::db::DbAccess,
-) -> Result<(), StoreError> {
-    let Some(value) = images.get(id).map_err(|e| db.err(e))? else {
+pub(crate) fn untag(tx: &Tx<'_>, id: &str, name: &str) -> Result<(), StoreError> {
+    let Some(value) = images::get(tx, id)? else {
         return Ok(());
     };
-    let mut image: ImageRecord = record::decode(Kind::Image, value.value())?;
-    drop(value);
+    let mut image: ImageRecord = record::decode(Kind::Image, &value)?;
     image.tags.retain(|t| t != name);
-    let bytes = record::encode(Kind::Image, &image)?;
-    images.insert(id, bytes.as_slice()).map_err(|e| db.err(e))?;
-    Ok(())
+    images::put(tx, id, &record::encode(Kind::Image, &image)?)
 }
 
 /// A minimal OCI config for a bare layer: this machine's platform and the layer's diff_id.

@@ -102,19 +102,12 @@ impl Store {
         })();
         let _ = fs::remove_dir_all(&staging);
         result?;
-        self.db.write(|txn| {
-            let mut layers = txn
-                .open_table(crate::db::LAYERS)
-                .map_err(|e| self.db.err(e))?;
+        self.db.write(|tx| {
             let updated = LayerMeta {
                 materialized: Some(strategy),
                 ..meta.clone()
             };
-            let bytes = record::encode(Kind::LayerMeta, &updated)?;
-            layers
-                .insert(id, bytes.as_slice())
-                .map_err(|e| self.db.err(e))?;
-            Ok(())
+            crate::db::layers::put(tx, id, &record::encode(Kind::LayerMeta, &updated)?)
         })?;
         Ok(strategy)
     }

@@ -164,17 +164,3 @@ fn gc_waits_while_the_store_is_held() -> anyhow::Result<()> {
         anyhow::Ok(())
     })
 }
-
-/// A pid that a crashed database owner left in `db.lock` is cleared by the next transaction,
-/// so that a live process reusing that pid cannot make later commands fail as "in use".
-#[test]
-fn a_crashed_owners_pid_is_forgotten() -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let store = Store::open(tmp.path().join("store"))?;
-    let lock = store.root().join("db.lock");
-    // A live pid (ours) in the file, but nobody holds the lock: what a crash leaves.
-    fs::write(&lock, std::process::id().to_string())?;
-    assert!(store.images()?.is_empty());
-    assert_eq!(fs::read(&lock)?, b"");
-    Ok(())
-}

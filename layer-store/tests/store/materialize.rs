@@ -53,9 +53,7 @@ fn stack_matches(
             };
             store.import_materialized(&tmp.path().join("src"), &options, Some(strategy))?;
             assert!(
-                std::fs::read_dir(store.root().join("tmp"))?
-                    .next()
-                    .is_none(),
+                std::fs::read_dir(store.staging_dir()?)?.next().is_none(),
                 "staging left behind"
             );
         }

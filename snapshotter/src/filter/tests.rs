@@ -8,6 +8,7 @@ use crate::info::Kind;
 
 fn info(name: &str, kind: Kind, parent: Option<&str>, labels: &[(&str, &str)]) -> Info {
     Info {
+        namespace: "strata".into(),
         name: name.into(),
         parent: parent.map(Into::into),
         kind,

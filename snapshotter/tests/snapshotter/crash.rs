@@ -18,7 +18,7 @@ fn open_removes_leftovers_and_skips_their_ids() {
     std::fs::create_dir_all(dir.path().join("snapshots/1000/fs/deep")).unwrap();
     std::fs::create_dir_all(dir.path().join("snapshots/not-an-id")).unwrap();
     std::fs::create_dir_all(dir.path().join("tmp/snapshotter-1-2-3/fs")).unwrap();
-    std::fs::create_dir_all(dir.path().join("tmp/layer-store-owned")).unwrap();
+    std::fs::create_dir_all(dir.path().join("tmp/4242.abandoned/layer.x")).unwrap();
 
     let s = Snapshotter::open(dir.path()).unwrap();
     let names = |sub: &str| {
@@ -34,10 +34,15 @@ fn open_removes_leftovers_and_skips_their_ids() {
     assert!(!dir.path().join("snapshots/1000").exists());
     assert!(!dir.path().join("snapshots/not-an-id").exists());
     assert_eq!(names("snapshots").len(), 1 + spare);
+    // Staging of dead processes is the layer store's GC's to remove; a live handle's stays.
+    let own = s.store().staging_dir().unwrap();
+    s.store()
+        .gc(strata_layer_store::GcOptions::default())
+        .unwrap();
     assert_eq!(
         names("tmp"),
-        ["layer-store-owned"],
-        "only our own staging dirs go"
+        [own.file_name().unwrap().to_str().unwrap()],
+        "only the live handle's staging stays"
     );
     assert_eq!(s.stat("kept").unwrap().kind, Kind::Active);
     // Use up the spares: the next ids come after the 1000 seen on disk, never 1000 itself.

@@ -73,8 +73,7 @@ fn a_container_swapping_a_dir_for_a_host_symlink_never_commits_a_host_file() {
     let outside = suite.scratch("outside");
     fs::write(outside.join("secret"), VICTIM).unwrap();
     let before = state(&outside);
-    sn.prepare_on_image("c", &store, "img", Labels::new())
-        .unwrap();
+    sn.prepare_on_image("c", "img", Labels::new()).unwrap();
     let (root, guard) = mounted(&suite, "c");
     fs::create_dir(root.join("d")).unwrap();
     fs::write(root.join("d/secret"), HARMLESS).unwrap();
@@ -95,7 +94,7 @@ fn a_container_swapping_a_dir_for_a_host_symlink_never_commits_a_host_file() {
         });
         let stopper = StopOnDrop(&stop);
         for i in 0..COMMITS {
-            match sn.commit_image("c", &store, &format!("img-{i}")) {
+            match sn.commit_image("c", &format!("img-{i}")) {
                 Ok(made) => {
                     let id = made.diff_id.trim_start_matches("sha256:");
                     let mut tar = Vec::new();

@@ -6,7 +6,7 @@ use anyhow::Context;
 use strata_layer_store::name::familiar;
 use strata_snapshotter::{Kind, Labels, Snapshotter};
 
-use super::{mounts_json, mounts_text, open_with_store, parse_label, quickstart, serve};
+use super::{mounts_json, mounts_text, open, parse_label, quickstart, serve};
 use crate::cmd::table::short;
 use crate::global::{Access, Global};
 
@@ -55,9 +55,9 @@ impl Command {
     pub fn run(self, global: &Global) -> anyhow::Result<()> {
         match self {
             Command::Rootfs { image, key, labels } => {
-                let (sn, store) = open_with_store(global, Access::Read)?;
+                let sn = open(global, Access::Read)?;
                 let mounts = sn
-                    .prepare_on_image(&key, &store, &image, labels.into_iter().collect())
+                    .prepare_on_image(&key, &image, labels.into_iter().collect())
                     .with_context(|| format!("rootfs {key} on image {image}"))?;
                 global.emit(&mounts_json(&mounts), || mounts_text(&mounts))
             }
@@ -67,7 +67,7 @@ impl Command {
                 new_image,
                 labels,
             } => {
-                let (sn, store) = open_with_store(global, Access::Read)?;
+                let sn = open(global, Access::Read)?;
                 // `commit NAME KEY` in containerd's order, as `strata commit` took it before:
                 // with --image or --label, or when only the second is a container.
                 let older = new_image.is_some()
@@ -80,15 +80,13 @@ impl Command {
                         "commit NAME KEY --image NEW needs KEY; to make an image of a container, \
                          run `strata commit CONTAINER IMAGE`",
                     )?;
-                    return commit_snapshot(
-                        global, &sn, &store, &container, &key, new_image, labels,
-                    );
+                    return commit_snapshot(global, &sn, &container, &key, new_image, labels);
                 }
                 let made = match &image {
                     Some(image) => sn
-                        .commit_image(&container, &store, image)
+                        .commit_image(&container, image)
                         .with_context(|| format!("commit {container} as image {image}"))?,
-                    None => commit_untagged(&sn, &store, &container)?,
+                    None => commit_untagged(&sn, &container)?,
                 };
                 global.emit(&made, || format!("sha256:{}", made.import.image))
             }
@@ -102,7 +100,6 @@ impl Command {
 /// The commit names the image it stores, so it gets a name of this process for the moment.
 fn commit_untagged(
     sn: &Snapshotter,
-    store: &strata_layer_store::Store,
     container: &str,
 ) -> anyhow::Result<strata_snapshotter::ImageCommit> {
     let nanos = std::time::SystemTime::now()
@@ -111,9 +108,9 @@ fn commit_untagged(
         .as_nanos();
     let transient = format!("localhost/strata-commit:{}-{nanos}", std::process::id());
     let mut made = sn
-        .commit_image(container, store, &transient)
+        .commit_image(container, &transient)
         .with_context(|| format!("commit {container}"))?;
-    store
+    sn.store()
         .untag(&transient)
         .with_context(|| format!("commit {container}: removing the name {transient}"))?;
     made.import.tags.clear();
@@ -125,7 +122,6 @@ fn commit_untagged(
 fn commit_snapshot(
     global: &Global,
     sn: &Snapshotter,
-    store: &strata_layer_store::Store,
     name: &str,
     key: &str,
     image: Option<String>,
@@ -143,7 +139,7 @@ fn commit_snapshot(
         anyhow::bail!("commit {key} as {name}: snapshot {name:?} already exists");
     }
     let made = sn
-        .commit_image(key, store, &image)
+        .commit_image(key, &image)
         .with_context(|| format!("commit {key} as image {image}"))?;
     sn.commit(name, key, labels)
         .with_context(|| format!("commit {key} as {name}"))?;

@@ -9,7 +9,6 @@ mod serve;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use strata_layer_store::Store;
 use strata_snapshotter::{Info, Labels, MountSpec, Snapshotter};
 
 use super::table::{Table, rfc3339};
@@ -109,18 +108,17 @@ pub(super) fn parse_label(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("label {s:?} is not KEY=VALUE"))
 }
 
+/// The snapshotter of the root, in the namespace `--namespace` names, with its layer store.
 fn open(global: &Global, access: Access) -> anyhow::Result<Snapshotter> {
-    let root = global.root_for(access)?;
-    Snapshotter::open(&root).with_context(|| format!("opening snapshots in {}", root.display()))
+    open_in(global, access, &global.namespace)
 }
 
-/// The snapshotter and the layer store of the root, sharing its database.
-fn open_with_store(global: &Global, access: Access) -> anyhow::Result<(Snapshotter, Store)> {
-    let sn = open(global, access)?;
-    let store = Store::open_with_db(sn.root(), sn.database())
-        .with_context(|| format!("opening the layer store in {}", sn.root().display()))?
-        .with_durability(global.durability());
-    Ok((sn, store))
+/// The snapshotter of the root in `namespace`.
+fn open_in(global: &Global, access: Access, namespace: &str) -> anyhow::Result<Snapshotter> {
+    let root = global.root_for(access)?;
+    let sn = Snapshotter::open_in(&root, namespace)
+        .with_context(|| format!("opening snapshots in {}", root.display()))?;
+    Ok(sn.with_durability(global.durability()))
 }
 
 /// One line per mount: `TYPE SOURCE OPTION,OPTION…`.
@@ -241,7 +239,8 @@ impl Primitive {
                 global.emit(&info, || info_text(&info))
             }
             Primitive::Ls { filters, quiet } => {
-                let all = open(global, Access::Read)?.list(&filters)?;
+                // Every namespace, each snapshot with its owner, as one listing.
+                let all = open(global, Access::Read)?.list_all_namespaces(&filters)?;
                 if quiet && !global.json {
                     for i in &all {
                         println!("{}", i.name);
@@ -249,10 +248,15 @@ impl Primitive {
                     return Ok(());
                 }
                 global.emit(&all, || {
-                    let mut table = Table::new(&["KEY", "PARENT", "KIND"]);
+                    let mut table = Table::new(&["KEY", "PARENT", "KIND", "OWNER"]);
                     for i in &all {
                         let parent = i.parent.clone().unwrap_or_default();
-                        table.row(vec![i.name.clone(), parent, i.kind.to_string()]);
+                        table.row(vec![
+                            i.name.clone(),
+                            parent,
+                            i.kind.to_string(),
+                            i.namespace.clone(),
+                        ]);
                     }
                     table.render()
                 })

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use strata_diff::{Compression, DiffOptions, WriteOptions};
-use strata_layer_store::{ImportOptions, ImportReport, Store};
+use strata_layer_store::{ImportOptions, ImportReport};
 use strata_snapshotter::{Labels, Snapshotter};
 
 use crate::global::Global;
@@ -72,8 +72,7 @@ impl Quickstart {
         let output = self.output.unwrap_or_else(|| root.join("quickstart/oci"));
         let sn = Snapshotter::open(&root)
             .with_context(|| format!("opening snapshots in {}", root.display()))?;
-        let store = Store::open_with_db(sn.root(), sn.database())
-            .with_context(|| format!("opening the layer store in {}", root.display()))?;
+        let store = sn.store();
         let work = tempfile::tempdir().context("creating a scratch dir")?;
         let mut steps = Steps(Vec::new());
 
@@ -112,7 +111,7 @@ impl Quickstart {
             .as_nanos();
         let key = format!("quickstart-{nanos}");
         steps.run("rootfs", || {
-            let mounts = sn.prepare_on_image(&key, &store, BASE, Labels::new())?;
+            let mounts = sn.prepare_on_image(&key, BASE, Labels::new())?;
             let what = format!(
                 "writable snapshot {key} on the image's layers, nothing copied ({} mount)",
                 mounts.first().map_or("no", |m| m.fs_type.as_str())
@@ -146,7 +145,7 @@ impl Quickstart {
             if store.image(APP).is_ok() {
                 store.remove_image(APP)?;
             }
-            let made = sn.commit_image(&key, &store, APP)?;
+            let made = sn.commit_image(&key, APP)?;
             let what = format!(
                 "{APP} {}: new layer of {} changes, {} bytes gzip; {}",
                 short(&made.import.image),

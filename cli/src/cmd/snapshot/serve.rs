@@ -19,7 +19,13 @@ pub struct Serve {
 
 impl Serve {
     pub fn run(self, global: &Global) -> anyhow::Result<()> {
-        let snapshotter = Arc::new(super::open(global, crate::global::Access::Create)?);
+        // containerd sees, removes and cleans up only its own namespace: the command line's
+        // snapshots on the same root are out of its reach.
+        let snapshotter = Arc::new(super::open_in(
+            global,
+            crate::global::Access::Create,
+            strata_snapshotter::CONTAINERD_NAMESPACE,
+        )?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
