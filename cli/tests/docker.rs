@@ -234,11 +234,13 @@ fn snapshot_primitives_live_under_snapshot_and_keep_their_old_names() {
     let lines: Vec<&str> = ls.lines().collect();
     assert_eq!(
         lines[0],
-        format!("KEY{}PARENT   KIND", " ".repeat(80)),
+        format!("KEY{}PARENT   KIND        OWNER", " ".repeat(80)),
         "{ls}"
     );
     assert!(
-        lines.contains(&format!("{key}   base     view").as_str()),
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("{key}   base     view        strata"))),
         "{ls}"
     );
     assert_eq!(ok(&root, &["snapshot", "ls", "-q"]).lines().count(), 3);

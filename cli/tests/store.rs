@@ -172,10 +172,11 @@ fn errors_name_what_was_wrong() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-image.tar"));
 
     let dest = tmp.path().join("x");
-    let out = strata(&root, &["export", "nope", "-o", dest.to_str().unwrap()]);
+    let never = tmp.path().join("never-made");
+    let out = strata(&never, &["export", "nope", "-o", dest.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("no store at {}", root.display())),
+        err.contains(&format!("no store at {}", never.display())),
         "{err}"
     );
     let layer_tar = tmp.path().join("l.tar.gz");

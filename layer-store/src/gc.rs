@@ -145,7 +145,13 @@ impl Store {
         let tmp = self.tmp_dir();
         for entry in fs::read_dir(&tmp).at(&tmp)? {
             let path = entry.at(&tmp)?.path();
-            let claim = if fs::symlink_metadata(&path).at(&path)?.is_dir() {
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(meta) => meta,
+                // Its owner removed it meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).at(&path),
+            };
+            let claim = if meta.is_dir() {
                 match crate::tmp::claim_abandoned(&path)? {
                     Some(lock) => Some(lock),
                     None => continue,

@@ -33,7 +33,12 @@ impl OwnedTmp {
                 .tempdir_in(tmp)
                 .map(tempfile::TempDir::keep)
                 .at(tmp)?;
-            let lock = File::open(&dir).at(&dir)?;
+            let lock = match File::open(&dir) {
+                Ok(lock) => lock,
+                // A GC removed it before we could lock it: make another.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).at(&dir),
+            };
             rustix::fs::flock(&lock, FlockOperation::LockShared).at(&dir)?;
             // A GC may have locked and removed the directory between its creation and our
             // lock; once we hold the lock on the directory the path names, no GC can.

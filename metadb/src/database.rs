@@ -35,6 +35,13 @@ impl Database {
     /// The file cannot be opened or converted, is damaged, or was written by a newer release.
     pub fn open(root: &Path) -> Result<Database, Error> {
         let path = root.join(FILE);
+        // SQLite needs to write beside the file (its log); say so as the kernel would, rather
+        // than as "attempt to write a readonly database".
+        rustix::fs::access(
+            root,
+            rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+        )
+        .map_err(|e| Error::io("open", &path)(e.into()))?;
         if !path.exists() && root.join(LEGACY_FILE).exists() {
             convert::convert(root)?;
         }

@@ -60,17 +60,23 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
     /// Runs `ctr ARGS…` against it: stdout on success, stderr otherwise.
     pub fn ctr(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("ctr")
-            .arg("--address")
-            .arg(&self.sock)
-            .args(["--namespace", NAMESPACE])
-            .args(args)
-            .output()
-            .unwrap();
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        ctr(&self.sock, args)
+    }
+}
+
+/// Runs `ctr ARGS…` against the containerd listening on `sock`, in the tests' namespace: stdout
+/// on success, stderr otherwise.
+pub fn ctr(sock: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(sock)
+        .args(["--namespace", NAMESPACE])
+        .args(args)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }

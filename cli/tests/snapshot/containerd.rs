@@ -15,9 +15,24 @@ struct Env {
     dir: PathBuf,
     store: PathBuf,
     strata_sock: PathBuf,
+    containerd_sock: PathBuf,
 }
 
 impl Env {
+    fn new(dir: &Path) -> Env {
+        Env {
+            store: dir.join("strata"),
+            strata_sock: dir.join("strata.sock"),
+            containerd_sock: dir.join("containerd.sock"),
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// A private containerd with `strata serve`'s socket as its `strata` proxy snapshotter.
+    fn containerd(&self) -> Containerd {
+        Containerd::start(&self.dir, &self.strata_sock)
+    }
+
     fn serve(&self) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
         cmd.arg("--root")
@@ -28,10 +43,14 @@ impl Env {
         Daemon::start("strata serve", cmd, "serving snapshots on")
     }
 
-    fn snapshots(&self, containerd: &Containerd, args: &[&str]) -> Result<String, String> {
+    fn ctr(&self, args: &[&str]) -> Result<String, String> {
+        crate::common::containerd::ctr(&self.containerd_sock, args)
+    }
+
+    fn snapshots(&self, args: &[&str]) -> Result<String, String> {
         let mut all = vec!["snapshots", "--snapshotter", "strata"];
         all.extend_from_slice(args);
-        containerd.ctr(&all)
+        self.ctr(&all)
     }
 
     fn strata_json(&self, args: &[&str]) -> serde_json::Value {
@@ -61,7 +80,7 @@ fn busybox_image(dir: &Path) -> PathBuf {
 }
 
 /// Passes `archive` through a second Strata store (`strata import`, then `strata export`), so that
-/// containerd runs what Strata exports. Not `Env::store`: `strata serve` holds that one.
+/// containerd runs what Strata exports.
 fn exported_by_strata(dir: &Path, archive: &Path) -> PathBuf {
     let store = dir.join("export-store");
     let layout = dir.join("strata-export");
@@ -84,33 +103,23 @@ fn containerd_runs_containers_on_strata() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_owned();
-    let env = Env {
-        store: dir.join("strata"),
-        strata_sock: dir.join("strata.sock"),
-        dir,
-    };
+    let env = Env::new(tmp.path());
     let mut serve = env.serve();
-    let containerd = Containerd::start(&env.dir, &env.strata_sock);
+    let _containerd = env.containerd();
 
     // ctr's snapshot commands.
-    env.snapshots(&containerd, &["prepare", "k1"]).unwrap();
-    let mounts = env
-        .snapshots(&containerd, &["mounts", "/mnt", "k1"])
-        .unwrap();
+    env.snapshots(&["prepare", "k1"]).unwrap();
+    let mounts = env.snapshots(&["mounts", "/mnt", "k1"]).unwrap();
     assert!(mounts.starts_with("mount -t bind "), "{mounts}");
     assert!(mounts.contains("rw,rbind"), "{mounts}");
-    env.snapshots(&containerd, &["commit", "c1", "k1"]).unwrap();
-    env.snapshots(&containerd, &["prepare", "k2", "c1"])
-        .unwrap();
-    let mounts = env
-        .snapshots(&containerd, &["mounts", "/mnt", "k2"])
-        .unwrap();
+    env.snapshots(&["commit", "c1", "k1"]).unwrap();
+    env.snapshots(&["prepare", "k2", "c1"]).unwrap();
+    let mounts = env.snapshots(&["mounts", "/mnt", "k2"]).unwrap();
     assert!(
         mounts.contains("mount -t overlay overlay") && mounts.contains("upperdir="),
         "{mounts}"
     );
-    let ls = env.snapshots(&containerd, &["ls"]).unwrap();
+    let ls = env.snapshots(&["ls"]).unwrap();
     assert!(
         ls.lines()
             .any(|l| l.split_whitespace().eq(["c1", "Committed"])),
@@ -121,29 +130,26 @@ fn containerd_runs_containers_on_strata() {
             .any(|l| l.split_whitespace().eq(["k2", "c1", "Active"])),
         "{ls}"
     );
-    let err = env.snapshots(&containerd, &["rm", "c1"]).unwrap_err();
+    let err = env.snapshots(&["rm", "c1"]).unwrap_err();
     assert!(err.contains("failed precondition"), "{err}");
-    let err = env
-        .snapshots(&containerd, &["commit", "c1", "k2"])
-        .unwrap_err();
+    let err = env.snapshots(&["commit", "c1", "k2"]).unwrap_err();
     assert!(err.contains("already exists"), "{err}");
-    env.snapshots(&containerd, &["rm", "k2"]).unwrap();
-    env.snapshots(&containerd, &["rm", "c1"]).unwrap();
-    let err = env.snapshots(&containerd, &["info", "c1"]).unwrap_err();
+    env.snapshots(&["rm", "k2"]).unwrap();
+    env.snapshots(&["rm", "c1"]).unwrap();
+    let err = env.snapshots(&["info", "c1"]).unwrap_err();
     assert!(err.contains("not found"), "{err}");
 
     // An image exported by strata, unpacked onto strata, and a container running on it.
     let archive = exported_by_strata(&env.dir, &busybox_image(&env.dir));
-    containerd
-        .ctr(&[
-            "images",
-            "import",
-            "--snapshotter",
-            "strata",
-            archive.to_str().unwrap(),
-        ])
-        .unwrap();
-    let hello = containerd
+    env.ctr(&[
+        "images",
+        "import",
+        "--snapshotter",
+        "strata",
+        archive.to_str().unwrap(),
+    ])
+    .unwrap();
+    let hello = env
         .ctr(&[
             "run",
             "--rm",
@@ -158,7 +164,7 @@ fn containerd_runs_containers_on_strata() {
         ])
         .unwrap();
     assert_eq!(hello.trim(), "hello");
-    let layers = env.snapshots(&containerd, &["ls"]).unwrap();
+    let layers = env.snapshots(&["ls"]).unwrap();
     assert!(
         layers.contains("sha256:"),
         "the image's layer is a strata snapshot: {layers}"
@@ -174,15 +180,13 @@ fn containerd_runs_containers_on_strata() {
         if !parent.is_empty() {
             prepare.push(parent.as_str());
         }
-        env.snapshots(&containerd, &prepare).unwrap();
-        env.snapshots(&containerd, &["commit", &name, &key])
-            .unwrap();
+        env.snapshots(&prepare).unwrap();
+        env.snapshots(&["commit", &name, &key]).unwrap();
         committed.push(name.clone());
         parent = name;
         if i == 9 {
             // One more prepare left in flight, then the kill.
-            env.snapshots(&containerd, &["prepare", "crash-open", &parent])
-                .unwrap();
+            env.snapshots(&["prepare", "crash-open", &parent]).unwrap();
             break;
         }
     }
@@ -216,23 +220,144 @@ fn containerd_runs_containers_on_strata() {
         "{} dirs, {used} used, {all} records",
         dirs.len()
     );
+    // The killed server's staging is the next GC's to remove.
+    env.strata_json(&["gc"]);
     let staged = std::fs::read_dir(env.store.join("tmp")).unwrap().count();
     assert_eq!(staged, 0);
 
     let _serve = env.serve();
     // containerd redials the proxy with backoff: the first calls may still find it down.
     let info = (0..500)
-        .find_map(|_| {
-            env.snapshots(&containerd, &["info", committed.last().unwrap()])
-                .ok()
-        })
+        .find_map(|_| env.snapshots(&["info", committed.last().unwrap()]).ok())
         .expect("containerd reconnects to the restarted strata serve");
     assert!(info.contains("\"Committed\""), "{info}");
-    env.snapshots(
-        &containerd,
-        &["prepare", "after-restart", committed.last().unwrap()],
-    )
-    .unwrap();
-    env.snapshots(&containerd, &["rm", "after-restart"])
+    env.snapshots(&["prepare", "after-restart", committed.last().unwrap()])
         .unwrap();
+    env.snapshots(&["rm", "after-restart"]).unwrap();
+}
+
+/// The command line's snapshots on a served root, made before and during serving, survive
+/// containerd's garbage collector; the command line works on the root beside `strata serve`,
+/// two imports at once among it.
+#[test]
+fn the_cli_and_containerd_share_one_root() {
+    if !(can_mount() && containerd_peers() && strata_testkit::peer("busybox", "busybox-static")) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Env::new(tmp.path());
+    let busybox = busybox_image(&env.dir);
+    let archive = busybox.to_str().unwrap();
+    let ok = |args: &[&str]| crate::common::ok(&env.store, args);
+    ok(&["import", archive, "--name", "busybox"]);
+    ok(&["rootfs", "busybox", "keepme"]);
+    ok(&["snapshot", "prepare", "keep2"]);
+
+    let _serve = env.serve();
+    let _containerd = env.containerd();
+
+    // Beside the server: reads, writes, and two imports at once.
+    ok(&["rootfs", "busybox", "keepme-during"]);
+    ok(&["snapshot", "prepare", "keep3"]);
+    let other = env.dir.join("other");
+    std::fs::create_dir_all(other.join("etc")).unwrap();
+    std::fs::write(other.join("etc/motd"), "another image\n").unwrap();
+    let other_tar = env.dir.join("other.tar");
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&other)
+            .arg("-cf")
+            .arg(&other_tar)
+            .arg("."),
+    );
+    std::thread::scope(|s| {
+        let imports = [
+            s.spawn(|| ok(&["import", archive, "--name", "busybox-again"])),
+            s.spawn(|| ok(&["import", other_tar.to_str().unwrap(), "--name", "other"])),
+        ];
+        for import in imports {
+            import.join().unwrap();
+        }
+    });
+    let images = ok(&["images"]);
+    for name in ["busybox", "busybox-again", "other"] {
+        assert!(
+            images.lines().any(|l| l.starts_with(name)),
+            "{name}: {images}"
+        );
+    }
+    let dry = env.strata_json(&["gc", "--dry-run"]);
+    assert_eq!(dry["layers"].as_array().map(Vec::len), Some(0), "{dry}");
+
+    // containerd's own work on the root: an image unpacked onto strata, a container run and
+    // removed, the image removed with a synchronous garbage collection.
+    let exported = exported_by_strata(&env.dir, &busybox);
+    env.ctr(&[
+        "images",
+        "import",
+        "--snapshotter",
+        "strata",
+        exported.to_str().unwrap(),
+    ])
+    .unwrap();
+    let image = "docker.io/library/busybox:latest";
+    let hello = env
+        .ctr(&[
+            "run",
+            "--rm",
+            "--snapshotter",
+            "strata",
+            image,
+            "shared",
+            "/bin/busybox",
+            "echo",
+            "hi",
+        ])
+        .unwrap();
+    assert_eq!(hello.trim(), "hi");
+    let containerd_snapshots = |env: &Env| {
+        env.strata_json(&["ls"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["namespace"] == "containerd")
+            .count()
+    };
+    assert!(
+        containerd_snapshots(&env) > 0,
+        "containerd unpacked onto strata"
+    );
+    env.ctr(&["images", "rm", "--sync", image]).unwrap();
+
+    // containerd's GC took its own snapshots and none of the command line's.
+    assert_eq!(containerd_snapshots(&env), 0, "containerd's GC ran");
+    let listed = env.strata_json(&["ls"]);
+    let mine: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["namespace"] == "strata")
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(mine, ["keep2", "keep3", "keepme", "keepme-during"]);
+    let table = ok(&["ls"]);
+    assert!(table.lines().next().unwrap().contains("OWNER"), "{table}");
+    // The container rootfs still mounts, on layers GC kept.
+    let target = env.dir.join("mnt");
+    std::fs::create_dir(&target).unwrap();
+    ok(&["snapshot", "mount", "keepme", target.to_str().unwrap()]);
+    let mounted = target.join("bin/busybox").exists();
+    ok(&["snapshot", "umount", target.to_str().unwrap()]);
+    assert!(
+        mounted,
+        "the image's files under the CLI's container rootfs"
+    );
+    let gc = env.strata_json(&["gc"]);
+    let fsck = env.strata_json(&["fsck"]);
+    assert_eq!(
+        fsck["problems"].as_array().map(Vec::len),
+        Some(0),
+        "{fsck} after {gc}"
+    );
 }
