@@ -12,8 +12,8 @@ use strata_snapshotter::{ImageCommit, Labels, MountGuard, Snapshotter};
 
 use crate::error::{BuildError, Result};
 
-/// The snapshotter namespace of the builder's transient snapshots: `strata snapshot ls` and
-/// containerd never see them.
+/// The snapshotter namespace of the builder's transient snapshots, apart from the keys of the
+/// command line and of containerd.
 pub const NAMESPACE: &str = "strata-build";
 
 /// The snapshotter (which owns the layer store) of one root.
