@@ -98,10 +98,12 @@ pub struct Container {
     hostname: String,
     runc: PathBuf,
     stdout: Option<Stdio>,
+    user: (u32, u32),
 }
 
 impl Container {
-    /// Runs `args` (program first, looked up in the container's `PATH`) as root in `/` of
+    /// Runs `args` (program first, looked up in the container's `PATH`) as root (see
+    /// [`Container::user`]) in `/` of
     /// `rootfs`, which stays writable, with the default `PATH`, no network and stdin empty.
     pub fn new<S: Into<String>>(rootfs: &Path, args: impl IntoIterator<Item = S>) -> Container {
         Container {
@@ -113,6 +115,7 @@ impl Container {
             hostname: "strata".to_owned(),
             runc: PathBuf::from("runc"),
             stdout: None,
+            user: (0, 0),
         }
     }
 
@@ -128,6 +131,12 @@ impl Container {
     /// Runs in `cwd` (absolute, inside the container) instead of `/`.
     pub fn cwd(mut self, cwd: impl Into<String>) -> Container {
         self.cwd = cwd.into();
+        self
+    }
+
+    /// Runs the command as `uid` and `gid` instead of root.
+    pub fn user(mut self, uid: u32, gid: u32) -> Container {
+        self.user = (uid, gid);
         self
     }
 
@@ -158,13 +167,15 @@ impl Container {
     /// The runtime config [`Container::run`] writes: the command, namespaces (pid, mount, ipc,
     /// uts, and network unless [`Network::Host`]), the standard mounts, a writable root.
     pub fn spec(&self) -> Spec {
+        let mut user = User::default();
+        user.set_uid(self.user.0).set_gid(self.user.1);
         let mut process = Process::default();
         process
             .set_args(Some(self.args.clone()))
             .set_env(Some(self.env.clone()))
             .set_cwd(PathBuf::from(&self.cwd))
             .set_terminal(Some(false))
-            .set_user(User::default());
+            .set_user(user);
         let mut root = Root::default();
         root.set_path(self.rootfs.clone()).set_readonly(Some(false));
         let mounts: Vec<Mount> = get_default_mounts()
@@ -338,6 +349,15 @@ mod tests {
             .collect();
         assert_eq!(mounts, MOUNTS.map(Path::new));
         assert!(namespaces(&spec).contains(&LinuxNamespaceType::Network));
+    }
+
+    #[test]
+    fn user_sets_the_process_ids() {
+        let spec = Container::new(Path::new("/r"), ["id"])
+            .user(1000, 50)
+            .spec();
+        let user = spec.process().as_ref().unwrap().user();
+        assert_eq!((user.uid(), user.gid()), (1000, 50));
     }
 
     #[test]

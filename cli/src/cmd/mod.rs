@@ -2,6 +2,7 @@
 //! `snapshot`.
 
 mod archive;
+mod build;
 mod diff;
 mod image;
 mod registry;
@@ -30,6 +31,8 @@ pub enum Command {
     Snapshot(snapshot::Primitive),
     #[command(flatten)]
     Diff(diff::Command),
+    #[command(flatten)]
+    Build(build::Command),
 }
 
 impl Command {
@@ -42,6 +45,7 @@ impl Command {
             Command::Container(cmd) => cmd.run(global),
             Command::Snapshot(cmd) => cmd.run(global),
             Command::Diff(cmd) => cmd.run(global),
+            Command::Build(cmd) => cmd.run(global),
         }
     }
 }

@@ -41,7 +41,7 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    fn connection(&self) -> anyhow::Result<Connection> {
+    pub(super) fn connection(&self) -> anyhow::Result<Connection> {
         let auth = match (&self.username, &self.token) {
             (Some(username), _) => {
                 let password = if self.password_stdin {

@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use strata_build::PruneOptions;
 use strata_layer_store::name::familiar;
 use strata_layer_store::{
     FsckOptions, GcOptions, ImportOptions, ImportProgress, Limits, Problem, Strategy,
@@ -41,11 +42,14 @@ pub enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
-    /// Remove unreferenced layers, objects and leftovers.
+    /// Remove unreferenced layers, objects and leftovers, and build cache no build used lately.
     Gc {
         /// Report what would be removed, remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Keep build cache a build used within this long (30m, 24h, 7d; 0 drops it all).
+        #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = super::build::parse_duration)]
+        keep_build_cache: std::time::Duration,
     },
     /// Rehash every object and check every record.
     Fsck {
@@ -162,17 +166,33 @@ impl Command {
                     )
                 })
             }
-            Command::Gc { dry_run } => {
+            Command::Gc {
+                dry_run,
+                keep_build_cache,
+            } => {
+                // Expired cache entries drop their GC roots first, so this GC takes their layers.
+                let mut prune = PruneOptions::keep(keep_build_cache);
+                prune.dry_run = dry_run;
+                let cache =
+                    strata_build::prune_cache(&store, prune).context("expiring the build cache")?;
                 let report = store.gc(GcOptions { dry_run })?;
-                global.emit(&report, || {
+                let mut json = serde_json::to_value(&report)?;
+                json["build_cache"] = serde_json::to_value(&cache)?;
+                global.emit(&json, || {
                     format!(
-                        "{} {} layers, {} objects, {} checkouts, {} kept blobs, {} leftovers: {}",
+                        "{} {} layers, {} objects, {} checkouts, {} kept blobs, {} leftovers, {} build cache entries{}: {}",
                         if dry_run { "would remove" } else { "removed" },
                         report.layers.len(),
                         report.objects,
                         report.checkouts,
                         report.blobs,
                         report.leftovers,
+                        cache.removed,
+                        if cache.busy {
+                            " (the build cache is kept while a build runs)"
+                        } else {
+                            ""
+                        },
                         human(report.bytes)
                     )
                 })

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common::containerd::Containerd;
 use crate::common::daemon::Daemon;
 use crate::common::{can_mount, ok, run_ok};
 
@@ -28,33 +29,8 @@ impl Env {
     }
 
     /// A private containerd with `strata serve`'s socket as its `strata` proxy snapshotter.
-    fn containerd(&self) -> Daemon {
-        let config = self.dir.join("config.toml");
-        let d = self.dir.display();
-        std::fs::write(
-            &config,
-            format!(
-                r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{d}/containerd.sock"
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-[debug]
-  address = "{d}/debug.sock"
-[proxy_plugins]
-  [proxy_plugins.strata]
-    type = "snapshot"
-    address = "{d}/strata.sock"
-"#
-            ),
-        )
-        .unwrap();
-        let mut containerd = Command::new("containerd");
-        containerd.arg("--config").arg(&config);
-        Daemon::start("containerd", containerd, "containerd successfully booted")
+    fn containerd(&self) -> Containerd {
+        Containerd::start(&self.dir, &self.strata_sock)
     }
 
     fn serve(&self) -> Daemon {
@@ -68,18 +44,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     }
 
     fn ctr(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("ctr")
-            .arg("--address")
-            .arg(&self.containerd_sock)
-            .args(["--namespace", "strata-test"])
-            .args(args)
-            .output()
-            .unwrap();
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        crate::common::containerd::ctr(&self.containerd_sock, args)
     }
 
     fn snapshots(&self, args: &[&str]) -> Result<String, String> {
@@ -95,9 +60,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 /// Whether containerd, ctr and runc are installed (each missing one skips the test, saying so).
 pub fn containerd_peers() -> bool {
-    strata_testkit::peer("containerd", "containerd")
-        && strata_testkit::peer("ctr", "containerd")
-        && strata_testkit::peer("runc", "runc")
+    crate::common::containerd::peers()
 }
 
 /// A one-layer OCI image of Debian's static busybox, as an OCI archive.

@@ -1,0 +1,82 @@
+//! A private containerd for tests: root, state and sockets under a temp dir, `strata serve` as
+//! its `strata` proxy snapshotter, stopped by PID when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::daemon::Daemon;
+
+/// The namespace the tests' ctr calls use.
+const NAMESPACE: &str = "strata-test";
+
+/// Whether containerd, ctr and runc are installed (each missing one skips the test, saying so).
+pub fn peers() -> bool {
+    strata_testkit::peer("containerd", "containerd")
+        && strata_testkit::peer("ctr", "containerd")
+        && strata_testkit::peer("runc", "runc")
+}
+
+/// A running private containerd.
+pub struct Containerd {
+    sock: PathBuf,
+    _daemon: Daemon,
+}
+
+impl Containerd {
+    /// Starts containerd with everything under `dir` (its socket `dir/containerd.sock`), using
+    /// the snapshotter serving on `strata_sock` as `strata`; returns once it booted.
+    pub fn start(dir: &Path, strata_sock: &Path) -> Containerd {
+        let config = dir.join("config.toml");
+        let d = dir.display();
+        let s = strata_sock.display();
+        std::fs::write(
+            &config,
+            format!(
+                r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[debug]
+  address = "{d}/debug.sock"
+[proxy_plugins]
+  [proxy_plugins.strata]
+    type = "snapshot"
+    address = "{s}"
+"#
+            ),
+        )
+        .unwrap();
+        let mut containerd = Command::new("containerd");
+        containerd.arg("--config").arg(&config);
+        Containerd {
+            sock: dir.join("containerd.sock"),
+            _daemon: Daemon::start("containerd", containerd, "containerd successfully booted"),
+        }
+    }
+
+    /// Runs `ctr ARGS…` against it: stdout on success, stderr otherwise.
+    pub fn ctr(&self, args: &[&str]) -> Result<String, String> {
+        ctr(&self.sock, args)
+    }
+}
+
+/// Runs `ctr ARGS…` against the containerd listening on `sock`, in the tests' namespace: stdout
+/// on success, stderr otherwise.
+pub fn ctr(sock: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(sock)
+        .args(["--namespace", NAMESPACE])
+        .args(args)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
