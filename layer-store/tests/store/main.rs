@@ -15,6 +15,7 @@ mod power_cut;
 mod props;
 mod races;
 mod record_sample;
+mod tar_contract;
 
 use std::path::Path;
 
