@@ -14,6 +14,7 @@ mod names;
 mod power_cut;
 mod props;
 mod races;
+mod record_contract;
 mod record_sample;
 mod tar_contract;
 

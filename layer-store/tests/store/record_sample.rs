@@ -170,11 +170,7 @@ fn version_1_samples_decode() -> anyhow::Result<()> {
 fn fuzz_corpus_replays_without_panics() -> anyhow::Result<()> {
     let mut replayed = 0;
     for entry in fs::read_dir(corpus_dir())? {
-        let data = fs::read(entry?.path())?;
-        let _ = record::decode::<LayerRecord>(Kind::Layer, &data);
-        let _ = record::decode::<ImageRecord>(Kind::Image, &data);
-        let _ = record::decode::<LayerMeta>(Kind::LayerMeta, &data);
-        let _ = record::decode_payload::<LayerRecord>(&data);
+        crate::record_contract::decode_all(&fs::read(entry?.path())?);
         replayed += 1;
     }
     assert!(replayed >= 7, "the seed corpus is missing");
