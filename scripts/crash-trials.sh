@@ -124,6 +124,8 @@ setup() {
     st import "$WORK/base.tar" --name base >/dev/null
     for tree in "${TREES[@]}"; do rel+=("${tree#/}"); done
     tar -C / -cf "$WORK/big.tar" "${rel[@]}"
+    # What commits add, copied once: the machine's own tree may change while the trials run.
+    cp -a "${TREES[0]}" "$WORK/added"
 }
 
 # A fresh store holding the base image.
@@ -164,7 +166,7 @@ prepare_commit() {
     mkdir -p "$mnt"
     MOUNTS+=("$mnt")
     st snapshot mount ctr "$mnt" >/dev/null
-    cp -a "${TREES[0]}" "$mnt/added"
+    cp -a "$WORK/added" "$mnt/added"
     rm "$mnt/f1"
     echo changed >>"$mnt/f2"
     st snapshot umount "$mnt" >/dev/null
@@ -176,10 +178,11 @@ check_commit() {
     # The container still holds its changes.
     local mnt=$WORK/mnt
     if out=$(st snapshot mount ctr "$mnt" 2>&1); then
-        if ! diff -r --no-dereference "${TREES[0]}" "$mnt/added" >/dev/null 2>&1 ||
-            [[ -e $mnt/f1 ]] || [[ $(tail -n 1 "$mnt/f2") != changed ]]; then
-            problem "the container's changes are not all there"
+        if ! out=$(diff -r --no-dereference "$WORK/added" "$mnt/added" 2>&1); then
+            problem "the container's added tree differs: $(head -n 3 <<<"$out")"
         fi
+        if [[ -e $mnt/f1 ]]; then problem "the container's removed f1 is back"; fi
+        if [[ $(tail -n 1 "$mnt/f2") != changed ]]; then problem "the container's f2 lost its change"; fi
         st snapshot umount "$mnt" >/dev/null
     else
         problem "mounting the container: $out"
