@@ -73,9 +73,9 @@ random_delay() { echo $(($(shuf -i 0-1000000 -n 1) * $1 * 12 / 10 / 1000000)); }
 # strata on the trial's store.
 st() { "$STRATA" --root "$STORE" "$@"; }
 
-# Runs COMMAND… (a program, not a function: the kill must reach it) in the background, kills it
-# with SIGKILL after DELAY_MS, and sets ACKED=1 when it had exited 0 before the kill (its output
-# is in $LOG). Failing by itself is a problem.
+# Runs `strata --root STORE ARGS…` (the program itself, not a function: the kill must reach it)
+# in the background, kills it with SIGKILL after DELAY_MS, and sets ACKED=1 when it had exited 0
+# before the kill (its output is in $LOG). Failing by itself is a problem.
 run_killed() {
     local delay_ms=$1
     shift
@@ -91,7 +91,7 @@ run_killed() {
     case $rc in
     0) ACKED=1 ;;
     137) ;; # killed
-    *) problem "$1 failed on its own (status $rc): $(tail -n 3 "$LOG")" ;;
+    *) problem "strata ${*:4} failed on its own (status $rc): $(tail -n 3 "$LOG")" ;;
     esac
 }
 
