@@ -1,17 +1,13 @@
 //! Fuzzes the layer-store record decoder (frame, then postcard payload).
 //!
-//! Contract: any input may be refused with an error; panics, hangs and huge allocations are bugs.
-//! Seeds in `corpus/record` come from our own encoder; `layer-store`'s tests replay them.
+//! Contract (in `record_contract.rs`, which the store's tests share to replay this target's
+//! corpus): any input may be refused with an error; panics, hangs and huge allocations are bugs.
+//! Seeds in `corpus/record` come from our own encoder.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use strata_layer_store::record::{self, ImageRecord, Kind, LayerMeta, LayerRecord};
+#[path = "../../layer-store/tests/store/record_contract.rs"]
+mod record_contract;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = record::decode::<LayerRecord>(Kind::Layer, data);
-    let _ = record::decode::<ImageRecord>(Kind::Image, data);
-    let _ = record::decode::<LayerMeta>(Kind::LayerMeta, data);
-    // The checksum keeps mutations out of the payload decoder; reach it directly too.
-    let _ = record::decode_payload::<LayerRecord>(data);
-    let _ = record::decode_payload::<ImageRecord>(data);
-});
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| record_contract::decode_all(data));

@@ -14,7 +14,9 @@ mod names;
 mod power_cut;
 mod props;
 mod races;
+mod record_contract;
 mod record_sample;
+mod tar_contract;
 
 use std::path::Path;
 

@@ -170,14 +170,23 @@ fn version_1_samples_decode() -> anyhow::Result<()> {
 fn fuzz_corpus_replays_without_panics() -> anyhow::Result<()> {
     let mut replayed = 0;
     for entry in fs::read_dir(corpus_dir())? {
-        let data = fs::read(entry?.path())?;
-        let _ = record::decode::<LayerRecord>(Kind::Layer, &data);
-        let _ = record::decode::<ImageRecord>(Kind::Image, &data);
-        let _ = record::decode::<LayerMeta>(Kind::LayerMeta, &data);
-        let _ = record::decode_payload::<LayerRecord>(&data);
+        crate::record_contract::decode_all(&fs::read(entry?.path())?);
         replayed += 1;
     }
     assert!(replayed >= 7, "the seed corpus is missing");
+    Ok(())
+}
+
+/// Replays the `layer_tar` fuzz target's corpus (seeds and any crashers saved there) through its
+/// contract.
+#[test]
+fn layer_tar_corpus_replays_without_panics() -> anyhow::Result<()> {
+    let mut replayed = 0;
+    for entry in fs::read_dir(tar_corpus_dir())? {
+        crate::tar_contract::split_checked(&fs::read(entry?.path())?);
+        replayed += 1;
+    }
+    assert!(replayed >= 2, "the seed corpus is missing");
     Ok(())
 }
 
@@ -225,35 +234,5 @@ fn regenerate_import_seeds() -> anyhow::Result<()> {
         let entry = entry?;
         fs::copy(entry.path(), dir.join(entry.file_name()))?;
     }
-    Ok(())
-}
-
-/// Replays the tar splitter's fuzz inputs: errors are fine; panics and `..` paths are bugs.
-#[test]
-fn layer_tar_corpus_replays_without_panics() -> anyhow::Result<()> {
-    use std::io::Read;
-    use strata_layer_store::Limits;
-    use strata_layer_store::tarstream::{self, TarError};
-    let mut replayed = 0;
-    for entry in fs::read_dir(tar_corpus_dir())? {
-        let data = fs::read(entry?.path())?;
-        let parts = tarstream::split(&data[..], &Limits::default(), |file: &mut dyn Read, at| {
-            let mut buf = Vec::new();
-            file.take(at.size)
-                .read_to_end(&mut buf)
-                .map_err(|source| at.read_error(source))?;
-            Ok::<_, TarError>(ObjectId::of(&buf))
-        });
-        if let Ok(parts) = parts {
-            assert!(
-                parts
-                    .entries
-                    .iter()
-                    .all(|e| !e.path.split(|&b| b == b'/').any(|c| c == b".."))
-            );
-        }
-        replayed += 1;
-    }
-    assert!(replayed >= 2, "the seed corpus is missing");
     Ok(())
 }
