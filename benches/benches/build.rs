@@ -11,17 +11,7 @@ use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_ma
 use strata_build::{BuildOptions, Builder, Quiet};
 use strata_layer_store::{Durability, ImportOptions, Store};
 
-const DOCKERFILE: &str = r#"FROM busybox AS build
-ENV GREETING=hello
-WORKDIR /work
-COPY app.txt ./
-RUN echo "$GREETING from $(cat app.txt)" > out.txt
-
-FROM busybox
-COPY --from=build /work/out.txt /srv/out.txt
-WORKDIR /srv
-CMD ["cat", "out.txt"]
-"#;
+use strata_testkit::busybox::MULTI_STAGE_DOCKERFILE as DOCKERFILE;
 
 fn ready() -> bool {
     let root = rustix::process::geteuid().is_root();

@@ -12,17 +12,7 @@ use common::containerd::{self, Containerd};
 use common::daemon::Daemon;
 use common::{can_mount, ok, ok_json, run_ok};
 
-const DOCKERFILE: &str = r#"FROM busybox AS build
-ENV GREETING=hello
-WORKDIR /work
-COPY app.txt ./
-RUN echo "$GREETING from $(cat app.txt)" > out.txt
-
-FROM busybox
-COPY --from=build /work/out.txt /srv/out.txt
-WORKDIR /srv
-CMD ["cat", "out.txt"]
-"#;
+use strata_testkit::busybox::MULTI_STAGE_DOCKERFILE as DOCKERFILE;
 
 /// The result line of each step: `CACHED` or `DONE`, by step number.
 fn results(stdout: &str) -> Vec<&str> {

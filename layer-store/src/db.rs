@@ -146,82 +146,59 @@ impl From<strata_metadb::Error> for Wrapped {
     }
 }
 
-/// Rows of the `layers` table: layer id (diff_id hex) → [`LayerMeta`](crate::record::LayerMeta)
-/// record.
-pub(crate) mod layers {
-    use super::*;
+/// A table of records keyed by id: `layers` (layer id, the diff_id hex → a
+/// [`LayerMeta`](crate::record::LayerMeta) record) and `images` (image id, the manifest digest
+/// hex → an [`ImageRecord`](crate::record::ImageRecord) record).
+pub(crate) struct Records {
+    get: &'static str,
+    put: &'static str,
+    remove: &'static str,
+    all: &'static str,
+}
 
-    pub(crate) fn get(tx: &Tx<'_>, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        tx.query_row("SELECT meta FROM layers WHERE id = ?1", [id], |r| r.get(0))
-            .optional()
-            .sql()
+pub(crate) const LAYERS: Records = Records {
+    get: "SELECT meta FROM layers WHERE id = ?1",
+    put: "INSERT INTO layers (id, meta) VALUES (?1, ?2)
+          ON CONFLICT (id) DO UPDATE SET meta = excluded.meta",
+    remove: "DELETE FROM layers WHERE id = ?1",
+    all: "SELECT id, meta FROM layers ORDER BY id",
+};
+
+pub(crate) const IMAGES: Records = Records {
+    get: "SELECT record FROM images WHERE id = ?1",
+    put: "INSERT INTO images (id, record) VALUES (?1, ?2)
+          ON CONFLICT (id) DO UPDATE SET record = excluded.record",
+    remove: "DELETE FROM images WHERE id = ?1",
+    all: "SELECT id, record FROM images ORDER BY id",
+};
+
+impl Records {
+    pub(crate) fn get(&self, tx: &Tx<'_>, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        value(tx, self.get, id)
     }
 
-    pub(crate) fn put(tx: &Tx<'_>, id: &str, meta: &[u8]) -> Result<(), StoreError> {
-        tx.execute(
-            "INSERT INTO layers (id, meta) VALUES (?1, ?2)
-             ON CONFLICT (id) DO UPDATE SET meta = excluded.meta",
-            params![id, meta],
-        )
-        .sql()
-        .map(drop)
+    pub(crate) fn put(&self, tx: &Tx<'_>, id: &str, record: &[u8]) -> Result<(), StoreError> {
+        execute(tx, self.put, params![id, record])
     }
 
-    pub(crate) fn remove(tx: &Tx<'_>, id: &str) -> Result<(), StoreError> {
-        tx.execute("DELETE FROM layers WHERE id = ?1", [id])
-            .sql()
-            .map(drop)
+    pub(crate) fn remove(&self, tx: &Tx<'_>, id: &str) -> Result<(), StoreError> {
+        execute(tx, self.remove, [id])
     }
 
     /// Every row, ordered by id.
-    pub(crate) fn all(tx: &Tx<'_>) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        super::rows(tx, "SELECT id, meta FROM layers ORDER BY id", [])
+    pub(crate) fn all(&self, tx: &Tx<'_>) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        rows(tx, self.all, [])
     }
 }
 
-/// Rows of the `images` table: image id (manifest digest hex) →
-/// [`ImageRecord`](crate::record::ImageRecord) record.
-pub(crate) mod images {
-    use super::*;
-
-    pub(crate) fn get(tx: &Tx<'_>, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        tx.query_row("SELECT record FROM images WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
-        .optional()
+/// Ids of the `images` table that start with `prefix` (lowercase hex), ordered.
+pub(crate) fn image_ids_with_prefix(tx: &Tx<'_>, prefix: &str) -> Result<Vec<String>, StoreError> {
+    let mut stmt = tx
+        .prepare("SELECT id FROM images WHERE substr(id, 1, length(?1)) = ?1 ORDER BY id")
+        .sql()?;
+    stmt.query_map([prefix], |r| r.get(0))
+        .and_then(Iterator::collect)
         .sql()
-    }
-
-    pub(crate) fn put(tx: &Tx<'_>, id: &str, record: &[u8]) -> Result<(), StoreError> {
-        tx.execute(
-            "INSERT INTO images (id, record) VALUES (?1, ?2)
-             ON CONFLICT (id) DO UPDATE SET record = excluded.record",
-            params![id, record],
-        )
-        .sql()
-        .map(drop)
-    }
-
-    pub(crate) fn remove(tx: &Tx<'_>, id: &str) -> Result<(), StoreError> {
-        tx.execute("DELETE FROM images WHERE id = ?1", [id])
-            .sql()
-            .map(drop)
-    }
-
-    /// Every row, ordered by id.
-    pub(crate) fn all(tx: &Tx<'_>) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        super::rows(tx, "SELECT id, record FROM images ORDER BY id", [])
-    }
-
-    /// Ids that start with `prefix` (lowercase hex), ordered.
-    pub(crate) fn ids_with_prefix(tx: &Tx<'_>, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let mut stmt = tx
-            .prepare("SELECT id FROM images WHERE substr(id, 1, length(?1)) = ?1 ORDER BY id")
-            .sql()?;
-        stmt.query_map([prefix], |r| r.get(0))
-            .and_then(Iterator::collect)
-            .sql()
-    }
 }
 
 /// Rows of the `names` table: image name (tag) → image id.
@@ -299,6 +276,28 @@ pub(crate) mod gc_roots {
             [],
         )
     }
+}
+
+/// The one value a keyed query finds, if any.
+fn value<T: rusqlite::types::FromSql>(
+    tx: &Tx<'_>,
+    sql: &str,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    tx.prepare_cached(sql)
+        .sql()?
+        .query_row([key], |r| r.get(0))
+        .optional()
+        .sql()
+}
+
+/// Runs a statement that returns no rows.
+fn execute(tx: &Tx<'_>, sql: &str, params: impl rusqlite::Params) -> Result<(), StoreError> {
+    tx.prepare_cached(sql)
+        .sql()?
+        .execute(params)
+        .sql()
+        .map(drop)
 }
 
 /// Every row of a two-column query.

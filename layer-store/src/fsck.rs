@@ -333,7 +333,7 @@ impl Store {
                 images: Vec::new(),
                 problems: Vec::new(),
             };
-            for (id, value) in db::layers::all(tx)? {
+            for (id, value) in db::LAYERS.all(tx)? {
                 match record::decode::<crate::record::LayerMeta>(Kind::LayerMeta, &value) {
                     Ok(_) => meta.layers.push(id),
                     Err(e) => meta.problems.push(Problem::BadLayer {
@@ -343,7 +343,7 @@ impl Store {
                 }
             }
             let mut image_ids = HashSet::new();
-            for (id, value) in db::images::all(tx)? {
+            for (id, value) in db::IMAGES.all(tx)? {
                 image_ids.insert(id.clone());
                 match record::decode::<crate::record::ImageRecord>(Kind::Image, &value) {
                     Ok(image) if image.id() != id => meta.problems.push(Problem::BadImage {

@@ -12,7 +12,7 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::db::layers;
+use crate::db::LAYERS;
 use crate::error::{IoContext, StoreError};
 use crate::fsck::Problem;
 use crate::lock::LockMode;
@@ -106,7 +106,7 @@ impl Store {
         if !options.dry_run && !dead.is_empty() {
             // The commit point: once the rows are gone the dirs are garbage whatever happens.
             self.db
-                .write(|tx| dead.iter().try_for_each(|id| layers::remove(tx, id)))?;
+                .write(|tx| dead.iter().try_for_each(|id| LAYERS.remove(tx, id)))?;
         }
         let layers_dir = self.root().join("layers");
         for entry in fs::read_dir(&layers_dir).at(&layers_dir)? {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use strata_metadb::Tx;
 
 use crate::blobs::BlobPolicy;
-use crate::db::{Db, gc_roots, images, layers, names};
+use crate::db::{Db, IMAGES, LAYERS, gc_roots, names};
 use crate::durable::{self, SyncSeam, Written};
 use crate::error::{IoContext, StoreError};
 use crate::lock::{self, LockGuard, LockMode};
@@ -290,7 +290,8 @@ impl Store {
     /// Every image, ordered by id.
     pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
         self.db.read(|tx| {
-            images::all(tx)?
+            IMAGES
+                .all(tx)?
                 .iter()
                 .map(|(_, value)| Ok(record::decode(Kind::Image, value)?))
                 .collect()
@@ -329,7 +330,7 @@ impl Store {
             if !image.tags.contains(&target) {
                 image.tags.push(target.clone());
             }
-            images::put(tx, &id, &record::encode(Kind::Image, &image)?)
+            IMAGES.put(tx, &id, &record::encode(Kind::Image, &image)?)
         })?;
         Ok(target)
     }
@@ -337,7 +338,8 @@ impl Store {
     /// Every layer with its metadata row, ordered by id.
     pub fn layers(&self) -> Result<Vec<(String, LayerMeta)>, StoreError> {
         self.db.read(|tx| {
-            layers::all(tx)?
+            LAYERS
+                .all(tx)?
                 .into_iter()
                 .map(|(id, value)| Ok((id, record::decode(Kind::LayerMeta, &value)?)))
                 .collect()
@@ -353,7 +355,7 @@ impl Store {
     pub(crate) fn layer_metas(&self, ids: &[&str]) -> Result<Vec<Option<LayerMeta>>, StoreError> {
         self.db.read(|tx| {
             ids.iter()
-                .map(|id| match layers::get(tx, id)? {
+                .map(|id| match LAYERS.get(tx, id)? {
                     Some(v) => Ok(Some(record::decode(Kind::LayerMeta, &v)?)),
                     None => Ok(None),
                 })
@@ -416,13 +418,13 @@ impl Store {
                 names::remove(tx, tag)?;
             }
             if tags.is_empty() {
-                images::remove(tx, &id)
+                IMAGES.remove(tx, &id)
             } else {
                 let updated = ImageRecord {
                     tags,
                     ..image.clone()
                 };
-                images::put(tx, &id, &record::encode(Kind::Image, &updated)?)
+                IMAGES.put(tx, &id, &record::encode(Kind::Image, &updated)?)
             }
         })
     }
@@ -494,9 +496,11 @@ pub const MIN_ID_PREFIX: usize = 4;
 
 /// The record of image `id`, which `name` resolved to.
 fn image_record(tx: &Tx<'_>, id: &str, name: &str) -> Result<ImageRecord, StoreError> {
-    let value = images::get(tx, id)?.ok_or_else(|| StoreError::ImageNotFound {
-        name: name.to_owned(),
-    })?;
+    let value = IMAGES
+        .get(tx, id)?
+        .ok_or_else(|| StoreError::ImageNotFound {
+            name: name.to_owned(),
+        })?;
     Ok(record::decode(Kind::Image, &value)?)
 }
 
@@ -520,7 +524,7 @@ fn resolve(tx: &Tx<'_>, name: &str) -> Result<String, StoreError> {
     if !hex {
         return Err(not_found());
     }
-    let mut found = images::ids_with_prefix(tx, prefix)?;
+    let mut found = crate::db::image_ids_with_prefix(tx, prefix)?;
     match found.len() {
         0 => Err(not_found()),
         1 => Ok(found.remove(0)),
@@ -585,7 +589,7 @@ mod tests {
         ];
         store
             .db
-            .write(|tx| ids.iter().try_for_each(|id| images::put(tx, id, b"")))?;
+            .write(|tx| ids.iter().try_for_each(|id| IMAGES.put(tx, id, b"")))?;
         let err = store.image("sha256:abcd").expect_err("two images match");
         assert!(
             matches!(&err, StoreError::AmbiguousImage { prefix, candidates }

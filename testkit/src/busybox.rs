@@ -101,3 +101,17 @@ fn rootfs_tar() -> Vec<u8> {
         .expect("tar passwd");
     tar.into_inner().expect("writing to memory")
 }
+
+/// A two-stage Dockerfile over an image named `busybox`: the first stage writes `out.txt` from
+/// the context's `app.txt` and `ENV`, the second copies it over and prints it as its `CMD`.
+pub const MULTI_STAGE_DOCKERFILE: &str = r#"FROM busybox AS build
+ENV GREETING=hello
+WORKDIR /work
+COPY app.txt ./
+RUN echo "$GREETING from $(cat app.txt)" > out.txt
+
+FROM busybox
+COPY --from=build /work/out.txt /srv/out.txt
+WORKDIR /srv
+CMD ["cat", "out.txt"]
+"#;

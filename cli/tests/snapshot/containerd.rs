@@ -58,6 +58,17 @@ impl Env {
     }
 }
 
+/// A scratch dir and its [`Env`] when containerd, runc and busybox are installed and we may
+/// mount; `None` (the test skips, saying which package is missing) otherwise.
+fn containerd_env() -> Option<(tempfile::TempDir, Env)> {
+    if !(can_mount() && containerd_peers() && strata_testkit::peer("busybox", "busybox-static")) {
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Env::new(tmp.path());
+    Some((tmp, env))
+}
+
 /// Whether containerd, ctr and runc are installed (each missing one skips the test, saying so).
 pub fn containerd_peers() -> bool {
     crate::common::containerd::peers()
@@ -99,11 +110,9 @@ fn exported_by_strata(dir: &Path, archive: &Path) -> PathBuf {
 
 #[test]
 fn containerd_runs_containers_on_strata() {
-    if !(can_mount() && containerd_peers() && strata_testkit::peer("busybox", "busybox-static")) {
+    let Some((_tmp, env)) = containerd_env() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let env = Env::new(tmp.path());
+    };
     let mut serve = env.serve();
     let _containerd = env.containerd();
 
@@ -241,11 +250,9 @@ fn containerd_runs_containers_on_strata() {
 /// two imports at once among it.
 #[test]
 fn the_cli_and_containerd_share_one_root() {
-    if !(can_mount() && containerd_peers() && strata_testkit::peer("busybox", "busybox-static")) {
+    let Some((_tmp, env)) = containerd_env() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let env = Env::new(tmp.path());
+    };
     let busybox = busybox_image(&env.dir);
     let archive = busybox.to_str().unwrap();
     let ok = |args: &[&str]| crate::common::ok(&env.store, args);

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::blobs::BlobPolicy;
 use crate::compress::{self, Format};
-use crate::db::{images, layers, names};
+use crate::db::{IMAGES, LAYERS, names};
 use crate::digest::Sha256;
 use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
@@ -375,7 +375,7 @@ impl Store {
             plan.layers
                 .iter()
                 .map(|l| match l.diff_id {
-                    Some(d) => Ok(layers::get(tx, &d.hex())?.is_some()),
+                    Some(d) => Ok(LAYERS.get(tx, &d.hex())?.is_some()),
                     None => Ok(false),
                 })
                 .collect()
@@ -466,15 +466,15 @@ impl Store {
         let image = self.db.write(|tx| {
             for s in staged.iter().flatten() {
                 let id = s.record.id();
-                if layers::get(tx, &id)?.is_none() {
+                if LAYERS.get(tx, &id)?.is_none() {
                     let meta = LayerMeta {
                         materialized: (tree == StagedTree::Stubs).then_some(Strategy::Stub),
                         ..s.meta.clone()
                     };
-                    layers::put(tx, &id, &record::encode(Kind::LayerMeta, &meta)?)?;
+                    LAYERS.put(tx, &id, &record::encode(Kind::LayerMeta, &meta)?)?;
                 }
             }
-            let mut tags: Vec<String> = match images::get(tx, &id)? {
+            let mut tags: Vec<String> = match IMAGES.get(tx, &id)? {
                 Some(v) => record::decode::<ImageRecord>(Kind::Image, &v)?.tags,
                 None => Vec::new(),
             };
@@ -496,7 +496,7 @@ impl Store {
                 layers: diff_ids.clone(),
                 chain_ids: chain_ids(&diff_ids),
             };
-            images::put(tx, &id, &record::encode(Kind::Image, &image)?)?;
+            IMAGES.put(tx, &id, &record::encode(Kind::Image, &image)?)?;
             Ok(image)
         })?;
         Ok(ImportReport {
@@ -589,12 +589,12 @@ impl Store {
 
 /// Removes `name` from image `id`'s tags (the image stays, perhaps untagged).
 pub(crate) fn untag(tx: &Tx<'_>, id: &str, name: &str) -> Result<(), StoreError> {
-    let Some(value) = images::get(tx, id)? else {
+    let Some(value) = IMAGES.get(tx, id)? else {
         return Ok(());
     };
     let mut image: ImageRecord = record::decode(Kind::Image, &value)?;
     image.tags.retain(|t| t != name);
-    images::put(tx, id, &record::encode(Kind::Image, &image)?)
+    IMAGES.put(tx, id, &record::encode(Kind::Image, &image)?)
 }
 
 /// A minimal OCI config for a bare layer: this machine's platform and the layer's diff_id.

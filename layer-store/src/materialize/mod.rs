@@ -107,7 +107,7 @@ impl Store {
                 materialized: Some(strategy),
                 ..meta.clone()
             };
-            crate::db::layers::put(tx, id, &record::encode(Kind::LayerMeta, &updated)?)
+            crate::db::LAYERS.put(tx, id, &record::encode(Kind::LayerMeta, &updated)?)
         })?;
         Ok(strategy)
     }
