@@ -400,6 +400,12 @@ fn a_blob_export_cannot_rebuild_is_kept_and_exported_byte_for_byte() -> anyhow::
         }
         let du = run(&["du"])?;
         assert_eq!(du["kept_blob_bytes"].as_u64().unwrap() > 0, kept, "{du}");
+        // The id is the manifest digest, in full with --digests: the registry's when kept.
+        let listed = strata(&root, &["images", "--digests"]);
+        let table = String::from_utf8(listed.stdout)?;
+        let id = imported["image"].as_str().unwrap();
+        assert!(table.lines().next().unwrap().contains("DIGEST"), "{table}");
+        assert!(table.contains(id), "{table}");
 
         run(&["rmi", "img"])?;
         let gc = run(&["gc"])?;

@@ -19,6 +19,10 @@ pub enum Command {
         /// Print image ids only.
         #[arg(short, long)]
         quiet: bool,
+        /// Show each image's manifest digest in full: the digest a registry knows it by, the
+        /// same in every store (the image id is its start).
+        #[arg(long)]
+        digests: bool,
     },
     /// Name image SOURCE (a name or an id prefix) TARGET too.
     Tag {
@@ -177,7 +181,7 @@ impl Command {
     pub fn run(self, global: &Global) -> anyhow::Result<()> {
         let store = global.open_store(Access::Read)?;
         match self {
-            Command::Images { quiet } => {
+            Command::Images { quiet, digests } => {
                 let mut listed = Vec::new();
                 for image in store.images()? {
                     let s = summary(&store, &image)?;
@@ -202,8 +206,12 @@ impl Command {
                 }
                 global.emit(&rows, || {
                     let now = SystemTime::now();
-                    let mut table =
-                        Table::new(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]);
+                    let mut columns = vec!["REPOSITORY", "TAG"];
+                    if digests {
+                        columns.push("DIGEST");
+                    }
+                    columns.extend(["IMAGE ID", "CREATED", "SIZE"]);
+                    let mut table = Table::new(&columns);
                     for (r, created) in rows.iter().zip(&created) {
                         let created = created.map_or("N/A".to_owned(), |t| ago(t, now));
                         let tags: Vec<(&str, &str)> = if r.tags.is_empty() {
@@ -212,13 +220,12 @@ impl Command {
                             r.tags.iter().map(|t| split_tag(t)).collect()
                         };
                         for (repository, tag) in tags {
-                            table.row(vec![
-                                repository.to_owned(),
-                                tag.to_owned(),
-                                short(&r.id).to_owned(),
-                                created.clone(),
-                                human(r.size),
-                            ]);
+                            let mut row = vec![repository.to_owned(), tag.to_owned()];
+                            if digests {
+                                row.push(r.id.clone());
+                            }
+                            row.extend([short(&r.id).to_owned(), created.clone(), human(r.size)]);
+                            table.row(row);
                         }
                     }
                     table.render()
