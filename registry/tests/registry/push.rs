@@ -59,6 +59,16 @@ fn a_blob_the_export_cannot_reproduce_is_pushed_as_received_under_its_digest() {
         0,
         "the staged blob was left behind"
     );
+    // A second push finds every blob under the digest the store sends: nothing is uploaded.
+    let again = world.push("cli", &reference).unwrap();
+    assert!(
+        again
+            .blobs
+            .iter()
+            .all(|b| b.outcome == BlobOutcome::Present),
+        "{again:?}"
+    );
+    assert_eq!(again.manifest, image.manifest_digest());
     let fresh = world.store("fresh");
     let pulled = fresh.pull(&reference, &pull_options()).unwrap();
     assert_eq!(pulled.layers[0].diff_id, fixtures::sha256(&image.tars[0]));
