@@ -1,7 +1,7 @@
 #!/bin/bash
 # The metadata database's costs against a previous build, in the same run: `strata images` on a
-# store of 1,000 images, and the import of the two-layer bench image, each into a fresh store
-# on a fresh RAM-backed loop ext4, the two builds alternating.
+# store of 1,000 images, and the import of the two-layer bench image (the new build with and
+# without kept blobs), each into a fresh store on a fresh RAM-backed loop ext4, alternating.
 #
 #   cargo build --release -p strata-cli                     # NEW
 #   (an older checkout) cargo build --release -p strata-cli # PREV
@@ -46,11 +46,15 @@ drop_fs
 
 cat "$IMG/two-layer.tar" > /dev/null
 find "$IMG/two-layer" -type f -exec cat {} + > /dev/null
+# The new build twice: without kept blobs (the database alone) and with them (the default).
 for n in $(seq "$RUNS"); do
-  for bin in PREV NEW; do
+  for run in "PREV" "NEW --blobs reproducible" "NEW --blobs keep"; do
+    bin=${run%% *}
+    flags=${run#"$bin"}
     fresh_fs
-    timed "$bin: strata import --materialize, run $n" \
-      "${!bin}" --root "$MNT/strata" import "$IMG/two-layer" --name bench --materialize
+    # shellcheck disable=SC2086
+    timed "$run: strata import --materialize, run $n" \
+      "${!bin}" $flags --root "$MNT/strata" import "$IMG/two-layer" --name bench --materialize
     drop_fs
   done
 done
