@@ -271,6 +271,9 @@ struct Unmount<'a>(&'a Path);
 impl Drop for Unmount<'_> {
     fn drop(&mut self) {
         while strata_cow::unmount(self.0).is_ok() {}
+        // Busy (something else on the machine looking into it): detach it, so that no test
+        // leaves a mount behind.
+        let _ = rustix::mount::unmount(self.0, rustix::mount::UnmountFlags::DETACH);
     }
 }
 
