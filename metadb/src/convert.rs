@@ -103,7 +103,11 @@ pub(crate) fn retire_legacy(root: &Path) -> Result<(), Error> {
     let legacy = root.join(LEGACY_FILE);
     if root.join(FILE).exists() && legacy.exists() {
         let retired = root.join(RETIRED);
-        fs::rename(&legacy, &retired).map_err(Error::io("rename aside", &legacy))?;
+        match fs::rename(&legacy, &retired) {
+            // Another process renamed it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            renamed => renamed.map_err(Error::io("rename aside", &legacy))?,
+        }
     }
     Ok(())
 }
