@@ -233,7 +233,8 @@ check_serve() {
         return 0
     fi
     out=$(st fsck 2>&1) || problem "fsck: $out"
-    list=$(awk 'NR > 1 { print $1, $NF }' <<<"$list")
+    # KEY … KIND OWNER: containerd's snapshots (what strata serve made), key and kind.
+    list=$(awk 'NR > 1 && $NF == "containerd" { print $1, $(NF - 1) }' <<<"$list")
     # What the driver saw acknowledged: the last word on each snapshot.
     local verdict op name key
     declare -A state=()
@@ -273,10 +274,13 @@ check_serve() {
     return 0
 }
 
-# Committed snapshot NAME holds the files the driver wrote under TAG/ (see serve_driver.rs).
+# Committed snapshot NAME (containerd's, made through strata serve) holds the files the driver
+# wrote under TAG/ (see serve_driver.rs).
 check_snapshot_files() {
     local name=$1 tag=$2 mnt=$WORK/mnt out i
-    if ! out=$(st snapshot view "check-$name" "$name" 2>&1 && st snapshot mount "check-$name" "$mnt" 2>&1); then
+    local ns=(--namespace containerd)
+    if ! out=$(st "${ns[@]}" snapshot view "check-$name" "$name" 2>&1 &&
+        st "${ns[@]}" snapshot mount "check-$name" "$mnt" 2>&1); then
         problem "viewing snapshot $name: $out"
         return 0
     fi
@@ -286,7 +290,7 @@ check_snapshot_files() {
         fi
     done
     st snapshot umount "$mnt" >/dev/null
-    st snapshot rm "check-$name" >/dev/null
+    st "${ns[@]}" snapshot rm "check-$name" >/dev/null
 }
 
 # Times one uninterrupted run of KIND, in ms (serve runs until killed: 2 s of it).
