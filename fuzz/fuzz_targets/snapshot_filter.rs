@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let filters: Vec<&str> = text.split('\n').collect();
     if let Ok(parsed) = Filters::parse(&filters) {
         let info = Info {
+            namespace: "strata".into(),
             name: "n".into(),
             parent: Some("p".into()),
             kind: Kind::Active,

@@ -42,6 +42,12 @@ mod error;
 pub mod filter;
 #[cfg(feature = "grpc")]
 pub mod grpc;
+/// Entry points for the fuzz targets in `fuzz/`; not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::record::decode_contract as snapshot_record;
+}
 mod image;
 mod info;
 mod layout;

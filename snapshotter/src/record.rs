@@ -149,6 +149,18 @@ impl Record {
     }
 }
 
+/// What decoding a snapshot record read from the database promises, for any bytes: an error or
+/// a record that encodes back to one equal to it, never a panic. The fuzz target
+/// `snapshot_record` and the replay of its corpus call it.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn decode_contract(bytes: &[u8]) {
+    if let Ok(record) = Record::decode("fuzz", bytes) {
+        let again = Record::decode("fuzz", &record.encode()).expect("an encoded record decodes");
+        assert_eq!(again, record, "a record survives encode and decode");
+        let _ = (record.info("ns", "fuzz"), record.gc_owner());
+    }
+}
+
 /// Prefix of every GC-root owner of snapshots.
 pub(crate) const GC_OWNER_PREFIX: &str = "snapshotter:";
 
@@ -227,6 +239,27 @@ mod tests {
             159, 231, 203, 23, 128, 148, 147, 142, 231, 159, 231, 203, 23, 128, 64, 3,
         ];
         assert_eq!(Record::decode("k", &bytes).unwrap(), sample());
+    }
+
+    /// The fuzz corpus of `snapshot_record`, replayed: the pinned samples of each version are
+    /// among its seeds.
+    #[test]
+    fn replay_fuzz_corpus() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/snapshot_record");
+        let mut decoded = 0;
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            seen += 1;
+            decode_contract(&bytes);
+            decoded += usize::from(Record::decode("k", &bytes).is_ok());
+        }
+        assert!(seen >= 3, "seed corpus missing in {}", dir.display());
+        assert!(
+            decoded >= 3,
+            "the version samples must decode ({decoded} of {seen})"
+        );
     }
 
     #[test]
