@@ -227,17 +227,7 @@ fn a_damaged_database_is_reported_never_a_panic() -> anyhow::Result<()> {
         ok_json(&root, &["import", a.to_str().unwrap(), "--name", "a"])?;
         let before =
             walk_files(&root.join("objects")).len() + walk_files(&root.join("layers")).len();
-        let db = root.join("strata.db");
-        let mut data = fs::read(&db)?;
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        for _ in 0..16 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let at = (x % data.len() as u64) as usize;
-            data[at] ^= 0xff;
-        }
-        fs::write(&db, data)?;
+        strata_testkit::flip_bytes(&root.join("strata.db"), seed);
         for args in [
             &["images"][..],
             &["fsck"],

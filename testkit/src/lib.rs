@@ -93,3 +93,18 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     }
     out
 }
+
+/// Flips 16 bytes of `file` at offsets drawn from `seed` (xorshift: deterministic, no crate),
+/// as damage to a file on disk would.
+pub fn flip_bytes(file: &std::path::Path, seed: u64) {
+    let mut data = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for _ in 0..16 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let at = (x % data.len() as u64) as usize;
+        data[at] ^= 0xff;
+    }
+    std::fs::write(file, data).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+}

@@ -19,20 +19,6 @@ fn store_with_image(tmp: &Path) -> (Store, std::path::PathBuf) {
     (store, src)
 }
 
-/// Flips 16 bytes of `file` at offsets drawn from `seed` (xorshift: deterministic, no crate).
-fn flip_bytes(file: &Path, seed: u64) {
-    let mut data = fs::read(file).unwrap();
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    for _ in 0..16 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let at = (x % data.len() as u64) as usize;
-        data[at] ^= 0xff;
-    }
-    fs::write(file, data).unwrap();
-}
-
 /// Every file under the store's `objects/` and `layers/`.
 fn payload(root: &Path) -> (Vec<String>, Vec<String>) {
     (
@@ -66,7 +52,7 @@ fn flipped_bytes_in_the_database_give_typed_errors_and_gc_deletes_nothing() {
         let root = store.root().to_path_buf();
         drop(store);
         let before = payload(&root);
-        flip_bytes(&Store::database_path(&root), seed);
+        strata_testkit::flip_bytes(&Store::database_path(&root), seed);
         // Every call returns: a panic would fail the test. Errors name the damage.
         let store = match Store::open(&root) {
             Ok(store) => store,

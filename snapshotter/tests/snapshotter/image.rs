@@ -264,3 +264,43 @@ fn container_changes_become_an_image() {
     let err = sn.commit_image("plain", "x").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
 }
+
+/// GC roots whose snapshot is gone (a crash between a Remove's commit and its roots' removal)
+/// are dropped when a snapshotter opens the root, but only while nobody holds the store: a
+/// Prepare in flight registers its roots under a hold before its record exists.
+#[test]
+fn open_drops_the_gc_roots_of_snapshots_that_are_gone_unless_the_store_is_held() {
+    let Some(suite) = suite() else { return };
+    let (store, _) = image(&suite);
+    suite
+        .sn
+        .prepare_on_image("live", "img", Labels::new())
+        .unwrap();
+    let layer = store.image("img").unwrap().layers[0].hex();
+    let owners = |store: &Store| -> Vec<String> {
+        let mut owners: Vec<String> = store.gc_roots().unwrap().into_iter().map(|r| r.0).collect();
+        owners.dedup();
+        owners
+    };
+    let live = owners(&store);
+    assert_eq!(live.len(), 1, "{live:?}");
+    store.add_gc_root("snapshotter:gone", &layer).unwrap();
+    store.add_gc_root("build-cache:other", &layer).unwrap();
+
+    let hold = store.hold().unwrap();
+    drop(strata_snapshotter::Snapshotter::open(suite.sn.root()).unwrap());
+    assert!(
+        owners(&store).contains(&"snapshotter:gone".to_owned()),
+        "pruned under a hold"
+    );
+    drop(hold);
+
+    drop(strata_snapshotter::Snapshotter::open(suite.sn.root()).unwrap());
+    let mut expected = vec!["build-cache:other".to_owned(), live[0].clone()];
+    expected.sort();
+    assert_eq!(
+        owners(&store),
+        expected,
+        "only the dead snapshot's roots go"
+    );
+}
