@@ -62,6 +62,19 @@ fn quickstart_runs_twice_and_exports_an_unpackable_image() {
         "the base layer is there"
     );
 
+    // Strata wrote both layers, so it keeps no blob for them and export rebuilds them byte
+    // for byte: the image keeps its id.
+    let du = ok_json(&root, &["du"]).unwrap();
+    assert_eq!(du["kept_blob_bytes"], 0, "{du}");
+    let again = dir.path().join("again");
+    let exported = ok_json(
+        &root,
+        &["export", "quickstart-app", "-o", again.to_str().unwrap()],
+    )
+    .unwrap();
+    let id = ok_json(&root, &["inspect", "quickstart-app"]).unwrap()[0]["Id"].clone();
+    assert_eq!(exported["manifest"], id, "{exported}");
+
     // Each run removes its container snapshot; nothing stays mounted.
     assert_eq!(ok_json(&root, &["ls"]).unwrap(), serde_json::json!([]));
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();

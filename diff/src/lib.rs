@@ -30,6 +30,7 @@
 
 mod apply;
 mod change;
+pub mod compress;
 pub mod confined;
 mod content;
 mod dir;

@@ -6,13 +6,12 @@
 //! compared with the start of the original stream. Export verifies the whole digest anyway and
 //! falls back to a fresh compression when it differs.
 //!
-//! zlib-rs's deflate output depends on how its input is split into writes, so gzip input is
-//! always fed in [`GZIP_CHUNK`]-byte writes: a blob Strata compressed is reproduced exactly.
+//! The compressor itself is [`strata_diff::compress`]'s, the one that wrote every blob Strata
+//! made, so those are reproduced exactly.
 
 use std::io::{self, Write};
 
-use flate2::Crc;
-use flate2::write::DeflateEncoder;
+use strata_diff::compress::{Compressor, GZIP_HEADER, GZIP_LEVEL, ZSTD_LEVEL};
 
 use crate::record::Compression;
 
@@ -20,8 +19,8 @@ use crate::record::Compression;
 pub(crate) const PROBE_LEN: usize = 256 << 10;
 /// How many compressed bytes are kept for the probe to compare against.
 pub(crate) const PROBE_COMPRESSED_LEN: usize = 256 << 10;
-/// The size of every write into the deflate encoder but the last.
-const GZIP_CHUNK: usize = 64 << 10;
+/// The size of the writes the probe feeds the compressor, so it can give up early.
+const PROBE_CHUNK: usize = 64 << 10;
 /// gzip levels tried, most common first.
 const GZIP_LEVELS: [u32; 9] = [6, 9, 1, 2, 3, 4, 5, 7, 8];
 /// zstd levels tried, most common first.
@@ -59,12 +58,12 @@ pub(crate) struct Probe<'a> {
 impl Probe<'_> {
     /// Whether compressing the probe with `candidate` agrees with the original stream.
     fn agrees(&self, candidate: &Compression) -> bool {
-        let Ok(mut c) = Compressor::new(candidate, self.raw_len, Vec::new()) else {
+        let Ok(mut c) = compressor(candidate, self.raw_len, Vec::new()) else {
             return false;
         };
         // Fed a chunk at a time, a wrong candidate is given up at its first emitted block
         // rather than after compressing the whole probe.
-        for chunk in self.raw.chunks(GZIP_CHUNK) {
+        for chunk in self.raw.chunks(PROBE_CHUNK) {
             if c.write_all(chunk).is_err() {
                 return false;
             }
@@ -149,117 +148,26 @@ fn gzip_header_len(data: &[u8]) -> Option<usize> {
     (at <= data.len()).then_some(at)
 }
 
-/// The gzip header written when the original one is not reproducible: no name, mtime 0, OS
-/// unknown (what Go's `compress/gzip` writes).
-const PLAIN_GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-
-/// A writer that compresses a layer blob into `inner`.
-pub(crate) enum Compressor<W: Write> {
-    Plain(W),
-    Gzip {
-        deflate: DeflateEncoder<W>,
-        crc: Crc,
-        pending: Vec<u8>,
-    },
-    Zstd(zstd::stream::write::Encoder<'static, W>),
-}
-
-impl<W: Write> Compressor<W> {
-    /// Starts a blob of `compression` holding `raw_len` uncompressed bytes; settings that were
-    /// not reproducible get defaults (gzip level 6, zstd level 3).
-    pub(crate) fn new(compression: &Compression, raw_len: u64, mut inner: W) -> io::Result<Self> {
-        Ok(match compression {
-            Compression::None => Compressor::Plain(inner),
-            Compression::Gzip { header, level } => {
-                let header: &[u8] = if level.is_some() {
-                    header
-                } else {
-                    &PLAIN_GZIP_HEADER
-                };
-                inner.write_all(header)?;
-                let level = flate2::Compression::new(level.unwrap_or(6));
-                Compressor::Gzip {
-                    deflate: DeflateEncoder::new(inner, level),
-                    crc: Crc::new(),
-                    pending: Vec::with_capacity(GZIP_CHUNK),
-                }
-            }
-            Compression::Zstd {
-                level,
-                checksum,
-                content_size,
-            } => {
-                let mut enc = zstd::stream::write::Encoder::new(inner, level.unwrap_or(3))?;
-                if level.is_some() {
-                    enc.include_checksum(*checksum)?;
-                    if *content_size {
-                        enc.set_pledged_src_size(Some(raw_len))?;
-                    }
-                    enc.include_contentsize(*content_size)?;
-                }
-                Compressor::Zstd(enc)
-            }
-        })
-    }
-
-    /// The compressed bytes emitted so far.
-    fn emitted(&self) -> &W {
-        match self {
-            Compressor::Plain(w) => w,
-            Compressor::Gzip { deflate, .. } => deflate.get_ref(),
-            Compressor::Zstd(enc) => enc.get_ref(),
-        }
-    }
-
-    /// Ends the stream and returns the inner writer.
-    pub(crate) fn finish(self) -> io::Result<W> {
-        match self {
-            Compressor::Plain(w) => Ok(w),
-            Compressor::Gzip {
-                mut deflate,
-                crc,
-                pending,
-            } => {
-                deflate.write_all(&pending)?;
-                let mut w = deflate.finish()?;
-                w.write_all(&crc.sum().to_le_bytes())?;
-                w.write_all(&crc.amount().to_le_bytes())?;
-                Ok(w)
-            }
-            Compressor::Zstd(enc) => enc.finish(),
-        }
-    }
-}
-
-impl<W: Write> Write for Compressor<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Compressor::Plain(w) => w.write(buf),
-            Compressor::Gzip {
-                deflate,
-                crc,
-                pending,
-            } => {
-                crc.update(buf);
-                let mut rest = buf;
-                while !rest.is_empty() {
-                    let take = (GZIP_CHUNK - pending.len()).min(rest.len());
-                    pending.extend_from_slice(&rest[..take]);
-                    rest = &rest[take..];
-                    if pending.len() == GZIP_CHUNK {
-                        deflate.write_all(pending)?;
-                        pending.clear();
-                    }
-                }
-                Ok(buf.len())
-            }
-            Compressor::Zstd(enc) => enc.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        // Flushing would end a deflate or zstd block early and change the output.
-        Ok(())
+/// A compressor for a blob of `compression` holding `raw_len` uncompressed bytes. Settings
+/// that were not reproducible get what Strata writes itself (see [`strata_diff::compress`]).
+pub(crate) fn compressor<W: Write>(
+    compression: &Compression,
+    raw_len: u64,
+    inner: W,
+) -> io::Result<Compressor<W>> {
+    match compression {
+        Compression::None => Ok(Compressor::Plain(inner)),
+        Compression::Gzip {
+            header,
+            level: Some(level),
+        } => Compressor::gzip(inner, header, *level),
+        Compression::Gzip { level: None, .. } => Compressor::gzip(inner, &GZIP_HEADER, GZIP_LEVEL),
+        Compression::Zstd {
+            level: Some(level),
+            checksum,
+            content_size,
+        } => Compressor::zstd(inner, *level, *checksum, content_size.then_some(raw_len)),
+        Compression::Zstd { level: None, .. } => Compressor::zstd(inner, ZSTD_LEVEL, false, None),
     }
 }
 
@@ -268,7 +176,7 @@ mod tests {
     use super::*;
 
     fn compress(compression: &Compression, data: &[u8], write_size: usize) -> Vec<u8> {
-        let mut c = Compressor::new(compression, data.len() as u64, Vec::new()).unwrap();
+        let mut c = compressor(compression, data.len() as u64, Vec::new()).unwrap();
         for chunk in data.chunks(write_size) {
             c.write_all(chunk).unwrap();
         }
@@ -287,7 +195,7 @@ mod tests {
             .collect();
         for compression in [
             Compression::Gzip {
-                header: PLAIN_GZIP_HEADER.to_vec(),
+                header: GZIP_HEADER.to_vec(),
                 level: Some(9),
             },
             Compression::Zstd {

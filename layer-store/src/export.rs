@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::compress::Compressor;
+use crate::compress::compressor;
 use crate::digest::{HashingWriter, Sha256};
 use crate::error::{IoContext, StoreError};
 use crate::progress::{Progress, Reporting};
@@ -102,7 +102,7 @@ impl Store {
             return self.copy_kept_blob(&kept, wanted, out);
         }
         let hashing = HashingWriter::new(BufWriter::with_capacity(1 << 20, out));
-        let compressor = Compressor::new(&record.compression, record.tar_size, hashing)
+        let compressor = compressor(&record.compression, record.tar_size, hashing)
             .map_err(|e| export_io("blob", e))?;
         let mut tar = Reporting {
             inner: compressor,

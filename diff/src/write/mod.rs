@@ -11,6 +11,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use crate::change::{ChangeSet, Threads};
+use crate::compress::{Compressor, GZIP_HEADER, GZIP_LEVEL, ZSTD_LEVEL};
 use hash::{HashingWriter, oci_digest};
 
 /// The compression of a layer blob.
@@ -19,9 +20,10 @@ pub enum Compression {
     /// A plain tar (`application/vnd.oci.image.layer.v1.tar`).
     #[default]
     None,
-    /// gzip (`…tar+gzip`), level 6, no name or mtime in the gzip header.
+    /// gzip (`…tar+gzip`): [`GZIP_LEVEL`](crate::compress::GZIP_LEVEL) and
+    /// [`GZIP_HEADER`](crate::compress::GZIP_HEADER) (no name or mtime).
     Gzip,
-    /// zstd (`…tar+zstd`), level 3.
+    /// zstd (`…tar+zstd`) at [`ZSTD_LEVEL`](crate::compress::ZSTD_LEVEL).
     Zstd,
 }
 
@@ -141,22 +143,16 @@ pub fn write_layer(
             stream(set, options, &mut blob)?;
             None
         }
-        Compression::Gzip => {
-            let encoder = flate2::write::GzEncoder::new(&mut blob, flate2::Compression::new(6));
-            let mut tar = HashingWriter::new(encoder);
-            stream(set, options, &mut tar)?;
-            let (diff_id, _, encoder) = tar.finish();
-            encoder.finish().map_err(WriteError::Output)?;
-            Some(oci_digest(&diff_id))
-        }
-        Compression::Zstd => {
-            let encoder = zstd::Encoder::new(&mut blob, 3).map_err(WriteError::Output)?;
-            let mut tar = HashingWriter::new(encoder);
-            stream(set, options, &mut tar)?;
-            let (diff_id, _, encoder) = tar.finish();
-            encoder.finish().map_err(WriteError::Output)?;
-            Some(oci_digest(&diff_id))
-        }
+        Compression::Gzip => Some(compressed(
+            set,
+            options,
+            Compressor::gzip(&mut blob, &GZIP_HEADER, GZIP_LEVEL),
+        )?),
+        Compression::Zstd => Some(compressed(
+            set,
+            options,
+            Compressor::zstd(&mut blob, ZSTD_LEVEL, false, None),
+        )?),
     };
     blob.flush().map_err(WriteError::Output)?;
     let (digest, size, _) = blob.finish();
@@ -166,6 +162,19 @@ pub fn write_layer(
         digest,
         size,
     })
+}
+
+/// Streams `set` through `compressor`; returns the diff_id.
+fn compressed<W: Write>(
+    set: &ChangeSet,
+    options: &WriteOptions,
+    compressor: io::Result<Compressor<W>>,
+) -> Result<String, WriteError> {
+    let mut tar = HashingWriter::new(compressor.map_err(WriteError::Output)?);
+    stream(set, options, &mut tar)?;
+    let (diff_id, _, compressor) = tar.finish();
+    compressor.finish().map_err(WriteError::Output)?;
+    Ok(oci_digest(&diff_id))
 }
 
 /// The tar stream of `set` into `tar` in fixed chunks, overlapped with its consumer unless

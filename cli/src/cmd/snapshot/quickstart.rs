@@ -97,6 +97,8 @@ impl Quickstart {
         let base_import = steps.run("import", || {
             let options = ImportOptions {
                 name: Some(BASE.to_owned()),
+                // Strata's writer made the blob; export rebuilds it byte for byte.
+                blob_policy: Some(strata_layer_store::BlobPolicy::Reproducible),
                 ..ImportOptions::default()
             };
             let report = store.import(&layer, &options)?;
