@@ -265,18 +265,6 @@ fn snapshot_primitives_live_under_snapshot_and_keep_their_old_names() {
     ok(&root, &["snapshot", "rm", &key]);
 }
 
-/// Unmounts `target` when dropped, so a failing test leaves no mount behind.
-struct Unmount<'a>(&'a Path);
-
-impl Drop for Unmount<'_> {
-    fn drop(&mut self) {
-        while strata_cow::unmount(self.0).is_ok() {}
-        // Busy (something else on the machine looking into it): detach it, so that no test
-        // leaves a mount behind.
-        let _ = rustix::mount::unmount(self.0, rustix::mount::UnmountFlags::DETACH);
-    }
-}
-
 #[test]
 fn a_mounted_snapshot_is_neither_mounted_again_nor_removed_without_force() {
     if !can_mount() {
@@ -287,8 +275,8 @@ fn a_mounted_snapshot_is_neither_mounted_again_nor_removed_without_force() {
     let (first, second) = (tmp.path().join("m1"), tmp.path().join("m2"));
     fs::create_dir(&first).unwrap();
     fs::create_dir(&second).unwrap();
-    let _first = Unmount(&first);
-    let _second = Unmount(&second);
+    let _first = strata_testkit::Unmount(&first);
+    let _second = strata_testkit::Unmount(&second);
     ok(&root, &["snapshot", "prepare", "base-work"]);
     ok(&root, &["snapshot", "commit", "base", "base-work"]);
     ok(&root, &["snapshot", "prepare", "c1", "base"]);
@@ -331,7 +319,7 @@ fn commit_takes_the_container_then_the_image_as_docker_does() {
     let target = tmp.path().join("mnt");
     fs::create_dir(&target).unwrap();
     {
-        let _mounted = Unmount(&target);
+        let _mounted = strata_testkit::Unmount(&target);
         ok(&root, &["snapshot", "mount", "c1", path(&target)]);
         fs::write(target.join("made-here"), "x").unwrap();
     }

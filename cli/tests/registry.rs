@@ -475,3 +475,121 @@ fn a_pull_killed_mid_blob_resumes_where_it_stopped() -> anyhow::Result<()> {
     assert_eq!(report["bytes_fetched"].as_u64(), Some(size - kept));
     Ok(())
 }
+
+/// The digests of every blob of the manifest `manifest` (config, then layers), and the
+/// manifest's own.
+fn blob_digests(manifest: &[u8]) -> Vec<String> {
+    let parsed: serde_json::Value = serde_json::from_slice(manifest).unwrap();
+    let layers = parsed["layers"].as_array().unwrap().iter();
+    std::iter::once(&parsed["config"])
+        .chain(layers)
+        .map(|d| d["digest"].as_str().unwrap().to_owned())
+        .chain([Sha256::of(manifest).to_string()])
+        .collect()
+}
+
+/// Upload requests (not mounts) the registry saw for repository `repo`.
+fn uploads(registry: &Registry, repo: &str) -> Vec<String> {
+    let path = format!("/v2/{repo}/blobs/uploads/");
+    let log = registry.log();
+    log.lines()
+        .filter(|l| l.contains(&path) && !l.contains("mount="))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_go_compressed_image_keeps_every_digest_through_pull_export_push_and_commit()
+-> anyhow::Result<()> {
+    if !(strata_testkit::peer("docker-registry", "docker-registry")
+        && strata_testkit::peer("skopeo", "skopeo")
+        && strata_testkit::peer("busybox", "busybox-static")
+        && strata_testkit::can_mount())
+    {
+        return Ok(());
+    }
+    let registry = Registry::start(server::Access::Open);
+    let tmp = tempfile::tempdir()?;
+    let layout = tmp.path().join("layout");
+    strata_testkit::busybox::busybox_layout_uncompressed(&layout);
+    // skopeo gzips the plain layer as it pushes: Go's compressor, which Strata cannot redo.
+    let go = registry.reference("go/busybox:1");
+    let status = Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:busybox", layout.display()))
+        .arg(format!("docker://{go}"))
+        .status()?;
+    anyhow::ensure!(status.success(), "skopeo copy failed");
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{go}"))
+        .output()?;
+    anyhow::ensure!(raw.status.success(), "skopeo inspect failed");
+    let manifest = raw.stdout;
+    let manifest_digest = Sha256::of(&manifest).to_string();
+    assert!(
+        String::from_utf8_lossy(&manifest).contains("tar+gzip"),
+        "skopeo did not compress"
+    );
+
+    // Pull, then export: exactly the registry's manifest, config and layer blobs.
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let pulled = ok_json(&a, &["pull", &go])?;
+    assert_eq!(pulled["image"], manifest_digest.as_str());
+    let exported = tmp.path().join("exported");
+    ok_json(&a, &["export", &go, "-o", exported.to_str().unwrap()])?;
+    for digest in blob_digests(&manifest) {
+        let ours = fs::read(exported.join("blobs/sha256").join(&digest[7..]))?;
+        assert!(
+            ours == fs::read(registry.blob_path(&digest))?,
+            "export changed {digest}"
+        );
+    }
+    let images = String::from_utf8(strata(&a, &["images", "--digests"]).stdout)?;
+    assert!(images.contains(&manifest_digest), "{images}");
+
+    // Push to another repository: every blob mounted, none uploaded; then again: nothing.
+    let mirror = registry.reference("mirror/busybox:1");
+    let pushed = ok_json(&a, &["push", &go, &mirror])?;
+    assert_eq!(pushed["manifest"], manifest_digest.as_str());
+    let outcomes: Vec<&str> = pushed["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["mounted", "mounted"], "{pushed}");
+    assert_eq!(uploads(&registry, "mirror/busybox"), Vec::<String>::new());
+    let again = ok_json(&a, &["push", &go, &mirror])?;
+    assert_eq!(again["bytes_uploaded"], 0, "{again}");
+    assert_eq!(again["manifest_uploaded"], false, "{again}");
+
+    // A container's changes as an image: pushed, pulled into a second store, the same id.
+    ok_json(&a, &["rootfs", &go, "c1"])?;
+    let target = tmp.path().join("mnt");
+    fs::create_dir(&target)?;
+    {
+        let _mounted = strata_testkit::Unmount(&target);
+        ok_json(&a, &["snapshot", "mount", "c1", target.to_str().unwrap()])?;
+        let text: String = (0..30_000).map(|i| format!("entry {i}\n")).collect();
+        fs::write(target.join("tmp/log"), text)?;
+    }
+    let committed = strata(&a, &["commit", "c1", "app"]);
+    assert!(committed.status.success(), "{committed:?}");
+    let id = String::from_utf8(committed.stdout)?.trim().to_owned();
+    let app = registry.reference("go/app:1");
+    let pushed = ok_json(&a, &["push", "app", &app])?;
+    assert_eq!(pushed["manifest"], id.as_str(), "{pushed}");
+    let pulled = ok_json(&b, &["pull", &app])?;
+    assert_eq!(pulled["image"], id.as_str());
+    for (root, name) in [(&a, "app"), (&b, app.as_str())] {
+        let history = ok_json(root, &["history", name])?;
+        let newest = history.as_array().unwrap().last().unwrap().clone();
+        assert!(
+            newest["created_by"].as_str().unwrap().contains("commit"),
+            "{history}"
+        );
+        ok_json(root, &["fsck"])?;
+    }
+    Ok(())
+}

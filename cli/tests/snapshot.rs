@@ -128,13 +128,7 @@ fn mount_write_umount() {
     ok(&root, &["prepare", "base-a"]);
     ok(&root, &["mount", "base-a", target.to_str().unwrap()]);
     // Unmount even if an assertion below fails.
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = strata_cow::unmount(self.0);
-        }
-    }
-    let guard = Unmount(&target);
+    let guard = strata_testkit::Unmount(&target);
     std::fs::write(target.join("hello"), "world").unwrap();
     ok(&root, &["umount", target.to_str().unwrap()]);
     std::mem::forget(guard);
@@ -142,7 +136,7 @@ fn mount_write_umount() {
     ok(&root, &["commit", "base", "base-a"]);
     ok(&root, &["view", "v", "base"]);
     ok(&root, &["mount", "v", target.to_str().unwrap()]);
-    let guard = Unmount(&target);
+    let guard = strata_testkit::Unmount(&target);
     assert_eq!(
         std::fs::read_to_string(target.join("hello")).unwrap(),
         "world"
@@ -191,13 +185,7 @@ fn rootfs_on_an_imported_image() {
     let target = dir.path().join("mnt");
     std::fs::create_dir(&target).unwrap();
     ok(&root, &["mount", "c1", target.to_str().unwrap()]);
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = strata_cow::unmount(self.0);
-        }
-    }
-    let _guard = Unmount(&target);
+    let _guard = strata_testkit::Unmount(&target);
     assert_eq!(
         std::fs::read(target.join("hello.txt")).unwrap(),
         b"from the image"
@@ -253,13 +241,7 @@ fn commit_image_exports_what_the_container_sees() {
     let target = dir.path().join("mnt");
     std::fs::create_dir(&target).unwrap();
     ok(&root, &["mount", "c1", &path(&target)]);
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = strata_cow::unmount(self.0);
-        }
-    }
-    let guard = Unmount(&target);
+    let guard = strata_testkit::Unmount(&target);
     std::fs::remove_file(target.join("hello.txt")).unwrap();
     std::fs::create_dir(target.join("etc")).unwrap();
     std::fs::write(target.join("etc/motd"), "made in a container\n").unwrap();
@@ -290,7 +272,7 @@ fn commit_image_exports_what_the_container_sees() {
 
     ok(&root, &["view", "v", "c1-done"]);
     ok(&root, &["mount", "v", &path(&target)]);
-    let _guard = Unmount(&target);
+    let _guard = strata_testkit::Unmount(&target);
     let seen = tree(&target);
     assert!(seen.contains_key("etc/motd") && !seen.contains_key("hello.txt"));
     assert_eq!(tree(&bundle.join("rootfs")), seen);

@@ -6,8 +6,8 @@
 //! diff_id), several at once, each streamed into the store's verifying import while a copy of
 //! the bytes goes to `tmp/pull/<digest>`, so an interrupted pull resumes from there with an
 //! HTTP range request; the image becomes visible in one commit, or not at all. A push uploads
-//! only the blobs the registry lacks (mounting them from another repository when told where to
-//! look), each streamed from the store's bit-exact export through a bounded buffer, never whole
+//! only the blobs the registry lacks (mounting them from another repository of the registry
+//! that an image of the store was pulled from or tagged for, or that the caller names), each streamed from the store's bit-exact export through a bounded buffer, never whole
 //! in memory.
 //!
 //! A registry on this machine (`localhost`, 127.0.0.0/8, `[::1]`) is spoken to in plain HTTP,
@@ -67,6 +67,7 @@ mod fetch;
 mod pull;
 mod push;
 mod session;
+mod sources;
 mod task;
 mod upload;
 

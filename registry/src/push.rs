@@ -1,19 +1,21 @@
-//! A push: upload the blobs the registry lacks (asking first, mounting from another
-//! repository when told where to look), several at once, then the config and the manifest.
+//! A push: upload the blobs the registry lacks (asking first, then mounting from another
+//! repository of the registry that has them, see [`MountSources`]), several at once, then the
+//! config and the manifest, unless the tag already names that manifest.
 //! Blobs stream from the store's bit-exact export (see `upload`), so they hash to the digests
 //! the image was pulled or imported with.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use oci_client::RegistryOperation;
 use oci_client::manifest::OCI_IMAGE_MEDIA_TYPE;
-use oci_client::{Reference, RegistryOperation};
 use serde::Serialize;
 use strata_layer_store::digest::Sha256;
 use strata_layer_store::{Progress, Store};
 use tokio::task::JoinSet;
 
 use crate::session::Session;
+use crate::sources::MountSources;
 use crate::task;
 use crate::upload::{self, UploadedBlob};
 use crate::{Connection, RegistryError};
@@ -25,7 +27,8 @@ pub struct PushOptions {
     pub connection: Connection,
     /// Blobs uploaded at once (at least 1).
     pub jobs: usize,
-    /// A repository of the same registry to mount missing blobs from before uploading them.
+    /// A repository of the same registry to mount missing blobs from before uploading them,
+    /// tried before the repositories the store's image names point to.
     pub mount_from: Option<String>,
     /// Where to report progress: the layer blobs' bytes, counted as they are sent (a blob the
     /// registry has, or mounts, counts at once).
@@ -49,7 +52,7 @@ impl Default for PushOptions {
 pub enum BlobOutcome {
     /// The registry already had it.
     Present,
-    /// Mounted from [`PushOptions::mount_from`].
+    /// Mounted from another repository of the registry.
     Mounted,
     /// Uploaded.
     Uploaded,
@@ -77,6 +80,8 @@ pub struct PushReport {
     pub blobs: Vec<PushedBlob>,
     /// Bytes uploaded (blobs and manifest).
     pub bytes_uploaded: u64,
+    /// Whether the manifest was uploaded: not when the tag already named it.
+    pub manifest_uploaded: bool,
 }
 
 /// Pushes image `name` of `store` to `reference`: see [`Client::push`](crate::Client::push).
@@ -103,13 +108,13 @@ pub(crate) async fn push(
         .map(|i| manifest["layers"][i]["digest"].as_str().map(str::to_owned))
         .collect::<Option<_>>()
         .ok_or_else(|| bad("a layer descriptor has no digest".to_owned()))?;
-    let mount = options.mount_from.as_ref().map(|repo| {
-        Reference::with_tag(
-            session.reference.registry().to_owned(),
-            repo.clone(),
-            "latest".to_owned(),
-        )
-    });
+    let (reader, target, named) = (
+        store.clone(),
+        session.reference.clone(),
+        options.mount_from.clone(),
+    );
+    let sources =
+        task::blocking(move || MountSources::find(&reader, &target, named.as_deref())).await??;
     if let Some(progress) = &options.progress {
         let sizes = (0..image.layers.len()).filter_map(|i| manifest["layers"][i]["size"].as_u64());
         progress.start(sizes.sum());
@@ -119,12 +124,12 @@ pub(crate) async fn push(
         session: session.clone(),
         diff_ids: image.layers.clone(),
         described: described.clone(),
-        mount,
+        sources,
         progress: options.progress.clone(),
     });
-    let layers = push_layers(&layers, options.jobs).await?;
+    let pushed = push_layers(&layers, options.jobs).await?;
     let mut blobs = Vec::new();
-    for (i, blob) in layers.into_iter().enumerate() {
+    for (i, blob) in pushed.into_iter().enumerate() {
         // An export that could not reproduce the imported compression is a new blob.
         if blob.digest != described[i] {
             manifest["layers"][i]["digest"] = blob.digest.clone().into();
@@ -133,15 +138,16 @@ pub(crate) async fn push(
         blobs.push(blob);
     }
     let config_digest = Sha256::of(&image.config).to_string();
-    let outcome = if blob_present(&session, &config_digest).await? {
-        BlobOutcome::Present
-    } else {
-        session
-            .client
-            .push_blob(&session.reference, image.config.clone(), &config_digest)
-            .await
-            .map_err(session.fail(format!("upload {config_digest}")))?;
-        BlobOutcome::Uploaded
+    let outcome = match present_or_mounted(&session, &layers.sources, &config_digest).await? {
+        Some(outcome) => outcome,
+        None => {
+            session
+                .client
+                .push_blob(&session.reference, image.config.clone(), &config_digest)
+                .await
+                .map_err(session.fail(format!("upload {config_digest}")))?;
+            BlobOutcome::Uploaded
+        }
     };
     blobs.push(PushedBlob {
         digest: config_digest,
@@ -159,16 +165,29 @@ pub(crate) async fn push(
         .unwrap_or(OCI_IMAGE_MEDIA_TYPE)
         .parse()
         .map_err(|_| bad("media type is not a header value".to_owned()))?;
-    let manifest_len = manifest_bytes.len() as u64;
     let manifest_digest = Sha256::of(&manifest_bytes).to_string();
-    session
+    // A tag that names this manifest already: nothing to send (any failure to ask means send).
+    let tagged = session
         .client
-        .push_manifest_raw(&session.reference, manifest_bytes, media_type)
+        .fetch_manifest_digest(&session.reference, &session.auth)
         .await
-        .map_err(session.fail("manifest upload"))?;
+        .is_ok_and(|digest| digest == manifest_digest);
+    let manifest_len = if tagged {
+        0
+    } else {
+        manifest_bytes.len() as u64
+    };
+    if !tagged {
+        session
+            .client
+            .push_manifest_raw(&session.reference, manifest_bytes, media_type)
+            .await
+            .map_err(session.fail("manifest upload"))?;
+    }
     Ok(PushReport {
         reference: session.name.clone(),
         manifest: manifest_digest,
+        manifest_uploaded: !tagged,
         bytes_uploaded: manifest_len
             + blobs
                 .iter()
@@ -188,7 +207,7 @@ struct Layers {
     /// The blob digest each layer's manifest descriptor names.
     described: Vec<String>,
     /// Where to mount missing blobs from.
-    mount: Option<Reference>,
+    sources: MountSources,
     progress: Option<Arc<dyn Progress + Send>>,
 }
 
@@ -199,6 +218,29 @@ async fn blob_present(session: &Session, digest: &str) -> Result<bool, RegistryE
         .blob_exists(&session.reference, digest)
         .await
         .map_err(session.fail(format!("HEAD {digest}")))
+}
+
+/// Whether the target repository has blob `digest` already, or now by a mount from one of
+/// `sources`; `None` when it must be uploaded.
+async fn present_or_mounted(
+    session: &Session,
+    sources: &MountSources,
+    digest: &str,
+) -> Result<Option<BlobOutcome>, RegistryError> {
+    if blob_present(session, digest).await? {
+        return Ok(Some(BlobOutcome::Present));
+    }
+    for source in sources.of(digest) {
+        let mounted = session
+            .client
+            .mount_blob(&session.reference, source, digest)
+            .await;
+        // A registry that cannot mount answers with an upload session instead: try the next.
+        if mounted.is_ok() && blob_present(session, digest).await? {
+            return Ok(Some(BlobOutcome::Mounted));
+        }
+    }
+    Ok(None)
 }
 
 /// Pushes each layer with up to `jobs` tasks; returns each blob, in order. The first error
@@ -246,18 +288,8 @@ async fn push_layer(layers: &Layers, i: usize) -> Result<PushedBlob, RegistryErr
             outcome,
         })
     };
-    if blob_present(session, described).await? {
-        return done(BlobOutcome::Present);
-    }
-    if let Some(source) = &layers.mount {
-        let mounted = session
-            .client
-            .mount_blob(&session.reference, source, described)
-            .await;
-        // A registry that cannot mount answers with an upload session instead: upload.
-        if mounted.is_ok() && blob_present(session, described).await? {
-            return done(BlobOutcome::Mounted);
-        }
+    if let Some(outcome) = present_or_mounted(session, &layers.sources, described).await? {
+        return done(outcome);
     }
     let UploadedBlob { digest, size } = upload::upload_layer(
         &layers.store,

@@ -15,9 +15,24 @@ const APPLETS: [&str; 5] = ["sh", "echo", "cat", "ls", "true"];
 ///
 /// Callers check `peer("busybox", "busybox-static")` first.
 pub fn busybox_layout(dir: &Path) -> String {
+    layout(dir, true)
+}
+
+/// [`busybox_layout`] with its layer an uncompressed tar, which a registry client (skopeo, a
+/// Go tool) compresses itself when it pushes the image.
+pub fn busybox_layout_uncompressed(dir: &Path) -> String {
+    layout(dir, false)
+}
+
+/// The busybox layout at `dir`, its layer gzipped or not; returns the manifest digest.
+fn layout(dir: &Path, compressed: bool) -> String {
     let tar = rootfs_tar();
     let diff_id = sha256(&tar);
-    let layer = gzip(&tar);
+    let (layer, media_type) = if compressed {
+        (gzip(&tar), "application/vnd.oci.image.layer.v1.tar+gzip")
+    } else {
+        (tar, "application/vnd.oci.image.layer.v1.tar")
+    };
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
         "os": "linux",
@@ -34,7 +49,7 @@ pub fn busybox_layout(dir: &Path) -> String {
             "size": config.len(),
         },
         "layers": [{
-            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "mediaType": media_type,
             "digest": sha256(&layer),
             "size": layer.len(),
         }],

@@ -108,3 +108,16 @@ pub fn flip_bytes(file: &std::path::Path, seed: u64) {
     }
     std::fs::write(file, data).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
 }
+
+/// Unmounts the path it holds when dropped, every mount stacked there, so a failing test leaves
+/// no mount behind.
+pub struct Unmount<'a>(pub &'a Path);
+
+impl Drop for Unmount<'_> {
+    fn drop(&mut self) {
+        use rustix::mount::{UnmountFlags, unmount};
+        while unmount(self.0, UnmountFlags::empty()).is_ok() {}
+        // Busy (something else on the machine looking into it): detach it.
+        let _ = unmount(self.0, UnmountFlags::DETACH);
+    }
+}

@@ -25,11 +25,53 @@ fn push_mounts_blobs_from_another_repository() {
     let two = world.reference("two:1");
     let report = world.source.push("one", &two, &options).unwrap();
     let outcomes: Vec<BlobOutcome> = report.blobs.iter().map(|b| b.outcome).collect();
-    // Layers mounted; the config is uploaded (it is small and not mounted).
-    assert_eq!(outcomes[..2], [BlobOutcome::Mounted, BlobOutcome::Mounted]);
+    // The layers and the config.
+    assert_eq!(outcomes, [BlobOutcome::Mounted; 3]);
+    assert_eq!(
+        report.bytes_uploaded,
+        image.manifest.len() as u64,
+        "only the manifest"
+    );
     let fresh = world.store("fresh");
     fresh.pull(&two, &pull_options()).unwrap();
     assert_exports(&fresh, &two, &image);
+}
+
+#[test]
+fn an_image_pulled_from_one_repository_is_mounted_into_another_and_pushed_once() {
+    if !strata_testkit::peer("docker-registry", "docker-registry") {
+        return;
+    }
+    let world = World::new();
+    let image = base_image();
+    let one = world.publish(&image, "one");
+    // Another store pulls it: the image's name says where its blobs are.
+    let puller = world.store("puller");
+    puller.pull(&one, &pull_options()).unwrap();
+    let two = world.reference("two:1");
+    let report = puller.push(&one, &two, &push_options()).unwrap();
+    let outcomes: Vec<BlobOutcome> = report.blobs.iter().map(|b| b.outcome).collect();
+    assert_eq!(outcomes, [BlobOutcome::Mounted; 3], "{report:?}");
+    assert_eq!(report.manifest, image.manifest_digest());
+    assert!(report.manifest_uploaded);
+    // Again: the tag names that manifest already, so nothing at all is sent.
+    let again = puller.push(&one, &two, &push_options()).unwrap();
+    assert!(
+        again
+            .blobs
+            .iter()
+            .all(|b| b.outcome == BlobOutcome::Present),
+        "{again:?}"
+    );
+    assert!(!again.manifest_uploaded);
+    assert_eq!(again.bytes_uploaded, 0);
+    let uploads = world
+        .registry
+        .log()
+        .lines()
+        .filter(|l| l.contains("/v2/two/blobs/uploads/") && !l.contains("mount="))
+        .count();
+    assert_eq!(uploads, 0, "{}", world.registry.log());
 }
 
 #[test]
