@@ -36,6 +36,8 @@ pub enum BlobPolicy {
 
 /// Name of the blob a staged layer keeps, inside its staging dir.
 pub(crate) const STAGED_BLOB: &str = "blob";
+/// The read size when a kept blob is copied out.
+const COPY_CHUNK: usize = 1 << 20;
 
 /// Whether export rebuilds a blob of this compression byte for byte for certain: a plain tar.
 pub(crate) fn reproducible(compression: &Compression) -> bool {
@@ -112,7 +114,16 @@ impl Store {
         out: impl Write,
     ) -> Result<(Sha256, u64), StoreError> {
         let mut hashing = HashingWriter::new(out);
-        io::copy(&mut File::open(path).at(path)?, &mut hashing).at(path)?;
+        let mut file = File::open(path).at(path)?;
+        // Large reads: `io::copy` through a writer that is not a file moves 8 KiB at a time.
+        let mut buf = vec![0; COPY_CHUNK];
+        loop {
+            let n = file.read(&mut buf).at(path)?;
+            if n == 0 {
+                break;
+            }
+            hashing.write_all(&buf[..n]).at(path)?;
+        }
         let (found, size, mut out) = hashing.finish();
         out.flush().at(path)?;
         if Sha256(found) != *digest {
