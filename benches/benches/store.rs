@@ -153,7 +153,11 @@ fn export(c: &mut Criterion) {
         let report = store.import(&path, &Default::default()).unwrap();
         let record = store.layer_record(&report.layers[0].id).unwrap();
         group.bench_function(BenchmarkId::new("strata", name), |b| {
-            b.iter(|| store.write_layer_blob(&record, std::io::sink()).unwrap())
+            b.iter(|| {
+                store
+                    .write_layer_blob(&record, &record.blob_digest, std::io::sink())
+                    .unwrap()
+            })
         });
         group.bench_function(BenchmarkId::new("compress-from-memory", name), |b| {
             b.iter(|| {

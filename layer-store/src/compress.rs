@@ -148,6 +148,16 @@ fn gzip_header_len(data: &[u8]) -> Option<usize> {
     (at <= data.len()).then_some(at)
 }
 
+/// Whether the import found settings expected to rebuild a blob of `compression` (a plain tar
+/// needs none). Export still hashes what it writes: a probe's match is not proof.
+pub(crate) fn settings_found(compression: &Compression) -> bool {
+    match compression {
+        Compression::None => true,
+        Compression::Gzip { level, .. } => level.is_some(),
+        Compression::Zstd { level, .. } => level.is_some(),
+    }
+}
+
 /// A compressor for a blob of `compression` holding `raw_len` uncompressed bytes. Settings
 /// that were not reproducible get what Strata writes itself (see [`strata_diff::compress`]).
 pub(crate) fn compressor<W: Write>(

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::compress::compressor;
+use crate::compress::{self, compressor};
 use crate::digest::{HashingWriter, Sha256};
 use crate::error::{IoContext, StoreError};
 use crate::progress::{Progress, Reporting};
@@ -76,14 +76,29 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the layer blob of `record` as imported to `out`: the kept blob when the store
-    /// keeps it, else rebuilt and compressed as imported. Returns its digest and size.
+    /// Writes blob `blob` of layer `record` (the digest an image's manifest names for it) to
+    /// `out`: the kept blob of that digest when the store keeps it, else the layer rebuilt and
+    /// compressed as imported. Returns the digest and size of what it wrote, which differ from
+    /// `blob` only when neither reproduces it.
     pub fn write_layer_blob(
         &self,
         record: &LayerRecord,
+        blob: &Sha256,
         out: impl Write,
     ) -> Result<(Sha256, u64), StoreError> {
-        self.write_blob_reporting(record, &record.blob_digest, out, None)
+        self.write_blob_reporting(record, blob, out, None)
+    }
+
+    /// The size of blob `blob` of layer `record` when [`write_layer_blob`](Store::write_layer_blob)
+    /// writes it byte for byte (a kept blob, a plain tar, or the blob the layer was imported
+    /// from), so a caller can announce digest and size before writing; `None` when it would
+    /// only know them after (a blob of another tool that the store does not keep).
+    pub fn layer_blob_size(&self, record: &LayerRecord, blob: &Sha256) -> Option<u64> {
+        if let Some(kept) = self.kept_blob(blob) {
+            return std::fs::metadata(kept).ok().map(|m| m.len());
+        }
+        let rebuilt = *blob == record.blob_digest && compress::settings_found(&record.compression);
+        rebuilt.then_some(record.blob_size)
     }
 
     /// [`write_layer_blob`](Store::write_layer_blob) for the blob `wanted` (the digest an

@@ -101,13 +101,13 @@ pub(crate) async fn fetch_layer(
 }
 
 /// Opens and locks the partial download of `blob`, waiting for another pull that holds it;
-/// `None` once the layer is in the store (that pull committed it).
+/// `None` once the layer is in the store from this blob (that pull committed it).
 fn lock(pull: &Pull, blob: &LayerBlob) -> Result<Option<Partial>, RegistryError> {
     let fail = |e: StoreError| layer_err(pull, blob, e);
     let dir = pull.store.scratch_dir("pull").map_err(fail)?;
     let path = dir.join(blob.digest.hex());
     let file = lock_partial(&path).map_err(|e| fail(io_at(&path, e)))?;
-    if pull.store.has_layer(&blob.diff_id)? {
+    if pull.store.has_layer_blob(&blob.diff_id, &blob.digest)? {
         return Ok(None);
     }
     let mut have = file.metadata().map_err(|e| fail(io_at(&path, e)))?.len();

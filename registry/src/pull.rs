@@ -152,7 +152,9 @@ pub(crate) async fn pull(
         let mut missing: Vec<usize> = Vec::new();
         for (i, blob) in blobs.iter().enumerate() {
             let repeated = missing.iter().any(|&j| blobs[j].diff_id == blob.diff_id);
-            if !repeated && !store.has_layer(&blob.diff_id)? {
+            // A layer the store has from another blob is fetched again when the store keeps
+            // blobs: that blob is what the image's export and push must write.
+            if !repeated && !store.has_layer_blob(&blob.diff_id, &blob.digest)? {
                 missing.push(i);
             }
         }

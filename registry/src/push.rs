@@ -291,10 +291,16 @@ async fn push_layer(layers: &Layers, i: usize) -> Result<PushedBlob, RegistryErr
     if let Some(outcome) = present_or_mounted(session, &layers.sources, described).await? {
         return done(outcome);
     }
+    let blob = described.parse().map_err(|_| RegistryError::BadDocument {
+        reference: session.name.clone(),
+        digest: described.clone(),
+        reason: "a layer descriptor's digest is not sha256".to_owned(),
+    })?;
     let UploadedBlob { digest, size } = upload::upload_layer(
         &layers.store,
         session,
         record.clone(),
+        blob,
         layers.progress.clone(),
     )
     .await?;

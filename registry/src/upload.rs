@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use oci_client::errors::OciDistributionError;
 use strata_layer_store::digest::Sha256;
-use strata_layer_store::record::{Compression, LayerRecord};
+use strata_layer_store::record::LayerRecord;
 use strata_layer_store::{Progress, Store, StoreError};
 use tokio::sync::mpsc;
 
@@ -34,34 +34,35 @@ pub(crate) struct UploadedBlob {
     pub size: u64,
 }
 
-/// Uploads the blob the export of `store` writes for `record`.
+/// Uploads blob `blob` of layer `record`, as the export of `store` writes it.
 pub(crate) async fn upload_layer(
     store: &Arc<Store>,
     session: &Session,
     record: LayerRecord,
+    blob: Sha256,
     progress: Option<Arc<dyn Progress + Send>>,
 ) -> Result<UploadedBlob, RegistryError> {
     let record = Arc::new(record);
-    if reproducible(&record.compression) {
-        let (digest, size) = (record.blob_digest, record.blob_size);
+    if let Some(size) = store.layer_blob_size(&record, &blob) {
+        // Digest and size known up front: stream straight from the export.
         let (store, record) = (store.clone(), record.clone());
-        let (exported, sent) = upload(session, &digest, size, progress.clone(), move |out| {
-            store.write_layer_blob(&record, out)
+        let (exported, sent) = upload(session, &blob, size, progress.clone(), move |out| {
+            store.write_layer_blob(&record, &blob, out)
         })
         .await?;
         let exported = exported?;
-        if exported == (digest, size) {
+        if exported == (blob, size) {
             sent?;
-            return Ok(UploadedBlob { digest, size });
+            return Ok(UploadedBlob { digest: blob, size });
         }
         // The registry refused bytes that did not hash to the digest asked for.
-        tracing::debug!(digest = %digest, "export did not reproduce the blob; staging it");
+        tracing::debug!(digest = %blob, "export did not reproduce the blob; staging it");
     }
     let exporter = store.clone();
     let (mut file, digest, size) = task::blocking(move || {
         let tmp = exporter.scratch_dir("push")?;
         let mut file = tempfile::tempfile_in(&tmp).map_err(|e| io_at(&tmp, e))?;
-        let (digest, size) = exporter.write_layer_blob(&record, &mut file)?;
+        let (digest, size) = exporter.write_layer_blob(&record, &blob, &mut file)?;
         file.rewind().map_err(|e| io_at(&tmp, e))?;
         Ok::<_, StoreError>((file, digest, size))
     })
@@ -81,15 +82,6 @@ fn io_at(path: &Path, source: io::Error) -> StoreError {
     StoreError::Io {
         path: path.to_owned(),
         source,
-    }
-}
-
-/// Whether the export is expected to reproduce a blob of `compression` bit for bit.
-fn reproducible(compression: &Compression) -> bool {
-    match compression {
-        Compression::None => true,
-        Compression::Gzip { level, .. } => level.is_some(),
-        Compression::Zstd { level, .. } => level.is_some(),
     }
 }
 

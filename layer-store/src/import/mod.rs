@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::blobs::BlobPolicy;
 use crate::compress::{self, Format};
 use crate::db::{IMAGES, LAYERS, names};
-use crate::digest::Sha256;
+use crate::digest::{Digest, Sha256};
 use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
 use crate::limits::Limits;
@@ -295,7 +295,8 @@ impl Store {
         }
         let _lock = self.lock(LockMode::Shared)?;
         let plan = plan(source, options.name.as_deref(), &options.limits)?;
-        let present = self.present_layers(&plan)?;
+        let policy = options.blob_policy.unwrap_or(self.blob_policy());
+        let present = self.present_layers(&plan, policy)?;
         if let Some(progress) = options.progress {
             let total = plan
                 .layers
@@ -315,7 +316,6 @@ impl Store {
                     return Ok(None);
                 }
                 let reader = plan.blobs.open(&expected.blob)?;
-                let policy = options.blob_policy.unwrap_or(self.blob_policy());
                 self.stage_layer(reader, expected, &options.limits, policy, options.progress)
                     .map(Some)
             })
@@ -348,8 +348,8 @@ impl Store {
     /// objects, and importing the image again is how they come back. Objects leave the store
     /// otherwise only with their layer (GC), so the objects are checked only while
     /// `quarantine/` holds something.
-    fn present_layers(&self, plan: &Plan) -> Result<Vec<bool>, StoreError> {
-        let recorded = self.recorded_layers(plan)?;
+    fn present_layers(&self, plan: &Plan, policy: BlobPolicy) -> Result<Vec<bool>, StoreError> {
+        let recorded = self.recorded_layers(plan, policy)?;
         let quarantine = self.root().join("quarantine");
         let repaired = fs::read_dir(&quarantine).at(&quarantine)?.next().is_some();
         if !repaired {
@@ -369,9 +369,10 @@ impl Store {
             .collect()
     }
 
-    /// Which of the plan's layers the database has a row for.
-    fn recorded_layers(&self, plan: &Plan) -> Result<Vec<bool>, StoreError> {
-        self.db.read(|tx| {
+    /// Which of the plan's layers the database has a row for, from the plan's very blob when
+    /// `policy` keeps blobs (see [`Store::has_layer_blob`]).
+    fn recorded_layers(&self, plan: &Plan, policy: BlobPolicy) -> Result<Vec<bool>, StoreError> {
+        let recorded: Vec<bool> = self.db.read(|tx| {
             plan.layers
                 .iter()
                 .map(|l| match l.diff_id {
@@ -379,7 +380,17 @@ impl Store {
                     None => Ok(false),
                 })
                 .collect()
-        })
+        })?;
+        plan.layers
+            .iter()
+            .zip(recorded)
+            .map(|(layer, recorded)| match (layer.diff_id, &layer.digest) {
+                (Some(diff_id), Some(Digest::Sha256(digest))) if recorded => {
+                    self.has_layer_blob_under(&diff_id, digest, policy)
+                }
+                _ => Ok(recorded),
+            })
+            .collect()
     }
 
     /// Publishes staged layers (with their stub trees when `tree` asks) and names the image:

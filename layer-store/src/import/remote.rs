@@ -10,8 +10,9 @@ use std::path::PathBuf;
 
 use oci_spec::image::ImageManifest;
 
+use crate::blobs::BlobPolicy;
 use crate::digest::{Digest, Sha256};
-use crate::error::StoreError;
+use crate::error::{IoContext, StoreError};
 use crate::import::layer::{Expected, Staged};
 use crate::import::source::{Blobs, Plan, diff_ids, parse_json};
 use crate::import::{ImportError, ImportOptions, ImportProgress, ImportReport, StagedTree};
@@ -60,6 +61,33 @@ impl Store {
     /// Whether the store holds the layer whose uncompressed tar hashes to `diff_id`.
     pub fn has_layer(&self, diff_id: &Sha256) -> Result<bool, StoreError> {
         Ok(self.layer_meta(&diff_id.hex())?.is_some())
+    }
+
+    /// Whether the store has layer `diff_id` and can also write it as blob `digest` byte for
+    /// byte. Under [`BlobPolicy::Keep`] a layer the store holds from another blob (the same
+    /// tar compressed by another tool) is not enough: blob `digest` must be read again, to be
+    /// kept, or the export of an image naming it would rewrite its manifest.
+    pub fn has_layer_blob(&self, diff_id: &Sha256, digest: &Sha256) -> Result<bool, StoreError> {
+        self.has_layer_blob_under(diff_id, digest, self.blob_policy())
+    }
+
+    /// [`has_layer_blob`](Store::has_layer_blob) under `policy`.
+    pub(crate) fn has_layer_blob_under(
+        &self,
+        diff_id: &Sha256,
+        digest: &Sha256,
+        policy: BlobPolicy,
+    ) -> Result<bool, StoreError> {
+        if !self.has_layer(diff_id)? {
+            return Ok(false);
+        }
+        if policy != BlobPolicy::Keep || digest == diff_id || self.kept_blob(digest).is_some() {
+            return Ok(true);
+        }
+        // The blob the layer came from is kept (above) or rebuilt exactly (Strata's own).
+        let path = self.layer_dir(&diff_id.hex()).join("manifest");
+        let bytes = fs::read(&path).at(&path)?;
+        Ok(crate::record::decode_layer_blob_digest(&bytes)? == *digest)
     }
 
     /// Imports the layer blob read from `reader` (plain, gzip or zstd), verifying digest, size

@@ -185,3 +185,56 @@ fn export_reports_its_progress_in_tar_bytes() {
     assert_eq!(counted.total.load(Ordering::Relaxed), tars);
     assert_eq!(counted.done.load(Ordering::Relaxed), tars);
 }
+
+/// The same layers compressed by two tools: the store holds each layer once, keeps both blobs,
+/// and exports each image under its own digests. Under `BlobPolicy::Reproducible` the second
+/// image's layers are not read again.
+#[test]
+fn a_layer_held_from_another_blob_is_read_again_to_keep_this_one() -> anyhow::Result<()> {
+    use strata_layer_store::{BlobPolicy, ImportOptions};
+    let tmp = tempfile::tempdir()?;
+    let (zlib, gnu) = (
+        Image::new(&sample_layers(), Comp::Gzip),
+        Image::new(&sample_layers(), Comp::GzipCli),
+    );
+    assert_eq!(zlib.tars, gnu.tars);
+    assert_ne!(
+        zlib.blobs, gnu.blobs,
+        "GNU gzip wrote the same bytes as zlib-rs"
+    );
+    let (zlib_src, gnu_src) = (tmp.path().join("zlib"), tmp.path().join("gnu"));
+    zlib.write_oci(&zlib_src, "zlib");
+    gnu.write_oci(&gnu_src, "gnu");
+
+    let store = Store::open(tmp.path().join("store"))?;
+    import(&store, &zlib_src, "zlib")?;
+    let second = import(&store, &gnu_src, "gnu")?;
+    assert_eq!(second.objects_new, 0, "the files were stored again");
+    let kept = fs::read_dir(store.root().join("blobs/sha256"))?.count();
+    assert_eq!(
+        kept,
+        zlib.blobs.len() + gnu.blobs.len(),
+        "every layer blob of both kept"
+    );
+    for (image, name) in [(&zlib, "zlib"), (&gnu, "gnu")] {
+        let out = tmp.path().join(format!("out-{name}"));
+        let exported = store.export(name, &out)?;
+        assert_eq!(exported.manifest, image.manifest_digest(), "{name}");
+        for (i, layer) in exported.layers.iter().enumerate() {
+            assert!(
+                blob(&out, &layer.digest) == image.blobs[i],
+                "{name} layer {i}"
+            );
+        }
+    }
+
+    let lean = Store::open(tmp.path().join("lean"))?.with_blob_policy(BlobPolicy::Reproducible);
+    import(&lean, &zlib_src, "zlib")?;
+    let options = ImportOptions {
+        name: Some("gnu".into()),
+        ..Default::default()
+    };
+    let second = lean.import(&gnu_src, &options)?;
+    assert_eq!(second.blob_bytes, 0, "layers read again: {second:?}");
+    Ok(())
+}

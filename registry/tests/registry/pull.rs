@@ -8,6 +8,7 @@ use strata_layer_store::digest::Sha256;
 use strata_layer_store::{FsckOptions, StoreError};
 use strata_registry::{BlobOutcome, LayerFetch, PullOptions, PullProgress, RegistryError};
 
+use crate::fixtures::{Comp, Image};
 use crate::server::RangeStripper;
 use crate::{World, app_image, assert_exports, base_image, fixtures, pull_options, single};
 
@@ -52,6 +53,33 @@ fn push_then_pull_into_a_fresh_store_exports_the_same_bytes() {
         fs::read_dir(fresh.root().join("tmp/pull")).unwrap().count(),
         0
     );
+}
+
+#[test]
+fn a_layer_held_from_another_blob_is_fetched_again_to_keep_the_images_digests() {
+    if !strata_testkit::peer("docker-registry", "docker-registry") {
+        return;
+    }
+    // The same tar compressed by zlib-rs and by GNU gzip: one layer, two blobs.
+    let world = World::new();
+    let items = [crate::layer("same", 21, 300 << 10)];
+    let zlib = Image::new(&items, Comp::Gzip);
+    let gnu = Image::new(&items, Comp::GzipCli);
+    assert_ne!(zlib.blobs, gnu.blobs);
+    let zlib_ref = world.publish(&zlib, "zlib");
+    let gnu_ref = world.publish(&gnu, "gnu");
+
+    let target = world.store("target");
+    target.pull(&zlib_ref, &pull_options()).unwrap();
+    let report = target.pull(&gnu_ref, &pull_options()).unwrap();
+    assert_eq!(report.layers[0].fetch, LayerFetch::Fetched, "{report:?}");
+    assert_eq!(report.bytes_fetched, gnu.blobs[0].len() as u64);
+    assert_eq!(report.objects_new, 0, "the files were stored again");
+    assert_exports(&target, &zlib_ref, &zlib);
+    assert_exports(&target, &gnu_ref, &gnu);
+    // Pulled again, nothing moves.
+    let again = target.pull(&gnu_ref, &pull_options()).unwrap();
+    assert_eq!(again.bytes_fetched, 0);
 }
 
 #[test]
@@ -106,7 +134,7 @@ fn a_pull_reports_files_the_store_already_held_from_another_image() {
     let report = target.pull(&first, &pull_options()).unwrap();
     assert_eq!((report.objects_new, report.objects_existing), (2, 0));
     let report = target.pull(&second, &pull_options()).unwrap();
-    assert_eq!(report.layers[0].fetch, LayerFetch::Fetched);
+    assert_eq!(report.layers[0].fetch, LayerFetch::Fetched, "{report:?}");
     assert_eq!((report.objects_new, report.objects_existing), (1, 1));
 }
 
