@@ -51,16 +51,11 @@ fn source_store(tmp: &Path) -> anyhow::Result<std::path::PathBuf> {
 /// A gzip layer blob holding `name` with `len` bytes, and its diff_id.
 fn layer(name: &str, len: usize) -> (Vec<u8>, String) {
     let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_mode(0o644);
-    h.set_size(len as u64);
-    h.set_mtime(1_700_000_000);
-    b.append_data(&mut h, name, &data[..]).unwrap();
-    let tar = b.into_inner().unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-    gz.write_all(&tar).unwrap();
-    (gz.finish().unwrap(), Sha256::of(&tar).to_string())
+    let tar = strata_testkit::layer::files_tar(&[(name, &data)]);
+    (
+        strata_testkit::hostile::gzip(&tar),
+        Sha256::of(&tar).to_string(),
+    )
 }
 
 /// Writes the blobs of an image of two layers (files `base{variant}.txt`, `app{variant}.txt`)
@@ -412,14 +407,8 @@ fn a_pull_killed_mid_blob_resumes_where_it_stopped() -> anyhow::Result<()> {
             x as u8
         })
         .collect();
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_mode(0o644);
-    h.set_size(data.len() as u64);
-    b.append_data(&mut h, "noise.bin", &data[..])?;
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(1));
-    gz.write_all(&b.into_inner()?)?;
-    fs::write(&big, gz.finish()?)?;
+    let tar = strata_testkit::layer::files_tar(&[("noise.bin", &data)]);
+    fs::write(&big, strata_testkit::hostile::gzip(&tar))?;
     ok_json(&a, &["import", big.to_str().unwrap(), "--name", "big"])?;
     ok_json(
         &a,

@@ -1,7 +1,6 @@
 //! `strata import|export|images|layers|rmi|gc|fsck|du` through the built binary.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -12,18 +11,7 @@ use common::{ok_json, strata};
 
 /// A gzip layer tar of `files`.
 fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (path, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_mode(0o644);
-        h.set_size(data.len() as u64);
-        h.set_mtime(1_700_000_000);
-        b.append_data(&mut h, path, *data).unwrap();
-    }
-    let tar = b.into_inner().unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar).unwrap();
-    gz.finish().unwrap()
+    strata_testkit::hostile::gzip(&strata_testkit::layer::files_tar(files))
 }
 
 /// `files` in the form [`layer`] takes.

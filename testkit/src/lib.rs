@@ -14,6 +14,7 @@
 
 pub mod busybox;
 pub mod hostile;
+pub mod layer;
 pub mod loopfs;
 pub mod shadow;
 
