@@ -13,6 +13,7 @@ use crate::store::Store;
 
 /// One image's usage.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct ImageUsage {
     /// Image id (manifest digest hex).
     pub id: String,
@@ -26,6 +27,7 @@ pub struct ImageUsage {
 
 /// The store's usage.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct DuReport {
     /// Per image.
     pub images: Vec<ImageUsage>,

@@ -19,6 +19,7 @@ use crate::store::Store;
 
 /// One exported layer.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct LayerExport {
     /// Layer id (diff_id hex; `sha256:<hex>` in JSON).
     #[serde(serialize_with = "crate::digest::serialize_id")]
@@ -31,6 +32,7 @@ pub struct LayerExport {
 
 /// What an export wrote.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct ExportReport {
     /// The manifest digest in the layout (differs from the image id when a layer's compression
     /// could not be reproduced and the manifest was rewritten).

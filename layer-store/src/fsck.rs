@@ -105,6 +105,7 @@ pub(crate) struct Metadata {
 
 /// What fsck found.
 #[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
 pub struct FsckReport {
     /// Objects rehashed.
     pub objects_checked: u64,

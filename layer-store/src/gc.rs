@@ -28,6 +28,7 @@ pub struct GcOptions {
 
 /// What a collection removed (or would remove, on a dry run).
 #[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
 pub struct GcReport {
     /// Whether this was a dry run.
     pub dry_run: bool,

@@ -9,6 +9,7 @@ use crate::store::Store;
 
 /// One step of an image's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct HistoryEntry {
     /// When the step ran (RFC 3339), if recorded.
     pub created: Option<String>,
@@ -22,6 +23,7 @@ pub struct HistoryEntry {
 
 /// The layer of a [`HistoryEntry`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct HistoryLayer {
     /// The blob's digest (from the manifest).
     pub digest: String,

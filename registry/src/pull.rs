@@ -79,6 +79,7 @@ pub enum LayerFetch {
 
 /// One layer of a pull.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct PulledLayer {
     /// The blob's digest.
     pub digest: String,
@@ -92,6 +93,7 @@ pub struct PulledLayer {
 
 /// What a pull did.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct PullReport {
     /// The reference pulled.
     pub reference: String,

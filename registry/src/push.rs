@@ -60,6 +60,7 @@ pub enum BlobOutcome {
 
 /// One blob of a push.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct PushedBlob {
     /// Its digest.
     pub digest: String,
@@ -71,6 +72,7 @@ pub struct PushedBlob {
 
 /// What a push did.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct PushReport {
     /// The reference pushed to.
     pub reference: String,

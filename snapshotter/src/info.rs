@@ -64,6 +64,7 @@ pub struct Info {
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
 )]
+#[non_exhaustive]
 pub struct Usage {
     /// Bytes allocated on disk (each inode counted once).
     pub size: u64,

@@ -43,6 +43,7 @@ pub struct ApplyOptions {
 
 /// What applying a layer did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct ApplyStats {
     /// Entries applied (whiteouts and skipped entries not included).
     pub entries: u64,

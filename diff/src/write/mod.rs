@@ -62,6 +62,7 @@ impl WriteOptions {
 
 /// The identity of a written layer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct LayerDigests {
     /// `sha256:<hex>` of the uncompressed tar.
     pub diff_id: String,

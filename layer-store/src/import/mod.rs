@@ -188,6 +188,7 @@ pub struct LayerOutcome {
 
 /// What an import did.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct ImportReport {
     /// The image id (manifest digest hex; `sha256:<hex>` in JSON).
     #[serde(serialize_with = "crate::digest::serialize_id")]
