@@ -109,6 +109,9 @@ fn a_directory_swapped_for_a_symlink_to_the_host_is_refused() {
 fn a_file_or_directory_replaced_by_another_inode_is_refused() {
     let sandbox = sandbox();
     let (upper, set) = (&sandbox.upper, &sandbox.set);
+    // Held open, the inode the walk saw is not freed: the files made below cannot reuse its
+    // number and pass for it.
+    let _seen = fs::File::open(upper.join("d/secret")).unwrap();
     // Another file, same size, renamed over the one the walk saw.
     fs::write(upper.join("other"), HARMLESS).unwrap();
     fs::rename(upper.join("other"), upper.join("d/secret")).unwrap();
