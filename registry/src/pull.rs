@@ -193,7 +193,7 @@ pub(crate) async fn pull(
             name: Some(name),
             ..ImportOptions::default()
         };
-        committer.commit_image(&manifest, &config, staged, &import)
+        committer.commit_staged(&manifest, &config, staged, &import)
     })
     .await??;
     let layers: Vec<PulledLayer> = pull

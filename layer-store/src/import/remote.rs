@@ -32,7 +32,7 @@ pub struct LayerBlob {
 }
 
 /// A layer blob imported and verified, its objects and record staged under `tmp/`, waiting for
-/// [`Store::commit_image`]. Dropping it discards the staging; it holds the store's shared lock,
+/// [`Store::commit_staged`]. Dropping it discards the staging; it holds the store's shared lock,
 /// so GC cannot run meanwhile.
 #[derive(Debug)]
 pub struct StagedLayer {
@@ -92,7 +92,7 @@ impl Store {
 
     /// Imports the layer blob read from `reader` (plain, gzip or zstd), verifying digest, size
     /// and diff_id against `blob` while it streams; nothing becomes visible until
-    /// [`commit_image`](Store::commit_image).
+    /// [`commit_staged`](Store::commit_staged).
     pub fn stage_layer_blob(
         &self,
         reader: impl Read + Send,
@@ -119,7 +119,7 @@ impl Store {
     /// layers is either in `staged` or already in the store; publishes the staged layers and
     /// commits in one transaction, as [`Store::import`] does. Checks that the config is the one
     /// the manifest names and that the layers match both.
-    pub fn commit_image(
+    pub fn commit_staged(
         &self,
         manifest: &[u8],
         config: &[u8],
