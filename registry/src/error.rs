@@ -124,6 +124,23 @@ pub enum RegistryError {
     /// under a running operation.
     #[error("registry client runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// A credentials file (docker's `config.json`) or its helper is unusable.
+    #[error("credentials in {path}: {reason}")]
+    Credentials {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A credentials file could not be read or written.
+    #[error("credentials in {path}")]
+    CredentialsIo {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A store operation failed.
     #[error(transparent)]
     Store(Box<StoreError>),

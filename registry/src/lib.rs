@@ -61,6 +61,7 @@
 pub mod blocking;
 mod classify;
 mod client;
+mod credentials;
 mod download;
 mod error;
 mod fetch;
@@ -72,6 +73,7 @@ mod task;
 mod upload;
 
 pub use client::Client;
+pub use credentials::Credentials;
 pub use error::RegistryError;
 pub use pull::{LayerFetch, PullOptions, PullProgress, PullReport, PulledLayer};
 pub use push::{BlobOutcome, PushOptions, PushReport, PushedBlob};
