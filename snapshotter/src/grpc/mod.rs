@@ -19,7 +19,7 @@
 mod client;
 mod service;
 
-pub use client::connect;
+pub use client::{channel, connect};
 pub use service::{SnapshotService, serve, status};
 
 /// The generated protobuf types and service, one module per protobuf package.
