@@ -4,6 +4,8 @@
 //! The code for the messages and the service is generated at build time from the vendored
 //! `.proto` files (`proto/`) by tonic-prost-build, with protox as the pure-Rust compiler.
 //! Operations run on tokio's blocking pool: they fsync, and must not stall the reactor.
+//! Prepare answers with remote snapshots ([`crate::Snapshotter::prepare_remote`]) for layers the
+//! store already holds.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
