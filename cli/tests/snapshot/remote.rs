@@ -72,15 +72,18 @@ fn containerd_pulls_pre_pulled_layers_without_fetching_them() {
             .count()
     };
 
-    // Pre-pulled beside the running server: the registry's log shows Strata's own fetch.
+    // Pre-pulled beside the running server, its layer materialized at once: the registry's log
+    // shows Strata's own fetch.
     let _serve = env.serve();
-    ok(&env.store, &["pull", &reference]);
+    ok(&env.store, &["pull", "--materialize", &reference]);
     let fetched = layer_gets();
     assert!(
         fetched > 0,
         "strata pull fetched no layer:\n{}",
         registry.log()
     );
+    let layers = env.strata_json(&["layers"]);
+    assert!(layers[0]["materialized"].is_string(), "{layers}");
 
     // containerd's CRI pull, as kubelet's: manifest and config only.
     let containerd = Containerd::start_with(&env.dir, &env.strata_sock, Plugins::Cri);
