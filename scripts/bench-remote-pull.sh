@@ -8,8 +8,10 @@
 #                 does; containerd's unpacker, which offers each layer as a remote snapshot)
 #   ctr pull      `ctr images pull` (containerd 1.6 fetches every layer, then unpacks without
 #                 remote snapshots: no gain is expected there)
-# and the time of the `strata pull` that pre-pulled the image, for the record. The registry's log
-# says how many layer blobs each pull fetched.
+# and the time of the `strata pull` that pre-pulled the image, for the record. The strata rows
+# come twice: pre-pulled with `strata pull` (the layer trees are then built during containerd's
+# pull) and with `strata pull --materialize` (built at pre-pull time). The registry's log says
+# how many layer blobs each pull fetched.
 #
 # Usage: scripts/bench-remote-pull.sh [TRIALS]       (default 3; medians are printed)
 # Needs root and the Debian packages containerd, runc and docker-registry. Builds the release
@@ -181,37 +183,45 @@ declare -A TIMES GETS
 record() { TIMES[$1]+="$2 "; GETS[$1]=$3; }
 for trial in $(seq "$TRIALS"); do
     t=$WORK/trial$trial
-    mkdir -p "$t"
-    "$STRATA" --root "$t/store" serve --address "$t/strata.sock" >"$t/serve.log" 2>&1 &
-    serve=$!
-    PIDS+=("$serve")
-    until [[ -S $t/strata.sock ]]; do sleep 0.05; done
-    start=$(now)
-    "$STRATA" --root "$t/store" pull "$REF" >/dev/null
-    end=$(now)
-    record "strata pull (pre-pull)" "$(elapsed "$start" "$end")" "${#layer_digests[@]}"
-    for kind in cri ctr; do
-        for snapshotter in strata overlayfs; do
-            measure "$kind" "$snapshotter" "$t/$kind-$snapshotter" "$t/strata.sock"
-            row="${kind^^} pull, $snapshotter"
-            [[ $kind == ctr ]] && row="ctr pull, $snapshotter"
-            [[ $snapshotter == strata ]] && row+=", pre-pulled"
-            record "$row" "$SECS" "$FETCHED"
-        done
+    for pre in "" "--materialize"; do
+        s=$t/serve$pre
+        mkdir -p "$s"
+        "$STRATA" --root "$s/store" serve --address "$s/strata.sock" >"$s/serve.log" 2>&1 &
+        serve=$!
+        PIDS+=("$serve")
+        until [[ -S $s/strata.sock ]]; do sleep 0.05; done
+        before=$(layer_gets)
+        start=$(now)
+        "$STRATA" --root "$s/store" pull ${pre:+"$pre"} "$REF" >/dev/null
+        end=$(now)
+        record "strata pull $pre" "$(elapsed "$start" "$end")" "$(($(layer_gets) - before))"
+        measure cri strata "$s/cri" "$s/strata.sock"
+        record "CRI pull, strata, pre-pulled $pre" "$SECS" "$FETCHED"
+        if [[ -z $pre ]]; then
+            measure ctr strata "$s/ctr" "$s/strata.sock"
+            record "ctr pull, strata, pre-pulled" "$SECS" "$FETCHED"
+        fi
+        stop "$serve"
     done
-    stop "$serve"
+    for kind in cri ctr; do
+        measure "$kind" overlayfs "$t/$kind-overlayfs" "$t/none.sock"
+        record "${kind/cri/CRI} pull, overlayfs" "$SECS" "$FETCHED"
+    done
     rm -rf "$t"
 done
 
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 echo "image: ${#TREES[@]} layer(s) from ${TREES[*]}: $((packed >> 20)) MiB gzip, $((unpacked >> 20)) MiB tar"
 echo "trials: $TRIALS ($(nproc) CPUs, $(uname -r))"
-printf '%-32s %10s %12s   %s\n' "pull" "median s" "layer GETs" "all trials (s)"
-for row in "strata pull (pre-pull)" "CRI pull, strata, pre-pulled" "CRI pull, overlayfs" \
+printf '%-44s %10s %12s   %s\n' "pull" "median s" "layer GETs" "all trials (s)"
+for row in "strata pull " "strata pull --materialize" "CRI pull, strata, pre-pulled " \
+    "CRI pull, strata, pre-pulled --materialize" "CRI pull, overlayfs" \
     "ctr pull, strata, pre-pulled" "ctr pull, overlayfs"; do
-    printf '%-32s %10s %12s   %s\n' "$row" "$(median <<<"${TIMES[$row]}")" "${GETS[$row]}" "${TIMES[$row]}"
+    printf '%-44s %10s %12s   %s\n' "$row" "$(median <<<"${TIMES[$row]}")" "${GETS[$row]}" "${TIMES[$row]}"
 done
-strata_cri=$(median <<<"${TIMES["CRI pull, strata, pre-pulled"]}")
 overlay_cri=$(median <<<"${TIMES["CRI pull, overlayfs"]}")
-python3 -c "import sys; print(f'CRI pull: overlayfs / strata pre-pulled = {float(sys.argv[1]) / float(sys.argv[2]):.1f}x')" \
-    "$overlay_cri" "$strata_cri"
+for pre in "" "--materialize"; do
+    strata_cri=$(median <<<"${TIMES["CRI pull, strata, pre-pulled $pre"]}")
+    python3 -c "import sys; print(f'CRI pull: overlayfs / strata pre-pulled {sys.argv[3]} = {float(sys.argv[1]) / float(sys.argv[2]):.1f}x')" \
+        "$overlay_cri" "$strata_cri" "$pre"
+done

@@ -128,3 +128,37 @@ fn the_store_gc_keeps_the_layers_of_remote_snapshots() {
         .unwrap();
     assert_eq!(sn.stat("extract-9").unwrap().kind, Kind::Active);
 }
+
+/// Two Prepares of the same chain at once (two containerd namespaces pulling one image) make one
+/// snapshot between them, and leave the GC roots of that one only.
+#[test]
+fn concurrent_prepares_of_one_chain_make_one_snapshot() {
+    let Some(suite) = suite() else { return };
+    let (store, _) = image(&suite);
+    let sn = &suite.sn;
+    let chain = store.image("img").unwrap().chain_ids[0].to_string();
+    let errors: Vec<ErrorKind> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|i| {
+                let chain = &chain;
+                s.spawn(move || {
+                    let key = format!("extract-{i}");
+                    sn.prepare_remote(&key, None, labels(&[(TARGET_LABEL, chain)]))
+                        .unwrap_err()
+                        .kind()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    assert_eq!(errors, [ErrorKind::AlreadyExists; 4]);
+    assert_eq!(walk(sn, &chain, "").len(), 1);
+    assert_eq!(
+        sn.list::<&str>(&[]).unwrap().len(),
+        1,
+        "only the remote snapshot"
+    );
+    let mut owners: Vec<String> = store.gc_roots().unwrap().into_iter().map(|r| r.0).collect();
+    owners.dedup();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+}
