@@ -35,6 +35,22 @@ pub struct PullImageResponse {
     pub image_ref: String,
 }
 
+/// `runtime.v1.VersionRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct VersionRequest {
+    /// The client's CRI version.
+    #[prost(string, tag = "1")]
+    pub version: String,
+}
+
+/// `runtime.v1.VersionResponse` (the runtime's name only).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct VersionResponse {
+    /// The runtime's name (`containerd`).
+    #[prost(string, tag = "2")]
+    pub runtime_name: String,
+}
+
 /// How many times a call is made while the CRI plugin says it is not initialized yet (it
 /// initializes in the background after containerd says it booted).
 const INIT_TRIES: usize = 100_000;
@@ -86,4 +102,15 @@ pub fn pull_image(socket: &Path, image: &str) -> Result<String, String> {
     let response: PullImageResponse =
         block_on(call(socket, "/runtime.v1.ImageService/PullImage", request))?;
     Ok(response.image_ref)
+}
+
+/// Returns once the CRI plugin of the containerd on `socket` answers (it initializes in the
+/// background after containerd says it booted); the runtime's name.
+pub fn wait_ready(socket: &Path) -> Result<String, String> {
+    let request = VersionRequest {
+        version: "v1".to_owned(),
+    };
+    let response: VersionResponse =
+        block_on(call(socket, "/runtime.v1.RuntimeService/Version", request))?;
+    Ok(response.runtime_name)
 }

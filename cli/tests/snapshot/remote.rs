@@ -87,6 +87,7 @@ fn containerd_pulls_pre_pulled_layers_without_fetching_them() {
 
     // containerd's CRI pull, as kubelet's: manifest and config only.
     let containerd = Containerd::start_with(&env.dir, &env.strata_sock, Plugins::Cri);
+    assert_eq!(cri::wait_ready(containerd.socket()).unwrap(), "containerd");
     cri::pull_image(containerd.socket(), &reference).unwrap();
     assert_eq!(
         layer_gets(),
