@@ -1,5 +1,5 @@
 //! containerd's snapshots gRPC service (`containerd.services.snapshots.v1`) over a
-//! [`Snapshotter`], for containerd's `[proxy_plugins]` (feature `grpc`).
+//! [`Snapshotter`](crate::Snapshotter), for containerd's `[proxy_plugins]` (feature `grpc`).
 //!
 //! The code for the messages and the service is generated at build time from the vendored
 //! `.proto` files (`proto/`) by tonic-prost-build, with protox as the pure-Rust compiler.
