@@ -4,6 +4,11 @@
 mod containerd;
 #[path = "snapshot/recipe.rs"]
 mod recipe;
+#[path = "snapshot/remote.rs"]
+mod remote;
+#[allow(dead_code)]
+#[path = "../../registry/tests/registry/server.rs"]
+mod server;
 
 mod common;
 

@@ -104,6 +104,19 @@ pub enum Error {
     /// Keys must be non-empty.
     #[error("snapshot key must not be empty")]
     EmptyKey,
+    /// containerd's remote snapshots: the layer chain a Prepare was to unpack is in the store,
+    /// and committed as snapshot `name`; `key` was not made.
+    #[error(
+        "layer chain {target} is in the store, committed as snapshot {name:?}; {key:?} not prepared"
+    )]
+    RemoteSnapshot {
+        /// The extraction snapshot containerd asked for.
+        key: String,
+        /// The chain ID (`containerd.io/snapshot.ref`).
+        target: String,
+        /// The committed snapshot of that chain.
+        name: String,
+    },
     /// A Walk filter did not parse.
     #[error(transparent)]
     Filter(#[from] FilterError),
@@ -192,7 +205,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::NotFound { .. } | Error::ParentNotFound { .. } => ErrorKind::NotFound,
-            Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Error::AlreadyExists { .. } | Error::RemoteSnapshot { .. } => ErrorKind::AlreadyExists,
             Error::FailedPrecondition { .. } => ErrorKind::FailedPrecondition,
             Error::ParentNotCommitted { .. }
             | Error::ImmutableField { .. }

@@ -9,7 +9,7 @@ use crate::MountSpec;
 use crate::error::{Error, Result};
 use crate::info::{Kind, Labels};
 use crate::record::{GC_OWNER_PREFIX, now_nanos};
-use crate::snapshotter::{Base, Snapshotter};
+use crate::snapshotter::{Base, Placement, Snapshotter};
 
 impl Snapshotter {
     /// Prepares active snapshot `key` on image `image` of this root's store and returns its
@@ -37,26 +37,51 @@ impl Snapshotter {
         // taking the roots for leftovers before the record names them.
         let _hold = store.hold().map_err(layer_error)?;
         let record = store.image(image).map_err(layer_error)?;
-        let layers: Vec<String> = record.layers.iter().rev().map(|d| d.hex()).collect();
+        let base = Base {
+            layers: record.layers.iter().rev().map(|d| d.hex()).collect(),
+            image: Some(record.id()),
+            ..Base::default()
+        };
+        let placement =
+            self.create_on_layers(Kind::Active, key, None, base, labels, layer_error)?;
+        Ok(self.specs(&placement))
+    }
+}
+
+impl Snapshotter {
+    /// Creates snapshot `key` of `kind` on `parent`, sitting on the store's layers
+    /// `base.layers` (ids, topmost first): materializes them, registers them as GC roots of a
+    /// new owner, then commits the record naming that owner. The caller holds the store
+    /// ([`strata_layer_store::Store::hold`]) from before it read the layers until this returns;
+    /// `layer_error` wraps what the layer store says.
+    pub(crate) fn create_on_layers(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: Option<&str>,
+        base: Base,
+        labels: Labels,
+        layer_error: impl Fn(strata_layer_store::StoreError) -> Error,
+    ) -> Result<Placement> {
+        let store = self.store();
         let strategies = store
-            .materialize_layers(&layers, None)
-            .map_err(layer_error)?;
+            .materialize_layers(&base.layers, None)
+            .map_err(&layer_error)?;
         let owner = new_gc_owner();
-        store.add_gc_roots(&owner, &layers)?;
+        store
+            .add_gc_roots(&owner, &base.layers)
+            .map_err(&layer_error)?;
         let base = Base {
             data_lower: strategies.contains(&Strategy::Stub),
-            layers,
-            image: Some(record.id()),
             gc_owner: Some(owner.clone()),
+            ..base
         };
-        let placement = self
-            .create(Kind::Active, key, None, base, labels)
+        self.create(kind, key, parent, base, labels)
             .inspect_err(|_| {
                 if let Err(err) = store.remove_gc_roots_of(&owner) {
                     tracing::warn!(%owner, %err, "cannot drop GC roots; cleanup will");
                 }
-            })?;
-        Ok(self.specs(&placement))
+            })
     }
 }
 

@@ -7,6 +7,8 @@
 //! containerd's errors ([`ErrorKind`]). [`Snapshotter::prepare_on_image`] puts a container
 //! rootfs on a layer store image's layers without copying them, and
 //! [`Snapshotter::commit_image`] turns its changes into a new layer and image.
+//! [`Snapshotter::prepare_remote`] gives containerd the layers the store already holds as
+//! remote snapshots, so that it neither fetches nor unpacks them.
 //!
 //! ```
 //! use strata_snapshotter::{Kind, Labels, Snapshotter};
@@ -54,6 +56,7 @@ mod layout;
 mod mounts;
 mod pool;
 mod record;
+mod remote;
 #[cfg(feature = "runc")]
 pub mod runc;
 mod snapshotter;
@@ -62,5 +65,6 @@ mod tables;
 pub use commit_image::ImageCommit;
 pub use error::{Error, ErrorKind, Precondition, Result};
 pub use info::{FieldPaths, Info, Kind, Labels, MAX_LABEL_LEN, Usage};
+pub use remote::TARGET_LABEL;
 pub use snapshotter::{CLI_NAMESPACE, CONTAINERD_NAMESPACE, Snapshotter};
 pub use strata_cow::{MountGuard, MountSpec};

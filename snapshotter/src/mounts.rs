@@ -5,8 +5,9 @@
 //! - otherwise an overlay of the parents' `fs/` dirs (nearest first), with `upperdir` and
 //!   `workdir` for an active snapshot, or lowers only for a view (read-only by construction).
 //!
-//! A chain that sits on layer-store layers (`prepare_on_image`) adds their trees below the
-//! parents' dirs, and the store's `objects/` as a data-only lower when they are stubs.
+//! A snapshot that sits on layer-store layers (`prepare_on_image`, or a remote snapshot, see
+//! [`Snapshotter::prepare_remote`]) adds their trees below its own dir, and the store's
+//! `objects/` as a data-only lower when they are stubs.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::info::{Kind, Labels};
 use crate::layout::Layout;
 use crate::snapshotter::{Base, Placement, Snapshotter};
+use crate::tables::Lower;
 
 impl Snapshotter {
     /// containerd's Prepare: creates active snapshot `key` on the committed `parent` and
@@ -74,10 +76,12 @@ fn spec(layout: &Layout, placement: &Placement, options: &OverlayOptions) -> Mou
     };
     let lowers = &placement.lowers;
     let dirs: Vec<PathBuf> = lowers
-        .parent_ids
+        .dirs
         .iter()
-        .map(|id| layout.upper(*id))
-        .chain(lowers.layers.iter().map(|id| layout.layer_tree(id)))
+        .map(|lower| match lower {
+            Lower::Snapshot(id) => layout.upper(*id),
+            Lower::Layer(id) => layout.layer_tree(id),
+        })
         .collect();
     match (placement.kind, dirs.as_slice(), lowers.data_lower) {
         (kind, [], _) => bind(&layout.upper(placement.id), kind == Kind::View),
@@ -114,7 +118,7 @@ mod tests {
             id: 9,
             kind,
             lowers: Lowers {
-                parent_ids: parent_ids.to_vec(),
+                dirs: parent_ids.iter().map(|id| Lower::Snapshot(*id)).collect(),
                 ..Lowers::default()
             },
         }
@@ -184,8 +188,11 @@ mod tests {
             id: 9,
             kind,
             lowers: Lowers {
-                parent_ids: parent_ids.to_vec(),
-                layers: vec!["top".into(), "bottom".into()],
+                dirs: parent_ids
+                    .iter()
+                    .map(|id| Lower::Snapshot(*id))
+                    .chain(["top", "bottom"].map(|id| Lower::Layer(id.into())))
+                    .collect(),
                 data_lower,
             },
         };

@@ -100,30 +100,39 @@ pub(crate) fn all(tx: &Tx<'_>, ns: Option<&str>) -> Result<Vec<(String, String, 
         .collect()
 }
 
-/// What a snapshot's mounts stack below its own dir: its ancestors' dirs, then the layer-store
-/// layers at the bottom of its chain.
+/// What a snapshot's mounts stack below its own dir: its ancestors' dirs and the layer-store
+/// layers they sit on, topmost first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Lowers {
-    /// Ids of the parent and its ancestors, nearest first.
-    pub parent_ids: Vec<u64>,
-    /// Layer ids, topmost first.
-    pub layers: Vec<String>,
+    /// The lower dirs, topmost first.
+    pub dirs: Vec<Lower>,
     /// Whether `objects/` is a data-only lower.
     pub data_lower: bool,
 }
 
-/// The lowers of `record`'s mounts (its ancestors are in namespace `ns`).
+/// One lower dir of a mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Lower {
+    /// `snapshots/<id>/fs` of an ancestor.
+    Snapshot(u64),
+    /// The materialized tree of a layer-store layer (id).
+    Layer(String),
+}
+
+/// The lowers of `record`'s mounts (its ancestors are in namespace `ns`): the record's own
+/// layers, then each ancestor's dir followed by that ancestor's layers, nearest first.
 pub(crate) fn lowers(tx: &Tx<'_>, ns: &str, record: &Record) -> Result<Lowers> {
     let mut lowers = Lowers {
-        parent_ids: Vec::new(),
-        layers: record.layers.clone(),
+        dirs: record.layers.iter().cloned().map(Lower::Layer).collect(),
         data_lower: record.data_lower,
     };
     let mut parent = record.parent.clone();
     while let Some(name) = parent {
         let ancestor = require(tx, ns, &name)?;
-        lowers.parent_ids.push(ancestor.id);
-        lowers.layers.extend(ancestor.layers);
+        lowers.dirs.push(Lower::Snapshot(ancestor.id));
+        lowers
+            .dirs
+            .extend(ancestor.layers.into_iter().map(Lower::Layer));
         lowers.data_lower |= ancestor.data_lower;
         parent = ancestor.parent;
     }

@@ -86,6 +86,10 @@ pub enum Command {
         /// Tag the image with this name instead of the reference.
         #[arg(long)]
         name: Option<String>,
+        /// Also materialize its layers now, so that the first container (or containerd's
+        /// pull through `strata serve`) does not wait for them.
+        #[arg(long)]
+        materialize: bool,
         #[command(flatten)]
         registry: RegistryArgs,
     },
@@ -164,6 +168,7 @@ impl Command {
                 reference,
                 platform,
                 name,
+                materialize,
                 registry,
             } => {
                 let platform = platform.map(|p| p.parse::<Platform>()).transpose()?;
@@ -185,6 +190,17 @@ impl Command {
                 let report = client
                     .pull(&reference, &options)
                     .with_context(|| format!("pulling {reference}"))?;
+                if materialize {
+                    let layers: Vec<String> = store
+                        .image(&report.image)?
+                        .layers
+                        .iter()
+                        .map(|d| d.hex())
+                        .collect();
+                    store
+                        .materialize_layers(&layers, None)
+                        .with_context(|| format!("materializing the layers of {reference}"))?;
+                }
                 global.emit(&report, || {
                     let fetched = report
                         .layers

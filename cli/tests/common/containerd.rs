@@ -16,6 +16,18 @@ pub fn peers() -> bool {
         && strata_testkit::peer("runc", "runc")
 }
 
+/// Which of containerd's plugins a private containerd runs beyond the basics.
+pub enum Plugins {
+    /// No CRI plugin: nothing needs Kubernetes.
+    Basic,
+    /// Kubernetes' CRI plugin (namespace `k8s.io`), unpacking images onto `strata`; a
+    /// registry on 127.0.0.1 is plain HTTP to it, as to docker.
+    Cri,
+}
+
+/// The namespace of the CRI plugin's images and containers.
+pub const CRI_NAMESPACE: &str = "k8s.io";
+
 /// A running private containerd.
 pub struct Containerd {
     sock: PathBuf,
@@ -26,16 +38,37 @@ impl Containerd {
     /// Starts containerd with everything under `dir` (its socket `dir/containerd.sock`), using
     /// the snapshotter serving on `strata_sock` as `strata`; returns once it booted.
     pub fn start(dir: &Path, strata_sock: &Path) -> Containerd {
+        Containerd::start_with(dir, strata_sock, Plugins::Basic)
+    }
+
+    /// Like [`Containerd::start`], with `plugins`.
+    pub fn start_with(dir: &Path, strata_sock: &Path, plugins: Plugins) -> Containerd {
         let config = dir.join("config.toml");
         let d = dir.display();
         let s = strata_sock.display();
+        let plugins = match plugins {
+            Plugins::Basic => r#"disabled_plugins = ["io.containerd.grpc.v1.cri"]"#.to_owned(),
+            Plugins::Cri => format!(
+                r#"[plugins."io.containerd.grpc.v1.cri"]
+  disable_tcp_service = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "strata"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{d}/cni/bin"
+    conf_dir = "{d}/cni/conf"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{d}/certs.d""#
+            ),
+        };
         std::fs::write(
             &config,
             format!(
                 r#"version = 2
 root = "{d}/root"
 state = "{d}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+{plugins}
 [grpc]
   address = "{d}/containerd.sock"
 [ttrpc]
@@ -62,15 +95,30 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     pub fn ctr(&self, args: &[&str]) -> Result<String, String> {
         ctr(&self.sock, args)
     }
+
+    /// Like [`Containerd::ctr`], in namespace `namespace`.
+    pub fn ctr_in(&self, namespace: &str, args: &[&str]) -> Result<String, String> {
+        ctr_in(&self.sock, namespace, args)
+    }
+
+    /// Its socket.
+    pub fn socket(&self) -> &Path {
+        &self.sock
+    }
 }
 
 /// Runs `ctr ARGS…` against the containerd listening on `sock`, in the tests' namespace: stdout
 /// on success, stderr otherwise.
 pub fn ctr(sock: &Path, args: &[&str]) -> Result<String, String> {
+    ctr_in(sock, NAMESPACE, args)
+}
+
+/// Like [`ctr`], in namespace `namespace`.
+pub fn ctr_in(sock: &Path, namespace: &str, args: &[&str]) -> Result<String, String> {
     let out = Command::new("ctr")
         .arg("--address")
         .arg(sock)
-        .args(["--namespace", NAMESPACE])
+        .args(["--namespace", namespace])
         .args(args)
         .output()
         .unwrap();

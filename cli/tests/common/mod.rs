@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod containerd;
+pub mod cri;
 pub mod daemon;
 
 use std::path::Path;

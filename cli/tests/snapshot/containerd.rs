@@ -11,15 +11,15 @@ use crate::common::containerd::Containerd;
 use crate::common::daemon::Daemon;
 use crate::common::{can_mount, ok, run_ok};
 
-struct Env {
-    dir: PathBuf,
-    store: PathBuf,
-    strata_sock: PathBuf,
+pub(crate) struct Env {
+    pub dir: PathBuf,
+    pub store: PathBuf,
+    pub strata_sock: PathBuf,
     containerd_sock: PathBuf,
 }
 
 impl Env {
-    fn new(dir: &Path) -> Env {
+    pub fn new(dir: &Path) -> Env {
         Env {
             store: dir.join("strata"),
             strata_sock: dir.join("strata.sock"),
@@ -33,7 +33,7 @@ impl Env {
         Containerd::start(&self.dir, &self.strata_sock)
     }
 
-    fn serve(&self) -> Daemon {
+    pub fn serve(&self) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
         cmd.arg("--root")
             .arg(&self.store)
@@ -53,14 +53,14 @@ impl Env {
         self.ctr(&all)
     }
 
-    fn strata_json(&self, args: &[&str]) -> serde_json::Value {
+    pub fn strata_json(&self, args: &[&str]) -> serde_json::Value {
         crate::common::ok_json(&self.store, args).unwrap()
     }
 }
 
 /// A scratch dir and its [`Env`] when containerd, runc and busybox are installed and we may
 /// mount; `None` (the test skips, saying which package is missing) otherwise.
-fn containerd_env() -> Option<(tempfile::TempDir, Env)> {
+pub(crate) fn containerd_env() -> Option<(tempfile::TempDir, Env)> {
     if !(can_mount() && containerd_peers() && strata_testkit::peer("busybox", "busybox-static")) {
         return None;
     }

@@ -14,9 +14,18 @@ use super::proto::services::snapshots::v1::snapshots_client::SnapshotsClient;
 pub async fn connect(
     socket: impl Into<PathBuf>,
 ) -> Result<SnapshotsClient<Channel>, tonic::transport::Error> {
+    Ok(SnapshotsClient::new(channel(socket).await?))
+}
+
+/// A gRPC channel to the unix socket `socket`, for a client of any service there (containerd's
+/// own services on its socket, say).
+///
+/// # Errors
+/// The socket cannot be connected to.
+pub async fn channel(socket: impl Into<PathBuf>) -> Result<Channel, tonic::transport::Error> {
     let socket = socket.into();
     // The URI is required by tonic but unused: the connector below always dials the socket.
-    let channel = Endpoint::from_static("http://[::]:0")
+    Endpoint::from_static("http://[::]:0")
         .connect_with_connector(tower::service_fn(move |_| {
             let socket = socket.clone();
             async move {
@@ -25,6 +34,5 @@ pub async fn connect(
                 ))
             }
         }))
-        .await?;
-    Ok(SnapshotsClient::new(channel))
+        .await
 }

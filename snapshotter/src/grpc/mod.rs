@@ -1,9 +1,11 @@
 //! containerd's snapshots gRPC service (`containerd.services.snapshots.v1`) over a
-//! [`Snapshotter`], for containerd's `[proxy_plugins]` (feature `grpc`).
+//! [`Snapshotter`](crate::Snapshotter), for containerd's `[proxy_plugins]` (feature `grpc`).
 //!
 //! The code for the messages and the service is generated at build time from the vendored
 //! `.proto` files (`proto/`) by tonic-prost-build, with protox as the pure-Rust compiler.
 //! Operations run on tokio's blocking pool: they fsync, and must not stall the reactor.
+//! Prepare answers with remote snapshots ([`crate::Snapshotter::prepare_remote`]) for layers the
+//! store already holds.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,7 +21,7 @@
 mod client;
 mod service;
 
-pub use client::connect;
+pub use client::{channel, connect};
 pub use service::{SnapshotService, serve, status};
 
 /// The generated protobuf types and service, one module per protobuf package.

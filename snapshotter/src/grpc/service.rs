@@ -119,7 +119,7 @@ impl Snapshots for SnapshotService {
     ) -> Result<Response<pb::PrepareSnapshotResponse>, Status> {
         let r = request.into_inner();
         self.call(move |sn| {
-            let specs = sn.prepare(&r.key, parent(r.parent).as_deref(), labels(r.labels))?;
+            let specs = sn.prepare_remote(&r.key, parent(r.parent).as_deref(), labels(r.labels))?;
             Ok(pb::PrepareSnapshotResponse {
                 mounts: mounts(specs),
             })

@@ -7,6 +7,7 @@ mod fstest;
 mod hostile;
 mod image;
 mod power_cut;
+mod remote;
 mod semantics;
 
 use strata_snapshotter::{Labels, Snapshotter};
