@@ -582,3 +582,69 @@ fn a_go_compressed_image_keeps_every_digest_through_pull_export_push_and_commit(
     }
     Ok(())
 }
+
+#[test]
+fn login_stores_credentials_that_pull_and_push_then_use() -> anyhow::Result<()> {
+    if !(strata_testkit::peer("docker-registry", "docker-registry")
+        && strata_testkit::peer("htpasswd", "apache2-utils"))
+    {
+        return Ok(());
+    }
+    let registry = Registry::start(server::Access::Basic);
+    let tmp = tempfile::tempdir()?;
+    let a = source_store(tmp.path())?;
+    let docker = tmp.path().join("docker");
+    let server = format!("{}:{}", registry.ip, registry.port);
+    let login = |password: &str| {
+        let mut child = strata_cmd(&a)
+            .args(["login", &server, "-u", server::USER, "--password-stdin"])
+            .env("DOCKER_CONFIG", &docker)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // A wrong password is refused and nothing is stored.
+    let refused = login("wrong");
+    assert!(!refused.status.success());
+    assert!(!docker.join("config.json").exists());
+    let accepted = login(server::PASSWORD);
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    assert!(String::from_utf8_lossy(&accepted.stdout).contains("Login Succeeded"));
+    let config: serde_json::Value = serde_json::from_slice(&fs::read(docker.join("config.json"))?)?;
+    assert!(config["auths"][&server]["auth"].is_string(), "{config}");
+
+    // Push and pull find the stored credentials by the reference's registry.
+    let reference = registry.reference("private/app:1");
+    succeed(
+        strata_cmd(&a)
+            .args(["push", "app", &reference])
+            .env("DOCKER_CONFIG", &docker),
+    )?;
+    let b = tmp.path().join("b");
+    succeed(
+        strata_cmd(&b)
+            .args(["pull", &reference])
+            .env("DOCKER_CONFIG", &docker),
+    )?;
+
+    let out = succeed(
+        strata_cmd(&a)
+            .args(["logout", &server])
+            .env("DOCKER_CONFIG", &docker),
+    )?;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Removed"));
+    let denied = strata_cmd(&b)
+        .args(["pull", &reference])
+        .env("DOCKER_CONFIG", &docker)
+        .output()?;
+    assert!(!denied.status.success(), "pulled after logout");
+    Ok(())
+}

@@ -23,11 +23,16 @@ use std::sync::Arc;
 
 use strata_layer_store::Store;
 
-use crate::{PullOptions, PullReport, PushOptions, PushReport, RegistryError};
+use crate::{Connection, PullOptions, PullReport, PushOptions, PushReport, RegistryError};
 
 /// Worker threads of a call's runtime: the network side only (unpacking runs on blocking
 /// threads), which two keep busy.
 const WORKERS: usize = 2;
+
+/// [`crate::login`], blocking.
+pub fn login(server: &str, connection: &Connection) -> Result<(), RegistryError> {
+    run(crate::login(server, connection))?
+}
 
 /// The blocking counterpart of [`crate::Client`].
 #[derive(Debug, Clone)]

@@ -65,6 +65,7 @@ mod credentials;
 mod download;
 mod error;
 mod fetch;
+mod login;
 mod pull;
 mod push;
 mod session;
@@ -75,6 +76,7 @@ mod upload;
 pub use client::Client;
 pub use credentials::Credentials;
 pub use error::RegistryError;
+pub use login::login;
 pub use pull::{LayerFetch, PullOptions, PullProgress, PullReport, PulledLayer};
 pub use push::{BlobOutcome, PushOptions, PushReport, PushedBlob};
 
@@ -121,6 +123,10 @@ pub struct Connection {
     /// Speak plain HTTP to the reference's registry. Registries on loopback (`localhost`,
     /// 127.0.0.0/8, `[::1]`) get plain HTTP without it.
     pub insecure: bool,
+    /// Where to look up credentials for the reference's registry when `auth` is
+    /// [`Auth::Anonymous`] (e.g. [`Credentials::docker`], which `docker login` and
+    /// `strata login` write).
+    pub credentials: Option<Credentials>,
 }
 
 /// An image platform, written `os/architecture[/variant]` (e.g. `linux/arm64/v8`).

@@ -35,6 +35,15 @@ impl Session {
                     reason: e.to_string(),
                 })?;
         let registry = parsed.resolve_registry().to_owned();
+        let auth = match (&connection.auth, &connection.credentials) {
+            (Auth::Anonymous, Some(credentials)) => credentials.auth_for(&registry)?,
+            (auth, _) => auth.clone(),
+        };
+        let auth = match auth {
+            Auth::Anonymous => RegistryAuth::Anonymous,
+            Auth::Basic { username, password } => RegistryAuth::Basic(username, password),
+            Auth::Bearer { token } => RegistryAuth::Bearer(token),
+        };
         let protocol = if connection.insecure || classify::is_loopback(&registry) {
             ClientProtocol::HttpsExcept(vec![registry])
         } else {
@@ -46,13 +55,6 @@ impl Session {
             use_monolithic_push: true,
             ..Default::default()
         });
-        let auth = match &connection.auth {
-            Auth::Anonymous => RegistryAuth::Anonymous,
-            Auth::Basic { username, password } => {
-                RegistryAuth::Basic(username.clone(), password.clone())
-            }
-            Auth::Bearer { token } => RegistryAuth::Bearer(token.clone()),
-        };
         Ok(Session {
             client,
             reference: parsed,

@@ -5,6 +5,7 @@ mod archive;
 mod build;
 mod diff;
 mod image;
+mod login;
 mod registry;
 pub mod snapshot;
 mod store;
@@ -24,6 +25,8 @@ pub enum Command {
     #[command(flatten)]
     Registry(registry::Command),
     #[command(flatten)]
+    Login(login::Command),
+    #[command(flatten)]
     Container(snapshot::container::Command),
     /// containerd's snapshot primitives: prepare, view, commit, rm, stat, ls, usage, mounts,
     /// mount, umount.
@@ -42,6 +45,7 @@ impl Command {
             Command::Store(cmd) => cmd.run(global),
             Command::Archive(cmd) => cmd.run(global),
             Command::Registry(cmd) => cmd.run(global),
+            Command::Login(cmd) => cmd.run(global),
             Command::Container(cmd) => cmd.run(global),
             Command::Snapshot(cmd) => cmd.run(global),
             Command::Diff(cmd) => cmd.run(global),

@@ -8,7 +8,8 @@ use anyhow::Context;
 use strata_layer_store::Progress;
 use strata_layer_store::digest::Sha256;
 use strata_registry::{
-    Auth, Connection, LayerFetch, Platform, PullOptions, PullProgress, PushOptions, blocking,
+    Auth, Connection, Credentials, LayerFetch, Platform, PullOptions, PullProgress, PushOptions,
+    blocking,
 };
 
 use crate::global::{Access, Global};
@@ -43,24 +44,10 @@ pub struct RegistryArgs {
 impl RegistryArgs {
     pub(super) fn connection(&self) -> anyhow::Result<Connection> {
         let auth = match (&self.username, &self.token) {
-            (Some(username), _) => {
-                let password = if self.password_stdin {
-                    let mut line = String::new();
-                    std::io::stdin()
-                        .lock()
-                        .read_line(&mut line)
-                        .context("reading the password from standard input")?;
-                    line.trim_end_matches(['\n', '\r']).to_owned()
-                } else {
-                    std::env::var("STRATA_REGISTRY_PASSWORD").with_context(|| {
-                        format!("no password for {username}: set STRATA_REGISTRY_PASSWORD or pass --password-stdin")
-                    })?
-                };
-                Auth::Basic {
-                    username: username.clone(),
-                    password,
-                }
-            }
+            (Some(username), _) => Auth::Basic {
+                username: username.clone(),
+                password: password(username, self.password_stdin)?,
+            },
             (None, Some(token)) => Auth::Bearer {
                 token: token.clone(),
             },
@@ -69,8 +56,26 @@ impl RegistryArgs {
         Ok(Connection {
             auth,
             insecure: self.insecure,
+            // Without credentials given, those `strata login` (or `docker login`) stored.
+            credentials: Credentials::docker(),
         })
     }
+}
+
+/// `username`'s password: the first line of standard input with `stdin`, else
+/// `STRATA_REGISTRY_PASSWORD`.
+pub(super) fn password(username: &str, stdin: bool) -> anyhow::Result<String> {
+    if stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        return Ok(line.trim_end_matches(['\n', '\r']).to_owned());
+    }
+    std::env::var("STRATA_REGISTRY_PASSWORD").with_context(|| {
+        format!("no password for {username}: set STRATA_REGISTRY_PASSWORD or pass --password-stdin")
+    })
 }
 
 /// The commands of this group.

@@ -11,6 +11,7 @@ fn connection(auth: Auth) -> Connection {
     Connection {
         auth,
         insecure: true,
+        ..Connection::default()
     }
 }
 
