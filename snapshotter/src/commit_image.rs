@@ -3,7 +3,11 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
+use oci_spec::image::{
+    ANNOTATION_REF_NAME, Descriptor, ImageIndexBuilder, MediaType, OciLayoutBuilder, Sha256Digest,
+};
 use serde_json::{Value, json};
 use strata_cow::MountGuard;
 use strata_cow::overlay::{Overlay, OverlayOptions, RedirectDir};
@@ -16,6 +20,8 @@ use crate::info::Kind;
 use crate::snapshotter::Snapshotter;
 
 const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const DOCKER_LAYER_MEDIA_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+const DOCKER_MANIFEST_MEDIA_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
 /// What [`Snapshotter::commit_image`] made.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -86,7 +92,12 @@ impl Snapshotter {
                     }
                     Err(source) => return Err(diff_error(key, source)),
                 };
-            write_image(&oci, &parent, &digests, name)?;
+            let layer = NewLayer {
+                diff_id: &digests.diff_id,
+                digest: &digests.digest,
+                size: digests.size,
+            };
+            write_image(&oci, &parent, &layer, name)?;
             let options = ImportOptions {
                 name: Some(name.to_owned()),
                 // Strata's writer made the blob; export rebuilds it byte for byte.
@@ -187,22 +198,29 @@ fn blob_path(oci: &Path, digest: &str) -> PathBuf {
 }
 
 /// Writes `json` as a blob and returns its descriptor.
-fn put_json(oci: &Path, media_type: &str, json: &Value) -> Result<Value> {
+fn put_json(oci: &Path, media_type: &str, json: &Value) -> Result<Descriptor> {
     let bytes = serde_json::to_vec(json).unwrap_or_default();
-    let digest = Sha256::of(&bytes).to_string();
-    let path = blob_path(oci, &digest);
+    let digest = Sha256::of(&bytes);
+    let path = blob_path(oci, &digest.to_string());
     fs::write(&path, &bytes).map_err(Error::io("write", &path))?;
-    Ok(json!({ "mediaType": media_type, "digest": digest, "size": bytes.len() }))
+    let digest = Sha256Digest::from_str(&digest.hex()).expect("64 hex digits");
+    Ok(Descriptor::new(
+        MediaType::from(media_type),
+        bytes.len() as u64,
+        digest,
+    ))
+}
+
+/// The new layer of a commit, as its descriptor and the config name it.
+struct NewLayer<'a> {
+    diff_id: &'a str,
+    digest: &'a str,
+    size: u64,
 }
 
 /// The parent's manifest and config plus the new layer, as image `name` of layout `oci`. The
 /// parent's layer blobs are not written: the store has them, so import never reads them.
-fn write_image(
-    oci: &Path,
-    parent: &ImageRecord,
-    layer: &strata_diff::LayerDigests,
-    name: &str,
-) -> Result<()> {
+fn write_image(oci: &Path, parent: &ImageRecord, layer: &NewLayer<'_>, name: &str) -> Result<()> {
     let bad = |reason: &str| Error::ImageJson {
         image: parent.id(),
         reason: reason.to_owned(),
@@ -233,29 +251,104 @@ fn write_image(
         }));
     }
     object.insert("created".to_owned(), json!(created));
+    // A docker manifest's layers are docker's media type; an OCI manifest's, OCI's.
+    let docker = manifest["mediaType"].as_str() == Some(DOCKER_MANIFEST_MEDIA_TYPE);
+    let layer_type = if docker {
+        DOCKER_LAYER_MEDIA_TYPE
+    } else {
+        LAYER_MEDIA_TYPE
+    };
     manifest["layers"]
         .as_array_mut()
         .ok_or_else(|| bad("manifest without layers"))?
-        .push(json!({ "mediaType": LAYER_MEDIA_TYPE, "digest": layer.digest, "size": layer.size }));
+        .push(json!({ "mediaType": layer_type, "digest": layer.digest, "size": layer.size }));
     let config_type = manifest["config"]["mediaType"]
         .as_str()
         .unwrap_or("application/vnd.oci.image.config.v1+json")
         .to_owned();
-    manifest["config"] = put_json(oci, &config_type, &config)?;
+    let config = put_json(oci, &config_type, &config)?;
+    manifest["config"] = serde_json::to_value(&config).map_err(|e| bad(&e.to_string()))?;
     let manifest_type = manifest["mediaType"]
         .as_str()
         .unwrap_or("application/vnd.oci.image.manifest.v1+json")
         .to_owned();
     let mut descriptor = put_json(oci, &manifest_type, &manifest)?;
-    descriptor["annotations"] = json!({ "org.opencontainers.image.ref.name": name });
-    let index = json!({ "schemaVersion": 2, "manifests": [descriptor] });
+    descriptor.set_annotations(Some(
+        [(ANNOTATION_REF_NAME.to_owned(), name.to_owned())].into(),
+    ));
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .manifests(vec![descriptor])
+        .build()
+        .map_err(|e| bad(&e.to_string()))?;
+    let layout = OciLayoutBuilder::default()
+        .image_layout_version("1.0.0")
+        .build()
+        .map_err(|e| bad(&e.to_string()))?;
     for (file, value) in [
-        ("index.json", index),
-        ("oci-layout", json!({ "imageLayoutVersion": "1.0.0" })),
+        ("index.json", serde_json::to_vec(&index)),
+        ("oci-layout", serde_json::to_vec(&layout)),
     ] {
         let path = oci.join(file);
-        fs::write(&path, serde_json::to_vec(&value).unwrap_or_default())
-            .map_err(Error::io("write", &path))?;
+        fs::write(&path, value.unwrap_or_default()).map_err(Error::io("write", &path))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The manifest `write_image` wrote into layout `oci`.
+    fn written_manifest(oci: &Path) -> Value {
+        let index: Value =
+            serde_json::from_slice(&fs::read(oci.join("index.json")).unwrap()).unwrap();
+        let digest = index["manifests"][0]["digest"].as_str().unwrap();
+        serde_json::from_slice(&fs::read(blob_path(oci, digest)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_new_layer_takes_the_media_types_of_its_manifest() {
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let (diff_id, digest) = (
+            format!("sha256:{}", "1".repeat(64)),
+            format!("sha256:{}", "2".repeat(64)),
+        );
+        let layer = NewLayer {
+            diff_id: &diff_id,
+            digest: &digest,
+            size: 3,
+        };
+        for (manifest_type, layer_type) in [
+            (DOCKER_MANIFEST_MEDIA_TYPE, DOCKER_LAYER_MEDIA_TYPE),
+            (
+                "application/vnd.oci.image.manifest.v1+json",
+                LAYER_MEDIA_TYPE,
+            ),
+        ] {
+            let manifest = json!({
+                "schemaVersion": 2,
+                "mediaType": manifest_type,
+                "config": {"mediaType": "x", "digest": "sha256:0", "size": 0},
+                "layers": [],
+            });
+            let parent = ImageRecord {
+                manifest: serde_json::to_vec(&manifest).unwrap(),
+                manifest_digest: Sha256::of(b"m"),
+                config: config.to_vec(),
+                tags: Vec::new(),
+                layers: Vec::new(),
+                chain_ids: Vec::new(),
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let oci = dir.path().join("oci");
+            fs::create_dir_all(oci.join("blobs/sha256")).unwrap();
+            write_image(&oci, &parent, &layer, "img").unwrap();
+            let written = written_manifest(&oci);
+            assert_eq!(written["mediaType"], manifest_type);
+            assert_eq!(written["layers"][0]["mediaType"], layer_type);
+            assert_eq!(written["layers"][0]["digest"], digest.as_str());
+        }
+    }
 }
