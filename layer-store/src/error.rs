@@ -3,6 +3,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::export::ExportError;
+use crate::gc::GcError;
 use crate::import::ImportError;
 use crate::materialize::MaterializeError;
 use crate::record::RecordError;
@@ -13,7 +15,7 @@ use crate::tarstream::TarError;
 #[non_exhaustive]
 pub enum StoreError {
     /// A file system operation on `path` failed.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The path operated on.
         path: PathBuf,
@@ -46,23 +48,18 @@ pub enum StoreError {
         /// Where the database should be.
         path: PathBuf,
     },
-    /// The metadata is damaged (records that do not decode, names or images pointing
-    /// nowhere): GC refuses to run, as it would delete what the damaged records keep alive.
-    #[error(
-        "the store's metadata is damaged ({} problems, first: {}); run `strata fsck` for the list",
-        problems.len(),
-        problems.first().map(ToString::to_string).unwrap_or_default()
-    )]
-    Damaged {
-        /// What fsck finds wrong with the metadata.
-        problems: Vec<crate::fsck::Problem>,
-    },
     /// A record (layer or image) could not be encoded or decoded.
     #[error(transparent)]
     Record(#[from] RecordError),
     /// An import failed; nothing of it became visible.
     #[error(transparent)]
-    Import(#[from] ImportError),
+    Import(ImportError),
+    /// An export failed.
+    #[error(transparent)]
+    Export(ExportError),
+    /// GC refused to run or failed.
+    #[error(transparent)]
+    Gc(GcError),
     /// A layer tar could not be parsed.
     #[error(transparent)]
     Tar(#[from] TarError),
@@ -137,6 +134,35 @@ pub enum StoreError {
         user: String,
     },
 }
+
+/// Lifts narrow error `$narrow` into [`StoreError::$variant`], and a [`StoreError`] into
+/// `$narrow` (its `Store` variant, unless it holds a `$narrow` already): neither direction
+/// nests a narrow error in a broad one in a narrow one.
+macro_rules! lift {
+    ($narrow:ident, $variant:ident) => {
+        impl From<StoreError> for $narrow {
+            fn from(err: StoreError) -> Self {
+                match err {
+                    StoreError::$variant(narrow) => narrow,
+                    other => $narrow::Store(Box::new(other)),
+                }
+            }
+        }
+
+        impl From<$narrow> for StoreError {
+            fn from(err: $narrow) -> Self {
+                match err {
+                    $narrow::Store(broad) => *broad,
+                    narrow => StoreError::$variant(narrow),
+                }
+            }
+        }
+    };
+}
+
+lift!(ImportError, Import);
+lift!(ExportError, Export);
+lift!(GcError, Gc);
 
 /// A failure of the metadata database, named by its message and
 /// [`source`](std::error::Error::source) chain; opaque, so that no database type is part of the

@@ -14,12 +14,12 @@ use bytes::{Bytes, BytesMut};
 use oci_client::errors::OciDistributionError;
 use strata_layer_store::digest::Sha256;
 use strata_layer_store::record::{Compression, LayerRecord};
-use strata_layer_store::{Progress, Store, StoreError};
+use strata_layer_store::{ExportError, Progress, Store, StoreError};
 use tokio::sync::mpsc;
 
-use crate::RegistryError;
 use crate::session::Session;
 use crate::task;
+use crate::{PushError, RegistryError};
 
 /// Bytes per message to the uploading side.
 const CHUNK: usize = 1 << 20;
@@ -42,6 +42,14 @@ pub(crate) async fn upload_layer(
     progress: Option<Arc<dyn Progress + Send>>,
 ) -> Result<UploadedBlob, RegistryError> {
     let record = Arc::new(record);
+    let failed = |source: ExportError| -> RegistryError {
+        PushError::Export {
+            reference: session.name.clone(),
+            digest: record.diff_id.to_string(),
+            source: Box::new(source),
+        }
+        .into()
+    };
     if reproducible(&record.compression) {
         let (digest, size) = (record.blob_digest, record.blob_size);
         let (store, record) = (store.clone(), record.clone());
@@ -49,7 +57,7 @@ pub(crate) async fn upload_layer(
             store.write_layer_blob(&record, out)
         })
         .await?;
-        let exported = exported?;
+        let exported = exported.map_err(failed)?;
         if exported == (digest, size) {
             sent?;
             return Ok(UploadedBlob { digest, size });
@@ -57,21 +65,22 @@ pub(crate) async fn upload_layer(
         // The registry refused bytes that did not hash to the digest asked for.
         tracing::debug!(digest = %digest, "export did not reproduce the blob; staging it");
     }
-    let exporter = store.clone();
+    let (exporter, exported) = (store.clone(), record.clone());
     let (mut file, digest, size) = task::blocking(move || {
         let tmp = exporter.scratch_dir("push")?;
         let mut file = tempfile::tempfile_in(&tmp).map_err(|e| io_at(&tmp, e))?;
-        let (digest, size) = exporter.write_layer_blob(&record, &mut file)?;
+        let (digest, size) = exporter.write_layer_blob(&exported, &mut file)?;
         file.rewind().map_err(|e| io_at(&tmp, e))?;
-        Ok::<_, StoreError>((file, digest, size))
+        Ok::<_, ExportError>((file, digest, size))
     })
-    .await??;
+    .await?
+    .map_err(failed)?;
     let (copied, sent) = upload(session, &digest, size, progress, move |out| {
         io::copy(&mut file, out).map_err(|e| io_at(Path::new("<staged blob>"), e))?;
         Ok(())
     })
     .await?;
-    copied?;
+    copied.map_err(failed)?;
     sent?;
     Ok(UploadedBlob { digest, size })
 }
@@ -100,8 +109,8 @@ async fn upload<T: Send + 'static>(
     digest: &Sha256,
     size: u64,
     progress: Option<Arc<dyn Progress + Send>>,
-    produce: impl FnOnce(&mut ChannelWriter) -> Result<T, StoreError> + Send + 'static,
-) -> Result<(Result<T, StoreError>, Result<(), RegistryError>), RegistryError> {
+    produce: impl FnOnce(&mut ChannelWriter) -> Result<T, ExportError> + Send + 'static,
+) -> Result<(Result<T, ExportError>, Result<(), RegistryError>), RegistryError> {
     let (tx, rx) = mpsc::channel::<Item>(DEPTH);
     let digest = digest.to_string();
     let producer = task::blocking(move || {

@@ -52,7 +52,7 @@ pub enum ImportError {
         blob: String,
     },
     /// Reading a blob failed (truncated, corrupt compression, I/O).
-    #[error("reading blob {blob}: {source}")]
+    #[error("reading blob {blob}")]
     Read {
         /// The blob's name in the source.
         blob: String,
@@ -88,12 +88,12 @@ pub enum ImportError {
         max: u64,
     },
     /// A blob does not hash (or measure) to what its descriptor says.
-    #[error("blob {blob}: {what} is {actual}, expected {expected}")]
+    #[error("blob {blob}: {check} is {actual}, expected {expected}")]
     Mismatch {
         /// The blob's name in the source.
         blob: String,
-        /// `digest`, `size` or `diff_id`.
-        what: &'static str,
+        /// Which of the blob's checks failed.
+        check: BlobCheck,
         /// What the manifest or config says.
         expected: String,
         /// What the bytes say.
@@ -146,6 +146,32 @@ pub enum ImportError {
         /// How many.
         count: usize,
     },
+    /// The store failed underneath the import (I/O, database, a layer that does not
+    /// materialize); nothing of the import became visible.
+    #[error(transparent)]
+    Store(Box<StoreError>),
+}
+
+/// What a blob is checked for while it streams in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BlobCheck {
+    /// The sha256 (or sha512) of the blob as stored, which its descriptor names.
+    Digest,
+    /// The length of the blob, which its descriptor gives.
+    Size,
+    /// The sha256 of the uncompressed tar, which the image config lists.
+    DiffId,
+}
+
+impl std::fmt::Display for BlobCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BlobCheck::Digest => "digest",
+            BlobCheck::Size => "size",
+            BlobCheck::DiffId => "diff_id",
+        })
+    }
 }
 
 /// The progress an import reports: compressed bytes read (the same trait as every other
@@ -255,8 +281,8 @@ impl Store {
         &self,
         source: &Path,
         options: &ImportOptions<'_>,
-    ) -> Result<ImportReport, StoreError> {
-        self.import_with(source, options, StagedTree::None)
+    ) -> Result<ImportReport, ImportError> {
+        Ok(self.import_with(source, options, StagedTree::None)?)
     }
 
     /// [`import`](Store::import)s and then [`materialize`](Store::materialize)s every layer
@@ -268,11 +294,14 @@ impl Store {
         source: &Path,
         options: &ImportOptions<'_>,
         strategy: Option<Strategy>,
-    ) -> Result<ImportReport, StoreError> {
+    ) -> Result<ImportReport, ImportError> {
         let strategy = strategy.unwrap_or_else(probe_strategy);
         let tree = match strategy {
             Strategy::Stub if !rustix::process::geteuid().is_root() => {
-                return Err(MaterializeError::NeedsRoot { strategy: "stub" }.into());
+                return Err(StoreError::from(MaterializeError::NeedsRoot {
+                    strategy: Strategy::Stub,
+                })
+                .into());
             }
             Strategy::Stub => StagedTree::Stubs,
             _ => StagedTree::None,

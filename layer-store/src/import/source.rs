@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 
 use crate::digest::{Digest, Sha256};
 use crate::error::{IoContext, StoreError};
-use crate::import::ImportError;
 use crate::import::layer::Expected;
+use crate::import::{BlobCheck, ImportError};
 use crate::limits::{Limit, Limits};
 use crate::tarstream::normalize;
 
@@ -209,7 +209,7 @@ fn read_verified(blobs: &Blobs, desc: &Descriptor) -> Result<(String, Vec<u8>), 
     if bytes.len() as u64 != desc.size() {
         return Err(ImportError::Mismatch {
             blob: name,
-            what: "size",
+            check: BlobCheck::Size,
             expected: desc.size().to_string(),
             actual: bytes.len().to_string(),
         }
@@ -219,7 +219,7 @@ fn read_verified(blobs: &Blobs, desc: &Descriptor) -> Result<(String, Vec<u8>), 
     if actual != digest {
         return Err(ImportError::Mismatch {
             blob: name,
-            what: "digest",
+            check: BlobCheck::Digest,
             expected: digest.to_string(),
             actual: actual.to_string(),
         }

@@ -39,13 +39,13 @@ pub enum MaterializeError {
         target: String,
     },
     /// The strategy needs privileges this process lacks.
-    #[error("strategy {strategy} needs root")]
+    #[error("strategy {} needs root", strategy.name())]
     NeedsRoot {
         /// The strategy.
-        strategy: &'static str,
+        strategy: Strategy,
     },
     /// The file system cannot share extents (reflink).
-    #[error("{path}: the file system cannot reflink ({source})")]
+    #[error("{path}: the file system cannot reflink")]
     ReflinkUnsupported {
         /// The file being cloned.
         path: PathBuf,
