@@ -184,6 +184,15 @@ impl DatabaseError {
     }
 }
 
+/// `err` and each cause below it, joined by ": ": for a report that keeps an error as text
+/// (an error's own message names only what failed).
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+    std::iter::successors(Some(err), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 /// Attaches the path an I/O error happened at.
 pub(crate) trait IoContext<T> {
     /// Turns an `io::Error` into [`StoreError::Io`] naming `path`.

@@ -194,7 +194,7 @@ impl Store {
                 Err(e) => {
                     report.problems.push(Problem::BadLayer {
                         id: id.clone(),
-                        reason: e.to_string(),
+                        reason: crate::error::chain(&e),
                     });
                     continue;
                 }
@@ -338,7 +338,10 @@ impl Store {
                     Ok(_) => meta.layers.push(id),
                     Err(e) => meta.problems.push(Problem::BadLayer {
                         id,
-                        reason: format!("its metadata row does not decode: {e}"),
+                        reason: format!(
+                            "its metadata row does not decode: {}",
+                            crate::error::chain(&e)
+                        ),
                     }),
                 }
             }
@@ -353,7 +356,7 @@ impl Store {
                     Ok(image) => meta.images.push(image),
                     Err(e) => meta.problems.push(Problem::BadImage {
                         id,
-                        reason: format!("its record does not decode: {e}"),
+                        reason: format!("its record does not decode: {}", crate::error::chain(&e)),
                     }),
                 }
             }

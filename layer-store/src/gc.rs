@@ -116,7 +116,7 @@ impl Store {
                 }),
                 Err(e) => Err(Problem::BadLayer {
                     id: id.clone(),
-                    reason: e.to_string(),
+                    reason: crate::error::chain(&e),
                 }),
             })
             .collect();

@@ -53,7 +53,7 @@ impl Snapshotter {
             .create(Kind::Active, key, None, base, labels)
             .inspect_err(|_| {
                 if let Err(err) = store.remove_gc_roots_of(&owner) {
-                    tracing::warn!(%owner, %err, "cannot drop GC roots; cleanup will");
+                    tracing::warn!(%owner, error = &err as &dyn std::error::Error, "cannot drop GC roots; cleanup will");
                 }
             })?;
         Ok(self.specs(&placement))
