@@ -207,3 +207,45 @@ impl<T, E: Into<io::Error>> IoContext<T> for Result<T, E> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io_error() -> StoreError {
+        StoreError::Io {
+            path: PathBuf::from("/store/objects"),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        }
+    }
+
+    #[test]
+    fn lifting_never_nests_a_narrow_error_in_a_broad_one() {
+        let narrow = ImportError::from(io_error());
+        assert!(
+            matches!(&narrow, ImportError::Store(e) if matches!(**e, StoreError::Io { .. })),
+            "{narrow:?}"
+        );
+        assert!(matches!(StoreError::from(narrow), StoreError::Io { .. }));
+        let broad = StoreError::from(ImportError::NoImage);
+        assert!(matches!(&broad, StoreError::Import(ImportError::NoImage)));
+        assert!(matches!(ImportError::from(broad), ImportError::NoImage));
+        let broad = StoreError::from(GcError::Damaged { problems: vec![] });
+        assert!(matches!(GcError::from(broad), GcError::Damaged { .. }));
+        assert!(matches!(
+            ExportError::from(io_error()),
+            ExportError::Store(_)
+        ));
+    }
+
+    #[test]
+    fn a_lifted_error_says_its_cause_once() {
+        let chain = strata_testkit::assert_chain_once(&ImportError::from(io_error()));
+        assert_eq!(chain, "/store/objects: entity not found");
+        let chain = strata_testkit::assert_chain_once(&ExportError::Output {
+            output: crate::ExportOutput::Blob,
+            source: io::Error::from(io::ErrorKind::WriteZero),
+        });
+        assert_eq!(chain, "writing the layer blob: write zero");
+    }
+}

@@ -204,3 +204,39 @@ macro_rules! lift {
 
 lift!(PullError, Pull);
 lift!(PushError, Push);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> RegistryError {
+        RegistryError::Runtime(std::io::Error::other("no threads"))
+    }
+
+    #[test]
+    fn lifting_never_nests_a_narrow_error_in_a_broad_one() {
+        let narrow = PullError::from(runtime());
+        assert!(
+            matches!(&narrow, PullError::Registry(e) if matches!(**e, RegistryError::Runtime(_)))
+        );
+        assert!(matches!(
+            RegistryError::from(narrow),
+            RegistryError::Runtime(_)
+        ));
+        let cancelled = PullError::Cancelled {
+            reference: "r".into(),
+        };
+        let broad = RegistryError::from(cancelled);
+        assert!(matches!(
+            PullError::from(broad),
+            PullError::Cancelled { .. }
+        ));
+        assert!(matches!(PushError::from(runtime()), PushError::Registry(_)));
+    }
+
+    #[test]
+    fn a_lifted_error_says_its_cause_once() {
+        let chain = strata_testkit::assert_chain_once(&PushError::from(runtime()));
+        assert_eq!(chain, "registry client runtime: no threads");
+    }
+}
