@@ -185,6 +185,12 @@ impl Store {
     /// nothing is written through a name someone else could plant first (see
     /// `staging.rs`), so a shared writable parent such as `/tmp` is safe: a symlink or a
     /// directory at `dest` makes the export fail rather than write through it.
+    ///
+    /// # Errors
+    /// [`ExportError::Store`] holding [`StoreError::ImageNotFound`] for an unknown `name`,
+    /// [`StoreError::Io`] when `dest` exists or cannot be written, and
+    /// [`StoreError::ObjectMissing`] or [`StoreError::ObjectCorrupt`] when a layer no longer
+    /// rebuilds; nothing appears at `dest` after an error.
     pub fn export(&self, name: &str, dest: &Path) -> Result<ExportReport, ExportError> {
         self.export_with_progress(name, dest, None)
     }

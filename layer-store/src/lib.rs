@@ -72,7 +72,8 @@ pub use fsck::{FsckOptions, FsckReport, Problem};
 pub use gc::{GcError, GcOptions, GcReport};
 pub use history::{HistoryEntry, HistoryLayer};
 pub use import::{
-    BlobCheck, ImportError, ImportOptions, ImportProgress, ImportReport, LayerBlob, StagedLayer,
+    BlobCheck, Document, ImportError, ImportOptions, ImportProgress, ImportReport, LayerBlob,
+    StagedLayer,
 };
 pub use limits::{Limit, Limits};
 pub use lock::LockGuard;

@@ -4,8 +4,6 @@ use std::sync::Arc;
 
 use strata_layer_store::Store;
 
-#[cfg(doc)]
-use crate::RegistryError;
 use crate::{PullError, PullOptions, PullReport, PushError, PushOptions, PushReport};
 
 /// Pulls images into, and pushes them from, one store; async (tokio).
@@ -39,7 +37,7 @@ impl Client {
     ///
     /// # Errors
     /// [`PullError::TagNotFound`] when the repository lacks the tag, [`PullError::Layer`]
-    /// when a layer fails to verify, [`RegistryError::Tls`] (in [`PullError::Registry`]) when
+    /// when a layer fails to verify, [`RegistryError::Tls`](crate::RegistryError::Tls) (in [`PullError::Registry`]) when
     /// the registry does not speak TLS, and others naming the reference and the blob at fault;
     /// nothing of the image is visible after an error.
     pub async fn pull(
@@ -54,7 +52,7 @@ impl Client {
     ///
     /// # Errors
     /// [`PushError::Export`] when the store cannot write a layer's blob;
-    /// [`RegistryError::Store`] (in [`PushError::Registry`]) when the store has no such image,
+    /// [`RegistryError::Store`](crate::RegistryError::Store) (in [`PushError::Registry`]) when the store has no such image,
     /// and the registry's failures as for [`pull`](Client::pull).
     pub async fn push(
         &self,

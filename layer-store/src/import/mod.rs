@@ -34,6 +34,7 @@ use source::{Blobs, Plan};
 use strata_metadb::Tx;
 
 pub use remote::{LayerBlob, StagedLayer};
+pub(crate) use source::parse_json;
 
 /// Why an import was refused.
 #[derive(Debug, thiserror::Error)]
@@ -106,14 +107,15 @@ pub enum ImportError {
         digest: String,
     },
     /// A JSON document does not parse as what it should be.
-    #[error("{blob} is not {expected}: {reason}")]
+    #[error("{blob} is not {expected}")]
     BadJson {
         /// The blob's name in the source.
         blob: String,
-        /// What it should be ("an OCI image manifest").
-        expected: &'static str,
+        /// What it should be.
+        expected: Document,
         /// Where and why the parser stopped.
-        reason: String,
+        #[source]
+        source: serde_json::Error,
     },
     /// A JSON document is unreasonably large.
     #[error("{blob} is too large for a JSON document")]
@@ -150,6 +152,31 @@ pub enum ImportError {
     /// materialize); nothing of the import became visible.
     #[error(transparent)]
     Store(Box<StoreError>),
+}
+
+/// A JSON document of an image, named in [`ImportError::BadJson`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Document {
+    /// An OCI image index (`index.json`, or one it names).
+    Index,
+    /// An OCI image manifest.
+    Manifest,
+    /// An OCI image config.
+    Config,
+    /// The `manifest.json` of a `docker save` archive.
+    DockerManifest,
+}
+
+impl std::fmt::Display for Document {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Document::Index => "an OCI image index",
+            Document::Manifest => "an OCI image manifest",
+            Document::Config => "an OCI image config",
+            Document::DockerManifest => "a docker save manifest list",
+        })
+    }
 }
 
 /// What a blob is checked for while it streams in.
@@ -277,6 +304,13 @@ fn layer_media_type(compression: &Compression) -> &'static str {
 impl Store {
     /// Imports the image or layer at `source` (format detected), verifying every digest.
     /// Layers the store already has (same diff_id) are not read again.
+    ///
+    /// # Errors
+    /// [`ImportError::Mismatch`] when a blob is not what its descriptor or the config says
+    /// ([`BlobCheck`] names which check failed), [`ImportError::Layer`] when a layer's tar
+    /// cannot be taken apart, [`ImportError::UnknownSource`] for a source of no known format,
+    /// and [`ImportError::Store`] when the store itself fails; nothing of the import is
+    /// visible after an error.
     pub fn import(
         &self,
         source: &Path,

@@ -15,7 +15,7 @@ use crate::error::StoreError;
 use crate::import::layer::{Expected, Staged};
 use crate::import::source::{Blobs, Plan, diff_ids, parse_json};
 use crate::import::{
-    BlobCheck, ImportError, ImportOptions, ImportProgress, ImportReport, StagedTree,
+    BlobCheck, Document, ImportError, ImportOptions, ImportProgress, ImportReport, StagedTree,
 };
 use crate::limits::Limits;
 use crate::lock::{LockGuard, LockMode};
@@ -101,7 +101,7 @@ impl Store {
         options: &ImportOptions<'_>,
     ) -> Result<ImportReport, ImportError> {
         let _lock = self.lock(LockMode::Shared)?;
-        let parsed: ImageManifest = parse_json("manifest", "an OCI image manifest", manifest)?;
+        let parsed: ImageManifest = parse_json("manifest", Document::Manifest, manifest)?;
         let config_digest = Sha256::of(config).to_string();
         if parsed.config().digest().to_string() != config_digest {
             return Err(ImportError::Mismatch {
