@@ -65,7 +65,7 @@ pub enum StoreError {
     Tar(#[from] TarError),
     /// A layer could not be materialized.
     #[error(transparent)]
-    Materialize(#[from] MaterializeError),
+    Materialize(MaterializeError),
     /// No image has this name or manifest digest.
     #[error(
         "no image named {name:?} (`strata images` lists them; give a name or at least 4 hex \
@@ -163,6 +163,7 @@ macro_rules! lift {
 lift!(ImportError, Import);
 lift!(ExportError, Export);
 lift!(GcError, Gc);
+lift!(MaterializeError, Materialize);
 
 /// A failure of the metadata database, named by its message and
 /// [`source`](std::error::Error::source) chain; opaque, so that no database type is part of the

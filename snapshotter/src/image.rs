@@ -40,7 +40,7 @@ impl Snapshotter {
         let layers: Vec<String> = record.layers.iter().rev().map(|d| d.hex()).collect();
         let strategies = store
             .materialize_layers(&layers, None)
-            .map_err(layer_error)?;
+            .map_err(|e| layer_error(e.into()))?;
         let owner = new_gc_owner();
         store.add_gc_roots(&owner, &layers)?;
         let base = Base {

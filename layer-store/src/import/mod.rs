@@ -343,7 +343,7 @@ impl Store {
         let report = self.import_with(source, options, tree)?;
         let ids: Vec<String> = report.layers.iter().map(|l| l.id.clone()).collect();
         // Layers the store already had, or trees of other strategies.
-        self.materialize_layers(&ids, Some(strategy))?;
+        self.materialize_all(&ids, Some(strategy))?;
         Ok(report)
     }
 
