@@ -202,10 +202,10 @@ pub fn remove_gc_root(store: &Store, owner: &str, layer: &str) -> Result<()> {
         .map_err(BuildError::store("remove a GC root"))
 }
 
-fn image_error(image: &str, source: StoreError) -> BuildError {
+fn image_error(image: &str, source: impl Into<StoreError>) -> BuildError {
     BuildError::Image {
         image: image.to_owned(),
-        source: Box::new(source),
+        source: Box::new(source.into()),
     }
 }
 

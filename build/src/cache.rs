@@ -141,7 +141,9 @@ impl Cache {
             }
             match read(&path) {
                 Ok(entry) => out.push((path, entry)),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "skipping"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = &e as &dyn std::error::Error, "skipping")
+                }
             }
         }
         Ok(out)

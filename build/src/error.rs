@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum BuildError {
     /// A file or directory operation failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         /// What was being done.
         op: &'static str,
@@ -50,7 +50,7 @@ pub enum BuildError {
         name: String,
     },
     /// The layer store failed on an image.
-    #[error("image {image}: {source}")]
+    #[error("image {image}")]
     Image {
         /// The image.
         image: String,
@@ -58,7 +58,7 @@ pub enum BuildError {
         source: Box<strata_layer_store::StoreError>,
     },
     /// The layer store failed.
-    #[error("{op}: {source}")]
+    #[error("{op}")]
     Store {
         /// What was being done.
         op: &'static str,
@@ -66,7 +66,7 @@ pub enum BuildError {
         source: Box<strata_layer_store::StoreError>,
     },
     /// The snapshotter failed.
-    #[error("{op} snapshot {key}: {source}")]
+    #[error("{op} snapshot {key}")]
     Snapshot {
         /// What was being done.
         op: &'static str,
@@ -76,15 +76,15 @@ pub enum BuildError {
         source: Box<strata_snapshotter::Error>,
     },
     /// A base image is neither in the store nor could be pulled.
-    #[error("pull {image}: {source}")]
+    #[error("pull {image}")]
     Pull {
         /// The reference.
         image: String,
         /// The registry client's error.
-        source: Box<strata_registry::RegistryError>,
+        source: Box<strata_registry::PullError>,
     },
     /// runc could not run a step's container.
-    #[error("step {step}: {source}")]
+    #[error("step {step}")]
     Runc {
         /// The step (`RUN …`).
         step: String,

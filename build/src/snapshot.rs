@@ -116,7 +116,7 @@ pub fn recover(backend: &Backend) -> Result<()> {
         }
         for point in mounts_under(&dir) {
             if let Err(e) = strata_cow::unmount(&point) {
-                tracing::warn!(mount = %point.display(), error = %e, "left by a build");
+                tracing::warn!(mount = %point.display(), error = &e as &dyn std::error::Error, "left by a build");
             }
         }
         if mounts_under(&dir).is_empty() {
@@ -181,12 +181,20 @@ impl Drop for Transient<'_> {
     fn drop(&mut self) {
         if let Some(key) = &self.snapshot {
             if let Err(e) = self.backend.remove_snapshot(key) {
-                tracing::warn!(key, error = %e, "build snapshot left behind");
+                tracing::warn!(
+                    key,
+                    error = &e as &dyn std::error::Error,
+                    "build snapshot left behind"
+                );
             }
         }
         for image in &self.images {
             if let Err(e) = self.backend.remove_image(image) {
-                tracing::warn!(image, error = %e, "transient build image left behind");
+                tracing::warn!(
+                    image,
+                    error = &e as &dyn std::error::Error,
+                    "transient build image left behind"
+                );
             }
         }
     }

@@ -61,11 +61,14 @@ fn parse() -> Result<(global::Global, cmd::Command), clap::Error> {
     Ok((global, command))
 }
 
-/// The error and its causes joined by ": ", leaving out a cause whose text is already there:
-/// the library errors put their source into their own message and also return it as
-/// `source()`, so the plain chain would say "No such file or directory" twice.
+/// The error and its causes joined by ": ", with a hint when the OS refused access. Each
+/// library error's message names only what failed; its cause is the next link of the chain.
 fn message(err: &anyhow::Error) -> String {
-    let mut out = chain(err);
+    let mut out = err
+        .chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ");
     let denied = err.chain().any(|cause| {
         cause
             .downcast_ref::<std::io::Error>()
@@ -77,48 +80,30 @@ fn message(err: &anyhow::Error) -> String {
     out
 }
 
-/// The causes of `err`, each said once.
-fn chain(err: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::message;
 
     #[test]
-    fn causes_already_in_the_message_are_said_once() {
-        /// Like the library errors: the source in the message and as `source()`.
-        #[derive(Debug)]
-        struct Reading(std::io::Error);
-        impl std::fmt::Display for Reading {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                write!(f, "reading /x: {}", self.0)
-            }
-        }
-        impl std::error::Error for Reading {
-            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-                Some(&self.0)
-            }
-        }
+    fn the_chain_is_joined_plainly() {
         let io = std::io::Error::from(std::io::ErrorKind::NotFound);
-        let err = anyhow::Error::new(Reading(io)).context("diffing /x against /y");
+        let err = anyhow::Error::new(io)
+            .context("reading /x")
+            .context("diffing /x against /y");
         assert_eq!(
             message(&err),
             "diffing /x against /y: reading /x: entity not found"
         );
-        let plain = anyhow::anyhow!("disk full").context("writing layer");
-        assert_eq!(message(&plain), "writing layer: disk full");
+    }
+
+    #[test]
+    fn permission_denied_gets_the_root_hint() {
+        let io = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let err = anyhow::Error::new(io).context("opening /var/lib/strata");
+        assert_eq!(
+            message(&err),
+            "opening /var/lib/strata: permission denied (run as root, or pass --root DIR for a \
+             store you own)"
+        );
     }
 }

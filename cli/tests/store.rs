@@ -157,7 +157,14 @@ fn errors_name_what_was_wrong() -> anyhow::Result<()> {
     let missing = tmp.path().join("no-such-image.tar");
     let out = strata(&root, &["import", missing.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-image.tar"));
+    // One line: what was done, the path at fault, and the kernel's reason, once.
+    let err = String::from_utf8_lossy(&out.stderr);
+    let os = std::io::Error::from_raw_os_error(rustix::io::Errno::NOENT.raw_os_error());
+    assert_eq!(
+        err,
+        format!("strata: importing {p}: {p}: {os}\n", p = missing.display())
+    );
+    assert_eq!(err.matches(&os.to_string()).count(), 1, "{err}");
 
     let dest = tmp.path().join("x");
     let never = tmp.path().join("never-made");

@@ -57,7 +57,7 @@ pub enum MountError {
         max: usize,
     },
     /// A directory of the mount could not be opened or was refused by the kernel.
-    #[error("{role} {path}: {source}{}", detail_suffix(.detail))]
+    #[error("{role} {path}{}", detail_suffix(.detail))]
     Layer {
         /// What the directory was for.
         role: LayerRole,
@@ -101,7 +101,7 @@ pub enum MountError {
         what: &'static str,
     },
     /// A system call of the mount API failed.
-    #[error("{op}: {source}{}", detail_suffix(.detail))]
+    #[error("{op}{}", detail_suffix(.detail))]
     Kernel {
         /// The call, e.g. `fsconfig(index)` or `fsmount`.
         op: &'static str,
@@ -111,7 +111,7 @@ pub enum MountError {
         source: io::Error,
     },
     /// Attaching, unmounting or remounting at a target failed (e.g. `EBUSY`).
-    #[error("{op} {target}: {source}")]
+    #[error("{op} {target}")]
     Target {
         /// The operation, e.g. `umount`.
         op: &'static str,

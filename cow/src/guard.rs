@@ -80,10 +80,10 @@ impl Drop for MountGuard {
         let Err(err) = unmount(&self.target) else {
             return;
         };
-        tracing::warn!(target = %self.target.display(), %err, "unmount failed; detaching lazily");
+        tracing::warn!(target = %self.target.display(), error = &err as &dyn std::error::Error, "unmount failed; detaching lazily");
         let lazy = UnmountFlags::NOFOLLOW | UnmountFlags::DETACH;
         if let Err(err) = rustix::mount::unmount(&self.target, lazy) {
-            tracing::error!(target = %self.target.display(), %err, "lazy unmount failed; mount left behind");
+            tracing::error!(target = %self.target.display(), error = &err as &dyn std::error::Error, "lazy unmount failed; mount left behind");
         }
     }
 }

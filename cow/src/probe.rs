@@ -62,7 +62,10 @@ impl Features {
                 });
             }
             Err(err) => {
-                tracing::debug!(%err, "fsopen(overlay) failed; reading /proc/filesystems");
+                tracing::debug!(
+                    error = &err as &dyn std::error::Error,
+                    "fsopen(overlay) failed; reading /proc/filesystems"
+                );
                 features.overlay = std::fs::read_to_string("/proc/filesystems")
                     .is_ok_and(|list| list.lines().any(|l| l.ends_with("\toverlay")));
                 features.new_mount_api = err.errno() != Some(Errno::NOSYS);
@@ -111,7 +114,12 @@ impl Features {
         *self.userns_overlay.get_or_init(|| {
             self.overlay
                 && sys::userns_overlay()
-                    .inspect_err(|err| tracing::debug!(%err, "no overlay in a user namespace"))
+                    .inspect_err(|err| {
+                        tracing::debug!(
+                            error = err as &dyn std::error::Error,
+                            "no overlay in a user namespace"
+                        )
+                    })
                     .is_ok()
         })
     }

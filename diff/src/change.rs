@@ -85,7 +85,7 @@ pub enum Threads {
 #[non_exhaustive]
 pub enum DiffError {
     /// Reading an entry failed.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         /// The entry at fault.
         path: PathBuf,

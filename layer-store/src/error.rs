@@ -3,6 +3,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::export::ExportError;
+use crate::gc::GcError;
 use crate::import::ImportError;
 use crate::materialize::MaterializeError;
 use crate::record::RecordError;
@@ -13,7 +15,7 @@ use crate::tarstream::TarError;
 #[non_exhaustive]
 pub enum StoreError {
     /// A file system operation on `path` failed.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The path operated on.
         path: PathBuf,
@@ -46,29 +48,24 @@ pub enum StoreError {
         /// Where the database should be.
         path: PathBuf,
     },
-    /// The metadata is damaged (records that do not decode, names or images pointing
-    /// nowhere): GC refuses to run, as it would delete what the damaged records keep alive.
-    #[error(
-        "the store's metadata is damaged ({} problems, first: {}); run `strata fsck` for the list",
-        problems.len(),
-        problems.first().map(ToString::to_string).unwrap_or_default()
-    )]
-    Damaged {
-        /// What fsck finds wrong with the metadata.
-        problems: Vec<crate::fsck::Problem>,
-    },
     /// A record (layer or image) could not be encoded or decoded.
     #[error(transparent)]
     Record(#[from] RecordError),
     /// An import failed; nothing of it became visible.
     #[error(transparent)]
-    Import(#[from] ImportError),
+    Import(ImportError),
+    /// An export failed.
+    #[error(transparent)]
+    Export(ExportError),
+    /// GC refused to run or failed.
+    #[error(transparent)]
+    Gc(GcError),
     /// A layer tar could not be parsed.
     #[error(transparent)]
     Tar(#[from] TarError),
     /// A layer could not be materialized.
     #[error(transparent)]
-    Materialize(#[from] MaterializeError),
+    Materialize(MaterializeError),
     /// No image has this name or manifest digest.
     #[error(
         "no image named {name:?} (`strata images` lists them; give a name or at least 4 hex \
@@ -138,6 +135,36 @@ pub enum StoreError {
     },
 }
 
+/// Lifts narrow error `$narrow` into [`StoreError::$variant`], and a [`StoreError`] into
+/// `$narrow` (its `Store` variant, unless it holds a `$narrow` already): neither direction
+/// nests a narrow error in a broad one in a narrow one.
+macro_rules! lift {
+    ($narrow:ident, $variant:ident) => {
+        impl From<StoreError> for $narrow {
+            fn from(err: StoreError) -> Self {
+                match err {
+                    StoreError::$variant(narrow) => narrow,
+                    other => $narrow::Store(Box::new(other)),
+                }
+            }
+        }
+
+        impl From<$narrow> for StoreError {
+            fn from(err: $narrow) -> Self {
+                match err {
+                    $narrow::Store(broad) => *broad,
+                    narrow => StoreError::$variant(narrow),
+                }
+            }
+        }
+    };
+}
+
+lift!(ImportError, Import);
+lift!(ExportError, Export);
+lift!(GcError, Gc);
+lift!(MaterializeError, Materialize);
+
 /// A failure of the metadata database, named by its message and
 /// [`source`](std::error::Error::source) chain; opaque, so that no database type is part of the
 /// store's API.
@@ -158,6 +185,15 @@ impl DatabaseError {
     }
 }
 
+/// `err` and each cause below it, joined by ": ": for a report that keeps an error as text
+/// (an error's own message names only what failed).
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+    std::iter::successors(Some(err), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 /// Attaches the path an I/O error happened at.
 pub(crate) trait IoContext<T> {
     /// Turns an `io::Error` into [`StoreError::Io`] naming `path`.
@@ -170,5 +206,47 @@ impl<T, E: Into<io::Error>> IoContext<T> for Result<T, E> {
             path: path.to_path_buf(),
             source: err.into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io_error() -> StoreError {
+        StoreError::Io {
+            path: PathBuf::from("/store/objects"),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        }
+    }
+
+    #[test]
+    fn lifting_never_nests_a_narrow_error_in_a_broad_one() {
+        let narrow = ImportError::from(io_error());
+        assert!(
+            matches!(&narrow, ImportError::Store(e) if matches!(**e, StoreError::Io { .. })),
+            "{narrow:?}"
+        );
+        assert!(matches!(StoreError::from(narrow), StoreError::Io { .. }));
+        let broad = StoreError::from(ImportError::NoImage);
+        assert!(matches!(&broad, StoreError::Import(ImportError::NoImage)));
+        assert!(matches!(ImportError::from(broad), ImportError::NoImage));
+        let broad = StoreError::from(GcError::Damaged { problems: vec![] });
+        assert!(matches!(GcError::from(broad), GcError::Damaged { .. }));
+        assert!(matches!(
+            ExportError::from(io_error()),
+            ExportError::Store(_)
+        ));
+    }
+
+    #[test]
+    fn a_lifted_error_says_its_cause_once() {
+        let chain = strata_testkit::assert_chain_once(&ImportError::from(io_error()));
+        assert_eq!(chain, "/store/objects: entity not found");
+        let chain = strata_testkit::assert_chain_once(&ExportError::Output {
+            output: crate::ExportOutput::Blob,
+            source: io::Error::from(io::ErrorKind::WriteZero),
+        });
+        assert_eq!(chain, "writing the layer blob: write zero");
     }
 }

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -16,6 +16,53 @@ use crate::progress::{Progress, Reporting};
 use crate::record::{Chunk, ImageRecord, LayerRecord};
 use crate::staging::{StagedDir, create_dir_at, create_file_at, rename_at};
 use crate::store::Store;
+
+/// Why an export, or the writing of one layer, failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// Writing to the caller's output failed.
+    #[error("writing the layer {output}")]
+    Output {
+        /// What was being written.
+        output: ExportOutput,
+        /// What the writer said.
+        #[source]
+        source: io::Error,
+    },
+    /// The image's stored manifest is not JSON.
+    #[error("image {image}: its stored manifest is not JSON")]
+    BadManifest {
+        /// The image id.
+        image: String,
+        /// Where the parser stopped.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The store failed underneath (I/O, the database, an object missing or corrupt, an
+    /// image not found).
+    #[error(transparent)]
+    Store(Box<StoreError>),
+}
+
+/// What an export writes to a caller's writer, named in [`ExportError::Output`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExportOutput {
+    /// A layer's uncompressed tar.
+    Tar,
+    /// A layer's blob as stored (compressed as imported).
+    Blob,
+}
+
+impl std::fmt::Display for ExportOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ExportOutput::Tar => "tar",
+            ExportOutput::Blob => "blob",
+        })
+    }
+}
 
 /// One exported layer.
 #[derive(Debug, Clone, Serialize)]
@@ -43,11 +90,22 @@ pub struct ExportReport {
 
 impl Store {
     /// Writes the uncompressed tar of `record` to `out`, checking it hashes to the diff_id.
-    pub fn write_layer_tar(&self, record: &LayerRecord, out: impl Write) -> Result<(), StoreError> {
+    pub fn write_layer_tar(
+        &self,
+        record: &LayerRecord,
+        out: impl Write,
+    ) -> Result<(), ExportError> {
+        Ok(self.rebuild_layer_tar(record, out)?)
+    }
+
+    /// [`write_layer_tar`](Store::write_layer_tar), failing with the broad error.
+    fn rebuild_layer_tar(&self, record: &LayerRecord, out: impl Write) -> Result<(), StoreError> {
         let mut hashing = HashingWriter::new(out);
         for chunk in &record.stream {
             match chunk {
-                Chunk::Raw(bytes) => hashing.write_all(bytes).map_err(|e| export_io("tar", e))?,
+                Chunk::Raw(bytes) => hashing
+                    .write_all(bytes)
+                    .map_err(|e| export_io(ExportOutput::Tar, e))?,
                 Chunk::Object { id, size } => {
                     let path = self.objects.path(id);
                     let file = File::open(&path).map_err(|e| match e.kind() {
@@ -87,8 +145,8 @@ impl Store {
         record: &LayerRecord,
         blob: &Sha256,
         out: impl Write,
-    ) -> Result<(Sha256, u64), StoreError> {
-        self.write_blob_reporting(record, blob, out, None)
+    ) -> Result<(Sha256, u64), ExportError> {
+        Ok(self.write_blob_reporting(record, blob, out, None)?)
     }
 
     /// The size of blob `blob` of layer `record` when [`write_layer_blob`](Store::write_layer_blob)
@@ -120,15 +178,20 @@ impl Store {
         }
         let hashing = HashingWriter::new(BufWriter::with_capacity(1 << 20, out));
         let compressor = compressor(&record.compression, record.tar_size, hashing)
-            .map_err(|e| export_io("blob", e))?;
+            .map_err(|e| export_io(ExportOutput::Blob, e))?;
         let mut tar = Reporting {
             inner: compressor,
             progress,
         };
-        self.write_layer_tar(record, &mut tar)?;
-        let hashing = tar.inner.finish().map_err(|e| export_io("blob", e))?;
+        self.rebuild_layer_tar(record, &mut tar)?;
+        let hashing = tar
+            .inner
+            .finish()
+            .map_err(|e| export_io(ExportOutput::Blob, e))?;
         let (digest, size, mut inner) = hashing.finish();
-        inner.flush().map_err(|e| export_io("blob", e))?;
+        inner
+            .flush()
+            .map_err(|e| export_io(ExportOutput::Blob, e))?;
         Ok((Sha256(digest), size))
     }
 
@@ -139,7 +202,13 @@ impl Store {
     /// nothing is written through a name someone else could plant first (see
     /// `staging.rs`), so a shared writable parent such as `/tmp` is safe: a symlink or a
     /// directory at `dest` makes the export fail rather than write through it.
-    pub fn export(&self, name: &str, dest: &Path) -> Result<ExportReport, StoreError> {
+    ///
+    /// # Errors
+    /// [`ExportError::Store`] holding [`StoreError::ImageNotFound`] for an unknown `name`,
+    /// [`StoreError::Io`] when `dest` exists or cannot be written, and
+    /// [`StoreError::ObjectMissing`] or [`StoreError::ObjectCorrupt`] when a layer no longer
+    /// rebuilds; nothing appears at `dest` after an error.
+    pub fn export(&self, name: &str, dest: &Path) -> Result<ExportReport, ExportError> {
         self.export_with_progress(name, dest, None)
     }
 
@@ -150,7 +219,7 @@ impl Store {
         name: &str,
         dest: &Path,
         progress: Option<&dyn Progress>,
-    ) -> Result<ExportReport, StoreError> {
+    ) -> Result<ExportReport, ExportError> {
         let image = self.image(name)?;
         let staged = StagedDir::create(dest)?;
         let report = self.export_into(&image, &staged, progress)?;
@@ -187,9 +256,9 @@ impl Store {
             &image.config,
         )?;
         let mut manifest: serde_json::Value =
-            serde_json::from_slice(&image.manifest).map_err(|e| StoreError::Io {
-                path: PathBuf::from("manifest"),
-                source: io::Error::new(io::ErrorKind::InvalidData, e),
+            serde_json::from_slice(&image.manifest).map_err(|source| ExportError::BadManifest {
+                image: image.id(),
+                source,
             })?;
         let described: Vec<String> = manifest["layers"]
             .as_array()
@@ -306,9 +375,6 @@ impl Store {
     }
 }
 
-fn export_io(what: &str, source: io::Error) -> StoreError {
-    StoreError::Io {
-        path: PathBuf::from(format!("<{what} output>")),
-        source,
-    }
+fn export_io(output: ExportOutput, source: io::Error) -> StoreError {
+    ExportError::Output { output, source }.into()
 }

@@ -195,7 +195,7 @@ impl Store {
                 Err(e) => {
                     report.problems.push(Problem::BadLayer {
                         id: id.clone(),
-                        reason: e.to_string(),
+                        reason: crate::error::chain(&e),
                     });
                     continue;
                 }
@@ -339,7 +339,10 @@ impl Store {
                     Ok(_) => meta.layers.push(id),
                     Err(e) => meta.problems.push(Problem::BadLayer {
                         id,
-                        reason: format!("its metadata row does not decode: {e}"),
+                        reason: format!(
+                            "its metadata row does not decode: {}",
+                            crate::error::chain(&e)
+                        ),
                     }),
                 }
             }
@@ -354,7 +357,7 @@ impl Store {
                     Ok(image) => meta.images.push(image),
                     Err(e) => meta.problems.push(Problem::BadImage {
                         id,
-                        reason: format!("its record does not decode: {e}"),
+                        reason: format!("its record does not decode: {}", crate::error::chain(&e)),
                     }),
                 }
             }

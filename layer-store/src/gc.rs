@@ -46,14 +46,41 @@ pub struct GcReport {
     pub bytes: u64,
 }
 
+/// Why GC removed nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GcError {
+    /// The metadata is damaged (records that do not decode, names or images pointing
+    /// nowhere): GC refuses to run, as it would delete what the damaged records keep alive.
+    #[error(
+        "the store's metadata is damaged ({} problems, first: {}); run `strata fsck` for the list",
+        problems.len(),
+        problems.first().map(ToString::to_string).unwrap_or_default()
+    )]
+    Damaged {
+        /// What fsck finds wrong with the metadata.
+        problems: Vec<Problem>,
+    },
+    /// The store failed underneath (I/O, the database, among them
+    /// [`StoreError::DatabaseDamaged`]).
+    #[error(transparent)]
+    Store(Box<StoreError>),
+}
+
 impl Store {
     /// Removes everything no image and no GC root needs.
     ///
     /// # Errors
-    /// [`StoreError::DatabaseDamaged`] when the metadata database fails SQLite's check, [`StoreError::Damaged`] when its records do not decode or point nowhere (what
-    /// `fsck` reports): a damaged record may be all that keeps a layer alive, so GC then
-    /// removes nothing.
-    pub fn gc(&self, options: GcOptions) -> Result<GcReport, StoreError> {
+    /// [`GcError::Damaged`] when the metadata's records do not decode or point nowhere (what
+    /// `fsck` reports), and [`StoreError::DatabaseDamaged`] (in [`GcError::Store`]) when the
+    /// database fails SQLite's check: a damaged record may be all that keeps a layer alive,
+    /// so GC then removes nothing.
+    pub fn gc(&self, options: GcOptions) -> Result<GcReport, GcError> {
+        Ok(self.collect(options)?)
+    }
+
+    /// [`gc`](Store::gc), failing with the broad error.
+    fn collect(&self, options: GcOptions) -> Result<GcReport, StoreError> {
         let _lock = self.lock(LockMode::Exclusive)?;
         self.db.verify()?;
         let mut report = GcReport {
@@ -62,9 +89,10 @@ impl Store {
         };
         let metadata = self.check_metadata()?;
         if !metadata.problems.is_empty() {
-            return Err(StoreError::Damaged {
+            return Err(GcError::Damaged {
                 problems: metadata.problems,
-            });
+            }
+            .into());
         }
         let mut live: HashSet<String> = metadata
             .images
@@ -89,7 +117,7 @@ impl Store {
                 }),
                 Err(e) => Err(Problem::BadLayer {
                     id: id.clone(),
-                    reason: e.to_string(),
+                    reason: crate::error::chain(&e),
                 }),
             })
             .collect();
@@ -102,7 +130,7 @@ impl Store {
             }
         }
         if !problems.is_empty() {
-            return Err(StoreError::Damaged { problems });
+            return Err(GcError::Damaged { problems }.into());
         }
         if !options.dry_run && !dead.is_empty() {
             // The commit point: once the rows are gone the dirs are garbage whatever happens.

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
-use crate::import::ImportError;
+use crate::import::{Document, parse_json};
 use crate::store::Store;
 
 /// One step of an image's history.
@@ -69,15 +69,8 @@ impl Store {
     /// for get entries of their own with nothing recorded.
     pub fn history(&self, name: &str) -> Result<Vec<HistoryEntry>, StoreError> {
         let image = self.image(name)?;
-        let bad = |blob: &str, expected, e: serde_json::Error| ImportError::BadJson {
-            blob: blob.to_owned(),
-            expected,
-            reason: e.to_string(),
-        };
-        let config: Config = serde_json::from_slice(&image.config)
-            .map_err(|e| bad("config", "an OCI image config", e))?;
-        let manifest: Manifest = serde_json::from_slice(&image.manifest)
-            .map_err(|e| bad("manifest", "an OCI image manifest", e))?;
+        let config: Config = parse_json("config", Document::Config, &image.config)?;
+        let manifest: Manifest = parse_json("manifest", Document::Manifest, &image.manifest)?;
         let mut layers = manifest
             .layers
             .into_iter()

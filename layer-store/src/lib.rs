@@ -67,12 +67,13 @@ pub use blobs::BlobPolicy;
 pub use du::{DuReport, ImageUsage};
 pub use durable::{KernelSync, SyncSeam};
 pub use error::{DatabaseError, StoreError};
-pub use export::{ExportReport, LayerExport};
+pub use export::{ExportError, ExportOutput, ExportReport, LayerExport};
 pub use fsck::{FsckOptions, FsckReport, Problem};
-pub use gc::{GcOptions, GcReport};
+pub use gc::{GcError, GcOptions, GcReport};
 pub use history::{HistoryEntry, HistoryLayer};
 pub use import::{
-    ImportError, ImportOptions, ImportProgress, ImportReport, LayerBlob, StagedLayer,
+    BlobCheck, Document, ImportError, ImportOptions, ImportProgress, ImportReport, LayerBlob,
+    StagedLayer,
 };
 pub use limits::{Limit, Limits};
 pub use lock::LockGuard;

@@ -77,7 +77,10 @@ impl Store {
     pub fn set_durability(&mut self, durability: Durability) {
         if let Err(err) = self.db.set_durable(durability == Durability::Immediate) {
             // Commits then stay durable: slower, never less safe.
-            tracing::warn!(%err, "cannot change the database's durability");
+            tracing::warn!(
+                error = &err as &dyn std::error::Error,
+                "cannot change the database's durability"
+            );
         }
         self.durability = durability;
     }

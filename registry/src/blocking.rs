@@ -23,7 +23,10 @@ use std::sync::Arc;
 
 use strata_layer_store::Store;
 
-use crate::{Connection, PullOptions, PullReport, PushOptions, PushReport, RegistryError};
+use crate::{
+    Connection, PullError, PullOptions, PullReport, PushError, PushOptions, PushReport,
+    RegistryError,
+};
 
 /// Worker threads of a call's runtime: the network side only (unpacking runs on blocking
 /// threads), which two keep busy.
@@ -57,25 +60,23 @@ impl Client {
     /// thread.
     ///
     /// # Errors
-    /// As [`crate::Client::pull`]; [`RegistryError::Runtime`] when no runtime can be started.
-    pub fn pull(
-        &self,
-        reference: &str,
-        options: &PullOptions,
-    ) -> Result<PullReport, RegistryError> {
+    /// As [`crate::Client::pull`]; [`RegistryError::Runtime`] (in [`PullError::Registry`])
+    /// when no runtime can be started.
+    pub fn pull(&self, reference: &str, options: &PullOptions) -> Result<PullReport, PullError> {
         run(self.inner.pull(reference, options))?
     }
 
     /// [`crate::Client::push`], blocking.
     ///
     /// # Errors
-    /// As [`crate::Client::push`]; [`RegistryError::Runtime`] when no runtime can be started.
+    /// As [`crate::Client::push`]; [`RegistryError::Runtime`] (in [`PushError::Registry`])
+    /// when no runtime can be started.
     pub fn push(
         &self,
         image: &str,
         reference: &str,
         options: &PushOptions,
-    ) -> Result<PushReport, RegistryError> {
+    ) -> Result<PushReport, PushError> {
         run(self.inner.push(image, reference, options))?
     }
 }

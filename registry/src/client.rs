@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use strata_layer_store::Store;
 
-use crate::{PullOptions, PullReport, PushOptions, PushReport, RegistryError};
+use crate::{PullError, PullOptions, PullReport, PushError, PushOptions, PushReport};
 
 /// Pulls images into, and pushes them from, one store; async (tokio).
 ///
@@ -36,27 +36,30 @@ impl Client {
     /// downloaded; each is verified (digest, size, diff_id) while it streams into the import.
     ///
     /// # Errors
-    /// [`RegistryError::TagNotFound`] when the repository lacks the tag,
-    /// [`RegistryError::Tls`] when the registry does not speak TLS, and others naming the
-    /// reference and the blob at fault; nothing of the image is visible after an error.
+    /// [`PullError::TagNotFound`] when the repository lacks the tag, [`PullError::Layer`]
+    /// when a layer fails to verify, [`RegistryError::Tls`](crate::RegistryError::Tls) (in [`PullError::Registry`]) when
+    /// the registry does not speak TLS, and others naming the reference and the blob at fault;
+    /// nothing of the image is visible after an error.
     pub async fn pull(
         &self,
         reference: &str,
         options: &PullOptions,
-    ) -> Result<PullReport, RegistryError> {
-        crate::pull::pull(&self.store, reference, options).await
+    ) -> Result<PullReport, PullError> {
+        Ok(crate::pull::pull(&self.store, reference, options).await?)
     }
 
     /// Pushes image `image` (a tag or id in the store) to `reference`.
     ///
     /// # Errors
-    /// As [`pull`](Client::pull); [`RegistryError::Store`] when the store has no such image.
+    /// [`PushError::Export`] when the store cannot write a layer's blob;
+    /// [`RegistryError::Store`](crate::RegistryError::Store) (in [`PushError::Registry`]) when the store has no such image,
+    /// and the registry's failures as for [`pull`](Client::pull).
     pub async fn push(
         &self,
         image: &str,
         reference: &str,
         options: &PushOptions,
-    ) -> Result<PushReport, RegistryError> {
-        crate::push::push(&self.store, image, reference, options).await
+    ) -> Result<PushReport, PushError> {
+        Ok(crate::push::push(&self.store, image, reference, options).await?)
     }
 }

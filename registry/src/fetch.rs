@@ -17,11 +17,11 @@ use oci_client::errors::OciDistributionError;
 use rustix::fs::FlockOperation;
 use strata_layer_store::{ImportError, ImportProgress, LayerBlob, StagedLayer, StoreError};
 
-use crate::RegistryError;
 use crate::download::Download;
 use crate::pull::{Pull, PullProgress};
 use crate::session::Session;
 use crate::task;
+use crate::{PullError, RegistryError};
 
 /// A layer fetched and staged.
 pub(crate) struct Fetched {
@@ -167,14 +167,15 @@ fn import(
         }
         Err(e) => {
             if pull.stop.is_set() {
-                return Err(RegistryError::Cancelled {
+                return Err(PullError::Cancelled {
                     reference: pull.session.name.clone(),
-                });
+                }
+                .into());
             }
             // Keep what a broken connection left, to resume from; bytes that failed to verify
             // or decode are wrong and must not be resumed from.
             let transient = network.as_ref().is_some_and(|d| d.interrupted)
-                && matches!(e, StoreError::Import(ImportError::Read { .. }));
+                && matches!(e, ImportError::Read { .. });
             if !transient {
                 let _ = fs::remove_file(&path);
             }
@@ -183,13 +184,14 @@ fn import(
     }
 }
 
-/// A store error while fetching `blob`, named as such.
-fn layer_err(pull: &Pull, blob: &LayerBlob, source: StoreError) -> RegistryError {
-    RegistryError::Layer {
+/// An import (or store) error while fetching `blob`, named as such.
+fn layer_err(pull: &Pull, blob: &LayerBlob, source: impl Into<ImportError>) -> RegistryError {
+    PullError::Layer {
         reference: pull.session.name.clone(),
         digest: blob.digest.to_string(),
-        source: Box::new(source),
+        source: Box::new(source.into()),
     }
+    .into()
 }
 
 /// An I/O error on the partial download at `path`.

@@ -32,14 +32,18 @@
 //! ```
 //! use std::sync::Arc;
 //! use strata_layer_store::Store;
-//! use strata_registry::{PullOptions, RegistryError, blocking};
+//! use strata_registry::{PullError, PullOptions, RegistryError, blocking};
 //! # fn main() -> anyhow::Result<()> {
 //! let dir = tempfile::tempdir()?;
 //! let client = blocking::Client::new(Arc::new(Store::open(dir.path())?));
 //! // Nothing listens on port 1 of this machine.
 //! let err = client.pull("127.0.0.1:1/app:1", &PullOptions::default()).unwrap_err();
+//! // What only a pull fails with is a `PullError` variant; what every registry operation
+//! // shares is in `PullError::Registry`, or matched after lifting into `RegistryError`.
+//! assert!(!matches!(err, PullError::TagNotFound { .. }));
+//! assert_eq!(err.to_string(), "127.0.0.1:1/app:1: cannot connect to the registry");
+//! let err = RegistryError::from(err);
 //! assert!(matches!(err, RegistryError::Unreachable { .. }));
-//! assert!(err.to_string().starts_with("127.0.0.1:1/app:1: cannot connect to the registry"));
 //! # Ok(()) }
 //! ```
 //!
@@ -49,7 +53,7 @@
 //! # use std::sync::Arc;
 //! # use strata_layer_store::Store;
 //! # use strata_registry::{Client, PushOptions};
-//! # async fn push(store: Arc<Store>) -> Result<(), strata_registry::RegistryError> {
+//! # async fn push(store: Arc<Store>) -> Result<(), strata_registry::PushError> {
 //! let report = Client::new(store)
 //!     .push("app", "registry.example/team/app:2", &PushOptions::default())
 //!     .await?;
@@ -75,7 +79,7 @@ mod upload;
 
 pub use client::Client;
 pub use credentials::Credentials;
-pub use error::RegistryError;
+pub use error::{PullError, PushError, RegistryError};
 pub use login::login;
 pub use pull::{LayerFetch, PullOptions, PullProgress, PullReport, PulledLayer};
 pub use push::{BlobOutcome, PushOptions, PushReport, PushedBlob};

@@ -22,7 +22,7 @@ use crate::classify;
 use crate::fetch::{self, Fetched};
 use crate::session::{MAX_DOCUMENT, Session, check_digest};
 use crate::task::{self, Stop};
-use crate::{Connection, Platform, RegistryError};
+use crate::{Connection, Platform, PullError, RegistryError};
 
 /// Receives the progress of a pull, per layer, from several threads.
 pub trait PullProgress: Send + Sync {
@@ -271,11 +271,12 @@ async fn layers(
         if !media_type.starts_with("application/vnd.oci.image.layer.")
             && !media_type.starts_with("application/vnd.docker.image.rootfs.")
         {
-            return Err(RegistryError::UnsupportedMediaType {
+            return Err(PullError::UnsupportedMediaType {
                 reference: session.name.clone(),
                 digest,
                 media_type,
-            });
+            }
+            .into());
         }
         let digest = digest
             .parse()
@@ -403,7 +404,7 @@ async fn resolve(session: &Session, platform: &Platform) -> Result<Vec<u8>, Regi
                             || p.variant().as_deref() == platform.variant.as_deref())
                 })
             })
-            .ok_or_else(|| RegistryError::NoPlatform {
+            .ok_or_else(|| PullError::NoPlatform {
                 reference: session.name.clone(),
                 platform: platform.to_string(),
             })?;
@@ -428,13 +429,14 @@ fn missing_manifest(
     }
     let repository = format!("{}/{}", reference.registry(), reference.repository());
     match reference.digest() {
-        Some(digest) => RegistryError::ManifestNotFound {
+        Some(digest) => PullError::ManifestNotFound {
             digest: digest.to_owned(),
             repository,
         },
-        None => RegistryError::TagNotFound {
+        None => PullError::TagNotFound {
             tag: reference.tag().unwrap_or("latest").to_owned(),
             repository,
         },
     }
+    .into()
 }

@@ -14,12 +14,12 @@ use bytes::{Bytes, BytesMut};
 use oci_client::errors::OciDistributionError;
 use strata_layer_store::digest::Sha256;
 use strata_layer_store::record::LayerRecord;
-use strata_layer_store::{Progress, Store, StoreError};
+use strata_layer_store::{ExportError, Progress, Store, StoreError};
 use tokio::sync::mpsc;
 
-use crate::RegistryError;
 use crate::session::Session;
 use crate::task;
+use crate::{PushError, RegistryError};
 
 /// Bytes per message to the uploading side.
 const CHUNK: usize = 1 << 20;
@@ -43,6 +43,14 @@ pub(crate) async fn upload_layer(
     progress: Option<Arc<dyn Progress + Send>>,
 ) -> Result<UploadedBlob, RegistryError> {
     let record = Arc::new(record);
+    let failed = |source: ExportError| -> RegistryError {
+        PushError::Export {
+            reference: session.name.clone(),
+            digest: record.diff_id.to_string(),
+            source: Box::new(source),
+        }
+        .into()
+    };
     if let Some(size) = store.layer_blob_size(&record, &blob) {
         // Digest and size known up front: stream straight from the export.
         let (store, record) = (store.clone(), record.clone());
@@ -50,7 +58,7 @@ pub(crate) async fn upload_layer(
             store.write_layer_blob(&record, &blob, out)
         })
         .await?;
-        let exported = exported?;
+        let exported = exported.map_err(failed)?;
         if exported == (blob, size) {
             sent?;
             return Ok(UploadedBlob { digest: blob, size });
@@ -58,21 +66,22 @@ pub(crate) async fn upload_layer(
         // The registry refused bytes that did not hash to the digest asked for.
         tracing::debug!(digest = %blob, "export did not reproduce the blob; staging it");
     }
-    let exporter = store.clone();
+    let (exporter, exported) = (store.clone(), record.clone());
     let (mut file, digest, size) = task::blocking(move || {
         let tmp = exporter.scratch_dir("push")?;
         let mut file = tempfile::tempfile_in(&tmp).map_err(|e| io_at(&tmp, e))?;
-        let (digest, size) = exporter.write_layer_blob(&record, &blob, &mut file)?;
+        let (digest, size) = exporter.write_layer_blob(&exported, &blob, &mut file)?;
         file.rewind().map_err(|e| io_at(&tmp, e))?;
-        Ok::<_, StoreError>((file, digest, size))
+        Ok::<_, ExportError>((file, digest, size))
     })
-    .await??;
+    .await?
+    .map_err(failed)?;
     let (copied, sent) = upload(session, &digest, size, progress, move |out| {
         io::copy(&mut file, out).map_err(|e| io_at(Path::new("<staged blob>"), e))?;
         Ok(())
     })
     .await?;
-    copied?;
+    copied.map_err(failed)?;
     sent?;
     Ok(UploadedBlob { digest, size })
 }
@@ -92,8 +101,8 @@ async fn upload<T: Send + 'static>(
     digest: &Sha256,
     size: u64,
     progress: Option<Arc<dyn Progress + Send>>,
-    produce: impl FnOnce(&mut ChannelWriter) -> Result<T, StoreError> + Send + 'static,
-) -> Result<(Result<T, StoreError>, Result<(), RegistryError>), RegistryError> {
+    produce: impl FnOnce(&mut ChannelWriter) -> Result<T, ExportError> + Send + 'static,
+) -> Result<(Result<T, ExportError>, Result<(), RegistryError>), RegistryError> {
     let (tx, rx) = mpsc::channel::<Item>(DEPTH);
     let digest = digest.to_string();
     let producer = task::blocking(move || {

@@ -104,7 +104,9 @@ impl Snapshotter {
                 blob_policy: Some(strata_layer_store::BlobPolicy::Reproducible),
                 ..ImportOptions::default()
             };
-            let import = store.import(&oci, &options).map_err(store_error)?;
+            let import = store
+                .import(&oci, &options)
+                .map_err(|e| store_error(e.into()))?;
             Ok(ImageCommit {
                 diff_id: digests.diff_id,
                 blob_size: digests.size,

@@ -121,7 +121,7 @@ pub enum Error {
     #[error(transparent)]
     Filter(#[from] FilterError),
     /// A filesystem operation failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         /// What was being done.
         op: &'static str,
@@ -131,7 +131,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// Mounting a snapshot failed.
-    #[error("mount snapshot {key:?} at {target}: {source}")]
+    #[error("mount snapshot {key:?} at {target}")]
     Mount {
         /// The snapshot.
         key: String,
@@ -141,7 +141,7 @@ pub enum Error {
         source: strata_cow::MountError,
     },
     /// The layer store could not give or materialize an image's layers.
-    #[error("image {image:?}: {source}")]
+    #[error("image {image:?}")]
     Image {
         /// The image asked for.
         image: String,
@@ -158,7 +158,7 @@ pub enum Error {
         key: String,
     },
     /// The changes of a snapshot could not be read.
-    #[error("diff of snapshot {key:?}: {source}")]
+    #[error("diff of snapshot {key:?}")]
     Diff {
         /// The snapshot.
         key: String,
@@ -166,7 +166,7 @@ pub enum Error {
         source: Box<strata_diff::DiffError>,
     },
     /// The layer of a snapshot's changes could not be written.
-    #[error("layer of snapshot {key:?}: {source}")]
+    #[error("layer of snapshot {key:?}")]
     WriteLayer {
         /// The snapshot.
         key: String,
@@ -190,8 +190,8 @@ pub enum Error {
         reason: String,
     },
     /// The shared transaction this operation ran in failed (see the inner error).
-    #[error("metadata transaction failed: {0}")]
-    BatchAborted(std::sync::Arc<Error>),
+    #[error("metadata transaction failed")]
+    BatchAborted(#[source] std::sync::Arc<Error>),
     /// The transaction carrying this operation never ran (a bug or a panic in another job).
     #[error("metadata transaction lost")]
     BatchLost,

@@ -66,7 +66,7 @@ impl Snapshotter {
         let store = self.store();
         let strategies = store
             .materialize_layers(&base.layers, None)
-            .map_err(&layer_error)?;
+            .map_err(|e| layer_error(e.into()))?;
         let owner = new_gc_owner();
         store
             .add_gc_roots(&owner, &base.layers)
@@ -79,7 +79,7 @@ impl Snapshotter {
         self.create(kind, key, parent, base, labels)
             .inspect_err(|_| {
                 if let Err(err) = store.remove_gc_roots_of(&owner) {
-                    tracing::warn!(%owner, %err, "cannot drop GC roots; cleanup will");
+                    tracing::warn!(%owner, error = &err as &dyn std::error::Error, "cannot drop GC roots; cleanup will");
                 }
             })
     }

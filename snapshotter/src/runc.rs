@@ -38,7 +38,7 @@ const MOUNTS: [&str; 5] = ["/proc", "/dev", "/dev/pts", "/dev/shm", "/sys"];
 #[non_exhaustive]
 pub enum RuncError {
     /// The bundle dir could not be prepared.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         /// What was being done.
         op: &'static str,
@@ -48,7 +48,7 @@ pub enum RuncError {
         source: io::Error,
     },
     /// `config.json` could not be written.
-    #[error("write runtime config {path}: {source}")]
+    #[error("write runtime config {path}")]
     Config {
         /// The config file.
         path: PathBuf,
@@ -56,7 +56,7 @@ pub enum RuncError {
         source: OciSpecError,
     },
     /// runc could not be started or waited for.
-    #[error("run {runc} {args:?}: {source}")]
+    #[error("run {runc} {args:?}")]
     Spawn {
         /// The runc program.
         runc: PathBuf,

@@ -13,10 +13,13 @@
 #![forbid(unsafe_code)]
 
 pub mod busybox;
+mod chain;
 pub mod hostile;
 pub mod layer;
 pub mod loopfs;
 pub mod shadow;
+
+pub use chain::{assert_chain_once, error_chain};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -81,18 +84,6 @@ fn current_test() -> String {
         .name()
         .unwrap_or("this test")
         .to_owned()
-}
-
-/// `err` and every cause below it, joined with `": "`, as the CLI prints an error.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut cause = err.source();
-    while let Some(e) = cause {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        cause = e.source();
-    }
-    out
 }
 
 /// Flips 16 bytes of `file` at offsets drawn from `seed` (xorshift: deterministic, no crate),

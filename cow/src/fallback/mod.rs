@@ -92,7 +92,7 @@ pub enum FallbackError {
         path: PathBuf,
     },
     /// Reading a lower failed.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         /// The entry in a lower dir.
         path: PathBuf,
@@ -100,7 +100,7 @@ pub enum FallbackError {
         source: io::Error,
     },
     /// Writing the new tree failed.
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}")]
     Write {
         /// The entry in the new tree.
         path: PathBuf,

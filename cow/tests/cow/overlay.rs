@@ -160,7 +160,7 @@ fn read_only_mounts_refuse_writes_with_erofs() -> Result<()> {
 }
 
 #[test]
-fn a_missing_lower_is_named() -> Result<()> {
+fn a_missing_lower_is_named_and_its_cause_said_once() -> Result<()> {
     require_root!();
     for api in APIS {
         let s = Scratch::new()?;
@@ -184,6 +184,14 @@ fn a_missing_lower_is_named() -> Result<()> {
             other => panic!("{api:?}: expected a Layer error, got {other:?}"),
         }
         assert!(err.to_string().contains("no-such-layer"), "{err}");
+        // The kernel's reason comes once, as the cause, not again in the message.
+        let chain = strata_testkit::assert_chain_once(&err);
+        let os = std::io::Error::from_raw_os_error(rustix::io::Errno::NOENT.raw_os_error());
+        assert_eq!(
+            chain.matches(&os.to_string()).count(),
+            1,
+            "{api:?}: {chain}"
+        );
         assert!(!is_mounted(&target));
     }
     Ok(())

@@ -61,7 +61,7 @@ pub struct ApplyStats {
 #[non_exhaustive]
 pub enum ApplyError {
     /// The target directory cannot be opened.
-    #[error("opening target {path}: {source}")]
+    #[error("opening target {path}")]
     Root {
         /// The target.
         path: PathBuf,
@@ -69,7 +69,7 @@ pub enum ApplyError {
         source: io::Error,
     },
     /// The layer stream is not a readable (compressed) tar.
-    #[error("reading the layer stream: {0}")]
+    #[error("reading the layer stream")]
     Stream(#[source] io::Error),
     /// The tar stream is malformed.
     #[error("malformed layer at byte {offset} of the tar stream: {reason}")]
@@ -109,7 +109,7 @@ pub enum ApplyError {
         kind: char,
     },
     /// Creating or updating an entry failed.
-    #[error("entry {path:?}: {source}")]
+    #[error("entry {path:?}")]
     Entry {
         /// The entry name as written in the layer.
         path: PathBuf,

@@ -77,7 +77,7 @@ pub struct LayerDigests {
 #[non_exhaustive]
 pub enum WriteError {
     /// Reading a source entry failed.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         /// The source entry at fault.
         path: PathBuf,
@@ -113,10 +113,10 @@ pub enum WriteError {
         path: PathBuf,
     },
     /// Writing the output failed.
-    #[error("writing the layer: {0}")]
+    #[error("writing the layer")]
     Output(#[source] io::Error),
     /// The helper thread that reads the source files could not be started.
-    #[error("starting the layer reader thread: {0}")]
+    #[error("starting the layer reader thread")]
     Thread(#[source] io::Error),
 }
 

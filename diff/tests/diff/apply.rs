@@ -265,3 +265,27 @@ fn compression_is_detected_and_garbage_is_a_stream_error() {
         Err(ApplyError::Stream(_) | ApplyError::Entry { .. })
     ));
 }
+
+#[test]
+fn a_failed_applys_chain_says_each_cause_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = RawTar::new().add(b"f", Raw::File(b"data")).finish();
+
+    // No target: the target, then what the kernel said, once.
+    let missing = tmp.path().join("missing");
+    let err = apply(&layer, &missing).unwrap_err();
+    assert!(matches!(err, ApplyError::Root { .. }), "{err}");
+    let os = std::io::Error::from_raw_os_error(rustix::io::Errno::NOENT.raw_os_error());
+    assert_eq!(
+        strata_testkit::assert_chain_once(&err),
+        format!("opening target {}: {os}", missing.display())
+    );
+
+    // A stream cut short: the stream (or the entry), then the decompressor's complaint.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &layer).unwrap();
+    let mut truncated = gz.finish().unwrap();
+    truncated.truncate(truncated.len() / 2);
+    let err = apply(&truncated, tmp.path()).unwrap_err();
+    strata_testkit::assert_chain_once(&err);
+}

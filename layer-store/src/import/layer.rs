@@ -13,7 +13,7 @@ use crate::blobs::{BlobPolicy, STAGED_BLOB, Tee, reproducible};
 use crate::digest::{Digest, HashingReader, Sha256};
 use crate::error::{IoContext, StoreError};
 use crate::import::pipe;
-use crate::import::{ImportError, ImportProgress};
+use crate::import::{BlobCheck, ImportError, ImportProgress};
 use crate::limits::Limits;
 use crate::object::{Inserted, ObjectId, Stage};
 use crate::record::{self, EntryKind, Kind, LayerMeta, LayerRecord};
@@ -270,20 +270,32 @@ fn verify(
     size: u64,
     diff_id: Sha256,
 ) -> Result<(), ImportError> {
-    let mismatch = |what: &'static str, want: String, got: String| ImportError::Mismatch {
+    let mismatch = |check, want: String, got: String| ImportError::Mismatch {
         blob: expected.blob.clone(),
-        what,
+        check,
         expected: want,
         actual: got,
     };
     if let Some(want) = expected.size.filter(|&want| want != size) {
-        return Err(mismatch("size", want.to_string(), size.to_string()));
+        return Err(mismatch(
+            BlobCheck::Size,
+            want.to_string(),
+            size.to_string(),
+        ));
     }
     if let Some(want) = expected.digest.filter(|&want| want != digest) {
-        return Err(mismatch("digest", want.to_string(), digest.to_string()));
+        return Err(mismatch(
+            BlobCheck::Digest,
+            want.to_string(),
+            digest.to_string(),
+        ));
     }
     if let Some(want) = expected.diff_id.filter(|&want| want != diff_id) {
-        return Err(mismatch("diff_id", want.to_string(), diff_id.to_string()));
+        return Err(mismatch(
+            BlobCheck::DiffId,
+            want.to_string(),
+            diff_id.to_string(),
+        ));
     }
     Ok(())
 }

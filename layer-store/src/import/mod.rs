@@ -34,6 +34,7 @@ use source::{Blobs, Plan};
 use strata_metadb::Tx;
 
 pub use remote::{LayerBlob, StagedLayer};
+pub(crate) use source::parse_json;
 
 /// Why an import was refused.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +53,7 @@ pub enum ImportError {
         blob: String,
     },
     /// Reading a blob failed (truncated, corrupt compression, I/O).
-    #[error("reading blob {blob}: {source}")]
+    #[error("reading blob {blob}")]
     Read {
         /// The blob's name in the source.
         blob: String,
@@ -88,12 +89,12 @@ pub enum ImportError {
         max: u64,
     },
     /// A blob does not hash (or measure) to what its descriptor says.
-    #[error("blob {blob}: {what} is {actual}, expected {expected}")]
+    #[error("blob {blob}: {check} is {actual}, expected {expected}")]
     Mismatch {
         /// The blob's name in the source.
         blob: String,
-        /// `digest`, `size` or `diff_id`.
-        what: &'static str,
+        /// Which of the blob's checks failed.
+        check: BlobCheck,
         /// What the manifest or config says.
         expected: String,
         /// What the bytes say.
@@ -106,14 +107,15 @@ pub enum ImportError {
         digest: String,
     },
     /// A JSON document does not parse as what it should be.
-    #[error("{blob} is not {expected}: {reason}")]
+    #[error("{blob} is not {expected}")]
     BadJson {
         /// The blob's name in the source.
         blob: String,
-        /// What it should be ("an OCI image manifest").
-        expected: &'static str,
+        /// What it should be.
+        expected: Document,
         /// Where and why the parser stopped.
-        reason: String,
+        #[source]
+        source: serde_json::Error,
     },
     /// A JSON document is unreasonably large.
     #[error("{blob} is too large for a JSON document")]
@@ -146,6 +148,57 @@ pub enum ImportError {
         /// How many.
         count: usize,
     },
+    /// The store failed underneath the import (I/O, database, a layer that does not
+    /// materialize); nothing of the import became visible.
+    #[error(transparent)]
+    Store(Box<StoreError>),
+}
+
+/// A JSON document of an image, named in [`ImportError::BadJson`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Document {
+    /// An OCI image index (`index.json`, or one it names).
+    Index,
+    /// An OCI image manifest.
+    Manifest,
+    /// An OCI image config.
+    Config,
+    /// The `manifest.json` of a `docker save` archive.
+    DockerManifest,
+}
+
+impl std::fmt::Display for Document {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Document::Index => "an OCI image index",
+            Document::Manifest => "an OCI image manifest",
+            Document::Config => "an OCI image config",
+            Document::DockerManifest => "a docker save manifest list",
+        })
+    }
+}
+
+/// What a blob is checked for while it streams in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BlobCheck {
+    /// The sha256 (or sha512) of the blob as stored, which its descriptor names.
+    Digest,
+    /// The length of the blob, which its descriptor gives.
+    Size,
+    /// The sha256 of the uncompressed tar, which the image config lists.
+    DiffId,
+}
+
+impl std::fmt::Display for BlobCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BlobCheck::Digest => "digest",
+            BlobCheck::Size => "size",
+            BlobCheck::DiffId => "diff_id",
+        })
+    }
 }
 
 /// The progress an import reports: compressed bytes read (the same trait as every other
@@ -252,12 +305,19 @@ fn layer_media_type(compression: &Compression) -> &'static str {
 impl Store {
     /// Imports the image or layer at `source` (format detected), verifying every digest.
     /// Layers the store already has (same diff_id) are not read again.
+    ///
+    /// # Errors
+    /// [`ImportError::Mismatch`] when a blob is not what its descriptor or the config says
+    /// ([`BlobCheck`] names which check failed), [`ImportError::Layer`] when a layer's tar
+    /// cannot be taken apart, [`ImportError::UnknownSource`] for a source of no known format,
+    /// and [`ImportError::Store`] when the store itself fails; nothing of the import is
+    /// visible after an error.
     pub fn import(
         &self,
         source: &Path,
         options: &ImportOptions<'_>,
-    ) -> Result<ImportReport, StoreError> {
-        self.import_with(source, options, StagedTree::None)
+    ) -> Result<ImportReport, ImportError> {
+        Ok(self.import_with(source, options, StagedTree::None)?)
     }
 
     /// [`import`](Store::import)s and then [`materialize`](Store::materialize)s every layer
@@ -269,11 +329,14 @@ impl Store {
         source: &Path,
         options: &ImportOptions<'_>,
         strategy: Option<Strategy>,
-    ) -> Result<ImportReport, StoreError> {
+    ) -> Result<ImportReport, ImportError> {
         let strategy = strategy.unwrap_or_else(probe_strategy);
         let tree = match strategy {
             Strategy::Stub if !rustix::process::geteuid().is_root() => {
-                return Err(MaterializeError::NeedsRoot { strategy: "stub" }.into());
+                return Err(StoreError::from(MaterializeError::NeedsRoot {
+                    strategy: Strategy::Stub,
+                })
+                .into());
             }
             Strategy::Stub => StagedTree::Stubs,
             _ => StagedTree::None,
@@ -281,7 +344,7 @@ impl Store {
         let report = self.import_with(source, options, tree)?;
         let ids: Vec<String> = report.layers.iter().map(|l| l.id.clone()).collect();
         // Layers the store already had, or trees of other strategies.
-        self.materialize_layers(&ids, Some(strategy))?;
+        self.materialize_all(&ids, Some(strategy))?;
         Ok(report)
     }
 

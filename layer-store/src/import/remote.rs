@@ -15,7 +15,9 @@ use crate::digest::{Digest, Sha256};
 use crate::error::{IoContext, StoreError};
 use crate::import::layer::{Expected, Staged};
 use crate::import::source::{Blobs, Plan, diff_ids, parse_json};
-use crate::import::{ImportError, ImportOptions, ImportProgress, ImportReport, StagedTree};
+use crate::import::{
+    BlobCheck, Document, ImportError, ImportOptions, ImportProgress, ImportReport, StagedTree,
+};
 use crate::limits::Limits;
 use crate::lock::{LockGuard, LockMode};
 use crate::store::Store;
@@ -98,7 +100,7 @@ impl Store {
         reader: impl Read + Send,
         blob: &LayerBlob,
         progress: Option<&dyn ImportProgress>,
-    ) -> Result<StagedLayer, StoreError> {
+    ) -> Result<StagedLayer, ImportError> {
         let lock = self.lock(LockMode::Shared)?;
         let expected = Expected {
             blob: blob.digest.to_string(),
@@ -125,26 +127,24 @@ impl Store {
         config: &[u8],
         mut staged: Vec<StagedLayer>,
         options: &ImportOptions<'_>,
-    ) -> Result<ImportReport, StoreError> {
+    ) -> Result<ImportReport, ImportError> {
         let _lock = self.lock(LockMode::Shared)?;
-        let parsed: ImageManifest = parse_json("manifest", "an OCI image manifest", manifest)?;
+        let parsed: ImageManifest = parse_json("manifest", Document::Manifest, manifest)?;
         let config_digest = Sha256::of(config).to_string();
         if parsed.config().digest().to_string() != config_digest {
             return Err(ImportError::Mismatch {
                 blob: "config".to_owned(),
-                what: "digest",
+                check: BlobCheck::Digest,
                 expected: parsed.config().digest().to_string(),
                 actual: config_digest,
-            }
-            .into());
+            });
         }
         let diff_ids = diff_ids("config", config)?;
         if diff_ids.len() != parsed.layers().len() {
             return Err(ImportError::LayerCount {
                 manifest: parsed.layers().len(),
                 config: diff_ids.len(),
-            }
-            .into());
+            });
         }
         let mut layers = Vec::with_capacity(diff_ids.len());
         let mut slots = Vec::with_capacity(diff_ids.len());
@@ -155,7 +155,7 @@ impl Store {
                 .find(|s| s.blob.diff_id == diff_id && s.blob.digest.to_string() == digest)
                 .and_then(|s| s.staged.take());
             if found.is_none() && !self.has_layer(&diff_id)? {
-                return Err(ImportError::MissingBlob { blob: digest }.into());
+                return Err(ImportError::MissingBlob { blob: digest });
             }
             layers.push(Expected {
                 blob: digest,
@@ -191,6 +191,6 @@ impl Store {
                 }
             }
         }
-        result
+        Ok(result?)
     }
 }

@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 
 use crate::digest::{Digest, Sha256};
 use crate::error::{IoContext, StoreError};
-use crate::import::ImportError;
 use crate::import::layer::Expected;
+use crate::import::{BlobCheck, Document, ImportError};
 use crate::limits::{Limit, Limits};
 use crate::tarstream::normalize;
 
@@ -187,17 +187,17 @@ fn parse_digest(digest: &str) -> Result<Digest, ImportError> {
     })
 }
 
-/// Parses the JSON document `blob` as `expected` (say, "an OCI image manifest"); the error
-/// names the blob, what it should have been, and where the parser stopped.
+/// Parses the JSON document `blob` as `expected`; the error names the blob, what it should
+/// have been, and (as its source) where the parser stopped.
 pub(crate) fn parse_json<T: DeserializeOwned>(
     blob: &str,
-    expected: &'static str,
+    expected: Document,
     bytes: &[u8],
 ) -> Result<T, ImportError> {
-    serde_json::from_slice(bytes).map_err(|e| ImportError::BadJson {
+    serde_json::from_slice(bytes).map_err(|source| ImportError::BadJson {
         blob: blob.to_owned(),
         expected,
-        reason: e.to_string(),
+        source,
     })
 }
 
@@ -209,7 +209,7 @@ fn read_verified(blobs: &Blobs, desc: &Descriptor) -> Result<(String, Vec<u8>), 
     if bytes.len() as u64 != desc.size() {
         return Err(ImportError::Mismatch {
             blob: name,
-            what: "size",
+            check: BlobCheck::Size,
             expected: desc.size().to_string(),
             actual: bytes.len().to_string(),
         }
@@ -219,7 +219,7 @@ fn read_verified(blobs: &Blobs, desc: &Descriptor) -> Result<(String, Vec<u8>), 
     if actual != digest {
         return Err(ImportError::Mismatch {
             blob: name,
-            what: "digest",
+            check: BlobCheck::Digest,
             expected: digest.to_string(),
             actual: actual.to_string(),
         }
@@ -230,7 +230,7 @@ fn read_verified(blobs: &Blobs, desc: &Descriptor) -> Result<(String, Vec<u8>), 
 
 /// The diff_ids a config lists.
 pub(crate) fn diff_ids(name: &str, config: &[u8]) -> Result<Vec<Sha256>, StoreError> {
-    let parsed: ImageConfiguration = parse_json(name, "an OCI image config", config)?;
+    let parsed: ImageConfiguration = parse_json(name, Document::Config, config)?;
     parsed
         .rootfs()
         .diff_ids()
@@ -252,7 +252,7 @@ pub(crate) fn plan_oci(
     limits: &Limits,
 ) -> Result<Plan, StoreError> {
     let index_bytes = blobs.read_json("index.json")?;
-    let index: ImageIndex = parse_json("index.json", "an OCI image index", &index_bytes)?;
+    let index: ImageIndex = parse_json("index.json", Document::Index, &index_bytes)?;
     let mut candidates: Vec<Descriptor> = Vec::new();
     // Each descriptor with the depth of the index that lists it (index.json is 0).
     let mut queue: Vec<(Descriptor, usize)> =
@@ -273,7 +273,7 @@ pub(crate) fn plan_oci(
                     return Err(over(Limit::IndexDepth, depth + 1, limits.index_depth).into());
                 }
                 let (name, bytes) = read_verified(&blobs, &desc)?;
-                let nested: ImageIndex = parse_json(&name, "an OCI image index", &bytes)?;
+                let nested: ImageIndex = parse_json(&name, Document::Index, &bytes)?;
                 seen += nested.manifests().len();
                 if seen > limits.index_descriptors {
                     return Err(
@@ -320,8 +320,7 @@ pub(crate) fn plan_oci(
         }
     };
     let (manifest_name, manifest_bytes) = read_verified(&blobs, &desc)?;
-    let manifest: ImageManifest =
-        parse_json(&manifest_name, "an OCI image manifest", &manifest_bytes)?;
+    let manifest: ImageManifest = parse_json(&manifest_name, Document::Manifest, &manifest_bytes)?;
     let (config_name, config) = read_verified(&blobs, manifest.config())?;
     let diff_ids = diff_ids(&config_name, &config)?;
     if diff_ids.len() != manifest.layers().len() {
@@ -379,7 +378,7 @@ struct DockerManifest {
 pub(crate) fn plan_docker(blobs: Blobs, want: Option<&str>) -> Result<Plan, StoreError> {
     let bytes = blobs.read_json("manifest.json")?;
     let mut images: Vec<DockerManifest> =
-        parse_json("manifest.json", "a docker save manifest list", &bytes)?;
+        parse_json("manifest.json", Document::DockerManifest, &bytes)?;
     if images.len() > 1 {
         if let Some(want) = want {
             images.retain(|m| m.repo_tags.iter().flatten().any(|t| t == want));

@@ -39,13 +39,13 @@ pub enum MaterializeError {
         target: String,
     },
     /// The strategy needs privileges this process lacks.
-    #[error("strategy {strategy} needs root")]
+    #[error("strategy {} needs root", strategy.name())]
     NeedsRoot {
         /// The strategy.
-        strategy: &'static str,
+        strategy: Strategy,
     },
     /// The file system cannot share extents (reflink).
-    #[error("{path}: the file system cannot reflink ({source})")]
+    #[error("{path}: the file system cannot reflink")]
     ReflinkUnsupported {
         /// The file being cloned.
         path: PathBuf,
@@ -53,6 +53,9 @@ pub enum MaterializeError {
         #[source]
         source: io::Error,
     },
+    /// The store failed underneath (I/O, the database, a layer or object it does not hold).
+    #[error(transparent)]
+    Store(Box<StoreError>),
 }
 
 /// The strategy this machine allows best: metadata-only stubs as root when overlay takes
@@ -70,6 +73,15 @@ impl Store {
     /// Materializes layer `id` as `layers/<id>/tree` with `strategy` (probed when `None`),
     /// replacing an existing tree of another strategy; returns the strategy used.
     pub fn materialize(
+        &self,
+        id: &str,
+        strategy: Option<Strategy>,
+    ) -> Result<Strategy, MaterializeError> {
+        Ok(self.materialize_layer(id, strategy)?)
+    }
+
+    /// [`materialize`](Store::materialize), failing with the broad error.
+    fn materialize_layer(
         &self,
         id: &str,
         strategy: Option<Strategy>,
@@ -125,6 +137,15 @@ impl Store {
         &self,
         ids: &[String],
         strategy: Option<Strategy>,
+    ) -> Result<Vec<Strategy>, MaterializeError> {
+        Ok(self.materialize_all(ids, strategy)?)
+    }
+
+    /// [`materialize_layers`](Store::materialize_layers), failing with the broad error.
+    pub(crate) fn materialize_all(
+        &self,
+        ids: &[String],
+        strategy: Option<Strategy>,
     ) -> Result<Vec<Strategy>, StoreError> {
         use rayon::prelude::*;
         let strategy = strategy.unwrap_or_else(probe_strategy);
@@ -134,7 +155,7 @@ impl Store {
             .zip(metas)
             .map(|(id, meta)| match meta {
                 Some(meta) if self.is_materialized(id, &meta, strategy) => Ok(strategy),
-                _ => self.materialize(id, Some(strategy)),
+                _ => self.materialize_layer(id, Some(strategy)),
             })
             .collect()
     }

@@ -70,7 +70,10 @@ pub(crate) fn build_tree(
 ) -> Result<(), StoreError> {
     let privileged = rustix::process::geteuid().is_root();
     if strategy == Strategy::Stub && !privileged {
-        return Err(MaterializeError::NeedsRoot { strategy: "stub" }.into());
+        return Err(MaterializeError::NeedsRoot {
+            strategy: Strategy::Stub,
+        }
+        .into());
     }
     fs::create_dir(tree).at(tree)?;
     let mut builder = Builder {

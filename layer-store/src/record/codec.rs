@@ -93,10 +93,10 @@ pub enum RecordError {
     #[error("record checksum mismatch")]
     Checksum,
     /// The payload does not decompress.
-    #[error("record payload does not decompress: {0}")]
+    #[error("record payload does not decompress")]
     Compression(#[source] std::io::Error),
     /// The payload does not decode as the record type.
-    #[error("record payload does not decode: {0}")]
+    #[error("record payload does not decode")]
     Payload(#[source] postcard::Error),
 }
 

@@ -4,7 +4,9 @@
 use std::fs;
 use std::path::Path;
 
-use strata_layer_store::{FsckOptions, GcOptions, Problem, Store, StoreError};
+use strata_layer_store::{
+    FsckOptions, GcError, GcOptions, ImportError, Problem, Store, StoreError,
+};
 
 use crate::fixtures::{Comp, Image, sample_layers};
 use crate::{files_under, import};
@@ -39,7 +41,9 @@ fn poke(root: &Path, f: impl FnOnce(&rusqlite::Transaction<'_>)) {
 fn damage_error(err: &StoreError) -> bool {
     matches!(
         err,
-        StoreError::DatabaseDamaged { .. } | StoreError::Damaged { .. } | StoreError::Record(_)
+        StoreError::DatabaseDamaged { .. }
+            | StoreError::Gc(GcError::Damaged { .. })
+            | StoreError::Record(_)
     )
 }
 
@@ -74,7 +78,7 @@ fn flipped_bytes_in_the_database_give_typed_errors_and_gc_deletes_nothing() {
         match store.gc(GcOptions::default()) {
             Ok(report) => assert!(report.layers.is_empty() && report.objects == 0),
             Err(e) => {
-                assert!(damage_error(&e), "seed {seed}: gc: {e:?}");
+                assert!(damage_error(&e.into()), "seed {seed}: gc");
                 refused += 1;
             }
         }
@@ -83,7 +87,7 @@ fn flipped_bytes_in_the_database_give_typed_errors_and_gc_deletes_nothing() {
             "import",
             import(&store, &src, "a")
                 .map(|_| ())
-                .map_err(|e| e.downcast::<StoreError>().expect("a store error")),
+                .map_err(|e| e.downcast::<ImportError>().expect("an import error").into()),
         );
         check(
             "fsck --repair",
@@ -182,7 +186,7 @@ fn gc_refuses_damaged_metadata_and_fsck_names_it() {
         let before = payload(&root);
         let store = Store::open(&root).unwrap();
         let err = store.gc(GcOptions::default()).expect_err(what);
-        let StoreError::Damaged { problems } = &err else {
+        let GcError::Damaged { problems } = &err else {
             panic!("{what}: {err:?}");
         };
         assert!(err.to_string().contains("strata fsck"), "{err}");
@@ -320,7 +324,7 @@ fn a_corrupt_layer_record_file_is_named() {
     let err = store
         .gc(GcOptions::default())
         .expect_err("a live layer's record is damaged");
-    let StoreError::Damaged { problems } = &err else {
+    let GcError::Damaged { problems } = &err else {
         panic!("{err:?}");
     };
     assert!(

@@ -4,7 +4,7 @@ use std::fs;
 use std::path::Path;
 
 use strata_layer_store::tarstream::TarError;
-use strata_layer_store::{ImportError, Store, StoreError, Strategy};
+use strata_layer_store::{BlobCheck, ImportError, Store, StoreError, Strategy};
 
 use crate::files_under;
 use crate::fixtures::{Comp, Image, sample_layers};
@@ -22,7 +22,7 @@ pub fn assert_empty(store: &Store, root: &Path) {
     }
 }
 
-pub fn import_err(src: &Path) -> (tempfile::TempDir, StoreError) {
+pub fn import_err(src: &Path) -> (tempfile::TempDir, ImportError) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("store");
     let store = Store::open(&root).unwrap();
@@ -56,7 +56,13 @@ fn wrong_layer_digest_is_refused() {
     fs::write(src.join("blobs/sha256").join(name), other).unwrap();
     let (_t, err) = import_err(&src);
     assert!(
-        matches!(&err, StoreError::Import(ImportError::Mismatch { what, .. }) if *what == "size" || *what == "digest"),
+        matches!(
+            &err,
+            ImportError::Mismatch {
+                check: BlobCheck::Size | BlobCheck::Digest,
+                ..
+            }
+        ),
         "{err}"
     );
 }
@@ -78,10 +84,10 @@ fn wrong_diff_id_is_refused() {
     assert!(
         matches!(
             &err,
-            StoreError::Import(ImportError::Mismatch {
-                what: "diff_id",
+            ImportError::Mismatch {
+                check: BlobCheck::DiffId,
                 ..
-            })
+            }
         ),
         "{err}"
     );
@@ -100,37 +106,43 @@ fn truncated_blob_is_refused() {
     fs::write(&path, &data[..data.len() / 2]).unwrap();
     let (_t, err) = import_err(&src);
     assert!(
-        matches!(err, StoreError::Import(_) | StoreError::Tar(_)),
+        matches!(
+            &err,
+            ImportError::Read { .. } | ImportError::Layer { .. } | ImportError::Mismatch { .. }
+        ) || matches!(&err, ImportError::Store(e) if matches!(**e, StoreError::Tar(_))),
         "{err}"
     );
+}
+
+/// Writes `evil.tar` in `dir`: a layer of one file named `name`, bytes as given (no check).
+fn write_layer(dir: &Path, name: &[u8]) -> std::path::PathBuf {
+    let mut tar = Vec::new();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    // Bypass the tar crate's own path check: write the name bytes directly.
+    h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+    h.set_cksum();
+    tar.extend_from_slice(h.as_bytes());
+    tar.extend_from_slice(b"x");
+    tar.resize(1024 + 1024, 0);
+    let path = dir.join("evil.tar");
+    fs::write(&path, tar).unwrap();
+    path
 }
 
 #[test]
 fn escaping_paths_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut tar = Vec::new();
-    {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(1);
-        h.set_mode(0o644);
-        // Bypass the tar crate's own path check: write the name bytes directly.
-        h.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../escape");
-        h.set_cksum();
-        tar.extend_from_slice(h.as_bytes());
-        tar.extend_from_slice(b"x");
-        tar.resize(1024 + 1024, 0);
-    }
-    let path = tmp.path().join("evil.tar");
-    fs::write(&path, tar).unwrap();
-    let (_t, err) = import_err(&path);
+    let (_t, err) = import_err(&write_layer(tmp.path(), b"../escape"));
     let chain = strata_testkit::error_chain(&err);
     assert!(
         matches!(
             &err,
-            StoreError::Import(ImportError::Layer {
+            ImportError::Layer {
                 source: TarError::UnsafePath { .. },
                 ..
-            })
+            }
         ),
         "{chain}"
     );
@@ -147,8 +159,36 @@ fn garbage_is_not_a_source() {
     let dir = tmp.path().join("dir");
     fs::create_dir(&dir).unwrap();
     let (_t, err) = import_err(&dir);
-    assert!(
-        matches!(err, StoreError::Import(ImportError::UnknownSource { .. })),
-        "{err}"
+    assert!(matches!(err, ImportError::UnknownSource { .. }), "{err}");
+}
+
+#[test]
+fn a_failed_imports_chain_says_each_cause_once() {
+    let tmp = tempfile::tempdir().unwrap();
+
+    // The store's I/O error, lifted into the import's: the path, then what the kernel said.
+    let missing = tmp.path().join("missing");
+    let (_t, err) = import_err(&missing);
+    let os = std::io::Error::from_raw_os_error(rustix::io::Errno::NOENT.raw_os_error());
+    assert_eq!(
+        strata_testkit::assert_chain_once(&err),
+        format!("{}: {os}", missing.display())
     );
+
+    // A truncated blob: the blob, then the decompressor's or the tar reader's complaint.
+    let image = Image::new(&sample_layers(), Comp::Gzip);
+    let src = tmp.path().join("src");
+    image.write_oci(&src, "x");
+    let blob = src
+        .join("blobs/sha256")
+        .join(&crate::fixtures::sha256(&image.blobs[0])[7..]);
+    let data = fs::read(&blob).unwrap();
+    fs::write(&blob, &data[..data.len() / 2]).unwrap();
+    let (_t, err) = import_err(&src);
+    strata_testkit::assert_chain_once(&err);
+
+    // A layer that does not take apart: the layer, then the tar entry at fault.
+    let (_t, err) = import_err(&write_layer(tmp.path(), b"../escape"));
+    let chain = strata_testkit::assert_chain_once(&err);
+    assert!(chain.starts_with("layer evil.tar: "), "{chain}");
 }

@@ -6,7 +6,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use strata_layer_store::tarstream::TarError;
-use strata_layer_store::{ImportError, ImportOptions, Limit, Limits, Store, StoreError, Strategy};
+use strata_layer_store::{BlobCheck, ImportError, ImportOptions, Limit, Limits, Store, Strategy};
 use strata_testkit::error_chain;
 use strata_testkit::hostile::{self, RawTar};
 
@@ -57,7 +57,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     path
 }
 
-fn import_with(source: &Path, limits: Limits) -> Result<(tempfile::TempDir, Store), StoreError> {
+fn import_with(source: &Path, limits: Limits) -> Result<(tempfile::TempDir, Store), ImportError> {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path().join("store")).unwrap();
     let options = ImportOptions {
@@ -69,9 +69,9 @@ fn import_with(source: &Path, limits: Limits) -> Result<(tempfile::TempDir, Stor
 }
 
 /// The layer's tar error under the import error that names the layer.
-fn tar_error(err: &StoreError) -> &TarError {
+fn tar_error(err: &ImportError) -> &TarError {
     match err {
-        StoreError::Import(ImportError::Layer { source, .. }) => source,
+        ImportError::Layer { source, .. } => source,
         other => panic!("not a layer error: {}", error_chain(other)),
     }
 }
@@ -196,10 +196,10 @@ fn nested_indexes_are_refused_before_they_are_walked() {
     assert!(
         matches!(
             err,
-            StoreError::Import(ImportError::OverLimit {
+            ImportError::OverLimit {
                 limit: Limit::IndexDepth,
                 ..
-            })
+            }
         ),
         "{}",
         error_chain(&err)
@@ -211,10 +211,10 @@ fn nested_indexes_are_refused_before_they_are_walked() {
     assert!(
         matches!(
             err,
-            StoreError::Import(ImportError::OverLimit {
+            ImportError::OverLimit {
                 limit: Limit::IndexDescriptors,
                 ..
-            })
+            }
         ),
         "{}",
         error_chain(&err)
@@ -464,7 +464,7 @@ fn sha512_descriptors_are_verified_and_imported() {
     layout(&bad, &wrong);
     let (_t, err) = import_err(&bad);
     assert!(
-        matches!(&err, StoreError::Import(ImportError::Mismatch { what: "digest", expected, .. }) if *expected == wrong),
+        matches!(&err, ImportError::Mismatch { check: BlobCheck::Digest, expected, .. } if *expected == wrong),
         "{}",
         error_chain(&err)
     );

@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
-use strata_layer_store::{Store, StoreError};
+use strata_layer_store::{ExportError, Store, StoreError};
 
 use crate::fixtures::{Comp, Image, Item, sample_layers, sha256};
 use crate::import;
@@ -93,8 +93,8 @@ fn assert_complete(sandbox: &Sandbox, dest: &Path) {
     );
 }
 
-fn already_exists(err: &StoreError) -> bool {
-    matches!(err, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists)
+fn already_exists(err: &ExportError) -> bool {
+    matches!(err, ExportError::Store(e) if matches!(&**e, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists))
 }
 
 #[test]

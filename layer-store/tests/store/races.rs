@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::sync::Barrier;
 
-use strata_layer_store::{ImportOptions, Store, StoreError};
+use strata_layer_store::{ImportError, ImportOptions, Store};
 
 use crate::fixtures::{Comp, Image, sample_layers};
 
-fn import_named(store: &Store, source: &Path, name: &str) -> Result<(), StoreError> {
+fn import_named(store: &Store, source: &Path, name: &str) -> Result<(), ImportError> {
     let options = ImportOptions {
         name: Some(name.to_owned()),
         ..ImportOptions::default()

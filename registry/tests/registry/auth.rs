@@ -35,7 +35,7 @@ fn refuses_anonymous_and_admits_credentials(world: &World) -> String {
     let image = single("auth", 5, 64 << 10);
     world.import(&image, "auth");
     let reference = world.reference("private/auth:1");
-    let err = world.push("auth", &reference).unwrap_err();
+    let err = RegistryError::from(world.push("auth", &reference).unwrap_err());
     assert!(matches!(err, RegistryError::Registry { .. }), "{err}");
 
     let push = PushOptions {
@@ -44,7 +44,7 @@ fn refuses_anonymous_and_admits_credentials(world: &World) -> String {
     };
     world.source.push("auth", &reference, &push).unwrap();
     let target = world.store("target");
-    let err = target.pull(&reference, &pull_options()).unwrap_err();
+    let err = RegistryError::from(target.pull(&reference, &pull_options()).unwrap_err());
     assert!(matches!(err, RegistryError::Registry { .. }), "{err}");
     assert!(target.images().unwrap().is_empty());
     target.pull(&reference, &pull_with(credentials())).unwrap();
@@ -93,7 +93,7 @@ fn bearer_tokens_from_a_token_server_are_required_and_used() {
         token: tokens.token("repository:private/other:pull"),
     };
     let refused = world.store("refused");
-    let err = refused.pull(&reference, &pull_with(elsewhere)).unwrap_err();
+    let err = RegistryError::from(refused.pull(&reference, &pull_with(elsewhere)).unwrap_err());
     assert!(matches!(err, RegistryError::Registry { .. }), "{err}");
     assert!(err.to_string().contains(&reference), "{err}");
     assert!(refused.images().unwrap().is_empty());

@@ -2,7 +2,8 @@
 //! loopback speaks plain HTTP without being told; a TLS handshake with a registry that speaks
 //! plain HTTP suggests `--insecure`; a port nobody listens on is unreachable.
 
-use strata_registry::{Connection, PullOptions, PushOptions, RegistryError};
+use rustix::io::Errno;
+use strata_registry::{Connection, PullError, PullOptions, PushOptions, RegistryError};
 
 use crate::server::{Access, Registry, host_name};
 use crate::{World, single};
@@ -17,7 +18,7 @@ fn a_missing_tag_or_digest_names_it_and_the_repository() {
         .pull(&world.reference("img:2"), &PullOptions::default())
         .unwrap_err();
     match &err {
-        RegistryError::TagNotFound { tag, repository: r } => {
+        PullError::TagNotFound { tag, repository: r } => {
             assert_eq!((tag.as_str(), r), ("2", &repository))
         }
         other => panic!("unexpected error {other:?}"),
@@ -38,7 +39,7 @@ fn a_missing_tag_or_digest_names_it_and_the_repository() {
         .pull(&format!("{repository}@{digest}"), &PullOptions::default())
         .unwrap_err();
     assert!(
-        matches!(&err, RegistryError::ManifestNotFound { digest: d, .. } if *d == digest),
+        matches!(&err, PullError::ManifestNotFound { digest: d, .. } if *d == digest),
         "{err:?}"
     );
     assert_eq!(
@@ -82,7 +83,8 @@ fn tls_to_a_plain_http_registry_suggests_insecure() {
     let target = world.store("target");
     let err = target
         .pull(&reference, &PullOptions::default())
-        .unwrap_err();
+        .unwrap_err()
+        .into();
     match &err {
         RegistryError::Tls {
             reference: r,
@@ -102,7 +104,7 @@ fn tls_to_a_plain_http_registry_suggests_insecure() {
         ..PullOptions::default()
     };
     let err = target.pull(&reference, &insecure).unwrap_err();
-    assert!(matches!(err, RegistryError::TagNotFound { .. }), "{err:?}");
+    assert!(matches!(err, PullError::TagNotFound { .. }), "{err:?}");
 }
 
 #[test]
@@ -112,14 +114,18 @@ fn a_port_nobody_listens_on_is_unreachable() {
         .unwrap();
     let world = World::new();
     let reference = format!("{closed}/x:1");
-    let err = world
+    let err: RegistryError = world
         .store("target")
         .pull(&reference, &PullOptions::default())
-        .unwrap_err();
+        .unwrap_err()
+        .into();
     assert!(matches!(err, RegistryError::Unreachable { .. }), "{err:?}");
-    assert!(
-        err.to_string()
-            .starts_with(&format!("{reference}: cannot connect to the registry")),
-        "{err}"
+    assert_eq!(
+        err.to_string(),
+        format!("{reference}: cannot connect to the registry")
     );
+    // The chain says each cause once, down to the kernel's refusal.
+    let chain = strata_testkit::assert_chain_once(&err);
+    let refused = std::io::Error::from_raw_os_error(Errno::CONNREFUSED.raw_os_error());
+    assert_eq!(chain.matches(&refused.to_string()).count(), 1, "{chain}");
 }

@@ -26,7 +26,7 @@ use fixtures::{Comp, Image, Item};
 use server::{Access, Registry};
 use strata_layer_store::{Durability, ImportOptions, Store};
 use strata_registry::{
-    Connection, PullOptions, PullReport, PushOptions, PushReport, RegistryError, blocking,
+    Connection, PullError, PullOptions, PullReport, PushError, PushOptions, PushReport, blocking,
 };
 
 /// `len` bytes that do not compress (xorshift), different for each `seed`.
@@ -95,7 +95,7 @@ struct TestStore {
 }
 
 impl TestStore {
-    fn pull(&self, reference: &str, options: &PullOptions) -> Result<PullReport, RegistryError> {
+    fn pull(&self, reference: &str, options: &PullOptions) -> Result<PullReport, PullError> {
         self.client.pull(reference, options)
     }
 
@@ -104,7 +104,7 @@ impl TestStore {
         image: &str,
         reference: &str,
         options: &PushOptions,
-    ) -> Result<PushReport, RegistryError> {
+    ) -> Result<PushReport, PushError> {
         self.client.push(image, reference, options)
     }
 }
@@ -178,7 +178,7 @@ impl World {
     }
 
     /// Pushes image `name` of the source store to `reference`, anonymously.
-    fn push(&self, name: &str, reference: &str) -> Result<PushReport, RegistryError> {
+    fn push(&self, name: &str, reference: &str) -> Result<PushReport, PushError> {
         self.source.push(name, reference, &push_options())
     }
 

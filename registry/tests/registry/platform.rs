@@ -1,7 +1,7 @@
 //! Image indexes: `skopeo copy --all` pushes an index of two platforms' images; a pull picks
 //! this machine's by default and the other on request, and names a platform the index lacks.
 
-use strata_registry::{Platform, PullOptions, RegistryError};
+use strata_registry::{Platform, PullError, PullOptions};
 
 use crate::fixtures::{Image, sha256};
 use crate::index::write_index;
@@ -79,7 +79,7 @@ fn an_index_yields_the_host_platform_by_default_and_another_on_request() {
     };
     let err = missing.pull(&reference, &options).unwrap_err();
     match &err {
-        RegistryError::NoPlatform {
+        PullError::NoPlatform {
             reference: r,
             platform,
         } => {

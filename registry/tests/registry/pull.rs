@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use strata_layer_store::digest::Sha256;
 use strata_layer_store::{FsckOptions, StoreError};
-use strata_registry::{BlobOutcome, LayerFetch, PullOptions, PullProgress, RegistryError};
+use strata_registry::{
+    BlobOutcome, LayerFetch, PullError, PullOptions, PullProgress, RegistryError,
+};
 
 use crate::fixtures::{Comp, Image};
 use crate::server::RangeStripper;
@@ -177,7 +179,7 @@ fn an_interrupted_pull_resumes_from_the_bytes_on_disk() {
         ..pull_options()
     };
     let err = target.pull(&reference, &options).unwrap_err();
-    assert!(matches!(err, RegistryError::Cancelled { .. }), "{err}");
+    assert!(matches!(err, PullError::Cancelled { .. }), "{err}");
     assert!(
         target.images().unwrap().is_empty(),
         "a cancelled pull made an image visible"
@@ -234,7 +236,8 @@ fn a_partial_download_on_disk_is_resumed_if_good_and_discarded_if_corrupt() {
     wrong[500] ^= 0xff;
     let partial = leave_partial(&target, blob, &wrong);
     let err = target.pull(&reference, &pull_options()).unwrap_err();
-    assert!(matches!(err, RegistryError::Layer { .. }), "{err}");
+    assert!(matches!(err, PullError::Layer { .. }), "{err}");
+    strata_testkit::assert_chain_once(&err);
     assert!(target.images().unwrap().is_empty());
     assert!(!partial.exists(), "bytes that failed to verify were kept");
 
@@ -325,9 +328,10 @@ fn a_blob_the_registry_serves_wrong_is_refused_with_nothing_visible() {
     let target = world.store("target");
     let err = target.pull(&reference, &pull_options()).unwrap_err();
     match &err {
-        RegistryError::Layer { digest: d, .. } => assert_eq!(*d, digest),
+        PullError::Layer { digest: d, .. } => assert_eq!(*d, digest),
         other => panic!("unexpected error {other}"),
     }
+    strata_testkit::assert_chain_once(&err);
     assert!(target.images().unwrap().is_empty());
     assert!(
         target.layers().unwrap().is_empty(),
@@ -343,12 +347,12 @@ fn bad_references_and_missing_images_name_what_is_wrong() {
     }
     let world = World::new();
     let target = world.store("target");
-    let err = target.pull("has spaces/x", &pull_options()).unwrap_err();
+    let err = RegistryError::from(target.pull("has spaces/x", &pull_options()).unwrap_err());
     assert!(matches!(err, RegistryError::BadReference { .. }), "{err}");
     let reference = world.reference("nothing:here");
     let err = target.pull(&reference, &pull_options()).unwrap_err();
-    assert!(matches!(err, RegistryError::TagNotFound { .. }), "{err}");
-    let err = world.push("nope", &reference).unwrap_err();
+    assert!(matches!(err, PullError::TagNotFound { .. }), "{err}");
+    let err = RegistryError::from(world.push("nope", &reference).unwrap_err());
     assert!(
         matches!(&err, RegistryError::Store(e) if matches!(**e, StoreError::ImageNotFound { .. })),
         "{err}"

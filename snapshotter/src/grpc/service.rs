@@ -47,7 +47,11 @@ impl SnapshotService {
 
 /// The gRPC status containerd's `errdefs.FromGRPC` turns back into the same error class.
 pub fn status(err: &Error) -> Status {
-    let message = err.to_string();
+    // The whole chain: each message names only what failed, its cause is the next one.
+    let message = std::iter::successors(Some(err as &dyn std::error::Error), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ");
     match err.kind() {
         ErrorKind::NotFound => Status::not_found(message),
         ErrorKind::AlreadyExists => Status::already_exists(message),

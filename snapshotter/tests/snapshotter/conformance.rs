@@ -515,7 +515,8 @@ fn layers_500_and_the_limit() {
     s.sn.commit("c500", "a500", gc()).unwrap();
     s.sn.prepare("a501", Some("c500"), gc()).unwrap();
     let err = s.sn.mount("a501", &s.scratch("a501")).unwrap_err();
-    assert!(err.to_string().contains("501 lower dirs"), "{err}");
+    let chain = strata_testkit::assert_chain_once(&err);
+    assert!(chain.contains("501 lower dirs"), "{chain}");
 }
 
 /// Commit never rebases: the committed snapshot keeps its parent and its very directory (same
