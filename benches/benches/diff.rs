@@ -52,10 +52,9 @@ fn threads() -> usize {
 }
 
 fn options(threads: Threads) -> DiffOptions {
-    DiffOptions {
-        content: ContentCheck::Ambiguous,
-        threads,
-    }
+    DiffOptions::default()
+        .with_content(ContentCheck::Ambiguous)
+        .with_threads(threads)
 }
 
 fn count_entries(root: &Path) -> u64 {
@@ -254,10 +253,7 @@ fn bench_write(c: &mut Criterion, fx: &Fixtures) {
             ("tar", Compression::None, Threads::Rayon),
             ("tar+zstd", Compression::Zstd, Threads::Rayon),
         ] {
-            let options = WriteOptions {
-                threads,
-                ..WriteOptions::new(compression)
-            };
+            let options = WriteOptions::new(compression).with_threads(threads);
             group.bench_function(BenchmarkId::new(pair.name, label), |b| {
                 b.iter(|| strata_diff::write_layer(&set, &options, io::sink()).unwrap())
             });

@@ -26,15 +26,11 @@ fn main() -> anyhow::Result<()> {
         _ => bail!("the last argument can only be `seq`"),
     };
     let (old, new) = (Path::new(old), Path::new(new));
-    let options = DiffOptions {
-        content: ContentCheck::Ambiguous,
-        threads,
-    };
+    let options = DiffOptions::default()
+        .with_content(ContentCheck::Ambiguous)
+        .with_threads(threads);
     let set = strata_diff::changes(old, new, &options)?;
-    let write = WriteOptions {
-        threads,
-        ..WriteOptions::new(Compression::None)
-    };
+    let write = WriteOptions::new(Compression::None).with_threads(threads);
     for _ in 0..runs {
         let start = Instant::now();
         match what.as_str() {

@@ -52,11 +52,26 @@ pub struct ChangeSet {
 
 /// How a diff runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct DiffOptions {
     /// When to compare file contents.
     pub content: ContentCheck,
     /// Where the work runs.
     pub threads: Threads,
+}
+
+impl DiffOptions {
+    /// With [`content`](DiffOptions::content) set to `content`.
+    pub fn with_content(mut self, content: ContentCheck) -> Self {
+        self.content = content;
+        self
+    }
+
+    /// With [`threads`](DiffOptions::threads) set to `threads`.
+    pub fn with_threads(mut self, threads: Threads) -> Self {
+        self.threads = threads;
+        self
+    }
 }
 
 /// When two regular files with the same metadata get their bytes compared.

@@ -17,9 +17,18 @@ use crate::store::Store;
 
 /// How to check.
 #[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
 pub struct FsckOptions {
     /// Move corrupt objects to `quarantine/` (under the exclusive store lock).
     pub repair: bool,
+}
+
+impl FsckOptions {
+    /// With [`repair`](FsckOptions::repair) set to `repair`.
+    pub fn with_repair(mut self, repair: bool) -> Self {
+        self.repair = repair;
+        self
+    }
 }
 
 /// One problem found.

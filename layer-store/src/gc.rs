@@ -21,9 +21,18 @@ use crate::store::Store;
 
 /// How to collect.
 #[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
 pub struct GcOptions {
     /// Report what would be removed, remove nothing.
     pub dry_run: bool,
+}
+
+impl GcOptions {
+    /// With [`dry_run`](GcOptions::dry_run) set to `dry_run`.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
 }
 
 /// What a collection removed (or would remove, on a dry run).

@@ -162,11 +162,12 @@ impl Snapshotter {
 fn read_only(dirs: Vec<PathBuf>, objects: Option<PathBuf>, options: &OverlayOptions) -> Overlay {
     let overlay = Overlay::new().lowers(dirs);
     match objects {
-        Some(objects) => overlay.data_lower(objects).options(OverlayOptions {
-            metacopy: Some(true),
-            redirect_dir: Some(RedirectDir::On),
-            ..options.clone()
-        }),
+        Some(objects) => overlay.data_lower(objects).options(
+            options
+                .clone()
+                .with_metacopy(Some(true))
+                .with_redirect_dir(Some(RedirectDir::On)),
+        ),
         None => overlay.options(options.clone()),
     }
 }

@@ -90,13 +90,12 @@ fn spec(layout: &Layout, placement: &Placement, options: &OverlayOptions) -> Mou
             let mut overlay = Overlay::new().lowers(dirs.iter().cloned());
             if data_lower {
                 // The kernel follows a stub's metacopy and redirect only with both on.
-                overlay = overlay
-                    .data_lower(layout.objects())
-                    .options(OverlayOptions {
-                        metacopy: Some(true),
-                        redirect_dir: Some(RedirectDir::On),
-                        ..options.clone()
-                    });
+                overlay = overlay.data_lower(layout.objects()).options(
+                    options
+                        .clone()
+                        .with_metacopy(Some(true))
+                        .with_redirect_dir(Some(RedirectDir::On)),
+                );
             } else {
                 overlay = overlay.options(options.clone());
             }

@@ -109,10 +109,8 @@ impl Snapshotter {
             namespace: namespace.to_owned(),
             layout,
             // Without CAP_SYS_ADMIN overlay keeps its xattrs in user.overlay.* (rootless).
-            overlay: OverlayOptions {
-                userxattr: !rustix::process::geteuid().is_root(),
-                ..OverlayOptions::default()
-            },
+            overlay: OverlayOptions::default()
+                .with_userxattr(!rustix::process::geteuid().is_root()),
             batcher,
             pool,
             closed: AtomicBool::new(false),

@@ -92,14 +92,11 @@ impl Command {
                 output,
                 content,
             } => {
-                let options = DiffOptions {
-                    content: if content {
-                        ContentCheck::Always
-                    } else {
-                        ContentCheck::Ambiguous
-                    },
-                    ..DiffOptions::default()
-                };
+                let options = DiffOptions::default().with_content(if content {
+                    ContentCheck::Always
+                } else {
+                    ContentCheck::Ambiguous
+                });
                 let set = strata_diff::changes(&old, &new, &options).with_context(|| {
                     format!("diffing {} against {}", old.display(), new.display())
                 })?;

@@ -175,7 +175,7 @@ impl Command {
                 prune.dry_run = dry_run;
                 let cache =
                     strata_build::prune_cache(&store, prune).context("expiring the build cache")?;
-                let report = store.gc(GcOptions { dry_run })?;
+                let report = store.gc(GcOptions::default().with_dry_run(dry_run))?;
                 let mut json = serde_json::to_value(&report)?;
                 json["build_cache"] = serde_json::to_value(&cache)?;
                 global.emit(&json, || {
@@ -198,7 +198,7 @@ impl Command {
                 })
             }
             Command::Fsck { repair } => {
-                let report = store.fsck(FsckOptions { repair })?;
+                let report = store.fsck(FsckOptions::default().with_repair(repair))?;
                 global.emit(&report, || {
                     let mut out = format!(
                         "checked {} objects, {} layers, {} images: {} problems",

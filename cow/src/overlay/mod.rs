@@ -65,6 +65,7 @@ impl RedirectDir {
 /// index, and the index would pin the upper to these exact lowers), everything else as the
 /// kernel has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OverlayOptions {
     /// Keep overlay's xattrs in `user.overlay.*` instead of `trusted.overlay.*`: what a mount
     /// inside a user namespace needs. Conflicts with redirects and metacopy.
@@ -92,6 +93,44 @@ impl Default for OverlayOptions {
             redirect_dir: None,
             read_only: false,
         }
+    }
+}
+
+impl OverlayOptions {
+    /// With [`userxattr`](OverlayOptions::userxattr) set to `on`.
+    pub fn with_userxattr(mut self, on: bool) -> Self {
+        self.userxattr = on;
+        self
+    }
+
+    /// With [`volatile`](OverlayOptions::volatile) set to `on`.
+    pub fn with_volatile(mut self, on: bool) -> Self {
+        self.volatile = on;
+        self
+    }
+
+    /// With [`index`](OverlayOptions::index) set to `index`.
+    pub fn with_index(mut self, index: Option<bool>) -> Self {
+        self.index = index;
+        self
+    }
+
+    /// With [`metacopy`](OverlayOptions::metacopy) set to `metacopy`.
+    pub fn with_metacopy(mut self, metacopy: Option<bool>) -> Self {
+        self.metacopy = metacopy;
+        self
+    }
+
+    /// With [`redirect_dir`](OverlayOptions::redirect_dir) set to `redirect_dir`.
+    pub fn with_redirect_dir(mut self, redirect_dir: Option<RedirectDir>) -> Self {
+        self.redirect_dir = redirect_dir;
+        self
+    }
+
+    /// With [`read_only`](OverlayOptions::read_only) set to `on`.
+    pub fn with_read_only(mut self, on: bool) -> Self {
+        self.read_only = on;
+        self
     }
 }
 

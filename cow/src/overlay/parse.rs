@@ -15,10 +15,7 @@ impl Overlay {
             option: word.to_owned(),
             reason,
         };
-        let mut overlay = Overlay::new().options(OverlayOptions {
-            index: None,
-            ..OverlayOptions::default()
-        });
+        let mut overlay = Overlay::new().options(OverlayOptions::default().with_index(None));
         let (mut upper, mut work) = (None, None);
         let bool_value = |word: &str, value: &str| match value {
             "on" => Ok(true),
@@ -89,9 +86,7 @@ mod tests {
             read_only: bool,
             metacopy in proptest::option::of(any::<bool>()),
         ) {
-            let mut overlay = Overlay::new().lowers(&lowers).options(OverlayOptions {
-                userxattr, volatile, read_only, metacopy, ..OverlayOptions::default()
-            });
+            let mut overlay = Overlay::new().lowers(&lowers).options(OverlayOptions::default().with_userxattr(userxattr).with_volatile(volatile).with_read_only(read_only).with_metacopy(metacopy));
             for d in &data {
                 overlay = overlay.data_lower(d);
             }

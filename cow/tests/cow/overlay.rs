@@ -142,10 +142,7 @@ fn read_only_mounts_refuse_writes_with_erofs() -> Result<()> {
         drop(guard);
 
         let (upper, work, target) = s.rw("ro")?;
-        let options = OverlayOptions {
-            read_only: true,
-            ..OverlayOptions::default()
-        };
+        let options = OverlayOptions::default().with_read_only(true);
         let _guard = Overlay::new()
             .lower(&lower)
             .upper(&upper, &work)
@@ -243,11 +240,9 @@ fn options_reach_the_kernel() -> Result<()> {
     let s = Scratch::new()?;
     let lower = s.layer("lower", &[("f", "x")])?;
     let (upper, work, target) = s.rw("rw")?;
-    let options = OverlayOptions {
-        volatile: true,
-        index: Some(true),
-        ..OverlayOptions::default()
-    };
+    let options = OverlayOptions::default()
+        .with_volatile(true)
+        .with_index(Some(true));
     let _guard = Overlay::new()
         .lower(&lower)
         .upper(&upper, &work)

@@ -95,19 +95,13 @@ fn child() -> Result<()> {
     // The probe works unprivileged, from inside a user namespace too.
     assert!(strata_cow::probe::Features::probe().userns_overlay());
 
-    let userxattr = OverlayOptions {
-        userxattr: true,
-        ..OverlayOptions::default()
-    };
+    let userxattr = OverlayOptions::default().with_userxattr(true);
     let (lower, upper, work) = (dir.join("lower"), dir.join("rw-upper"), dir.join("rw-work"));
     let target = dir.join("rw-target");
     let err = Overlay::new()
         .lower(&lower)
         .upper(&upper, &work)
-        .options(OverlayOptions {
-            metacopy: Some(true),
-            ..userxattr.clone()
-        })
+        .options(userxattr.clone().with_metacopy(Some(true)))
         .mount_at(&target)
         .expect_err("metacopy needs trusted xattrs");
     assert!(matches!(err, MountError::Conflict { .. }), "{err}");

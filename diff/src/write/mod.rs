@@ -29,6 +29,7 @@ pub enum Compression {
 
 /// How a layer is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct WriteOptions {
     /// Compression of the blob.
     pub compression: Compression,
@@ -48,6 +49,18 @@ impl WriteOptions {
             source_date_epoch: None,
             threads: Threads::default(),
         }
+    }
+
+    /// With [`source_date_epoch`](WriteOptions::source_date_epoch) set to `epoch`.
+    pub fn with_source_date_epoch(mut self, epoch: Option<i64>) -> Self {
+        self.source_date_epoch = epoch;
+        self
+    }
+
+    /// With [`threads`](WriteOptions::threads) set to `threads`.
+    pub fn with_threads(mut self, threads: Threads) -> Self {
+        self.threads = threads;
+        self
     }
 
     /// Takes the mtime clamp from the `SOURCE_DATE_EPOCH` environment variable, if it is set

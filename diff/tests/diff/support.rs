@@ -14,10 +14,9 @@ pub fn both(old: &Path, new: &Path, content: ContentCheck) -> ChangeSet {
     let seq = strata_diff::changes(
         old,
         new,
-        &DiffOptions {
-            content,
-            threads: Threads::Sequential,
-        },
+        &DiffOptions::default()
+            .with_content(content)
+            .with_threads(Threads::Sequential),
     )
     .expect("sequential diff");
     let pool = rayon::ThreadPoolBuilder::new()
@@ -29,10 +28,9 @@ pub fn both(old: &Path, new: &Path, content: ContentCheck) -> ChangeSet {
             strata_diff::changes(
                 old,
                 new,
-                &DiffOptions {
-                    content,
-                    threads: Threads::Rayon,
-                },
+                &DiffOptions::default()
+                    .with_content(content)
+                    .with_threads(Threads::Rayon),
             )
         })
         .expect("parallel diff");

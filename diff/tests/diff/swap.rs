@@ -64,10 +64,7 @@ fn exchange(a: &Path, b: &Path) {
 }
 
 fn write(set: &ChangeSet, threads: Threads) -> Result<Vec<u8>, WriteError> {
-    let options = WriteOptions {
-        threads,
-        ..WriteOptions::new(Compression::None)
-    };
+    let options = WriteOptions::new(Compression::None).with_threads(threads);
     let mut out = Vec::new();
     strata_diff::write_layer(set, &options, &mut out)?;
     Ok(out)

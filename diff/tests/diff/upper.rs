@@ -15,9 +15,10 @@ use crate::support::{assert_same_tree, both, can_mount, lines, state};
 
 /// `upper_changes` run sequentially and on a 4-thread pool; asserts both agree.
 fn upper_both(lowers: &[&Path], upper: &Path) -> Result<ChangeSet, DiffError> {
-    let opts = |threads| DiffOptions {
-        content: ContentCheck::Ambiguous,
-        threads,
+    let opts = |threads| {
+        DiffOptions::default()
+            .with_content(ContentCheck::Ambiguous)
+            .with_threads(threads)
     };
     let seq = strata_diff::upper_changes(lowers, upper, &opts(Threads::Sequential));
     let pool = rayon::ThreadPoolBuilder::new()
@@ -127,10 +128,7 @@ fn upper_changes_match_the_mounted_two_tree_walk_and_apply_to_the_container_view
     let fast = upper_both(&lower_refs, &s.p("upper")).unwrap();
 
     // The reference: the lowers alone, and the container's view, both mounted read-only.
-    let ro = strata_cow::overlay::OverlayOptions {
-        read_only: true,
-        ..Default::default()
-    };
+    let ro = strata_cow::overlay::OverlayOptions::default().with_read_only(true);
     let _old = Overlay::new()
         .lowers(lowers.clone())
         .options(ro.clone())

@@ -213,10 +213,7 @@ fn source_date_epoch_clamps_mtimes() {
     set_mtime(&new.path().join("late"), 2_000_000_000, 0);
     set_mtime(&new.path().join("early"), 1_000, 0);
     let set = both(old.path(), new.path(), ContentCheck::Ambiguous);
-    let options = WriteOptions {
-        source_date_epoch: Some(1_500_000_000),
-        ..WriteOptions::new(Compression::None)
-    };
+    let options = WriteOptions::new(Compression::None).with_source_date_epoch(Some(1_500_000_000));
     let (bytes, _) = write(&set, &options);
     let mut archive = tar::Archive::new(&bytes[..]);
     let times: Vec<u64> = archive
@@ -267,10 +264,7 @@ fn overlapped_and_sequential_writers_give_the_same_bytes_and_output_errors() {
     }
     let set = both(old.path(), new.path(), ContentCheck::Ambiguous);
     for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
-        let with = |threads| WriteOptions {
-            threads,
-            ..WriteOptions::new(compression)
-        };
+        let with = |threads| WriteOptions::new(compression).with_threads(threads);
         let seq = write(&set, &with(Threads::Sequential));
         assert_eq!(write(&set, &with(Threads::Rayon)), seq, "{compression:?}");
     }
@@ -293,10 +287,7 @@ fn overlapped_and_sequential_writers_give_the_same_bytes_and_output_errors() {
         }
     }
     for threads in [Threads::Sequential, Threads::Rayon] {
-        let options = WriteOptions {
-            threads,
-            ..WriteOptions::new(Compression::None)
-        };
+        let options = WriteOptions::new(Compression::None).with_threads(threads);
         match strata_diff::write_layer(&set, &options, Full { left: 300_000 }) {
             Err(WriteError::Output(e)) => assert_eq!(e.kind(), io::ErrorKind::StorageFull),
             other => panic!("{threads:?}: {other:?}"),

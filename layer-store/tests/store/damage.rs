@@ -91,7 +91,9 @@ fn flipped_bytes_in_the_database_give_typed_errors_and_gc_deletes_nothing() {
         );
         check(
             "fsck --repair",
-            store.fsck(FsckOptions { repair: true }).map(|_| ()),
+            store
+                .fsck(FsckOptions::default().with_repair(true))
+                .map(|_| ()),
         );
         let after = payload(&root);
         assert_eq!(before.1, after.1, "seed {seed}: a layer dir was deleted");
@@ -235,7 +237,9 @@ fn strays_in_objects_are_reported_and_quarantined_not_fatal() {
     let gc = store.gc(GcOptions::default()).unwrap();
     assert!(gc.layers.is_empty() && gc.objects == 0, "{gc:?}");
 
-    let repaired = store.fsck(FsckOptions { repair: true }).unwrap();
+    let repaired = store
+        .fsck(FsckOptions::default().with_repair(true))
+        .unwrap();
     let mut quarantined = repaired.quarantined.clone();
     quarantined.sort();
     assert_eq!(quarantined, strays);
@@ -272,7 +276,9 @@ fn a_reimport_heals_quarantined_objects() {
     let tmp = tempfile::tempdir().unwrap();
     let (store, src) = store_with_image(tmp.path());
     let (victim, good) = corrupt_largest_object(&store);
-    let repaired = store.fsck(FsckOptions { repair: true }).unwrap();
+    let repaired = store
+        .fsck(FsckOptions::default().with_repair(true))
+        .unwrap();
     assert_eq!(repaired.quarantined.len(), 1);
     assert!(!victim.exists());
     assert!(!store.fsck(FsckOptions::default()).unwrap().is_clean());
@@ -299,7 +305,9 @@ fn repair_restores_an_object_from_a_checkout() {
     }
     let (victim, good) = corrupt_largest_object(&store);
 
-    let repaired = store.fsck(FsckOptions { repair: true }).unwrap();
+    let repaired = store
+        .fsck(FsckOptions::default().with_repair(true))
+        .unwrap();
     assert_eq!(repaired.quarantined.len(), 1);
     assert_eq!(repaired.restored, repaired.quarantined);
     assert_eq!(fs::read(&victim).unwrap(), good);

@@ -31,7 +31,7 @@ fn gc_removes_only_what_nothing_needs() -> anyhow::Result<()> {
     let (store, a, _b) = two_images(tmp.path());
     let before = files_under(&store.root().join("objects"));
 
-    let dry = store.gc(GcOptions { dry_run: true })?;
+    let dry = store.gc(GcOptions::default().with_dry_run(true))?;
     assert!(dry.layers.is_empty() && dry.objects == 0);
 
     store.remove_image("b")?;
@@ -50,7 +50,7 @@ fn gc_removes_only_what_nothing_needs() -> anyhow::Result<()> {
     assert!(kept.layers.is_empty() && kept.objects == 0, "{kept:?}");
     store.remove_gc_root("snapshot-1", &layer_b)?;
 
-    let dry = store.gc(GcOptions { dry_run: true })?;
+    let dry = store.gc(GcOptions::default().with_dry_run(true))?;
     assert_eq!(dry.layers, vec![layer_b.clone()]);
     assert_eq!(files_under(&store.root().join("objects")), before);
     let report = store.gc(GcOptions::default())?;
@@ -119,7 +119,7 @@ fn fsck_finds_a_flipped_byte_and_repair_quarantines_it() -> anyhow::Result<()> {
     assert!(rebuilding.export("a", &tmp.path().join("bad")).is_err());
     assert!(!tmp.path().join("bad").exists());
 
-    let repaired = store.fsck(FsckOptions { repair: true })?;
+    let repaired = store.fsck(FsckOptions::default().with_repair(true))?;
     assert_eq!(repaired.quarantined, vec![id.clone()]);
     assert!(store.root().join("quarantine").join(&id).exists());
     assert!(!victim.exists());

@@ -70,13 +70,11 @@ fn stack_matches(
     }
     if strategy == Strategy::Stub {
         // The kernel follows a lower's metacopy only with metacopy=on (which wants redirect_dir=on).
-        overlay = overlay
-            .data_lower(store.objects_dir())
-            .options(OverlayOptions {
-                metacopy: Some(true),
-                redirect_dir: Some(RedirectDir::On),
-                ..OverlayOptions::default()
-            });
+        overlay = overlay.data_lower(store.objects_dir()).options(
+            OverlayOptions::default()
+                .with_metacopy(Some(true))
+                .with_redirect_dir(Some(RedirectDir::On)),
+        );
     }
     let target = tmp.path().join("mnt");
     std::fs::create_dir(&target)?;

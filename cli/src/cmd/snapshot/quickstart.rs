@@ -82,10 +82,7 @@ impl Quickstart {
             let empty = work.path().join("empty");
             fs::create_dir(&empty)?;
             let set = strata_diff::changes(&empty, &tree, &DiffOptions::default())?;
-            let options = WriteOptions {
-                source_date_epoch: Some(EPOCH),
-                ..WriteOptions::new(Compression::Gzip)
-            };
+            let options = WriteOptions::new(Compression::Gzip).with_source_date_epoch(Some(EPOCH));
             let digests = strata_diff::write_layer(&set, &options, fs::File::create(&layer)?)?;
             let what = format!(
                 "a one-layer image from {source}: {} entries, {} bytes gzip",
