@@ -50,14 +50,14 @@ mod export;
 mod fsck;
 mod gc;
 mod history;
-pub mod import;
+mod import;
 mod limits;
 mod lock;
-pub mod materialize;
+mod materialize;
 pub mod name;
-pub mod object;
+mod object;
 mod progress;
-pub mod record;
+mod record;
 mod staging;
 mod store;
 pub mod tarstream;
@@ -78,6 +78,17 @@ pub use import::{
 pub use limits::{Limit, Limits};
 pub use lock::LockGuard;
 pub use materialize::{MaterializeError, probe_strategy};
+pub use object::ObjectId;
 pub use progress::Progress;
-pub use record::{ImageRecord, LayerMeta, LayerRecord, Strategy};
+pub use record::{
+    Chunk, Compression as BlobCompression, Entry, EntryKind, ImageRecord, LayerMeta, LayerRecord,
+    RecordError, Strategy, Time, chain_ids,
+};
 pub use store::{Durability, MIN_ID_PREFIX, Store};
+
+/// The record codec, for the fuzz targets and the format tests; not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::record::{FeatureFlags, Kind, decode, decode_layer, decode_payload, encode};
+}

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use oci_client::errors::OciDistributionError;
 use strata_layer_store::digest::Sha256;
-use strata_layer_store::record::LayerRecord;
-use strata_layer_store::{ExportError, Progress, Store, StoreError};
+
+use strata_layer_store::{ExportError, LayerRecord, Progress, Store, StoreError};
 use tokio::sync::mpsc;
 
 use crate::session::Session;

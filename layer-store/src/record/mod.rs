@@ -10,7 +10,9 @@ pub mod codec;
 
 use serde::{Deserialize, Serialize};
 
-pub use codec::{FeatureFlags, Kind, RecordError, decode, decode_payload, encode};
+#[cfg(feature = "fuzzing")]
+pub use codec::{FeatureFlags, decode_payload};
+pub use codec::{Kind, RecordError, decode, encode};
 
 use crate::digest::Sha256;
 use crate::object::ObjectId;

@@ -2,7 +2,8 @@
 //! bytes go through every record decoder. Errors are fine; panics, hangs and huge allocations
 //! are bugs.
 
-use strata_layer_store::record::{self, ImageRecord, Kind, LayerMeta, LayerRecord};
+use strata_layer_store::fuzzing::{self as record, Kind};
+use strata_layer_store::{ImageRecord, LayerMeta, LayerRecord};
 
 /// Decodes `data` as each kind of record, framed and bare.
 pub fn decode_all(data: &[u8]) {

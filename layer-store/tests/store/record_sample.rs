@@ -5,10 +5,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use strata_layer_store::digest::Sha256;
-use strata_layer_store::object::ObjectId;
-use strata_layer_store::record::{
-    self, Chunk, Compression, Entry, EntryKind, ImageRecord, Kind, LayerMeta, LayerRecord,
-    Strategy, Time,
+use strata_layer_store::fuzzing::{self as record, Kind};
+use strata_layer_store::{
+    BlobCompression as Compression, Chunk, Entry, EntryKind, ImageRecord, LayerMeta, LayerRecord,
+    ObjectId, Strategy, Time,
 };
 
 fn data_dir() -> PathBuf {
@@ -95,7 +95,7 @@ pub fn sample_image() -> ImageRecord {
         manifest_digest: Sha256::of(br#"{"schemaVersion":2}"#),
         config: b"{}".to_vec(),
         tags: vec!["sample:v1".to_owned()],
-        chain_ids: record::chain_ids(&layers),
+        chain_ids: strata_layer_store::chain_ids(&layers),
         layers,
     }
 }

@@ -6,7 +6,7 @@
 use std::io::Read;
 
 use strata_layer_store::Limits;
-use strata_layer_store::object::ObjectId;
+use strata_layer_store::ObjectId;
 use strata_layer_store::tarstream::{self, TarError};
 
 /// Splits `data` as a layer tar, hashing each file, and checks the accepted entries' paths.
