@@ -16,7 +16,6 @@ mod props;
 mod races;
 mod record_contract;
 mod record_sample;
-mod tar_contract;
 
 use std::path::Path;
 
