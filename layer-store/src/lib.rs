@@ -51,7 +51,6 @@ mod fsck;
 mod gc;
 mod history;
 pub mod import;
-mod limits;
 mod lock;
 pub mod materialize;
 pub mod name;
@@ -74,9 +73,9 @@ pub use history::{HistoryEntry, HistoryLayer};
 pub use import::{
     ImportError, ImportOptions, ImportProgress, ImportReport, LayerBlob, StagedLayer,
 };
-pub use limits::{Limit, Limits};
 pub use lock::LockGuard;
 pub use materialize::{MaterializeError, probe_strategy};
 pub use progress::Progress;
 pub use record::{ImageRecord, LayerMeta, LayerRecord, Strategy};
 pub use store::{Durability, MIN_ID_PREFIX, Store};
+pub use strata_codec::{Limit, Limits};

@@ -19,18 +19,18 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::blobs::BlobPolicy;
-use crate::compress::{self, Format};
+use crate::compress::Format;
 use crate::db::{IMAGES, LAYERS, names};
 use crate::digest::Sha256;
 use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
-use crate::limits::Limits;
 use crate::lock::LockMode;
 use crate::materialize::{MaterializeError, build_tree, probe_strategy};
 use crate::record::{self, Compression, ImageRecord, Kind, LayerMeta, Strategy, chain_ids};
 use crate::store::Store;
 use layer::Staged;
 use source::{Blobs, Plan};
+use strata_codec::Limits;
 use strata_metadb::Tx;
 
 pub use remote::{LayerBlob, StagedLayer};
@@ -81,7 +81,7 @@ pub enum ImportError {
     )]
     OverLimit {
         /// Which limit.
-        limit: crate::limits::Limit,
+        limit: strata_codec::Limit,
         /// What the source would need.
         value: u64,
         /// The limit.
@@ -225,7 +225,7 @@ fn plan(path: &Path, want: Option<&str>, limits: &Limits) -> Result<Plan, StoreE
     }
     let mut magic = [0u8; 4];
     let n = fs::File::open(path).at(path)?.read(&mut magic).at(path)?;
-    if compress::detect(&magic[..n]) != Format::Plain {
+    if Format::sniff(&magic[..n]) != Format::Plain {
         return source::plan_layer(path);
     }
     let blobs = Blobs::index_tar(path).map_err(|_| ImportError::UnknownSource {
