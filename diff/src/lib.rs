@@ -34,7 +34,6 @@ pub mod confined;
 mod content;
 mod dir;
 mod meta;
-pub mod pax;
 mod tree;
 mod upper;
 mod write;

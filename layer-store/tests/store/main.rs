@@ -1,5 +1,6 @@
 //! Integration tests of the layer store, one module per operation.
 
+mod codec_agreement;
 mod confinement;
 mod damage;
 mod failures;
