@@ -15,6 +15,9 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
 
+use oci_spec::image::{
+    Arch, Descriptor, ImageConfigurationBuilder, ImageManifestBuilder, MediaType, Os, RootFs,
+};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -240,12 +243,20 @@ fn plan(path: &Path, want: Option<&str>, limits: &Limits) -> Result<Plan, StoreE
     }
 }
 
-fn layer_media_type(compression: &Compression) -> &'static str {
+fn layer_media_type(compression: &Compression) -> MediaType {
     match compression {
-        Compression::None => "application/vnd.oci.image.layer.v1.tar",
-        Compression::Gzip { .. } => "application/vnd.oci.image.layer.v1.tar+gzip",
-        Compression::Zstd { .. } => "application/vnd.oci.image.layer.v1.tar+zstd",
+        Compression::None => MediaType::ImageLayer,
+        Compression::Gzip { .. } => MediaType::ImageLayerGzip,
+        Compression::Zstd { .. } => MediaType::ImageLayerZstd,
     }
+}
+
+/// `digest` as oci-spec's type (a digest of ours always parses).
+fn oci_digest(digest: Sha256) -> oci_spec::image::Digest {
+    digest
+        .to_string()
+        .parse()
+        .expect("sha256:<64 lowercase hex> is a valid OCI digest")
 }
 
 impl Store {
@@ -567,22 +578,23 @@ impl Store {
                     &had
                 }
             };
-            layers.push(serde_json::json!({
-                "mediaType": layer_media_type(&record.compression),
-                "digest": record.blob_digest.to_string(),
-                "size": record.blob_size,
-            }));
+            layers.push(Descriptor::new(
+                layer_media_type(&record.compression),
+                record.blob_size,
+                oci_digest(record.blob_digest),
+            ));
         }
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": Sha256::of(config).to_string(),
-                "size": config.len(),
-            },
-            "layers": layers,
-        });
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(Descriptor::new(
+                MediaType::ImageConfig,
+                config.len() as u64,
+                oci_digest(Sha256::of(config)),
+            ))
+            .layers(layers)
+            .build()
+            .expect("every required manifest field is set");
         Ok(serde_json::to_vec(&manifest).unwrap_or_default())
     }
 }
@@ -604,13 +616,13 @@ fn synthesize_config(diff_ids: &[Sha256]) -> Vec<u8> {
         "aarch64" => "arm64",
         other => other,
     };
-    let config = serde_json::json!({
-        "architecture": arch,
-        "os": "linux",
-        "rootfs": {
-            "type": "layers",
-            "diff_ids": diff_ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        },
-    });
+    let mut rootfs = RootFs::default();
+    rootfs.set_diff_ids(diff_ids.iter().map(ToString::to_string).collect());
+    let config = ImageConfigurationBuilder::default()
+        .architecture(Arch::from(arch))
+        .os(Os::Linux)
+        .rootfs(rootfs)
+        .build()
+        .expect("every required config field is set");
     serde_json::to_vec(&config).unwrap_or_default()
 }
