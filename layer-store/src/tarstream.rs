@@ -60,7 +60,12 @@ pub fn split<R: Read, E: From<TarError>>(
     // Header blocks of consecutive entries without contents stay one raw chunk.
     let mut raw = Vec::new();
     while let Some(header) = tar.next_entry()? {
-        raw.extend_from_slice(&tar.take_raw());
+        let taken = tar.take_raw();
+        if raw.is_empty() {
+            raw = taken;
+        } else {
+            raw.extend_from_slice(&taken);
+        }
         let kind = match &header.kind {
             Kind::File => {
                 if !raw.is_empty() {
