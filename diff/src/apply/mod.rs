@@ -76,7 +76,7 @@ pub enum ApplyError {
     Stream(#[source] io::Error),
     /// The layer tar is malformed or refused (an unsafe path, an invalid whiteout, an
     /// unsupported entry type, over a limit, …): the error says what and where.
-    #[error("reading the layer tar")]
+    #[error(transparent)]
     Layer(#[from] TarError),
     /// A hardlink names a target that does not exist in the root.
     #[error("entry {path:?}: hardlink target {target:?} does not exist")]
