@@ -165,7 +165,7 @@ fn errors_name_the_path_and_exit_non_zero() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("../outside/pwned") && stderr.contains("unsafe path"),
+        stderr.contains("../outside/pwned") && stderr.contains("escapes the layer root"),
         "{stderr}"
     );
     assert!(!dir.path().join("outside").exists());

@@ -29,6 +29,14 @@ use rustix::fs::{CWD, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 
 use crate::xattr;
 
+/// The name prefix that marks a whiteout in an OCI layer tar: `.wh.<name>` hides `<name>` of
+/// the layers below.
+pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
+
+/// The name that marks its directory opaque in an OCI layer tar: nothing of the layers below
+/// shows through it.
+pub const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
+
 /// Which xattr namespace carries overlay's attributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Namespace {

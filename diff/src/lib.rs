@@ -35,7 +35,6 @@ pub mod confined;
 mod content;
 mod dir;
 mod meta;
-pub mod pax;
 mod tree;
 mod upper;
 mod write;

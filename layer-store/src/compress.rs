@@ -1,5 +1,5 @@
-//! Layer blob compression: detecting it on import, finding settings that reproduce it, and
-//! compressing again on export.
+//! Layer blob compression: finding settings that reproduce a blob on import (its format is
+//! sniffed by [`strata_codec::compression`]), and compressing again on export.
 //!
 //! Reproduction is found cheaply: the first [`PROBE_LEN`] uncompressed bytes are compressed at
 //! candidate settings and the bytes the compressor has emitted so far (which are final) are
@@ -13,6 +13,8 @@ use std::io::{self, Write};
 
 use strata_diff::compress::{Compressor, GZIP_HEADER, GZIP_LEVEL, ZSTD_LEVEL};
 
+pub(crate) use strata_codec::compression::Format;
+
 use crate::record::Compression;
 
 /// How many uncompressed bytes the reproduction probe compresses.
@@ -25,25 +27,6 @@ const PROBE_CHUNK: usize = 64 << 10;
 const GZIP_LEVELS: [u32; 9] = [6, 9, 1, 2, 3, 4, 5, 7, 8];
 /// zstd levels tried, most common first.
 const ZSTD_LEVELS: [i32; 10] = [3, 1, 2, 4, 5, 6, 7, 8, 9, 19];
-
-/// The format of a blob, by its magic bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Format {
-    Plain,
-    Gzip,
-    Zstd,
-}
-
-/// The format of a blob starting with `prefix`.
-pub(crate) fn detect(prefix: &[u8]) -> Format {
-    if prefix.starts_with(&[0x1f, 0x8b]) {
-        Format::Gzip
-    } else if prefix.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Format::Zstd
-    } else {
-        Format::Plain
-    }
-}
 
 /// The start of a blob's two streams, for the reproduction probe.
 pub(crate) struct Probe<'a> {
@@ -229,7 +212,7 @@ mod tests {
                 raw: &data[..PROBE_LEN],
                 raw_len: data.len() as u64,
             };
-            assert_eq!(identify(detect(&blob), &probe), compression);
+            assert_eq!(identify(Format::sniff(&blob), &probe), compression);
         }
     }
 

@@ -51,7 +51,6 @@ mod fsck;
 mod gc;
 mod history;
 mod import;
-mod limits;
 mod lock;
 mod materialize;
 pub mod name;
@@ -60,7 +59,7 @@ mod progress;
 mod record;
 mod staging;
 mod store;
-pub mod tarstream;
+mod tarstream;
 mod tmp;
 
 pub use blobs::BlobPolicy;
@@ -75,7 +74,6 @@ pub use import::{
     BlobCheck, Document, ImportError, ImportOptions, ImportProgress, ImportReport, LayerBlob,
     StagedLayer,
 };
-pub use limits::{Limit, Limits};
 pub use lock::LockGuard;
 pub use materialize::{MaterializeError, probe_strategy};
 pub use object::ObjectId;
@@ -85,10 +83,13 @@ pub use record::{
     RecordError, Strategy, Time, chain_ids,
 };
 pub use store::{Durability, MIN_ID_PREFIX, Store};
+pub use strata_codec::tar::TarError;
+pub use strata_codec::{Limit, Limits};
 
 /// The record codec, for the fuzz targets and the format tests; not an API.
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::record::{FeatureFlags, Kind, decode, decode_layer, decode_payload, encode};
+    pub use crate::tarstream::{FileData, Parts, split};
 }

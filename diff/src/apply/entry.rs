@@ -10,15 +10,13 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
+use strata_codec::tar::{Header, Kind, TarReader, Whiteout};
 use strata_cow::conventions::{self, Opacity, WhiteoutStyle};
 use strata_cow::xattr;
 
-use super::tar::{Header, TarReader};
 use super::{ApplyError, ApplyOptions, ApplyStats, Ownership, Whiteouts};
 use crate::confined::{Root, file_type_at, proc_path, remove_all_at};
-use crate::write::WHITEOUT_PREFIX;
 
-const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 const ZERO_RUN: usize = 64 * 1024;
 
 pub(crate) struct Applier<'a> {
@@ -58,14 +56,14 @@ impl<'a> Applier<'a> {
     }
 
     pub(crate) fn run(mut self, reader: impl Read) -> Result<ApplyStats, ApplyError> {
-        let mut tar = TarReader::new(reader);
-        while let Some(header) = tar.next_header().map_err(ApplyError::from)? {
-            let raw = PathBuf::from(OsStr::from_bytes(&header.path));
-            let Some(path) = clean(&raw)? else {
-                tracing::debug!(path = ?raw, "skipping the root entry");
+        let mut tar = TarReader::new(reader, self.options.limits);
+        while let Some(header) = tar.next_entry()? {
+            if header.path.is_empty() {
+                tracing::debug!("skipping the root entry");
                 continue;
-            };
-            self.entry(&header, &mut tar, &raw, &path)?;
+            }
+            let path = PathBuf::from(OsStr::from_bytes(&header.path));
+            self.entry(&header, &mut tar, &path)?;
         }
         self.set_dir_times()?;
         Ok(self.stats)
@@ -75,7 +73,6 @@ impl<'a> Applier<'a> {
         &mut self,
         header: &Header,
         data: &mut impl Read,
-        raw: &Path,
         path: &Path,
     ) -> Result<(), ApplyError> {
         let name = path
@@ -84,14 +81,18 @@ impl<'a> Applier<'a> {
             .as_bytes();
         let parent = path.parent().unwrap_or(Path::new(""));
         let at = |source: io::Error| ApplyError::Entry {
-            path: raw.to_path_buf(),
+            path: path.to_path_buf(),
             source,
         };
-        if let Some(target) = name.strip_prefix(WHITEOUT_PREFIX) {
-            return self.whiteout(raw, parent, name, target);
+        match header.whiteout() {
+            Some(Whiteout::Opaque { .. }) => return self.opaque(parent).map_err(at),
+            Some(Whiteout::Hides { name: target, .. }) => {
+                return self.whiteout(path, parent, target);
+            }
+            None => {}
         }
         let times = self.untouched_dir_times(parent).map_err(at)?;
-        self.create(header, data, raw, path, parent, name)?;
+        self.create(header, data, path, parent, name)?;
         self.restore_dir_times(parent, times).map_err(at)
     }
 
@@ -99,24 +100,17 @@ impl<'a> Applier<'a> {
         &mut self,
         header: &Header,
         data: &mut impl Read,
-        raw: &Path,
         path: &Path,
         parent: &Path,
         name: &[u8],
     ) -> Result<(), ApplyError> {
         let at = |source: io::Error| ApplyError::Entry {
-            path: raw.to_path_buf(),
+            path: path.to_path_buf(),
             source,
         };
-        let attrs = attrs(header, raw)?;
-        let kind = match header.kind {
-            // Pre-POSIX archives mark directories by a trailing slash only.
-            b'0' | 0 if header.path.ends_with(b"/") => b'5',
-            b'0' | 0 | b'7' => b'0',
-            other => other,
-        };
-        match kind {
-            b'0' => {
+        let attrs = attrs(header);
+        match &header.kind {
+            Kind::File => {
                 let dir = self.root.dir_creating(parent).map_err(at)?;
                 let flags = OFlags::WRONLY
                     | OFlags::CREATE
@@ -137,7 +131,7 @@ impl<'a> Applier<'a> {
                 self.stats.bytes += write_sparse(&mut file, data, &mut self.buf).map_err(at)?;
                 self.finish_file(&file, &dir, name, &attrs).map_err(at)?;
             }
-            b'5' => {
+            Kind::Dir => {
                 let dir = self.root.dir_creating(parent).map_err(at)?;
                 let name_os = OsStr::from_bytes(name);
                 let mkdir = || rustix::fs::mkdirat(&dir, name_os, Mode::from_raw_mode(0o700));
@@ -157,27 +151,26 @@ impl<'a> Applier<'a> {
                 self.dir_times.push((path.to_path_buf(), attrs.mtime));
                 self.timed.insert(path.to_path_buf());
             }
-            b'2' => {
+            Kind::Symlink { target } => {
                 let dir = self.root.dir_creating(parent).map_err(at)?;
                 self.create_replacing(&dir, name, || {
-                    rustix::fs::symlinkat(
-                        OsStr::from_bytes(&header.link),
-                        &dir,
-                        OsStr::from_bytes(name),
-                    )
+                    rustix::fs::symlinkat(OsStr::from_bytes(target), &dir, OsStr::from_bytes(name))
                 })
                 .map_err(at)?;
                 self.finish(&dir, name, &attrs, FileType::Symlink)
                     .map_err(at)?;
             }
-            b'1' => self.hardlink(raw, path, parent, name, &header.link)?,
-            b'3' | b'4' | b'6' => {
-                let file_type = match kind {
-                    b'3' => FileType::CharacterDevice,
-                    b'4' => FileType::BlockDevice,
-                    _ => FileType::Fifo,
+            Kind::Hardlink { target, .. } => self.hardlink(path, parent, name, target)?,
+            kind @ (Kind::CharDevice { .. } | Kind::BlockDevice { .. } | Kind::Fifo) => {
+                let (file_type, dev) = match *kind {
+                    Kind::CharDevice { major, minor } => {
+                        (FileType::CharacterDevice, rustix::fs::makedev(major, minor))
+                    }
+                    Kind::BlockDevice { major, minor } => {
+                        (FileType::BlockDevice, rustix::fs::makedev(major, minor))
+                    }
+                    _ => (FileType::Fifo, 0),
                 };
-                let dev = rustix::fs::makedev(header.dev_major, header.dev_minor);
                 let dir = self.root.dir_creating(parent).map_err(at)?;
                 let mknod = || {
                     rustix::fs::mknodat(
@@ -194,7 +187,10 @@ impl<'a> Applier<'a> {
                         if e.raw_os_error() == Some(Errno::PERM.raw_os_error())
                             && file_type != FileType::Fifo =>
                     {
-                        tracing::warn!(path = ?raw, "skipping a device node: not permitted here (user namespace?)");
+                        tracing::warn!(
+                            ?path,
+                            "skipping a device node: not permitted here (user namespace?)"
+                        );
                         self.stats.skipped_devices += 1;
                         return Ok(());
                     }
@@ -202,36 +198,27 @@ impl<'a> Applier<'a> {
                 }
                 self.finish(&dir, name, &attrs, file_type).map_err(at)?;
             }
-            other => {
-                return Err(ApplyError::Unsupported {
-                    path: raw.to_path_buf(),
-                    kind: char::from(other),
-                });
-            }
         }
         self.touch(path);
         Ok(())
     }
 
+    /// A hard link to `link` (a clean path, not `path` itself: the reader checked both).
     fn hardlink(
         &mut self,
-        raw: &Path,
         path: &Path,
         parent: &Path,
         name: &[u8],
         link: &[u8],
     ) -> Result<(), ApplyError> {
         let at = |source: io::Error| ApplyError::Entry {
-            path: raw.to_path_buf(),
+            path: path.to_path_buf(),
             source,
         };
-        let target_raw = PathBuf::from(OsStr::from_bytes(link));
-        let Some(target) = clean(&target_raw)? else {
-            return Err(ApplyError::UnsafePath { path: target_raw });
-        };
+        let target = PathBuf::from(OsStr::from_bytes(link));
         let missing = || ApplyError::MissingLinkTarget {
-            path: raw.to_path_buf(),
-            target: target_raw.clone(),
+            path: path.to_path_buf(),
+            target: target.clone(),
         };
         let target_name = target.file_name().expect("clean paths end in a name");
         let target_dir = match self.root.dir(target.parent().unwrap_or(Path::new(""))) {
@@ -239,9 +226,6 @@ impl<'a> Applier<'a> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
             Err(e) => return Err(at(e)),
         };
-        if target == path {
-            return Ok(());
-        }
         let dir = self.root.dir_creating(parent).map_err(at)?;
         let link = || {
             rustix::fs::linkat(
@@ -367,30 +351,12 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    fn whiteout(
-        &mut self,
-        raw: &Path,
-        parent: &Path,
-        name: &[u8],
-        target: &[u8],
-    ) -> Result<(), ApplyError> {
-        let invalid = || ApplyError::InvalidWhiteout {
-            path: raw.to_path_buf(),
-        };
+    /// The whiteout `raw` of `target` in `parent` (a name the reader checked).
+    fn whiteout(&mut self, raw: &Path, parent: &Path, target: &[u8]) -> Result<(), ApplyError> {
         let at = |source: io::Error| ApplyError::Entry {
             path: raw.to_path_buf(),
             source,
         };
-        if name == OPAQUE_MARKER {
-            return self.opaque(parent).map_err(at);
-        }
-        if target.is_empty()
-            || target == b"."
-            || target == b".."
-            || target.starts_with(WHITEOUT_PREFIX)
-        {
-            return Err(invalid());
-        }
         let path = parent.join(OsStr::from_bytes(target));
         let target = OsStr::from_bytes(target);
         if self.touched.contains(&path) {
@@ -532,10 +498,18 @@ impl<'a> Applier<'a> {
             };
             let (parent, name) = split(&path);
             let name = name.expect("directories with a time have a name");
-            let dir = self.root.dir(parent).map_err(at)?;
+            // A later whiteout may have removed it, or a later entry replaced a parent of it
+            // by a file.
+            let gone = |e: &io::Error| {
+                e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error())
+            };
+            let dir = match self.root.dir(parent) {
+                Err(e) if gone(&e) => continue,
+                other => other.map_err(at)?,
+            };
             match set_mtime(&dir, name, mtime) {
-                // A later whiteout may have removed it.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if gone(&e) => {}
                 other => other.map_err(at)?,
             }
         }
@@ -581,46 +555,19 @@ fn set_mtime(dir: impl AsFd, name: &OsStr, mtime: i64) -> io::Result<()> {
     )?)
 }
 
-/// A layer path as a clean relative path: leading `/` and `.` components dropped, `..`
-/// refused. `None` for the root itself.
-fn clean(raw: &Path) -> Result<Option<PathBuf>, ApplyError> {
-    let mut out = PathBuf::new();
-    for part in raw.as_os_str().as_bytes().split(|&b| b == b'/') {
-        match part {
-            b"" | b"." => {}
-            b".." => {
-                return Err(ApplyError::UnsafePath {
-                    path: raw.to_path_buf(),
-                });
-            }
-            name => out.push(OsStr::from_bytes(name)),
-        }
-    }
-    Ok((!out.as_os_str().is_empty()).then_some(out))
-}
-
-fn attrs(header: &Header, raw: &Path) -> Result<Attrs, ApplyError> {
-    let id = |value: u64| {
-        u32::try_from(value).map_err(|_| ApplyError::Entry {
-            path: raw.to_path_buf(),
-            source: io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("id {value} out of range"),
-            ),
-        })
-    };
-    Ok(Attrs {
+fn attrs(header: &Header) -> Attrs {
+    Attrs {
         mode: header.mode,
-        uid: id(header.uid)?,
-        gid: id(header.gid)?,
-        mtime: header.mtime,
+        uid: header.uid,
+        gid: header.gid,
+        mtime: header.mtime.sec,
         xattrs: header
             .xattrs
             .iter()
             .filter(|(name, _)| !conventions::is_overlay_xattr(name))
             .cloned()
             .collect(),
-    })
+    }
 }
 
 /// Copies the entry's data into `file`, turning every all-zero 64 KiB run into a hole; returns

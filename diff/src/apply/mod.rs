@@ -1,12 +1,12 @@
 //! Applying an OCI layer onto a directory, safely.
 
 mod entry;
-mod stream;
-mod tar;
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use strata_codec::Limits;
+use strata_codec::tar::TarError;
 use strata_cow::conventions::Namespace;
 
 /// What happens to a layer's whiteouts.
@@ -39,6 +39,9 @@ pub struct ApplyOptions {
     pub whiteouts: Whiteouts,
     /// Who owns the applied entries.
     pub ownership: Ownership,
+    /// What the layer may make the applier spend: the layer store's import reads layers
+    /// within the same limits, so the two accept the same layers.
+    pub limits: Limits,
 }
 
 /// What applying a layer did.
@@ -66,72 +69,42 @@ pub enum ApplyError {
         /// The target.
         path: PathBuf,
         /// The underlying error.
+        #[source]
         source: io::Error,
     },
-    /// The layer stream is not a readable (compressed) tar.
+    /// The layer stream is not a readable (compressed) stream.
     #[error("reading the layer stream")]
     Stream(#[source] io::Error),
-    /// The tar stream is malformed.
-    #[error("malformed layer at byte {offset} of the tar stream: {reason}")]
-    Malformed {
-        /// Offset in the uncompressed tar stream of the member at fault.
-        offset: u64,
-        /// What is wrong.
-        reason: &'static str,
-    },
-    /// An entry's name is unusable: empty, or with a `..` component.
-    #[error("entry {path:?}: unsafe path")]
-    UnsafePath {
-        /// The entry name as written in the layer.
-        path: PathBuf,
-    },
-    /// A whiteout names nothing valid (`.wh.`, `.wh..`, `.wh..wh.<x>` other than the opaque
-    /// marker).
-    #[error("entry {path:?}: invalid whiteout")]
-    InvalidWhiteout {
-        /// The entry name as written in the layer.
-        path: PathBuf,
-    },
+    /// The layer tar is malformed or refused (an unsafe path, an invalid whiteout, an
+    /// unsupported entry type, over a limit, …): the error says what and where.
+    #[error(transparent)]
+    Layer(#[from] TarError),
     /// A hardlink names a target that does not exist in the root.
     #[error("entry {path:?}: hardlink target {target:?} does not exist")]
     MissingLinkTarget {
-        /// The entry name as written in the layer.
+        /// The entry's path in the layer.
         path: PathBuf,
-        /// The link target as written in the layer.
+        /// The link target's path in the layer.
         target: PathBuf,
-    },
-    /// A tar entry type a layer may not carry.
-    #[error("entry {path:?}: unsupported tar entry type {kind:?}")]
-    Unsupported {
-        /// The entry name as written in the layer.
-        path: PathBuf,
-        /// The tar type flag.
-        kind: char,
     },
     /// Creating or updating an entry failed.
     #[error("entry {path:?}")]
     Entry {
-        /// The entry name as written in the layer.
+        /// The entry's path in the layer.
         path: PathBuf,
         /// The underlying error.
+        #[source]
         source: io::Error,
     },
 }
 
-impl From<tar::ReadError> for ApplyError {
-    fn from(e: tar::ReadError) -> Self {
-        match e {
-            tar::ReadError::Io(e) => ApplyError::Stream(e),
-            tar::ReadError::Malformed(m) => ApplyError::Malformed {
-                offset: m.offset,
-                reason: m.reason,
-            },
-        }
-    }
-}
-
 /// Applies the OCI layer read from `layer` (plain, gzip or zstd: detected from its first bytes)
 /// onto the directory `root`.
+///
+/// The layer is read by [`strata_codec::tar::TarReader`] within [`ApplyOptions::limits`], the
+/// reader and limits the layer store imports with: what it refuses (unsafe paths, invalid
+/// whiteouts, unsupported entry types, anything below a non-directory of the layer) is refused
+/// before anything of that entry is written.
 ///
 /// No entry, symlink chain, hardlink target or whiteout can touch anything outside `root`:
 /// every path is resolved by the kernel inside it. Whiteouts apply only to what was there
@@ -150,6 +123,6 @@ pub fn apply_layer(
         path: root.to_path_buf(),
         source,
     })?;
-    let reader = stream::decompressed(layer).map_err(ApplyError::Stream)?;
+    let reader = strata_codec::compression::decompressed(layer).map_err(ApplyError::Stream)?;
     entry::Applier::new(target, options).run(reader)
 }

@@ -11,9 +11,7 @@ use super::source::Source;
 use super::{WriteError, WriteOptions};
 use crate::change::{ChangeKind, ChangeSet};
 use crate::meta::{Kind, Meta};
-
-/// The prefix that marks a whiteout in a layer.
-pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
+use strata_cow::conventions::WHITEOUT_PREFIX;
 
 struct Emitter<'a, 'c> {
     source: Source<'a>,

@@ -1,7 +1,6 @@
 //! A [`ChangeSet`] as a deterministic OCI layer stream.
 
 mod emit;
-pub(crate) use emit::WHITEOUT_PREFIX;
 pub mod hash;
 mod header;
 mod pipe;

@@ -8,6 +8,7 @@
 use std::fs;
 use std::path::Path;
 
+use strata_codec::tar::TarError;
 use strata_diff::{ApplyError, ApplyOptions, Whiteouts};
 
 use crate::support::{Raw, RawTar, state};
@@ -328,8 +329,8 @@ fn run_case(name: &str, steps: &[Step], expect: Expect, options: &ApplyOptions) 
     top.sort();
     assert_eq!(top, ["outside", "root"], "{name}: sandbox gained entries");
     let got = match &result {
-        Err(ApplyError::UnsafePath { .. }) => Unsafe,
-        Err(ApplyError::InvalidWhiteout { .. }) => InvalidWhiteout,
+        Err(ApplyError::Layer(TarError::UnsafePath { .. })) => Unsafe,
+        Err(ApplyError::Layer(TarError::InvalidWhiteout { .. })) => InvalidWhiteout,
         Err(ApplyError::MissingLinkTarget { .. }) => MissingLink,
         _ => Any,
     };

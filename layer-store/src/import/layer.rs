@@ -14,11 +14,11 @@ use crate::digest::{Digest, HashingReader, Sha256};
 use crate::error::{IoContext, StoreError};
 use crate::import::pipe;
 use crate::import::{BlobCheck, ImportError, ImportProgress};
-use crate::limits::Limits;
 use crate::object::{Inserted, ObjectId, Stage};
 use crate::record::{self, EntryKind, Kind, LayerMeta, LayerRecord};
 use crate::store::Store;
 use crate::tarstream::{self, FileData, Parts};
+use strata_codec::Limits;
 
 /// Files up to this size are read whole, hashed, and written only if new.
 const SMALL_FILE: u64 = 8 << 20;

@@ -15,22 +15,25 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
 
+use oci_spec::image::{
+    Arch, Descriptor, ImageConfigurationBuilder, ImageManifestBuilder, MediaType, Os, RootFs,
+};
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::blobs::BlobPolicy;
-use crate::compress::{self, Format};
+use crate::compress::Format;
 use crate::db::{IMAGES, LAYERS, names};
 use crate::digest::{Digest, Sha256};
 use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
-use crate::limits::Limits;
 use crate::lock::LockMode;
 use crate::materialize::{MaterializeError, build_tree, probe_strategy};
 use crate::record::{self, Compression, ImageRecord, Kind, LayerMeta, Strategy, chain_ids};
 use crate::store::Store;
 use layer::Staged;
 use source::{Blobs, Plan};
+use strata_codec::Limits;
 use strata_metadb::Tx;
 
 pub use remote::{LayerBlob, StagedLayer};
@@ -82,7 +85,7 @@ pub enum ImportError {
     )]
     OverLimit {
         /// Which limit.
-        limit: crate::limits::Limit,
+        limit: strata_codec::Limit,
         /// What the source would need.
         value: u64,
         /// The limit.
@@ -279,7 +282,7 @@ fn plan(path: &Path, want: Option<&str>, limits: &Limits) -> Result<Plan, StoreE
     }
     let mut magic = [0u8; 4];
     let n = fs::File::open(path).at(path)?.read(&mut magic).at(path)?;
-    if compress::detect(&magic[..n]) != Format::Plain {
+    if Format::sniff(&magic[..n]) != Format::Plain {
         return source::plan_layer(path);
     }
     let blobs = Blobs::index_tar(path).map_err(|_| ImportError::UnknownSource {
@@ -294,12 +297,20 @@ fn plan(path: &Path, want: Option<&str>, limits: &Limits) -> Result<Plan, StoreE
     }
 }
 
-fn layer_media_type(compression: &Compression) -> &'static str {
+fn layer_media_type(compression: &Compression) -> MediaType {
     match compression {
-        Compression::None => "application/vnd.oci.image.layer.v1.tar",
-        Compression::Gzip { .. } => "application/vnd.oci.image.layer.v1.tar+gzip",
-        Compression::Zstd { .. } => "application/vnd.oci.image.layer.v1.tar+zstd",
+        Compression::None => MediaType::ImageLayer,
+        Compression::Gzip { .. } => MediaType::ImageLayerGzip,
+        Compression::Zstd { .. } => MediaType::ImageLayerZstd,
     }
+}
+
+/// `digest` as oci-spec's type (a digest of ours always parses).
+fn oci_digest(digest: Sha256) -> oci_spec::image::Digest {
+    digest
+        .to_string()
+        .parse()
+        .expect("sha256:<64 lowercase hex> is a valid OCI digest")
 }
 
 impl Store {
@@ -642,22 +653,23 @@ impl Store {
                     &had
                 }
             };
-            layers.push(serde_json::json!({
-                "mediaType": layer_media_type(&record.compression),
-                "digest": record.blob_digest.to_string(),
-                "size": record.blob_size,
-            }));
+            layers.push(Descriptor::new(
+                layer_media_type(&record.compression),
+                record.blob_size,
+                oci_digest(record.blob_digest),
+            ));
         }
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": Sha256::of(config).to_string(),
-                "size": config.len(),
-            },
-            "layers": layers,
-        });
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(Descriptor::new(
+                MediaType::ImageConfig,
+                config.len() as u64,
+                oci_digest(Sha256::of(config)),
+            ))
+            .layers(layers)
+            .build()
+            .expect("every required manifest field is set");
         Ok(serde_json::to_vec(&manifest).unwrap_or_default())
     }
 }
@@ -679,13 +691,13 @@ fn synthesize_config(diff_ids: &[Sha256]) -> Vec<u8> {
         "aarch64" => "arm64",
         other => other,
     };
-    let config = serde_json::json!({
-        "architecture": arch,
-        "os": "linux",
-        "rootfs": {
-            "type": "layers",
-            "diff_ids": diff_ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        },
-    });
+    let mut rootfs = RootFs::default();
+    rootfs.set_diff_ids(diff_ids.iter().map(ToString::to_string).collect());
+    let config = ImageConfigurationBuilder::default()
+        .architecture(Arch::from(arch))
+        .os(Os::Linux)
+        .rootfs(rootfs)
+        .build()
+        .expect("every required config field is set");
     serde_json::to_vec(&config).unwrap_or_default()
 }

@@ -79,12 +79,8 @@ pub(crate) fn decompress(
     let mut raw_len = 0u64;
     let result = (|| -> io::Result<Format> {
         let mut buffered = BufReader::with_capacity(CHUNK, &mut blob);
-        let format = compress::detect(buffered.fill_buf()?);
-        let mut decoder: Box<dyn Read> = match format {
-            Format::Plain => Box::new(&mut buffered),
-            Format::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(&mut buffered)),
-            Format::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(&mut buffered)?),
-        };
+        let format = Format::sniff(buffered.fill_buf()?);
+        let mut decoder = format.decoder(&mut buffered)?;
         loop {
             // Buffers come back from the reader once read: no allocation or zeroing per chunk.
             let mut chunk = recycled.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);

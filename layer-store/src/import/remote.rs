@@ -18,9 +18,9 @@ use crate::import::source::{Blobs, Plan, diff_ids, parse_json};
 use crate::import::{
     BlobCheck, Document, ImportError, ImportOptions, ImportProgress, ImportReport, StagedTree,
 };
-use crate::limits::Limits;
 use crate::lock::{LockGuard, LockMode};
 use crate::store::Store;
+use strata_codec::Limits;
 
 /// What one layer blob must be, as its manifest descriptor and image config say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

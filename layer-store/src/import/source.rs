@@ -17,8 +17,8 @@ use crate::digest::{Digest, Sha256};
 use crate::error::{IoContext, StoreError};
 use crate::import::layer::Expected;
 use crate::import::{BlobCheck, Document, ImportError};
-use crate::limits::{Limit, Limits};
 use crate::tarstream::normalize;
+use strata_codec::{Limit, Limits};
 
 /// JSON documents (index, manifest, config) larger than this are refused.
 const MAX_JSON: u64 = 16 << 20;

@@ -20,7 +20,9 @@ use rustix::fs::{
     AtFlags, CWD, FileType, Gid, Mode, OFlags, RenameFlags, Timespec, Timestamps, Uid,
 };
 use rustix::io::Errno;
-use strata_cow::conventions::{self, Namespace, Opacity, Stub, WhiteoutStyle};
+use strata_cow::conventions::{
+    self, Namespace, OPAQUE_WHITEOUT, Opacity, Stub, WHITEOUT_PREFIX, WhiteoutStyle,
+};
 use strata_cow::xattr;
 use strata_diff::confined::{Root, proc_path, remove_all_at};
 
@@ -29,9 +31,6 @@ use crate::error::{IoContext, StoreError};
 use crate::object::ObjectId;
 use crate::record::{Entry, EntryKind, Strategy};
 use crate::store::Store;
-
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
-const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
 /// What this layer holds at a path so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,7 +197,7 @@ impl<'a> Builder<'a> {
         let rel = entry.path.as_slice();
         self.ensure_parents(rel)?;
         let (parent, name) = split(rel);
-        if name == OPAQUE_MARKER {
+        if name == OPAQUE_WHITEOUT {
             return self.set_opacity(parent, Opacity::Opaque);
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {

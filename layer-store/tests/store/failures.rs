@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::Path;
 
-use strata_layer_store::tarstream::TarError;
+use strata_layer_store::TarError;
 use strata_layer_store::{BlobCheck, ImportError, Store, StoreError, Strategy};
 
 use crate::files_under;

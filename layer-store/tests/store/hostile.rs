@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use strata_layer_store::tarstream::TarError;
+use strata_layer_store::TarError;
 use strata_layer_store::{BlobCheck, ImportError, ImportOptions, Limit, Limits, Store, Strategy};
 use strata_testkit::error_chain;
 use strata_testkit::hostile::{self, RawTar};

@@ -1,5 +1,6 @@
 //! Integration tests of the layer store, one module per operation.
 
+mod codec_agreement;
 mod confinement;
 mod damage;
 mod failures;
@@ -16,7 +17,6 @@ mod props;
 mod races;
 mod record_contract;
 mod record_sample;
-mod tar_contract;
 
 use std::path::Path;
 
