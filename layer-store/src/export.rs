@@ -5,7 +5,11 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
+use std::str::FromStr;
 
+use oci_spec::image::{
+    ANNOTATION_REF_NAME, Descriptor, ImageIndexBuilder, MediaType, OciLayoutBuilder, Sha256Digest,
+};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -244,12 +248,6 @@ impl Store {
                 .at(&path.join(name))
         };
         write(
-            out.root(),
-            &root,
-            "oci-layout",
-            br#"{"imageLayoutVersion":"1.0.0"}"#,
-        )?;
-        write(
             blobs.as_fd(),
             &blobs_path,
             &Sha256::of(&image.config).hex(),
@@ -338,36 +336,42 @@ impl Store {
             &manifest_digest.hex(),
             &manifest_bytes,
         )?;
-        let media_type = manifest["mediaType"]
-            .as_str()
-            .unwrap_or("application/vnd.oci.image.manifest.v1+json");
+        let media_type = MediaType::from(
+            manifest["mediaType"]
+                .as_str()
+                .unwrap_or("application/vnd.oci.image.manifest.v1+json"),
+        );
+        let digest = Sha256Digest::from_str(&manifest_digest.hex()).expect("64 hex digits");
         let descriptor = |tag: Option<&String>| {
-            let mut d = serde_json::json!({
-                "mediaType": media_type,
-                "digest": manifest_digest.to_string(),
-                "size": manifest_bytes.len(),
-            });
-            if let Some(tag) = tag {
-                d["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": tag });
-            }
+            let mut d = Descriptor::new(
+                media_type.clone(),
+                manifest_bytes.len() as u64,
+                digest.clone(),
+            );
+            d.set_annotations(tag.map(|t| [(ANNOTATION_REF_NAME.to_owned(), t.clone())].into()));
             d
         };
-        let manifests: Vec<serde_json::Value> = if image.tags.is_empty() {
+        let manifests: Vec<Descriptor> = if image.tags.is_empty() {
             vec![descriptor(None)]
         } else {
             image.tags.iter().map(|t| descriptor(Some(t))).collect()
         };
-        let index = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": manifests,
-        });
-        write(
-            out.root(),
-            &root,
-            "index.json",
-            &serde_json::to_vec(&index).unwrap_or_default(),
-        )?;
+        let index = ImageIndexBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageIndex)
+            .manifests(manifests)
+            .build()
+            .expect("every required field is set");
+        let layout = OciLayoutBuilder::default()
+            .image_layout_version("1.0.0")
+            .build()
+            .expect("every required field is set");
+        for (name, value) in [
+            ("index.json", serde_json::to_vec(&index)),
+            ("oci-layout", serde_json::to_vec(&layout)),
+        ] {
+            write(out.root(), &root, name, &value.unwrap_or_default())?;
+        }
         Ok(ExportReport {
             manifest: manifest_digest.to_string(),
             layers,

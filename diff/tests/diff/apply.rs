@@ -283,11 +283,16 @@ fn a_failed_applys_chain_says_each_cause_once() {
         format!("opening target {}: {os}", missing.display())
     );
 
-    // A stream cut short: the stream (or the entry), then the decompressor's complaint.
+    // A stream cut short: the reader says where the tar ends, and the decompressor's
+    // complaint, when it has one, follows once.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, &layer).unwrap();
     let mut truncated = gz.finish().unwrap();
     truncated.truncate(truncated.len() / 2);
     let err = apply(&truncated, tmp.path()).unwrap_err();
-    strata_testkit::assert_chain_once(&err);
+    if std::error::Error::source(&err).is_some() {
+        strata_testkit::assert_chain_once(&err);
+    } else {
+        assert!(err.to_string().contains("ends inside an entry"), "{err}");
+    }
 }
