@@ -61,6 +61,13 @@ pub trait ImageFetcher: Send + Sync {
     fn fetch(&self, reference: &str) -> std::result::Result<Fetched, FetchError>;
 }
 
+/// A shared fetcher, for a caller that keeps a handle on it.
+impl<F: ImageFetcher + ?Sized> ImageFetcher for Arc<F> {
+    fn fetch(&self, reference: &str) -> std::result::Result<Fetched, FetchError> {
+        (**self).fetch(reference)
+    }
+}
+
 /// An [`ImageFetcher`] with the bookkeeping of [`Snapshotter::prepare_fetching`]: one fetch per
 /// image at a time, and a count of the layers fetched.
 pub struct Fetch {

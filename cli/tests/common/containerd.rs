@@ -21,8 +21,12 @@ pub enum Plugins {
     /// No CRI plugin: nothing needs Kubernetes.
     Basic,
     /// Kubernetes' CRI plugin (namespace `k8s.io`), unpacking images onto `strata`; a
-    /// registry on 127.0.0.1 is plain HTTP to it, as to docker.
+    /// registry on 127.0.0.1 is plain HTTP to it, as to docker. Registry hosts are configured
+    /// in `DIR/certs.d` (containerd's `hosts.toml`).
     Cri,
+    /// [`Plugins::Cri`] with snapshot annotations on (`disable_snapshot_annotations = false`):
+    /// its Prepares name the image and layer, so that `strata serve` fetches what it lacks.
+    CriAnnotated,
 }
 
 /// The namespace of the CRI plugin's images and containers.
@@ -46,15 +50,17 @@ impl Containerd {
         let config = dir.join("config.toml");
         let d = dir.display();
         let s = strata_sock.display();
+        let annotations_off = !matches!(plugins, Plugins::CriAnnotated);
         let plugins = match plugins {
             Plugins::Basic => r#"disabled_plugins = ["io.containerd.grpc.v1.cri"]"#.to_owned(),
-            Plugins::Cri => format!(
+            Plugins::Cri | Plugins::CriAnnotated => format!(
                 r#"[plugins."io.containerd.grpc.v1.cri"]
   disable_tcp_service = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "strata"
+    disable_snapshot_annotations = {annotations_off}
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{d}/cni/bin"
     conf_dir = "{d}/cni/conf"

@@ -39,7 +39,10 @@ impl Env {
             .arg(&self.store)
             .arg("serve")
             .arg("--address")
-            .arg(&self.strata_sock);
+            .arg(&self.strata_sock)
+            // What it did, for the tests to read and for the log of a failed test.
+            .env("STRATA_LOG", "info")
+            .env("NO_COLOR", "1");
         Daemon::start("strata serve", cmd, "serving snapshots on")
     }
 

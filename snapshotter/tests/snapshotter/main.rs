@@ -3,6 +3,7 @@
 
 mod conformance;
 mod crash;
+mod fetch;
 mod fstest;
 mod hostile;
 mod image;
