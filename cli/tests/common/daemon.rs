@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How long [`Daemon::wait_for_line`] waits before the test fails instead of hanging.
@@ -24,13 +24,20 @@ struct Log {
 }
 
 impl Log {
+    /// The text and whether it ended; a failed test's panic elsewhere does not hide it.
+    fn lock(&self) -> MutexGuard<'_, (String, bool)> {
+        self.text
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn push(&self, line: &str) {
-        self.text.lock().unwrap().0.push_str(line);
+        self.lock().0.push_str(line);
         self.grew.notify_all();
     }
 
     fn text(&self) -> String {
-        self.text.lock().unwrap().0.clone()
+        self.lock().0.clone()
     }
 }
 
@@ -62,7 +69,7 @@ impl Daemon {
                 sink.push(&line);
                 line.clear();
             }
-            sink.text.lock().unwrap().1 = true;
+            sink.lock().1 = true;
             sink.grew.notify_all();
         });
         Daemon { name, child, log }
@@ -77,19 +84,24 @@ impl Daemon {
     /// when the daemon's stderr ends without one, or after a deadline.
     pub fn wait_for_line(&self, needle: &str) -> String {
         let deadline = Instant::now() + LINE_DEADLINE;
-        let mut state = self.log.text.lock().unwrap();
+        let mut state = self.log.lock();
         loop {
             if let Some(line) = state.0.lines().find(|l| l.contains(needle)) {
                 return line.to_owned();
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !state.1 && !left.is_zero(),
-                "{} logged no line with {needle:?}:\n{}",
-                self.name,
-                state.0
-            );
-            state = self.log.grew.wait_timeout(state, left).unwrap().0;
+            if state.1 || left.is_zero() {
+                // Not while holding the lock: its reader would find it poisoned.
+                let log = state.0.clone();
+                drop(state);
+                panic!("{} logged no line with {needle:?}:\n{log}", self.name);
+            }
+            state = self
+                .log
+                .grew
+                .wait_timeout(state, left)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
         }
     }
 

@@ -63,7 +63,13 @@ fn cri_pull_fetches_layers_through_strata() {
     let serve = env.serve();
     assert_eq!(env.strata_json(&["images"]), serde_json::json!([]));
 
-    let containerd = Containerd::start_with(&env.dir, &env.strata_sock, Plugins::CriAnnotated);
+    let containerd = Containerd::start_with(
+        &env.dir,
+        &env.strata_sock,
+        Plugins::CriAnnotated {
+            sandbox_image: None,
+        },
+    );
     assert_eq!(cri::wait_ready(containerd.socket()).unwrap(), "containerd");
     cri::pull_image(containerd.socket(), &reference).unwrap();
 
@@ -120,7 +126,13 @@ fn a_failed_fetch_leaves_the_pull_to_containerd() {
     .unwrap();
     let serve = env.serve();
 
-    let containerd = Containerd::start_with(&env.dir, &env.strata_sock, Plugins::CriAnnotated);
+    let containerd = Containerd::start_with(
+        &env.dir,
+        &env.strata_sock,
+        Plugins::CriAnnotated {
+            sandbox_image: None,
+        },
+    );
     assert_eq!(cri::wait_ready(containerd.socket()).unwrap(), "containerd");
     let reference = format!("{mirrored}/strata/busybox:1");
     cri::pull_image(containerd.socket(), &reference).unwrap();
