@@ -147,3 +147,36 @@ fn a_failed_fetch_leaves_the_pull_to_containerd() {
     run_busybox(&containerd, &reference, "fallback-hello");
     assert_fsck_clean(&env);
 }
+
+/// `strata serve --no-fetch` leaves the layers the store lacks to containerd, even when its
+/// Prepares name their image.
+#[test]
+fn no_fetch_leaves_the_pull_to_containerd() {
+    let Some((_tmp, env)) = containerd_env() else {
+        return;
+    };
+    if !strata_testkit::peer("docker-registry", "docker-registry") {
+        return;
+    }
+    let registry = Registry::start(Access::Open);
+    let (reference, layer) = push_busybox(&env.dir, &registry);
+    let pushed = blob_gets(&registry, &layer).len();
+    let serve = env.serve_with(&["--no-fetch"]);
+
+    let containerd = Containerd::start_with(
+        &env.dir,
+        &env.strata_sock,
+        Plugins::CriAnnotated {
+            sandbox_image: None,
+        },
+    );
+    assert_eq!(cri::wait_ready(containerd.socket()).unwrap(), "containerd");
+    cri::pull_image(containerd.socket(), &reference).unwrap();
+
+    let gets = blob_gets(&registry, &layer);
+    assert_eq!(gets.len(), pushed + 1, "{gets:#?}");
+    assert!(gets.last().unwrap().contains("containerd/"), "{gets:#?}");
+    assert_eq!(env.strata_json(&["images"]), serde_json::json!([]));
+    assert!(!serve.log().contains("for containerd"), "{}", serve.log());
+    run_busybox(&containerd, &reference, "no-fetch-hello");
+}
