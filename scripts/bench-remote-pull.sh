@@ -210,12 +210,15 @@ for trial in $(seq "$TRIALS"); do
     done
     s=$t/serve-fetch
     mkdir -p "$s"
-    "$STRATA" --root "$s/store" serve --address "$s/strata.sock" >"$s/serve.log" 2>&1 &
+    STRATA_LOG=info "$STRATA" --root "$s/store" serve --address "$s/strata.sock" >"$s/serve.log" 2>&1 &
     serve=$!
     PIDS+=("$serve")
     until [[ -S $s/strata.sock ]]; do sleep 0.05; done
     measure cri strata "$s/cri" "$s/strata.sock" annotate
     record "CRI pull, strata, CRI-driven fetch" "$SECS" "$FETCHED"
+    # A fetch that failed would have left the pull to containerd: not the row's subject.
+    grep -q "fetched an image for containerd" "$s/serve.log" ||
+        { echo "strata serve did not fetch the image:" >&2; cat "$s/serve.log" >&2; exit 1; }
     stop "$serve"
     for kind in cri ctr; do
         measure "$kind" overlayfs "$t/$kind-overlayfs" "$t/none.sock"
