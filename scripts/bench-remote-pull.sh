@@ -10,8 +10,10 @@
 #                 remote snapshots: no gain is expected there)
 # and the time of the `strata pull` that pre-pulled the image, for the record. The strata rows
 # come twice: pre-pulled with `strata pull` (the layer trees are then built during containerd's
-# pull) and with `strata pull --materialize` (built at pre-pull time). The registry's log says
-# how many layer blobs each pull fetched.
+# pull) and with `strata pull --materialize` (built at pre-pull time). A last strata row starts
+# from an empty store with snapshot annotations on: `strata serve` fetches the image itself
+# (CRI-driven fetch) during containerd's CRI pull. The registry's log says how many layer blobs
+# each pull fetched.
 #
 # Usage: scripts/bench-remote-pull.sh [TRIALS]       (default 3; medians are printed)
 # Needs root and the Debian packages containerd, runc and docker-registry. Builds the release
@@ -124,9 +126,9 @@ layer_gets() { # how many layer blob GETs the registry has served so far
 }
 
 # Starts a private containerd under DIR, SNAPSHOTTER for its CRI plugin, `strata` served on
-# SOCK; its PID goes to CONTAINERD.
+# SOCK, snapshot annotations on when ANNOTATE is `annotate`; its PID goes to CONTAINERD.
 start_containerd() {
-    local dir=$1 snapshotter=$2 sock=$3
+    local dir=$1 snapshotter=$2 sock=$3 annotate=${4:-}
     mkdir -p "$dir/certs.d"
     cat >"$dir/config.toml" <<EOF
 version = 2
@@ -144,6 +146,7 @@ state = "$dir/state"
   stream_server_port = "0"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "$snapshotter"
+    disable_snapshot_annotations = $([[ $annotate == annotate ]] && echo false || echo true)
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "$dir/cni/bin"
     conf_dir = "$dir/cni/conf"
@@ -160,11 +163,12 @@ EOF
 }
 
 # One measured pull: KIND (cri|ctr) onto SNAPSHOTTER (strata|overlayfs) in a fresh containerd
-# under DIR; SOCK is the served socket. Sets SECS and FETCHED (layer blobs fetched).
+# under DIR; SOCK is the served socket; ANNOTATE as for start_containerd. Sets SECS and FETCHED
+# (layer blobs fetched).
 measure() {
-    local kind=$1 snapshotter=$2 dir=$3 sock=$4 before start end
+    local kind=$1 snapshotter=$2 dir=$3 sock=$4 annotate=${5:-} before start end
     mkdir -p "$dir"
-    start_containerd "$dir" "$snapshotter" "$sock"
+    start_containerd "$dir" "$snapshotter" "$sock" "$annotate"
     ctr --address "$dir/containerd.sock" --connect-timeout 30s version >/dev/null
     before=$(layer_gets)
     start=$(now)
@@ -204,6 +208,18 @@ for trial in $(seq "$TRIALS"); do
         fi
         stop "$serve"
     done
+    s=$t/serve-fetch
+    mkdir -p "$s"
+    STRATA_LOG=info "$STRATA" --root "$s/store" serve --address "$s/strata.sock" >"$s/serve.log" 2>&1 &
+    serve=$!
+    PIDS+=("$serve")
+    until [[ -S $s/strata.sock ]]; do sleep 0.05; done
+    measure cri strata "$s/cri" "$s/strata.sock" annotate
+    record "CRI pull, strata, CRI-driven fetch" "$SECS" "$FETCHED"
+    # A fetch that failed would have left the pull to containerd: not the row's subject.
+    grep -q "fetched an image for containerd" "$s/serve.log" ||
+        { echo "strata serve did not fetch the image:" >&2; cat "$s/serve.log" >&2; exit 1; }
+    stop "$serve"
     for kind in cri ctr; do
         measure "$kind" overlayfs "$t/$kind-overlayfs" "$t/none.sock"
         record "${kind/cri/CRI} pull, overlayfs" "$SECS" "$FETCHED"
@@ -216,13 +232,13 @@ echo "image: ${#TREES[@]} layer(s) from ${TREES[*]}: $((packed >> 20)) MiB gzip,
 echo "trials: $TRIALS ($(nproc) CPUs, $(uname -r))"
 printf '%-44s %10s %12s   %s\n' "pull" "median s" "layer GETs" "all trials (s)"
 for row in "strata pull " "strata pull --materialize" "CRI pull, strata, pre-pulled " \
-    "CRI pull, strata, pre-pulled --materialize" "CRI pull, overlayfs" \
+    "CRI pull, strata, pre-pulled --materialize" "CRI pull, strata, CRI-driven fetch" "CRI pull, overlayfs" \
     "ctr pull, strata, pre-pulled" "ctr pull, overlayfs"; do
     printf '%-44s %10s %12s   %s\n' "$row" "$(median <<<"${TIMES[$row]}")" "${GETS[$row]}" "${TIMES[$row]}"
 done
 overlay_cri=$(median <<<"${TIMES["CRI pull, overlayfs"]}")
-for pre in "" "--materialize"; do
-    strata_cri=$(median <<<"${TIMES["CRI pull, strata, pre-pulled $pre"]}")
-    python3 -c "import sys; print(f'CRI pull: overlayfs / strata pre-pulled {sys.argv[3]} = {float(sys.argv[1]) / float(sys.argv[2]):.1f}x')" \
-        "$overlay_cri" "$strata_cri" "$pre"
+for row in "pre-pulled " "pre-pulled --materialize" "CRI-driven fetch"; do
+    strata_cri=$(median <<<"${TIMES["CRI pull, strata, $row"]}")
+    python3 -c "import sys; print(f'CRI pull: overlayfs / strata {sys.argv[3]} = {float(sys.argv[1]) / float(sys.argv[2]):.2f}x')" \
+        "$overlay_cri" "$strata_cri" "$row"
 done

@@ -2,6 +2,10 @@
 
 #[path = "snapshot/containerd.rs"]
 mod containerd;
+#[path = "snapshot/cri_fetch.rs"]
+mod cri_fetch;
+#[path = "snapshot/pod.rs"]
+mod pod;
 #[path = "snapshot/recipe.rs"]
 mod recipe;
 #[path = "snapshot/remote.rs"]

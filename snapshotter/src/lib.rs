@@ -8,7 +8,9 @@
 //! rootfs on a layer store image's layers without copying them, and
 //! [`Snapshotter::commit_image`] turns its changes into a new layer and image.
 //! [`Snapshotter::prepare_remote`] gives containerd the layers the store already holds as
-//! remote snapshots, so that it neither fetches nor unpacks them.
+//! remote snapshots, so that it neither fetches nor unpacks them;
+//! [`Snapshotter::prepare_fetching`] also has an [`ImageFetcher`] bring in the images containerd's
+//! CRI plugin pulls that the store lacks (see [`Fetch`]).
 //!
 //! ```
 //! use strata_snapshotter::{Kind, Labels, Snapshotter};
@@ -41,6 +43,7 @@
 mod batch;
 mod commit_image;
 mod error;
+mod fetch;
 pub mod filter;
 #[cfg(feature = "grpc")]
 pub mod grpc;
@@ -64,6 +67,10 @@ mod tables;
 
 pub use commit_image::ImageCommit;
 pub use error::{Error, ErrorKind, Precondition, Result};
+pub use fetch::{
+    Fetch, FetchError, Fetched, IMAGE_REF_LABEL, ImageFetcher, LAYER_DIGEST_LABEL,
+    MANIFEST_DIGEST_LABEL,
+};
 pub use info::{FieldPaths, Info, Kind, Labels, MAX_LABEL_LEN, Usage};
 pub use remote::TARGET_LABEL;
 pub use snapshotter::{CLI_NAMESPACE, CONTAINERD_NAMESPACE, Snapshotter};

@@ -17,12 +17,19 @@ pub fn peers() -> bool {
 }
 
 /// Which of containerd's plugins a private containerd runs beyond the basics.
-pub enum Plugins {
+pub enum Plugins<'a> {
     /// No CRI plugin: nothing needs Kubernetes.
     Basic,
     /// Kubernetes' CRI plugin (namespace `k8s.io`), unpacking images onto `strata`; a
-    /// registry on 127.0.0.1 is plain HTTP to it, as to docker.
+    /// registry on 127.0.0.1 is plain HTTP to it, as to docker. Registry hosts are configured
+    /// in `DIR/certs.d` (containerd's `hosts.toml`).
     Cri,
+    /// [`Plugins::Cri`] with snapshot annotations on (`disable_snapshot_annotations = false`):
+    /// its Prepares name the image and layer, so that `strata serve` fetches what it lacks.
+    CriAnnotated {
+        /// The pods' sandbox ("pause") image, instead of containerd's default.
+        sandbox_image: Option<&'a str>,
+    },
 }
 
 /// The namespace of the CRI plugin's images and containers.
@@ -42,19 +49,30 @@ impl Containerd {
     }
 
     /// Like [`Containerd::start`], with `plugins`.
-    pub fn start_with(dir: &Path, strata_sock: &Path, plugins: Plugins) -> Containerd {
+    pub fn start_with(dir: &Path, strata_sock: &Path, plugins: Plugins<'_>) -> Containerd {
         let config = dir.join("config.toml");
         let d = dir.display();
         let s = strata_sock.display();
+        let annotations_off = !matches!(plugins, Plugins::CriAnnotated { .. });
+        let sandbox_image = match &plugins {
+            Plugins::CriAnnotated {
+                sandbox_image: Some(image),
+            } => format!("\n  sandbox_image = \"{image}\""),
+            _ => String::new(),
+        };
         let plugins = match plugins {
             Plugins::Basic => r#"disabled_plugins = ["io.containerd.grpc.v1.cri"]"#.to_owned(),
-            Plugins::Cri => format!(
-                r#"[plugins."io.containerd.grpc.v1.cri"]
+            Plugins::Cri | Plugins::CriAnnotated { .. } => format!(
+                r#"[plugins."io.containerd.grpc.v1.cri"]{sandbox_image}
+  # Pods' sandboxes keep the test's own OOM score: runc may not lower it (in a VM's
+  # sandbox, say), and the pod fails to start.
+  restrict_oom_score_adj = true
   disable_tcp_service = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "strata"
+    disable_snapshot_annotations = {annotations_off}
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{d}/cni/bin"
     conf_dir = "{d}/cni/conf"

@@ -34,12 +34,21 @@ impl Env {
     }
 
     pub fn serve(&self) -> Daemon {
+        self.serve_with(&[])
+    }
+
+    /// `strata serve` with `args` added to its command line.
+    pub fn serve_with(&self, args: &[&str]) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
         cmd.arg("--root")
             .arg(&self.store)
             .arg("serve")
+            .args(args)
             .arg("--address")
-            .arg(&self.strata_sock);
+            .arg(&self.strata_sock)
+            // What it did, for the tests to read and for the log of a failed test.
+            .env("STRATA_LOG", "info")
+            .env("NO_COLOR", "1");
         Daemon::start("strata serve", cmd, "serving snapshots on")
     }
 

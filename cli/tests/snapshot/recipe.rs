@@ -75,7 +75,7 @@ impl Drop for Cleanup<'_> {
 }
 
 /// Mount points at or under `dir`.
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     table
         .lines()

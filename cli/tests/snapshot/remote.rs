@@ -11,7 +11,7 @@ use crate::server::{Access, Registry};
 
 /// Debian's busybox as image `strata/busybox:1` of `registry`, pushed there from a scratch
 /// store; returns its reference and its layer's blob digest.
-fn push_busybox(dir: &Path, registry: &Registry) -> (String, String) {
+pub(crate) fn push_busybox(dir: &Path, registry: &Registry) -> (String, String) {
     let layout = dir.join("busybox-layout");
     let manifest = strata_testkit::busybox::busybox_layout(&layout);
     let blob = |digest: &str| layout.join("blobs/sha256").join(&digest[7..]);
@@ -29,7 +29,7 @@ fn push_busybox(dir: &Path, registry: &Registry) -> (String, String) {
 }
 
 /// The snapshots containerd made through `strata serve` whose names start with `prefix`.
-fn containerd_snapshots(env: &Env, prefix: &str) -> Vec<String> {
+pub(crate) fn containerd_snapshots(env: &Env, prefix: &str) -> Vec<String> {
     env.strata_json(&["ls"])
         .as_array()
         .unwrap()
@@ -40,7 +40,7 @@ fn containerd_snapshots(env: &Env, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-fn assert_fsck_clean(env: &Env) {
+pub(crate) fn assert_fsck_clean(env: &Env) {
     let fsck = env.strata_json(&["fsck"]);
     assert_eq!(fsck["problems"].as_array().map(Vec::len), Some(0), "{fsck}");
 }

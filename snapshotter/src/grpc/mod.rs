@@ -5,7 +5,8 @@
 //! `.proto` files (`proto/`) by tonic-prost-build, with protox as the pure-Rust compiler.
 //! Operations run on tokio's blocking pool: they fsync, and must not stall the reactor.
 //! Prepare answers with remote snapshots ([`crate::Snapshotter::prepare_remote`]) for layers the
-//! store already holds.
+//! store already holds, and with a [`crate::Fetch`] ([`SnapshotService::with_fetch`]) fetches
+//! those of the images containerd's CRI plugin pulls that it lacks.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -11,19 +11,42 @@ use tonic::{Request, Response, Status};
 
 use super::proto::services::snapshots::v1 as pb;
 use super::proto::types::Mount;
-use crate::{Error, ErrorKind, FieldPaths, Info, Kind, Labels, Snapshotter};
+use crate::{Error, ErrorKind, Fetch, FieldPaths, Info, Kind, Labels, Snapshotter};
 use pb::snapshots_server::{Snapshots, SnapshotsServer};
 
 /// containerd's snapshots service over one [`Snapshotter`].
 #[derive(Debug, Clone)]
 pub struct SnapshotService {
     snapshotter: Arc<Snapshotter>,
+    fetch: Option<Arc<Fetch>>,
 }
 
 impl SnapshotService {
     /// The service over `snapshotter`.
     pub fn new(snapshotter: Arc<Snapshotter>) -> SnapshotService {
-        SnapshotService { snapshotter }
+        SnapshotService {
+            snapshotter,
+            fetch: None,
+        }
+    }
+
+    /// Prepares with CRI-driven fetch through `fetch`
+    /// ([`Snapshotter::prepare_fetching`]) rather than from the store's images alone.
+    pub fn with_fetch(mut self, fetch: Arc<Fetch>) -> SnapshotService {
+        self.fetch = Some(fetch);
+        self
+    }
+
+    /// Serves on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: UnixListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), tonic::transport::Error> {
+        tonic::transport::Server::builder()
+            .add_service(self.into_server())
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+            .await
     }
 
     /// Wrapped for tonic's router.
@@ -61,15 +84,15 @@ pub fn status(err: &Error) -> Status {
     }
 }
 
-/// Serves the snapshots service on `listener` until `shutdown` completes.
+/// Serves the snapshots service over `snapshotter` on `listener` until `shutdown` completes
+/// (see [`SnapshotService::serve`] for more options).
 pub async fn serve(
     snapshotter: Arc<Snapshotter>,
     listener: UnixListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
-        .add_service(SnapshotService::new(snapshotter).into_server())
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+    SnapshotService::new(snapshotter)
+        .serve(listener, shutdown)
         .await
 }
 
@@ -122,8 +145,13 @@ impl Snapshots for SnapshotService {
         request: Request<pb::PrepareSnapshotRequest>,
     ) -> Result<Response<pb::PrepareSnapshotResponse>, Status> {
         let r = request.into_inner();
+        let fetch = self.fetch.clone();
         self.call(move |sn| {
-            let specs = sn.prepare_remote(&r.key, parent(r.parent).as_deref(), labels(r.labels))?;
+            let (key, parent, labels) = (&r.key, parent(r.parent), labels(r.labels));
+            let specs = match &fetch {
+                Some(fetch) => sn.prepare_fetching(key, parent.as_deref(), labels, fetch)?,
+                None => sn.prepare_remote(key, parent.as_deref(), labels)?,
+            };
             Ok(pb::PrepareSnapshotResponse {
                 mounts: mounts(specs),
             })

@@ -119,6 +119,18 @@ fn objects(root: &Path) -> BTreeMap<String, Vec<u8>> {
 /// A two-layer image "img" imported into the store of `suite`; returns the store and the tree
 /// applying the layers in order gives.
 pub fn image(suite: &Suite) -> (Store, std::path::PathBuf) {
+    let (oci, tars) = image_layout(suite);
+    let store = import(suite, &oci);
+    let applied = suite.scratch("applied");
+    for tar in &tars {
+        strata_diff::apply_layer(&tar[..], &applied, &ApplyOptions::default()).unwrap();
+    }
+    (store, applied)
+}
+
+/// The two-layer image "img" of [`image`] as an OCI layout, not imported; its layer tars,
+/// bottom first.
+pub fn image_layout(suite: &Suite) -> (std::path::PathBuf, [Vec<u8>; 2]) {
     let (empty, base, app) = (
         suite.scratch("empty"),
         suite.scratch("base"),
@@ -130,6 +142,11 @@ pub fn image(suite: &Suite) -> (Store, std::path::PathBuf) {
     let tars = [layer(&empty, &base), layer(&base, &app)];
     let oci = suite.dir.path().join("oci");
     write_oci(&oci, "img", &tars);
+    (oci, tars)
+}
+
+/// Imports the OCI layout `oci` into the store of `suite` as "img".
+pub fn import(suite: &Suite, oci: &Path) -> Store {
     let store = Store::open(suite.sn.root())
         .unwrap()
         .with_durability(Durability::None);
@@ -137,12 +154,8 @@ pub fn image(suite: &Suite) -> (Store, std::path::PathBuf) {
         name: Some("img".into()),
         ..ImportOptions::default()
     };
-    store.import(&oci, &options).unwrap();
-    let applied = suite.scratch("applied");
-    for tar in &tars {
-        strata_diff::apply_layer(&tar[..], &applied, &ApplyOptions::default()).unwrap();
-    }
-    (store, applied)
+    store.import(oci, &options).unwrap();
+    store
 }
 
 fn layer_dirs(store: &Store) -> usize {

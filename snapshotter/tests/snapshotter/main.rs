@@ -4,6 +4,7 @@
 mod conformance;
 mod crash;
 mod errors;
+mod fetch;
 mod fstest;
 mod hostile;
 mod image;

@@ -3,6 +3,7 @@
 //! [`container`].
 
 pub mod container;
+mod fetch;
 mod quickstart;
 mod serve;
 

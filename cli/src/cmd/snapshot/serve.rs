@@ -1,4 +1,5 @@
-//! `strata serve`: containerd's snapshots gRPC service on a unix socket.
+//! `strata serve`: containerd's snapshots gRPC service on a unix socket, fetching the images
+//! containerd's CRI plugin pulls with Strata's registry client.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::PathBuf;
@@ -7,6 +8,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 
+use strata_snapshotter::Fetch;
+use strata_snapshotter::grpc::SnapshotService;
+
+use super::fetch::RegistryFetcher;
 use crate::global::Global;
 
 /// Serve containerd's snapshots API (for `[proxy_plugins.NAME] type = "snapshot"`).
@@ -15,6 +20,10 @@ pub struct Serve {
     /// The unix socket to listen on; a stale socket there is replaced.
     #[arg(long, value_name = "SOCKET")]
     address: PathBuf,
+    /// Do not fetch images for containerd's CRI plugin: layers the store lacks are left to
+    /// containerd to fetch and unpack, even when its Prepares name their image.
+    #[arg(long)]
+    no_fetch: bool,
 }
 
 impl Serve {
@@ -26,6 +35,12 @@ impl Serve {
             crate::global::Access::Create,
             strata_snapshotter::CONTAINERD_NAMESPACE,
         )?);
+        let mut service = SnapshotService::new(snapshotter);
+        if !self.no_fetch {
+            // A store handle of its own: the snapshotter's is not shared.
+            let store = Arc::new(global.open_store(crate::global::Access::Create)?);
+            service = service.with_fetch(Arc::new(Fetch::new(RegistryFetcher::new(store))));
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -55,7 +70,8 @@ impl Serve {
             };
             tracing::info!(address = %self.address.display(), "serving containerd snapshots");
             eprintln!("strata: serving snapshots on {}", self.address.display());
-            strata_snapshotter::grpc::serve(snapshotter, listener, shutdown)
+            service
+                .serve(listener, shutdown)
                 .await
                 .context("serving gRPC")?;
             let _ = std::fs::remove_file(&self.address);
