@@ -5,9 +5,8 @@
 
 use crate::common::containerd::{CRI_NAMESPACE, Containerd, Plugins};
 use crate::common::cri;
-use crate::containerd::containerd_env;
-use crate::remote::{assert_fsck_clean, containerd_snapshots, push_busybox};
-use crate::server::{Access, Registry};
+use crate::remote::{assert_fsck_clean, busybox_in_a_registry, containerd_snapshots};
+use crate::server::Registry;
 
 /// The log line `strata serve` writes for each image it fetched for containerd.
 const FETCHED: &str = "fetched an image for containerd";
@@ -51,14 +50,9 @@ fn run_busybox(containerd: &Containerd, image: &str, name: &str) {
 
 #[test]
 fn cri_pull_fetches_layers_through_strata() {
-    let Some((_tmp, env)) = containerd_env() else {
+    let Some((_tmp, env, registry, (reference, layer))) = busybox_in_a_registry() else {
         return;
     };
-    if !strata_testkit::peer("docker-registry", "docker-registry") {
-        return;
-    }
-    let registry = Registry::start(Access::Open);
-    let (reference, layer) = push_busybox(&env.dir, &registry);
     let pushed = blob_gets(&registry, &layer).len();
     let serve = env.serve();
     assert_eq!(env.strata_json(&["images"]), serde_json::json!([]));
@@ -105,14 +99,9 @@ fn cri_pull_fetches_layers_through_strata() {
 /// `hosts.toml`: Strata's fetch fails, and containerd pulls and unpacks the image itself.
 #[test]
 fn a_failed_fetch_leaves_the_pull_to_containerd() {
-    let Some((_tmp, env)) = containerd_env() else {
+    let Some((_tmp, env, registry, (_, layer))) = busybox_in_a_registry() else {
         return;
     };
-    if !strata_testkit::peer("docker-registry", "docker-registry") {
-        return;
-    }
-    let registry = Registry::start(Access::Open);
-    let (_, layer) = push_busybox(&env.dir, &registry);
     let pushed = blob_gets(&registry, &layer).len();
     // `.invalid` never resolves (RFC 2606).
     let mirrored = "strata-mirror.invalid";
@@ -152,14 +141,9 @@ fn a_failed_fetch_leaves_the_pull_to_containerd() {
 /// Prepares name their image.
 #[test]
 fn no_fetch_leaves_the_pull_to_containerd() {
-    let Some((_tmp, env)) = containerd_env() else {
+    let Some((_tmp, env, registry, (reference, layer))) = busybox_in_a_registry() else {
         return;
     };
-    if !strata_testkit::peer("docker-registry", "docker-registry") {
-        return;
-    }
-    let registry = Registry::start(Access::Open);
-    let (reference, layer) = push_busybox(&env.dir, &registry);
     let pushed = blob_gets(&registry, &layer).len();
     let serve = env.serve_with(&["--no-fetch"]);
 

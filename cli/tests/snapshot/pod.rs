@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 use crate::common::containerd::{Containerd, Plugins};
 use crate::common::cri::{self, CONTAINER_EXITED, NAMESPACE_MODE_NODE};
 use crate::common::ok;
-use crate::containerd::containerd_env;
 use crate::recipe::mounts_under;
-use crate::remote::{assert_fsck_clean, containerd_snapshots, push_busybox};
-use crate::server::{Access, Registry};
+use crate::remote::{assert_fsck_clean, busybox_in_a_registry, containerd_snapshots};
+use crate::server::Registry;
 
 /// How long the container may take to run and exit, and its log line to appear, before the
 /// test fails instead of hanging.
@@ -83,14 +82,9 @@ fn log_messages(path: &Path) -> Vec<String> {
 
 #[test]
 fn a_pod_runs_on_images_strata_fetched() {
-    let Some((_tmp, env)) = containerd_env() else {
+    let Some((_tmp, env, registry, (busybox, _))) = busybox_in_a_registry() else {
         return;
     };
-    if !strata_testkit::peer("docker-registry", "docker-registry") {
-        return;
-    }
-    let registry = Registry::start(Access::Open);
-    let (busybox, _) = push_busybox(&env.dir, &registry);
     let pause = push_pause(&env.dir, &registry);
     let serve = env.serve();
     let containerd = Containerd::start_with(

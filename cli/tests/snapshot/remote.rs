@@ -9,6 +9,19 @@ use crate::common::{cri, ok};
 use crate::containerd::{Env, containerd_env};
 use crate::server::{Access, Registry};
 
+/// A private containerd's environment, a private registry and Debian's busybox pushed to it
+/// (see [`push_busybox`]); `None`, and the test skips, without containerd or the registry.
+pub(crate) fn busybox_in_a_registry() -> Option<(tempfile::TempDir, Env, Registry, (String, String))>
+{
+    let (tmp, env) = containerd_env()?;
+    if !strata_testkit::peer("docker-registry", "docker-registry") {
+        return None;
+    }
+    let registry = Registry::start(Access::Open);
+    let pushed = push_busybox(&env.dir, &registry);
+    Some((tmp, env, registry, pushed))
+}
+
 /// Debian's busybox as image `strata/busybox:1` of `registry`, pushed there from a scratch
 /// store; returns its reference and its layer's blob digest.
 pub(crate) fn push_busybox(dir: &Path, registry: &Registry) -> (String, String) {
@@ -45,25 +58,11 @@ pub(crate) fn assert_fsck_clean(env: &Env) {
     assert_eq!(fsck["problems"].as_array().map(Vec::len), Some(0), "{fsck}");
 }
 
-/// Unmounts its path when dropped, whatever happened.
-struct Unmount<'a>(&'a Path);
-
-impl Drop for Unmount<'_> {
-    fn drop(&mut self) {
-        let _ = strata_cow::unmount(self.0);
-    }
-}
-
 #[test]
 fn containerd_pulls_pre_pulled_layers_without_fetching_them() {
-    let Some((_tmp, env)) = containerd_env() else {
+    let Some((_tmp, env, registry, (reference, layer))) = busybox_in_a_registry() else {
         return;
     };
-    if !strata_testkit::peer("docker-registry", "docker-registry") {
-        return;
-    }
-    let registry = Registry::start(Access::Open);
-    let (reference, layer) = push_busybox(&env.dir, &registry);
     let layer_gets = || {
         registry
             .log()
@@ -130,7 +129,7 @@ fn containerd_pulls_pre_pulled_layers_without_fetching_them() {
     std::fs::create_dir(&target).unwrap();
     let target_arg = target.to_str().unwrap();
     ok(&env.store, &["snapshot", "mount", "after-gc", target_arg]);
-    let guard = Unmount(&target);
+    let guard = strata_testkit::Unmount(&target);
     let busybox = std::fs::read(target.join("bin/busybox")).unwrap();
     assert_eq!(busybox, std::fs::read("/bin/busybox").unwrap());
     drop(guard);
