@@ -29,10 +29,7 @@ fn setup(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let root = dir.join("store");
     let layout = dir.join("busybox");
     strata_testkit::busybox::busybox_layout(&layout);
-    let options = ImportOptions {
-        name: Some("busybox".into()),
-        ..ImportOptions::default()
-    };
+    let options = ImportOptions::default().with_name(Some("busybox".into()));
     Store::open(&root)
         .expect("store")
         .import(&layout, &options)

@@ -90,10 +90,7 @@ fn pull(c: &mut Criterion) {
     let base_root = tmp.path().join("with-base");
     let with_base = store(&base_root);
     let client = blocking::Client::new(with_base.clone());
-    let import = ImportOptions {
-        name: Some("base".into()),
-        ..Default::default()
-    };
+    let import = ImportOptions::default().with_name(Some("base".into()));
     with_base.import(&images.join("base"), &import).unwrap();
     group.bench_function("strata_pull_base_present", |b| {
         b.iter_batched(

@@ -71,10 +71,7 @@ impl Backend {
 
     /// Pulls `reference` into the store.
     pub fn pull(&self, reference: &str, connection: &Connection) -> Result<ImageRecord> {
-        let options = PullOptions {
-            connection: connection.clone(),
-            ..PullOptions::default()
-        };
+        let options = PullOptions::default().with_connection(connection.clone());
         let report = strata_registry::blocking::Client::new(Arc::clone(&self.pull_store))
             .pull(reference, &options)
             .map_err(|source| BuildError::Pull {
@@ -88,10 +85,7 @@ impl Backend {
 
     /// Imports the OCI layout `dir` (image blobs the store has may be absent) as `name`.
     pub fn import(&self, dir: &Path, name: &str) -> Result<ImportReport> {
-        let options = ImportOptions {
-            name: Some(name.to_owned()),
-            ..ImportOptions::default()
-        };
+        let options = ImportOptions::default().with_name(Some(name.to_owned()));
         self.store()
             .import(dir, &options)
             .map_err(|source| image_error(name, source))

@@ -42,10 +42,7 @@ fn setup(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let store = Store::open(&root)
         .unwrap()
         .with_durability(Durability::None);
-    let options = ImportOptions {
-        name: Some("busybox".into()),
-        ..ImportOptions::default()
-    };
+    let options = ImportOptions::default().with_name(Some("busybox".into()));
     store.import(&layout, &options).unwrap();
     let context = dir.join("context");
     fs::create_dir_all(context.join("links")).unwrap();

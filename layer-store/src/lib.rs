@@ -18,7 +18,7 @@
 //! std::fs::write(&layer, tar.into_inner()?)?;
 //!
 //! let store = Store::open(dir.path().join("store"))?;
-//! let options = ImportOptions { name: Some("hello".into()), ..Default::default() };
+//! let options = ImportOptions::default().with_name(Some("hello".into()));
 //! let report = store.import(&layer, &options)?;
 //! let image = store.image("hello")?;
 //! assert_eq!(image.id(), report.image);

@@ -121,6 +121,7 @@ impl fmt::Debug for Auth {
 
 /// How to reach a registry.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct Connection {
     /// Credentials.
     pub auth: Auth,
@@ -131,6 +132,26 @@ pub struct Connection {
     /// [`Auth::Anonymous`] (e.g. [`Credentials::docker`], which `docker login` and
     /// `strata login` write).
     pub credentials: Option<Credentials>,
+}
+
+impl Connection {
+    /// With [`auth`](Connection::auth) set to `auth`.
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// With [`insecure`](Connection::insecure) set to `insecure`.
+    pub fn with_insecure(mut self, insecure: bool) -> Self {
+        self.insecure = insecure;
+        self
+    }
+
+    /// With [`credentials`](Connection::credentials) set to `credentials`.
+    pub fn with_credentials(mut self, credentials: Option<Credentials>) -> Self {
+        self.credentials = credentials;
+        self
+    }
 }
 
 /// An image platform, written `os/architecture[/variant]` (e.g. `linux/arm64/v8`).

@@ -37,6 +37,7 @@ pub trait PullProgress: Send + Sync {
 
 /// How to pull.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct PullOptions {
     /// Registry credentials and transport.
     pub connection: Connection,
@@ -52,6 +53,44 @@ pub struct PullOptions {
     /// stay for the next pull to resume from. Dropping the future of
     /// [`Client::pull`](crate::Client::pull) does the same.
     pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl PullOptions {
+    /// With [`connection`](PullOptions::connection) set to `connection`.
+    pub fn with_connection(mut self, connection: Connection) -> Self {
+        self.connection = connection;
+        self
+    }
+
+    /// With [`platform`](PullOptions::platform) set to `platform`.
+    pub fn with_platform(mut self, platform: Option<Platform>) -> Self {
+        self.platform = platform;
+        self
+    }
+
+    /// With [`jobs`](PullOptions::jobs) set to `jobs`.
+    pub fn with_jobs(mut self, jobs: usize) -> Self {
+        self.jobs = jobs;
+        self
+    }
+
+    /// With [`name`](PullOptions::name) set to `name`.
+    pub fn with_name(mut self, name: Option<String>) -> Self {
+        self.name = name;
+        self
+    }
+
+    /// With [`progress`](PullOptions::progress) set to `progress`.
+    pub fn with_progress(mut self, progress: Option<Arc<dyn PullProgress>>) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// With [`cancel`](PullOptions::cancel) set to `cancel`.
+    pub fn with_cancel(mut self, cancel: Option<Arc<AtomicBool>>) -> Self {
+        self.cancel = cancel;
+        self
+    }
 }
 
 impl Default for PullOptions {
@@ -189,10 +228,7 @@ pub(crate) async fn pull(
         for partial in partials {
             let _ = fs::remove_file(partial);
         }
-        let import = ImportOptions {
-            name: Some(name),
-            ..ImportOptions::default()
-        };
+        let import = ImportOptions::default().with_name(Some(name));
         committer.commit_staged(&manifest, &config, staged, &import)
     })
     .await??;

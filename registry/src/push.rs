@@ -22,6 +22,7 @@ use crate::{Connection, RegistryError};
 
 /// How to push.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct PushOptions {
     /// Registry credentials and transport.
     pub connection: Connection,
@@ -33,6 +34,32 @@ pub struct PushOptions {
     /// Where to report progress: the layer blobs' bytes, counted as they are sent (a blob the
     /// registry has, or mounts, counts at once).
     pub progress: Option<Arc<dyn Progress + Send>>,
+}
+
+impl PushOptions {
+    /// With [`connection`](PushOptions::connection) set to `connection`.
+    pub fn with_connection(mut self, connection: Connection) -> Self {
+        self.connection = connection;
+        self
+    }
+
+    /// With [`jobs`](PushOptions::jobs) set to `jobs`.
+    pub fn with_jobs(mut self, jobs: usize) -> Self {
+        self.jobs = jobs;
+        self
+    }
+
+    /// With [`mount_from`](PushOptions::mount_from) set to `mount_from`.
+    pub fn with_mount_from(mut self, mount_from: Option<String>) -> Self {
+        self.mount_from = mount_from;
+        self
+    }
+
+    /// With [`progress`](PushOptions::progress) set to `progress`.
+    pub fn with_progress(mut self, progress: Option<Arc<dyn Progress + Send>>) -> Self {
+        self.progress = progress;
+        self
+    }
 }
 
 impl Default for PushOptions {

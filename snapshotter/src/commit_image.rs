@@ -98,12 +98,10 @@ impl Snapshotter {
                 size: digests.size,
             };
             write_image(&oci, &parent, &layer, name)?;
-            let options = ImportOptions {
-                name: Some(name.to_owned()),
-                // Strata's writer made the blob; export rebuilds it byte for byte.
-                blob_policy: Some(strata_layer_store::BlobPolicy::Reproducible),
-                ..ImportOptions::default()
-            };
+            // Strata's writer made the blob; export rebuilds it byte for byte.
+            let options = ImportOptions::default()
+                .with_name(Some(name.to_owned()))
+                .with_blob_policy(Some(strata_layer_store::BlobPolicy::Reproducible));
             let import = store
                 .import(&oci, &options)
                 .map_err(|e| store_error(e.into()))?;

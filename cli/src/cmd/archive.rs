@@ -66,10 +66,8 @@ impl Command {
                     }
                 };
                 let bar = super::store::Bar::on_terminal(global);
-                let options = ImportOptions {
-                    progress: bar.as_ref().map(|b| b as &dyn ImportProgress),
-                    ..ImportOptions::default()
-                };
+                let options = ImportOptions::default()
+                    .with_progress(bar.as_ref().map(|b| b as &dyn ImportProgress));
                 let mut report = store
                     .import(source, &options)
                     .with_context(|| match &input {

@@ -48,14 +48,13 @@ impl Command {
             } => {
                 let server = server.unwrap_or_else(|| DEFAULT_SERVER.to_owned());
                 let password = super::registry::password(&username, password_stdin)?;
-                let connection = Connection {
-                    auth: Auth::Basic {
+                let connection = Connection::default()
+                    .with_auth(Auth::Basic {
                         username: username.clone(),
                         password: password.clone(),
-                    },
-                    insecure,
-                    credentials: None,
-                };
+                    })
+                    .with_insecure(insecure)
+                    .with_credentials(None);
                 blocking::login(&server, &connection)
                     .with_context(|| format!("logging in to {server} as {username}"))?;
                 credentials.store(&server, &username, &password)?;

@@ -53,12 +53,11 @@ impl RegistryArgs {
             },
             (None, None) => Auth::Anonymous,
         };
-        Ok(Connection {
-            auth,
-            insecure: self.insecure,
-            // Without credentials given, those `strata login` (or `docker login`) stored.
-            credentials: Credentials::docker(),
-        })
+        // Without credentials given, those `strata login` (or `docker login`) stored.
+        Ok(Connection::default()
+            .with_auth(auth)
+            .with_insecure(self.insecure)
+            .with_credentials(Credentials::docker()))
     }
 }
 
@@ -183,15 +182,13 @@ impl Command {
                         bars: std::sync::Mutex::new(Vec::new()),
                     })
                 });
-                let options = PullOptions {
-                    connection: registry.connection()?,
-                    platform,
-                    jobs: registry.jobs,
-                    name,
-                    progress: bars.map(|b| b as Arc<dyn PullProgress>),
-                    // A killed pull leaves its partial downloads on disk all the same.
-                    cancel: None,
-                };
+                // A killed pull leaves its partial downloads on disk all the same: no cancel.
+                let options = PullOptions::default()
+                    .with_connection(registry.connection()?)
+                    .with_platform(platform)
+                    .with_jobs(registry.jobs)
+                    .with_name(name)
+                    .with_progress(bars.map(|b| b as Arc<dyn PullProgress>));
                 let report = client
                     .pull(&reference, &options)
                     .with_context(|| format!("pulling {reference}"))?;
@@ -231,13 +228,14 @@ impl Command {
                 mount_from,
                 registry,
             } => {
-                let options = PushOptions {
-                    connection: registry.connection()?,
-                    jobs: registry.jobs,
-                    mount_from,
-                    progress: super::store::Bar::on_terminal(global)
-                        .map(|b| Arc::new(b) as Arc<dyn Progress + Send>),
-                };
+                let options = PushOptions::default()
+                    .with_connection(registry.connection()?)
+                    .with_jobs(registry.jobs)
+                    .with_mount_from(mount_from)
+                    .with_progress(
+                        super::store::Bar::on_terminal(global)
+                            .map(|b| Arc::new(b) as Arc<dyn Progress + Send>),
+                    );
                 let report = client
                     .push(&image, &reference, &options)
                     .with_context(|| format!("pushing {image} to {reference}"))?;

@@ -115,16 +115,15 @@ impl Command {
                 trusted,
             } => {
                 let bar = Bar::on_terminal(global);
-                let options = ImportOptions {
-                    name,
-                    progress: bar.as_ref().map(|b| b as &dyn ImportProgress),
-                    limits: if trusted {
+                let options = ImportOptions::default()
+                    .with_name(name)
+                    .with_progress(bar.as_ref().map(|b| b as &dyn ImportProgress))
+                    .with_limits(if trusted {
                         Limits::unlimited()
                     } else {
                         Limits::default()
-                    },
-                    blob_policy: None,
-                };
+                    })
+                    .with_blob_policy(None);
                 let mut report = if materialize {
                     store.import_materialized(&source, &options, strategy)
                 } else {

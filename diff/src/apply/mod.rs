@@ -34,6 +34,7 @@ pub enum Ownership {
 
 /// How a layer is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct ApplyOptions {
     /// What whiteouts do.
     pub whiteouts: Whiteouts,
@@ -42,6 +43,26 @@ pub struct ApplyOptions {
     /// What the layer may make the applier spend: the layer store's import reads layers
     /// within the same limits, so the two accept the same layers.
     pub limits: Limits,
+}
+
+impl ApplyOptions {
+    /// With [`whiteouts`](ApplyOptions::whiteouts) set to `whiteouts`.
+    pub fn with_whiteouts(mut self, whiteouts: Whiteouts) -> Self {
+        self.whiteouts = whiteouts;
+        self
+    }
+
+    /// With [`ownership`](ApplyOptions::ownership) set to `ownership`.
+    pub fn with_ownership(mut self, ownership: Ownership) -> Self {
+        self.ownership = ownership;
+        self
+    }
+
+    /// With [`limits`](ApplyOptions::limits) set to `limits`.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
 }
 
 /// What applying a layer did.

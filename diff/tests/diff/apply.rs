@@ -214,10 +214,9 @@ fn devices_and_overlay_whiteouts() {
         .add(b"dir/.wh..wh..opq", Raw::File(b""))
         .add(b".wh.gone", Raw::File(b""))
         .finish();
-    let options = ApplyOptions {
-        whiteouts: Whiteouts::Overlay(strata_cow::conventions::Namespace::Trusted),
-        ..ApplyOptions::default()
-    };
+    let options = ApplyOptions::default().with_whiteouts(Whiteouts::Overlay(
+        strata_cow::conventions::Namespace::Trusted,
+    ));
     strata_diff::apply_layer(&layer[..], r, &options).unwrap();
     assert_eq!(
         fs::symlink_metadata(r.join("dev/null")).unwrap().rdev(),

@@ -352,10 +352,9 @@ fn hostile_layers_stay_inside_the_root_when_kept_as_an_overlay_lower() {
     if !crate::support::can_mount() {
         return;
     }
-    let options = ApplyOptions {
-        whiteouts: Whiteouts::Overlay(strata_cow::conventions::Namespace::Trusted),
-        ..ApplyOptions::default()
-    };
+    let options = ApplyOptions::default().with_whiteouts(Whiteouts::Overlay(
+        strata_cow::conventions::Namespace::Trusted,
+    ));
     for (name, steps, expect) in CASES {
         run_case(name, steps, *expect, &options);
     }

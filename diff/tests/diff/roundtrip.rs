@@ -296,10 +296,7 @@ proptest! {
         let set = both(&old, &new, ContentCheck::Ambiguous);
         let mut layer = Vec::new();
         strata_diff::write_layer(&set, &WriteOptions::new(compression), &mut layer).unwrap();
-        let options = ApplyOptions {
-            ownership: if rustix::process::geteuid().is_root() { strata_diff::Ownership::FromLayer } else { strata_diff::Ownership::Caller },
-            ..ApplyOptions::default()
-        };
+        let options = ApplyOptions::default().with_ownership(if rustix::process::geteuid().is_root() { strata_diff::Ownership::FromLayer } else { strata_diff::Ownership::Caller });
         strata_diff::apply_layer(&layer[..], &copy, &options).unwrap();
         let (got, want): (BTreeMap<PathBuf, _>, BTreeMap<PathBuf, _>) = (state(&copy), state(&new));
         prop_assert_eq!(got, want);

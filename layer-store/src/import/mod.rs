@@ -220,6 +220,7 @@ pub(crate) enum StagedTree {
 
 /// How to import.
 #[derive(Default)]
+#[non_exhaustive]
 pub struct ImportOptions<'a> {
     /// Tag the image with this name (otherwise the names the source gives, if any).
     pub name: Option<String>,
@@ -230,6 +231,32 @@ pub struct ImportOptions<'a> {
     /// Overrides the store's [`BlobPolicy`] for this import: `Reproducible` for layers the
     /// caller compressed itself with Strata's writer, which export rebuilds byte for byte.
     pub blob_policy: Option<BlobPolicy>,
+}
+
+impl<'a> ImportOptions<'a> {
+    /// With [`name`](ImportOptions::name) set to `name`.
+    pub fn with_name(mut self, name: Option<String>) -> Self {
+        self.name = name;
+        self
+    }
+
+    /// With [`progress`](ImportOptions::progress) set to `progress`.
+    pub fn with_progress(mut self, progress: Option<&'a dyn ImportProgress>) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// With [`limits`](ImportOptions::limits) set to `limits`.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// With [`blob_policy`](ImportOptions::blob_policy) set to `blob_policy`.
+    pub fn with_blob_policy(mut self, blob_policy: Option<BlobPolicy>) -> Self {
+        self.blob_policy = blob_policy;
+        self
+    }
 }
 
 /// One layer of an import.

@@ -326,15 +326,13 @@ fn is_root() -> bool {
 }
 
 fn apply(layer: &[u8], root: &Path) -> Result<(), strata_diff::ApplyError> {
-    let options = ApplyOptions {
-        ownership: if is_root() {
+    let options = ApplyOptions::default()
+        .with_ownership(if is_root() {
             Ownership::FromLayer
         } else {
             Ownership::Caller
-        },
-        limits: limits(),
-        ..ApplyOptions::default()
-    };
+        })
+        .with_limits(limits());
     strata_diff::apply_layer(layer, root, &options).map(drop)
 }
 

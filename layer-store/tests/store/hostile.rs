@@ -60,10 +60,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 fn import_with(source: &Path, limits: Limits) -> Result<(tempfile::TempDir, Store), ImportError> {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path().join("store")).unwrap();
-    let options = ImportOptions {
-        limits,
-        ..ImportOptions::default()
-    };
+    let options = ImportOptions::default().with_limits(limits);
     store.import(source, &options)?;
     Ok((tmp, store))
 }

@@ -230,10 +230,7 @@ fn a_layer_held_from_another_blob_is_read_again_to_keep_this_one() -> anyhow::Re
 
     let lean = Store::open(tmp.path().join("lean"))?.with_blob_policy(BlobPolicy::Reproducible);
     import(&lean, &zlib_src, "zlib")?;
-    let options = ImportOptions {
-        name: Some("gnu".into()),
-        ..Default::default()
-    };
+    let options = ImportOptions::default().with_name(Some("gnu".into()));
     let second = lean.import(&gnu_src, &options)?;
     assert_eq!(second.blob_bytes, 0, "layers read again: {second:?}");
     Ok(())

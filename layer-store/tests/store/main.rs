@@ -24,10 +24,7 @@ use strata_layer_store::{ImportOptions, ImportReport, Store};
 
 /// Imports `source` under `name`.
 pub fn import(store: &Store, source: &Path, name: &str) -> anyhow::Result<ImportReport> {
-    let options = ImportOptions {
-        name: Some(name.to_owned()),
-        ..Default::default()
-    };
+    let options = ImportOptions::default().with_name(Some(name.to_owned()));
     Ok(store.import(source, &options)?)
 }
 

@@ -47,10 +47,7 @@ fn stack_matches(
             import(&store, &tmp.path().join("src"), "img")?;
         }
         When::WithImport => {
-            let options = ImportOptions {
-                name: Some("img".into()),
-                ..Default::default()
-            };
+            let options = ImportOptions::default().with_name(Some("img".into()));
             store.import_materialized(&tmp.path().join("src"), &options, Some(strategy))?;
             assert!(
                 std::fs::read_dir(store.staging_dir()?)?.next().is_none(),

@@ -9,10 +9,7 @@ use strata_layer_store::{ImportError, ImportOptions, Store};
 use crate::fixtures::{Comp, Image, sample_layers};
 
 fn import_named(store: &Store, source: &Path, name: &str) -> Result<(), ImportError> {
-    let options = ImportOptions {
-        name: Some(name.to_owned()),
-        ..ImportOptions::default()
-    };
+    let options = ImportOptions::default().with_name(Some(name.to_owned()));
     store.import(source, &options).map(drop)
 }
 

@@ -1,18 +1,14 @@
 //! Authentication against a registry that demands it: basic (htpasswd) and bearer tokens from
 //! a token server (the registry's `auth: token:`), both obtained with credentials and handed in.
 
-use strata_registry::{Auth, Connection, PullOptions, PushOptions, RegistryError};
+use strata_registry::{Auth, Connection, PullOptions, RegistryError};
 
 use crate::server::{Access, PASSWORD, USER};
 use crate::token::TokenServer;
 use crate::{World, assert_exports, pull_options, push_options, single};
 
 fn connection(auth: Auth) -> Connection {
-    Connection {
-        auth,
-        insecure: true,
-        ..Connection::default()
-    }
+    Connection::default().with_auth(auth).with_insecure(true)
 }
 
 fn credentials() -> Auth {
@@ -23,10 +19,7 @@ fn credentials() -> Auth {
 }
 
 fn pull_with(auth: Auth) -> PullOptions {
-    PullOptions {
-        connection: connection(auth),
-        ..pull_options()
-    }
+    pull_options().with_connection(connection(auth))
 }
 
 /// Checks that `world`'s registry refuses anonymous push and pull and that [`credentials`]
@@ -38,10 +31,7 @@ fn refuses_anonymous_and_admits_credentials(world: &World) -> String {
     let err = RegistryError::from(world.push("auth", &reference).unwrap_err());
     assert!(matches!(err, RegistryError::Registry { .. }), "{err}");
 
-    let push = PushOptions {
-        connection: connection(credentials()),
-        ..push_options()
-    };
+    let push = push_options().with_connection(connection(credentials()));
     world.source.push("auth", &reference, &push).unwrap();
     let target = world.store("target");
     let err = RegistryError::from(target.pull(&reference, &pull_options()).unwrap_err());

@@ -55,16 +55,10 @@ fn a_loopback_registry_speaks_plain_http_without_insecure() {
     let image = single("plain", 32, 16 << 10);
     world.import(&image, "plain");
     let plain = Connection::default();
-    let push = PushOptions {
-        connection: plain.clone(),
-        ..PushOptions::default()
-    };
+    let push = PushOptions::default().with_connection(plain.clone());
     let reference = world.reference("plain:1");
     world.source.push("plain", &reference, &push).unwrap();
-    let pull = PullOptions {
-        connection: plain,
-        ..PullOptions::default()
-    };
+    let pull = PullOptions::default().with_connection(plain);
     let target = world.store("target");
     target.pull(&reference, &pull).unwrap();
     // `localhost` is loopback too.
@@ -99,10 +93,7 @@ fn tls_to_a_plain_http_registry_suggests_insecure() {
     assert!(err.to_string().contains("--insecure"), "{err}");
 
     // With `insecure`, the same registry answers: here, that it has no such image.
-    let insecure = PullOptions {
-        connection: crate::insecure(),
-        ..PullOptions::default()
-    };
+    let insecure = PullOptions::default().with_connection(crate::insecure());
     let err = target.pull(&reference, &insecure).unwrap_err();
     assert!(matches!(err, PullError::TagNotFound { .. }), "{err:?}");
 }

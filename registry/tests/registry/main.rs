@@ -118,24 +118,15 @@ impl Deref for TestStore {
 }
 
 fn insecure() -> Connection {
-    Connection {
-        insecure: true,
-        ..Connection::default()
-    }
+    Connection::default().with_insecure(true)
 }
 
 fn pull_options() -> PullOptions {
-    PullOptions {
-        connection: insecure(),
-        ..PullOptions::default()
-    }
+    PullOptions::default().with_connection(insecure())
 }
 
 fn push_options() -> PushOptions {
-    PushOptions {
-        connection: insecure(),
-        ..PushOptions::default()
-    }
+    PushOptions::default().with_connection(insecure())
 }
 
 /// A registry, and a temp dir of stores: `source` publishes images to the registry, and
@@ -186,10 +177,7 @@ impl World {
     fn import(&self, image: &Image, name: &str) {
         let dir = tempfile::tempdir().unwrap();
         image.write_oci(dir.path(), name);
-        let options = ImportOptions {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        };
+        let options = ImportOptions::default().with_name(Some(name.to_owned()));
         self.source.import(dir.path(), &options).unwrap();
     }
 

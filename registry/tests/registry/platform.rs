@@ -1,7 +1,7 @@
 //! Image indexes: `skopeo copy --all` pushes an index of two platforms' images; a pull picks
 //! this machine's by default and the other on request, and names a platform the index lacks.
 
-use strata_registry::{Platform, PullError, PullOptions};
+use strata_registry::{Platform, PullError};
 
 use crate::fixtures::{Image, sha256};
 use crate::index::write_index;
@@ -61,10 +61,7 @@ fn an_index_yields_the_host_platform_by_default_and_another_on_request() {
     assert_exports(&by_default, &reference, &native);
 
     let chosen = world.store("chosen");
-    let options = PullOptions {
-        platform: Some(other.clone()),
-        ..pull_options()
-    };
+    let options = pull_options().with_platform(Some(other.clone()));
     let report = chosen.pull(&reference, &options).unwrap();
     assert_eq!(
         format!("sha256:{}", report.image),
@@ -73,10 +70,7 @@ fn an_index_yields_the_host_platform_by_default_and_another_on_request() {
     assert_exports(&chosen, &reference, &foreign);
 
     let missing = world.store("missing");
-    let options = PullOptions {
-        platform: Some("linux/s390x".parse().unwrap()),
-        ..pull_options()
-    };
+    let options = pull_options().with_platform(Some("linux/s390x".parse().unwrap()));
     let err = missing.pull(&reference, &options).unwrap_err();
     match &err {
         PullError::NoPlatform {

@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use strata_layer_store::digest::Sha256;
 use strata_layer_store::{FsckOptions, StoreError};
-use strata_registry::{
-    BlobOutcome, LayerFetch, PullError, PullOptions, PullProgress, RegistryError,
-};
+use strata_registry::{BlobOutcome, LayerFetch, PullError, PullProgress, RegistryError};
 
 use crate::fixtures::{Comp, Image};
 use crate::server::RangeStripper;
@@ -173,11 +171,9 @@ fn an_interrupted_pull_resumes_from_the_bytes_on_disk() {
         seen: AtomicU64::new(0),
         after: 64 << 10,
     });
-    let options = PullOptions {
-        progress: Some(progress),
-        cancel: Some(cancel),
-        ..pull_options()
-    };
+    let options = pull_options()
+        .with_progress(Some(progress))
+        .with_cancel(Some(cancel));
     let err = target.pull(&reference, &options).unwrap_err();
     assert!(matches!(err, PullError::Cancelled { .. }), "{err}");
     assert!(

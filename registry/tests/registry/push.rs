@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use strata_registry::{BlobOutcome, PushOptions};
+use strata_registry::BlobOutcome;
 
 use crate::fixtures::{Comp, Image};
 use crate::{
@@ -18,10 +18,7 @@ fn push_mounts_blobs_from_another_repository() {
     let world = World::new();
     let image = base_image();
     world.publish(&image, "one");
-    let options = PushOptions {
-        mount_from: Some("one".into()),
-        ..push_options()
-    };
+    let options = push_options().with_mount_from(Some("one".into()));
     let two = world.reference("two:1");
     let report = world.source.push("one", &two, &options).unwrap();
     let outcomes: Vec<BlobOutcome> = report.blobs.iter().map(|b| b.outcome).collect();
@@ -177,10 +174,7 @@ fn push_reports_progress_in_blob_bytes_uploaded_or_not() {
     // Uploaded, then already there: both count every layer blob once.
     for _ in 0..2 {
         let counted = Arc::new(Counted::default());
-        let options = PushOptions {
-            progress: Some(counted.clone()),
-            ..push_options()
-        };
+        let options = push_options().with_progress(Some(counted.clone()));
         world
             .source
             .push("one", &world.reference("one:1"), &options)

@@ -90,14 +90,11 @@ async fn dropping_a_pull_makes_nothing_visible_and_the_next_pull_completes_it() 
     let target = world.store("target");
     let client = Client::new(target.store.clone());
     let notify = Arc::new(Notify::new());
-    let options = strata_registry::PullOptions {
-        progress: Some(Arc::new(NotifyAfter {
-            seen: AtomicU64::new(0),
-            after: 64 << 10,
-            notify: notify.clone(),
-        })),
-        ..pull_options()
-    };
+    let options = pull_options().with_progress(Some(Arc::new(NotifyAfter {
+        seen: AtomicU64::new(0),
+        after: 64 << 10,
+        notify: notify.clone(),
+    })));
     tokio::select! {
         result = client.pull(&reference, &options) => panic!("the pull finished first: {result:?}"),
         () = notify.notified() => {}

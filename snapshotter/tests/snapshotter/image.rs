@@ -150,10 +150,7 @@ pub fn import(suite: &Suite, oci: &Path) -> Store {
     let store = Store::open(suite.sn.root())
         .unwrap()
         .with_durability(Durability::None);
-    let options = ImportOptions {
-        name: Some("img".into()),
-        ..ImportOptions::default()
-    };
+    let options = ImportOptions::default().with_name(Some("img".into()));
     store.import(oci, &options).unwrap();
     store
 }

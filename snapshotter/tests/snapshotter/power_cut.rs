@@ -246,10 +246,7 @@ fn the_deduplicating_commit_survives_a_power_cut_after_any_flush() {
             .map(|step| {
                 let done = match step {
                     Step::Import => {
-                        let options = ImportOptions {
-                            name: Some("img".into()),
-                            ..ImportOptions::default()
-                        };
+                        let options = ImportOptions::default().with_name(Some("img".into()));
                         store
                             .import(&oci, &options)
                             .map(drop)

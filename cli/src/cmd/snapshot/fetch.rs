@@ -24,15 +24,10 @@ impl RegistryFetcher {
 
 impl ImageFetcher for RegistryFetcher {
     fn fetch(&self, reference: &str) -> Result<Fetched, FetchError> {
-        let options = PullOptions {
-            // Plain HTTP to a registry on loopback, HTTPS elsewhere; the credentials of
-            // docker's config.json.
-            connection: Connection {
-                credentials: Credentials::docker(),
-                ..Connection::default()
-            },
-            ..PullOptions::default()
-        };
+        // Plain HTTP to a registry on loopback, HTTPS elsewhere; the credentials of docker's
+        // config.json.
+        let options = PullOptions::default()
+            .with_connection(Connection::default().with_credentials(Credentials::docker()));
         let report = self.client.pull(reference, &options)?;
         let store = self.client.store();
         let layers: Vec<String> = store

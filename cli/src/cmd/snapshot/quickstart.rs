@@ -92,12 +92,10 @@ impl Quickstart {
             Ok((layer, what))
         })?;
         let base_import = steps.run("import", || {
-            let options = ImportOptions {
-                name: Some(BASE.to_owned()),
-                // Strata's writer made the blob; export rebuilds it byte for byte.
-                blob_policy: Some(strata_layer_store::BlobPolicy::Reproducible),
-                ..ImportOptions::default()
-            };
+            // Strata's writer made the blob; export rebuilds it byte for byte.
+            let options = ImportOptions::default()
+                .with_name(Some(BASE.to_owned()))
+                .with_blob_policy(Some(strata_layer_store::BlobPolicy::Reproducible));
             let report = store.import(&layer, &options)?;
             let what = format!("{BASE} {}: {}", short(&report.image), dedup(&report));
             Ok((report, what))
