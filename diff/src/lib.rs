@@ -41,7 +41,7 @@ mod write;
 
 pub use apply::{ApplyError, ApplyOptions, ApplyStats, Ownership, Whiteouts, apply_layer};
 pub use change::{Change, ChangeKind, ChangeSet, ContentCheck, DiffError, DiffOptions, Threads};
-pub use meta::{Kind, Meta, Time};
+pub use meta::{FileKind, Meta, Time};
 pub use tree::changes;
 pub use upper::upper_changes;
 pub use write::hash;

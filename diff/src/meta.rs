@@ -11,7 +11,7 @@ use strata_cow::conventions;
 
 /// The type of a directory entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
+pub enum FileKind {
     /// A regular file.
     File,
     /// A directory.
@@ -28,16 +28,16 @@ pub enum Kind {
     Socket,
 }
 
-impl Kind {
-    fn from_mode(mode: u32) -> Kind {
+impl FileKind {
+    fn from_mode(mode: u32) -> FileKind {
         match FileType::from_raw_mode(mode) {
-            FileType::Directory => Kind::Dir,
-            FileType::Symlink => Kind::Symlink,
-            FileType::CharacterDevice => Kind::CharDevice,
-            FileType::BlockDevice => Kind::BlockDevice,
-            FileType::Fifo => Kind::Fifo,
-            FileType::Socket => Kind::Socket,
-            _ => Kind::File,
+            FileType::Directory => FileKind::Dir,
+            FileType::Symlink => FileKind::Symlink,
+            FileType::CharacterDevice => FileKind::CharDevice,
+            FileType::BlockDevice => FileKind::BlockDevice,
+            FileType::Fifo => FileKind::Fifo,
+            FileType::Socket => FileKind::Socket,
+            _ => FileKind::File,
         }
     }
 }
@@ -49,7 +49,7 @@ pub type Time = conventions::Time;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meta {
     /// The entry's type.
-    pub kind: Kind,
+    pub kind: FileKind,
     /// Permission bits, including setuid, setgid and sticky.
     pub mode: u32,
     /// Owner.
@@ -86,7 +86,7 @@ impl Meta {
     ) -> io::Result<Meta> {
         let stat = rustix::fs::statat(dir.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW)?;
         let mut meta = Meta::from_stat(&stat);
-        if meta.kind == Kind::Symlink {
+        if meta.kind == FileKind::Symlink {
             let target = rustix::fs::readlinkat(dir.as_fd(), name, Vec::new())?;
             meta.link_target = Some(target.into_bytes());
         }
@@ -99,18 +99,18 @@ impl Meta {
     }
 
     fn from_stat(stat: &Stat) -> Meta {
-        let kind = Kind::from_mode(stat.st_mode);
+        let kind = FileKind::from_mode(stat.st_mode);
         Meta {
             kind,
             mode: stat.st_mode & 0o7777,
             uid: stat.st_uid,
             gid: stat.st_gid,
-            rdev: if matches!(kind, Kind::CharDevice | Kind::BlockDevice) {
+            rdev: if matches!(kind, FileKind::CharDevice | FileKind::BlockDevice) {
                 stat.st_rdev
             } else {
                 0
             },
-            size: if kind == Kind::File {
+            size: if kind == FileKind::File {
                 stat.st_size as u64
             } else {
                 0
@@ -171,7 +171,7 @@ pub(crate) fn compare(old: &Meta, new: &Meta, force_content: bool) -> Verdict {
     if !truncated && old.mtime.nsec != new.mtime.nsec {
         return Verdict::Changed;
     }
-    if new.kind == Kind::File && (truncated || force_content) {
+    if new.kind == FileKind::File && (truncated || force_content) {
         return Verdict::CompareContent;
     }
     Verdict::Same

@@ -15,7 +15,7 @@ use rustix::fs::CWD;
 use crate::change::{Change, ChangeKind, ChangeSet, ContentCheck, DiffError, DiffOptions};
 use crate::content::same_content;
 use crate::dir::{component, map_ordered, open_dir, sorted_names_of_fresh};
-use crate::meta::{Kind, Meta, Verdict, compare};
+use crate::meta::{FileKind, Meta, Verdict, compare};
 
 /// The changes that turn the tree `old` into the tree `new`.
 ///
@@ -141,7 +141,7 @@ impl TwoTrees<'_> {
             path: full(),
             source,
         })?;
-        let is_dir = meta.kind == Kind::Dir;
+        let is_dir = meta.kind == FileKind::Dir;
         listing.changes.push(Change {
             path: rel.join(component(&name)),
             kind: ChangeKind::Added,
@@ -180,14 +180,14 @@ impl TwoTrees<'_> {
             meta: Some(meta),
         };
         match (old.kind, new.kind, verdict) {
-            (Kind::Dir, Kind::Dir, verdict) => {
+            (FileKind::Dir, FileKind::Dir, verdict) => {
                 if verdict != Verdict::Same {
                     listing.changes.push(modified(new));
                 }
                 listing.defer(Deferred::BothDirs { name });
             }
             // A non-directory became a directory: everything below it is new.
-            (_, Kind::Dir, _) => {
+            (_, FileKind::Dir, _) => {
                 listing.changes.push(modified(new));
                 listing.defer(Deferred::AddedDir { name });
             }

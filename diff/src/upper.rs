@@ -16,7 +16,7 @@ use strata_cow::conventions::{Attr, Namespace};
 use crate::change::{Change, ChangeKind, ChangeSet, ContentCheck, DiffError, DiffOptions};
 use crate::content::same_content;
 use crate::dir::{component, flat_map_ordered, open_dir, sorted_names};
-use crate::meta::{Kind, Meta, Verdict, compare};
+use crate::meta::{FileKind, Meta, Verdict, compare};
 use crate::tree::{Side, merge, open_root};
 
 /// The changes an overlay mount with these `lowers` (topmost first) and this `upper` dir holds,
@@ -156,7 +156,7 @@ impl UpperWalk<'_> {
         } else {
             ChangeKind::Added
         };
-        if meta.kind != Kind::Dir {
+        if meta.kind != FileKind::Dir {
             return Ok(if changed {
                 vec![Change {
                     path,
@@ -172,7 +172,7 @@ impl UpperWalk<'_> {
             .any(|ns| meta.overlay_xattr(ns.name(Attr::Opaque)) == Some(b"y"));
         let below_is_dir = below
             .as_ref()
-            .is_some_and(|found| found.meta.kind == Kind::Dir);
+            .is_some_and(|found| found.meta.kind == FileKind::Dir);
         let child = Dir {
             rel: path.clone(),
             fd: open_dir(&dir.fd, name.as_c_str()).map_err(DiffError::read(&full))?,
@@ -226,7 +226,7 @@ impl UpperWalk<'_> {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(source) => return Err(DiffError::Read { path: full, source }),
             };
-            if meta.kind != Kind::Dir {
+            if meta.kind != FileKind::Dir {
                 break;
             }
             let fd = open_dir(&lower.fd, name).map_err(DiffError::read(&full))?;
@@ -275,8 +275,8 @@ impl UpperWalk<'_> {
 /// A whiteout in either overlay form: a char 0:0 device, or an empty file marked
 /// `overlay.whiteout` (an xwhiteout) in either namespace.
 fn is_whiteout(meta: &Meta) -> bool {
-    (meta.kind == Kind::CharDevice && meta.rdev == 0)
-        || (meta.kind == Kind::File
+    (meta.kind == FileKind::CharDevice && meta.rdev == 0)
+        || (meta.kind == FileKind::File
             && meta.size == 0
             && Namespace::ALL
                 .iter()

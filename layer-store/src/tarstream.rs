@@ -11,7 +11,7 @@ use std::io::Read;
 
 pub use strata_codec::path::clean as normalize;
 pub use strata_codec::tar::TarError;
-use strata_codec::tar::{Header, Kind, LinkTarget, TarReader};
+use strata_codec::tar::{EntryType, Header, LinkTarget, TarReader};
 
 use crate::object::ObjectId;
 use crate::record::{Chunk, Entry, EntryKind, Time};
@@ -67,7 +67,7 @@ pub fn split<R: Read, E: From<TarError>>(
             raw.extend_from_slice(&taken);
         }
         let kind = match &header.kind {
-            Kind::File => {
+            EntryType::File => {
                 if !raw.is_empty() {
                     parts.stream.push(Chunk::Raw(std::mem::take(&mut raw)));
                 }
@@ -86,7 +86,7 @@ pub fn split<R: Read, E: From<TarError>>(
                     size: header.size,
                 }
             }
-            Kind::Hardlink { target, held } => {
+            EntryType::Hardlink { target, held } => {
                 // A whiteout's type means nothing: only a real link must name a file it holds.
                 if *held != LinkTarget::ThisLayer && header.whiteout().is_none() {
                     return Err(TarError::DanglingHardlink {
@@ -111,20 +111,20 @@ pub fn split<R: Read, E: From<TarError>>(
 }
 
 /// The record's kind for an entry without contents or links.
-fn entry_kind(kind: &Kind) -> EntryKind {
+fn entry_kind(kind: &EntryType) -> EntryKind {
     match kind {
-        Kind::Symlink { target } => EntryKind::Symlink {
+        EntryType::Symlink { target } => EntryKind::Symlink {
             target: target.clone(),
         },
-        Kind::CharDevice { major, minor } => EntryKind::CharDevice {
+        EntryType::CharDevice { major, minor } => EntryKind::CharDevice {
             major: *major,
             minor: *minor,
         },
-        Kind::BlockDevice { major, minor } => EntryKind::BlockDevice {
+        EntryType::BlockDevice { major, minor } => EntryKind::BlockDevice {
             major: *major,
             minor: *minor,
         },
-        Kind::Fifo => EntryKind::Fifo,
+        EntryType::Fifo => EntryKind::Fifo,
         _ => EntryKind::Dir,
     }
 }

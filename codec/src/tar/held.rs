@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use strata_cow::conventions::WHITEOUT_PREFIX;
 
-use super::{Kind, LinkTarget, TarError, lossy};
+use super::{EntryType, LinkTarget, TarError, lossy};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Node {
@@ -35,7 +35,7 @@ impl Held {
 
     /// Records the entry at `path`, which replaces what was there (a directory replacing a
     /// directory keeps its children). Whiteouts hide only lower layers: they change nothing.
-    pub(super) fn track(&mut self, path: &[u8], kind: &Kind, at: u64) -> Result<(), TarError> {
+    pub(super) fn track(&mut self, path: &[u8], kind: &EntryType, at: u64) -> Result<(), TarError> {
         let mut end = 0;
         while let Some(pos) = path[end..].iter().position(|&b| b == b'/') {
             if self
@@ -54,8 +54,8 @@ impl Held {
             return Ok(());
         }
         let node = match kind {
-            Kind::Dir => Node::Dir,
-            Kind::File | Kind::Hardlink { .. } => Node::File,
+            EntryType::Dir => Node::Dir,
+            EntryType::File | EntryType::Hardlink { .. } => Node::File,
             _ => Node::Other,
         };
         // A non-directory replaces everything below it, even below a directory the layer

@@ -57,7 +57,7 @@ pub enum LinkTarget {
 
 /// The type of an entry, with what only that type carries.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Kind {
+pub enum EntryType {
     /// A regular file; its contents ([`Header::size`] bytes) are read from the reader.
     File,
     /// A directory.
@@ -98,7 +98,7 @@ pub struct Header {
     /// The clean path ([`path::clean`](crate::path::clean)); empty for the layer root.
     pub path: Vec<u8>,
     /// The type.
-    pub kind: Kind,
+    pub kind: EntryType,
     /// Permission bits, with setuid, setgid and sticky (`& 0o7777`).
     pub mode: u32,
     /// Owner.

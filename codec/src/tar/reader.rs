@@ -7,7 +7,7 @@ use strata_cow::conventions::{OPAQUE_WHITEOUT, WHITEOUT_PREFIX};
 use super::block::{self, number};
 use super::held::Held;
 use super::pax::{self, Owned};
-use super::{BLOCK, Header, Kind, TarError, Time, lossy};
+use super::{BLOCK, EntryType, Header, TarError, Time, lossy};
 use crate::limits::{Limit, Limits};
 
 /// Longest run of bytes accepted after the end-of-archive marker (tar writers pad to a record
@@ -19,7 +19,7 @@ const MAX_TRAILER: u64 = 1 << 20;
 /// ```
 /// use std::io::Read;
 /// use strata_codec::Limits;
-/// use strata_codec::tar::{Kind, TarReader};
+/// use strata_codec::tar::{EntryType, TarReader};
 ///
 /// let mut builder = tar::Builder::new(Vec::new());
 /// let mut header = tar::Header::new_ustar();
@@ -30,7 +30,7 @@ const MAX_TRAILER: u64 = 1 << 20;
 ///
 /// let mut reader = TarReader::new(&layer[..], Limits::default()).keep_raw();
 /// let entry = reader.next_entry()?.expect("one entry");
-/// assert_eq!((entry.path.as_slice(), &entry.kind, entry.size), (&b"etc/hostname"[..], &Kind::File, 5));
+/// assert_eq!((entry.path.as_slice(), &entry.kind, entry.size), (&b"etc/hostname"[..], &EntryType::File, 5));
 /// let mut contents = String::new();
 /// reader.read_to_string(&mut contents)?;
 /// assert_eq!(contents, "box\n\n");
@@ -223,7 +223,7 @@ impl<R: Read> TarReader<R> {
         let kind = self.kind(block, &raw_path, &path, link, at)?;
         self.check_names(&path, &kind, at)?;
         self.held.track(&path, &kind, at)?;
-        if kind == Kind::File {
+        if kind == EntryType::File {
             self.remaining = size;
             self.padding = padding(size);
         } else {
@@ -254,7 +254,7 @@ impl<R: Read> TarReader<R> {
         path: &[u8],
         link: Vec<u8>,
         at: u64,
-    ) -> Result<Kind, TarError> {
+    ) -> Result<EntryType, TarError> {
         let flag = block[block::TYPE];
         let device = |range: std::ops::Range<usize>, name| -> Result<u32, TarError> {
             if !block::has_devices(block) {
@@ -273,10 +273,10 @@ impl<R: Read> TarReader<R> {
         };
         Ok(match flag {
             // Pre-POSIX archives mark directories by a trailing slash only.
-            b'0' | 0 if raw_path.ends_with(b"/") => Kind::Dir,
-            b'0' | 0 | b'7' => Kind::File,
-            b'5' => Kind::Dir,
-            b'2' => Kind::Symlink {
+            b'0' | 0 if raw_path.ends_with(b"/") => EntryType::Dir,
+            b'0' | 0 | b'7' => EntryType::File,
+            b'5' => EntryType::Dir,
+            b'2' => EntryType::Symlink {
                 target: linked(link)?,
             },
             b'1' => {
@@ -289,17 +289,17 @@ impl<R: Read> TarReader<R> {
                         offset: at,
                     })?;
                 let held = self.held.link_target(path, &target)?;
-                Kind::Hardlink { target, held }
+                EntryType::Hardlink { target, held }
             }
-            b'3' => Kind::CharDevice {
+            b'3' => EntryType::CharDevice {
                 major: device(block::DEV_MAJOR, "devmajor")?,
                 minor: device(block::DEV_MINOR, "devminor")?,
             },
-            b'4' => Kind::BlockDevice {
+            b'4' => EntryType::BlockDevice {
                 major: device(block::DEV_MAJOR, "devmajor")?,
                 minor: device(block::DEV_MINOR, "devminor")?,
             },
-            b'6' => Kind::Fifo,
+            b'6' => EntryType::Fifo,
             other => {
                 return Err(TarError::Unsupported {
                     path: lossy(path),
@@ -311,8 +311,8 @@ impl<R: Read> TarReader<R> {
     }
 
     /// Refuses a root that is not a directory and whiteouts that name nothing.
-    fn check_names(&self, path: &[u8], kind: &Kind, at: u64) -> Result<(), TarError> {
-        if path.is_empty() && *kind != Kind::Dir {
+    fn check_names(&self, path: &[u8], kind: &EntryType, at: u64) -> Result<(), TarError> {
+        if path.is_empty() && *kind != EntryType::Dir {
             return Err(TarError::RootNotDirectory { offset: at });
         }
         let name = crate::path::split(path).1;

@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-use strata_codec::tar::{Kind, LinkTarget, TarError, TarReader, Time, Whiteout};
+use strata_codec::tar::{EntryType, LinkTarget, TarError, TarReader, Time, Whiteout};
 use strata_codec::{Limit, Limits};
 
 fn header(kind: tar::EntryType, size: u64) -> tar::Header {
@@ -70,7 +70,7 @@ fn long_names_links_and_binary_xattrs_are_resolved() -> anyhow::Result<()> {
     let (file, contents) = &entries[1];
     assert_eq!(
         (file.kind.clone(), contents.as_slice()),
-        (Kind::File, &b"abc"[..])
+        (EntryType::File, &b"abc"[..])
     );
     assert_eq!((file.mode, file.uid, file.gid), (0o4755, 1000, 100));
     assert_eq!(
@@ -86,14 +86,14 @@ fn long_names_links_and_binary_xattrs_are_resolved() -> anyhow::Result<()> {
     );
     assert_eq!(
         entries[2].0.kind,
-        Kind::Hardlink {
+        EntryType::Hardlink {
             target: long.clone().into_bytes(),
             held: LinkTarget::ThisLayer
         }
     );
     assert_eq!(
         entries[3].0.kind,
-        Kind::Symlink {
+        EntryType::Symlink {
             target: b"/etc/passwd".to_vec()
         }
     );
@@ -174,7 +174,7 @@ fn hostile_members_are_refused_by_name() {
     let entries = read_all(&below, Limits::default()).unwrap();
     assert!(matches!(
         entries[0].0.kind,
-        Kind::Hardlink {
+        EntryType::Hardlink {
             held: LinkTarget::Below,
             ..
         }

@@ -8,7 +8,7 @@
 use std::io::Read;
 
 use strata_codec::Limits;
-use strata_codec::tar::{Header, Kind, TarError, TarReader};
+use strata_codec::tar::{EntryType, Header, TarError, TarReader};
 
 /// Reads `data` as a layer tar both ways and checks the contract.
 pub fn read_checked(data: &[u8]) {
@@ -28,7 +28,7 @@ pub fn read_checked(data: &[u8]) {
     for entry in &kept.entries {
         let path = &entry.path;
         if path.is_empty() {
-            assert_eq!(entry.kind, Kind::Dir, "the root is a directory");
+            assert_eq!(entry.kind, EntryType::Dir, "the root is a directory");
             continue;
         }
         assert!(

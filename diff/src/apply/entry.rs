@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
-use strata_codec::tar::{Header, Kind, TarReader, Whiteout};
+use strata_codec::tar::{EntryType, Header, TarReader, Whiteout};
 use strata_cow::conventions::{self, Opacity, WhiteoutStyle};
 use strata_cow::xattr;
 
@@ -110,7 +110,7 @@ impl<'a> Applier<'a> {
         };
         let attrs = attrs(header);
         match &header.kind {
-            Kind::File => {
+            EntryType::File => {
                 let dir = self.root.dir_creating(parent).map_err(at)?;
                 let flags = OFlags::WRONLY
                     | OFlags::CREATE
@@ -131,7 +131,7 @@ impl<'a> Applier<'a> {
                 self.stats.bytes += write_sparse(&mut file, data, &mut self.buf).map_err(at)?;
                 self.finish_file(&file, &dir, name, &attrs).map_err(at)?;
             }
-            Kind::Dir => {
+            EntryType::Dir => {
                 let dir = self.root.dir_creating(parent).map_err(at)?;
                 let name_os = OsStr::from_bytes(name);
                 let mkdir = || rustix::fs::mkdirat(&dir, name_os, Mode::from_raw_mode(0o700));
@@ -151,7 +151,7 @@ impl<'a> Applier<'a> {
                 self.dir_times.push((path.to_path_buf(), attrs.mtime));
                 self.timed.insert(path.to_path_buf());
             }
-            Kind::Symlink { target } => {
+            EntryType::Symlink { target } => {
                 let dir = self.root.dir_creating(parent).map_err(at)?;
                 self.create_replacing(&dir, name, || {
                     rustix::fs::symlinkat(OsStr::from_bytes(target), &dir, OsStr::from_bytes(name))
@@ -160,13 +160,15 @@ impl<'a> Applier<'a> {
                 self.finish(&dir, name, &attrs, FileType::Symlink)
                     .map_err(at)?;
             }
-            Kind::Hardlink { target, .. } => self.hardlink(path, parent, name, target)?,
-            kind @ (Kind::CharDevice { .. } | Kind::BlockDevice { .. } | Kind::Fifo) => {
+            EntryType::Hardlink { target, .. } => self.hardlink(path, parent, name, target)?,
+            kind @ (EntryType::CharDevice { .. }
+            | EntryType::BlockDevice { .. }
+            | EntryType::Fifo) => {
                 let (file_type, dev) = match *kind {
-                    Kind::CharDevice { major, minor } => {
+                    EntryType::CharDevice { major, minor } => {
                         (FileType::CharacterDevice, rustix::fs::makedev(major, minor))
                     }
-                    Kind::BlockDevice { major, minor } => {
+                    EntryType::BlockDevice { major, minor } => {
                         (FileType::BlockDevice, rustix::fs::makedev(major, minor))
                     }
                     _ => (FileType::Fifo, 0),

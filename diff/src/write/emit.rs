@@ -10,7 +10,7 @@ use super::pipe::ChunkWriter;
 use super::source::Source;
 use super::{WriteError, WriteOptions};
 use crate::change::{ChangeKind, ChangeSet};
-use crate::meta::{Kind, Meta};
+use crate::meta::{FileKind, Meta};
 use strata_cow::conventions::WHITEOUT_PREFIX;
 
 struct Emitter<'a, 'c> {
@@ -97,13 +97,13 @@ impl Emitter<'_, '_> {
             return Ok(());
         }
         let (flag, size) = match meta.kind {
-            Kind::File => (TypeFlag::File, meta.size),
-            Kind::Dir => (TypeFlag::Dir, 0),
-            Kind::Symlink => (TypeFlag::Symlink, 0),
-            Kind::CharDevice => (TypeFlag::Char, 0),
-            Kind::BlockDevice => (TypeFlag::Block, 0),
-            Kind::Fifo => (TypeFlag::Fifo, 0),
-            Kind::Socket => {
+            FileKind::File => (TypeFlag::File, meta.size),
+            FileKind::Dir => (TypeFlag::Dir, 0),
+            FileKind::Symlink => (TypeFlag::Symlink, 0),
+            FileKind::CharDevice => (TypeFlag::Char, 0),
+            FileKind::BlockDevice => (TypeFlag::Block, 0),
+            FileKind::Fifo => (TypeFlag::Fifo, 0),
+            FileKind::Socket => {
                 tracing::warn!(path = %self.source.full(path).display(), "skipping a socket");
                 return Ok(());
             }

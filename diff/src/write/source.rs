@@ -19,7 +19,7 @@ use rustix::io::Errno;
 
 use super::WriteError;
 use crate::dir::open_dir;
-use crate::meta::{Kind, Meta};
+use crate::meta::{FileKind, Meta};
 
 /// The source root and the chain of directories open below it.
 pub(super) struct Source<'a> {
@@ -69,7 +69,7 @@ impl<'a> Source<'a> {
             path
         };
         let meta = Meta::load(dir, &name, by_fd).map_err(|e| classify(&full, e))?;
-        if meta.kind != Kind::Dir {
+        if meta.kind != FileKind::Dir {
             return Err(WriteError::Swapped { path: full });
         }
         Ok(meta)

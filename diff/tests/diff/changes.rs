@@ -55,7 +55,10 @@ fn added_modified_deleted_in_walk_order() {
     );
     assert_eq!(set.source, n);
     let added = &set.changes[0];
-    assert_eq!(added.meta.as_ref().unwrap().kind, strata_diff::Kind::Dir);
+    assert_eq!(
+        added.meta.as_ref().unwrap().kind,
+        strata_diff::FileKind::Dir
+    );
     assert!(set.changes[4].meta.is_none(), "deletions carry no metadata");
 }
 
