@@ -13,7 +13,9 @@ use crate::dockerfile::{Dockerfile, Stage};
 use crate::error::{BuildError, Result};
 use crate::ignore::Ignore;
 use crate::image::ImageState;
-use crate::options::{BuildOptions, BuildReport, Outcome, Progress, StepReport};
+use crate::options::{
+    BuildOptions, BuildReport, Outcome, Progress, StepReport, step_finished, step_started,
+};
 use crate::snapshot::Workspace;
 use crate::step::StageRun;
 use crate::tree::SourceTree;
@@ -182,7 +184,7 @@ impl Build<'_> {
     fn from(&mut self, index: usize, stage: &Stage, global: &Vars) -> Result<ImageState> {
         self.number += 1;
         let instruction = format!("FROM {}", stage.from_text);
-        self.progress.started(self.number, self.total, &instruction);
+        step_started(self.progress, self.number, self.total, &instruction);
         let start = Instant::now();
         let base = words::expand(&stage.base, global);
         let earlier = stage_index(&self.dockerfile.stages[..index], &base)
@@ -204,7 +206,7 @@ impl Build<'_> {
             millis: start.elapsed().as_millis() as u64,
             layer: None,
         };
-        self.progress.finished(&report);
+        step_finished(self.progress, &report);
         self.reports.push(report);
         Ok(state)
     }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
+use strata_layer_store::{Part, PartEnd};
 use strata_registry::Connection;
 use strata_snapshotter::runc::Network;
 
@@ -72,16 +73,32 @@ pub struct BuildReport {
     pub steps: Vec<StepReport>,
 }
 
-/// Receives a build's steps as they start and end (e.g. to print them).
-pub trait Progress {
-    /// Step `number` of `total`, `instruction`, starts.
-    fn started(&self, _number: usize, _total: usize, _instruction: &str) {}
-    /// A step ended.
-    fn finished(&self, _step: &StepReport) {}
-}
+/// A build reports through [`strata_layer_store::Progress`], one part per step: a part's
+/// index is the step's number less one, its name the instruction; a step served from the cache
+/// ends as [`PartEnd::Reused`].
+pub use strata_layer_store::Progress;
 
 /// Reports nothing.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Quiet;
 
 impl Progress for Quiet {}
+
+/// Tells `progress` that step `number` (from 1) of `total`, `instruction`, starts.
+pub(crate) fn step_started(
+    progress: &dyn Progress,
+    number: usize,
+    total: usize,
+    instruction: &str,
+) {
+    progress.part_started(&Part::new(number - 1, total, instruction, 0));
+}
+
+/// Tells `progress` how `step` ended.
+pub(crate) fn step_finished(progress: &dyn Progress, step: &StepReport) {
+    let end = match step.outcome {
+        Outcome::Cached => PartEnd::Reused,
+        Outcome::Ran => PartEnd::Done,
+    };
+    progress.part_finished(step.number - 1, end);
+}

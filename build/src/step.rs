@@ -11,7 +11,7 @@ use crate::dockerfile::{CommandForm, Op, Step};
 use crate::engine::{Build, stage_label};
 use crate::error::{BuildError, Result};
 use crate::image::ImageState;
-use crate::options::{Outcome, StepReport};
+use crate::options::{Outcome, StepReport, step_finished, step_started};
 use crate::snapshot;
 use crate::words::Vars;
 
@@ -91,9 +91,7 @@ impl<'b, 'a> StageRun<'b, 'a> {
         self.build.number += 1;
         let number = self.build.number;
         let instruction = display(&step.op);
-        self.build
-            .progress
-            .started(number, self.build.total, &instruction);
+        step_started(self.build.progress, number, self.build.total, &instruction);
         let start = Instant::now();
         let plan = self.plan(step)?;
         let extra: Vec<&str> = plan.extra.iter().map(String::as_str).collect();
@@ -114,7 +112,7 @@ impl<'b, 'a> StageRun<'b, 'a> {
             millis: start.elapsed().as_millis() as u64,
             layer,
         };
-        self.build.progress.finished(&report);
+        step_finished(self.build.progress, &report);
         self.build.reports.push(report);
         Ok(())
     }

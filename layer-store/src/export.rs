@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::compress::{self, compressor};
 use crate::digest::{HashingWriter, Sha256};
 use crate::error::{IoContext, StoreError};
-use crate::progress::{Progress, Reporting};
+use crate::progress::{PartOf, Progress, Reporting};
 use crate::record::{Chunk, ImageRecord, LayerRecord};
 use crate::staging::{StagedDir, create_dir_at, create_file_at, rename_at};
 use crate::store::Store;
@@ -176,7 +176,7 @@ impl Store {
     ) -> Result<(Sha256, u64), StoreError> {
         if let Some(kept) = self.kept_blob(wanted) {
             if let Some(progress) = progress {
-                progress.advance(record.tar_size);
+                progress.advance(0, record.tar_size);
             }
             return self.copy_kept_blob(&kept, wanted, out);
         }
@@ -296,7 +296,9 @@ impl Store {
                     .unwrap_or(record.blob_digest);
                 let tmp = format!("tmp.{i}");
                 let file = create_file_at(&blobs, &tmp).at(&blobs_path.join(&tmp))?;
-                let (digest, size) = self.write_blob_reporting(&record, &wanted, file, progress)?;
+                let part = progress.map(|inner| PartOf { index: i, inner });
+                let part = part.as_ref().map(|p| p as &dyn Progress);
+                let (digest, size) = self.write_blob_reporting(&record, &wanted, file, part)?;
                 rename_at(&blobs, &tmp, &digest.hex()).at(&blobs_path.join(digest.hex()))?;
                 Ok((digest, size))
             })

@@ -71,13 +71,12 @@ pub use fsck::{FsckOptions, FsckReport, Problem};
 pub use gc::{GcError, GcOptions, GcReport};
 pub use history::{HistoryEntry, HistoryLayer};
 pub use import::{
-    BlobCheck, Document, ImportError, ImportOptions, ImportProgress, ImportReport, LayerBlob,
-    StagedLayer,
+    BlobCheck, Document, ImportError, ImportOptions, ImportReport, LayerBlob, StagedLayer,
 };
 pub use lock::LockGuard;
 pub use materialize::{MaterializeError, probe_strategy};
 pub use object::ObjectId;
-pub use progress::Progress;
+pub use progress::{Part, PartEnd, Progress};
 pub use record::{
     Chunk, Compression as BlobCompression, Entry, EntryKind, ImageRecord, LayerMeta, LayerRecord,
     RecordError, Strategy, Time, chain_ids,

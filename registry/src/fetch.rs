@@ -15,10 +15,12 @@ use futures_util::stream::BoxStream;
 use oci_client::client::BlobResponse;
 use oci_client::errors::OciDistributionError;
 use rustix::fs::FlockOperation;
-use strata_layer_store::{ImportError, ImportProgress, LayerBlob, StagedLayer, StoreError};
+use strata_layer_store::{
+    ImportError, LayerBlob, Part, PartEnd, Progress, StagedLayer, StoreError,
+};
 
 use crate::download::Download;
-use crate::pull::{Pull, PullProgress};
+use crate::pull::Pull;
 use crate::session::Session;
 use crate::task;
 use crate::{PullError, RegistryError};
@@ -35,16 +37,16 @@ pub(crate) struct Fetched {
     pub resumed: u64,
 }
 
-/// Forwards import progress of one layer to the pull's observer.
-struct LayerProgress<'a> {
-    index: usize,
-    sink: &'a dyn PullProgress,
+/// Forwards the bytes of one layer (the store's import, an upload) to the operation's
+/// observer as that layer's.
+pub(crate) struct LayerProgress {
+    pub index: usize,
+    pub sink: Arc<dyn Progress>,
 }
 
-impl ImportProgress for LayerProgress<'_> {
-    fn start(&self, _total: u64) {}
-    fn advance(&self, bytes: u64) {
-        self.sink.layer_advance(self.index, bytes);
+impl Progress for LayerProgress {
+    fn advance(&self, _index: usize, bytes: u64) {
+        self.sink.advance(self.index, bytes);
     }
 }
 
@@ -136,14 +138,19 @@ fn import(
     (&file).seek(SeekFrom::Start(have)).map_err(fail)?;
     let sink = pull.progress.as_deref();
     if let Some(p) = sink {
-        p.layer_start(index, &blob.digest, blob.size, have);
+        let digest = blob.digest.to_string();
+        let of = pull.blobs.len();
+        p.part_started(&Part::new(index, of, &digest, blob.size).with_done(have));
     }
     let on_disk = Prefix {
         file: &file,
         pos: 0,
         end: have,
     };
-    let progress = sink.map(|sink| LayerProgress { index, sink });
+    let progress = pull
+        .progress
+        .clone()
+        .map(|sink| LayerProgress { index, sink });
     let rest: Box<dyn Read + Send> = match network.as_mut() {
         Some(download) => Box::new(download),
         None => Box::new(io::empty()),
@@ -151,12 +158,12 @@ fn import(
     let result = pull.store.stage_layer_blob(
         on_disk.chain(rest),
         blob,
-        progress.as_ref().map(|p| p as &dyn ImportProgress),
+        progress.as_ref().map(|p| p as &dyn Progress),
     );
     match result {
         Ok(staged) => {
             if let Some(p) = sink {
-                p.layer_done(index);
+                p.part_finished(index, PartEnd::Done);
             }
             Ok(Some(Fetched {
                 staged: Some(staged),

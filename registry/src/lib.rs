@@ -81,7 +81,7 @@ pub use client::Client;
 pub use credentials::Credentials;
 pub use error::{PullError, PushError, RegistryError};
 pub use login::login;
-pub use pull::{LayerFetch, PullOptions, PullProgress, PullReport, PulledLayer};
+pub use pull::{LayerFetch, PullOptions, PullReport, PulledLayer};
 pub use push::{BlobOutcome, PushOptions, PushReport, PushedBlob};
 
 use std::fmt;

@@ -15,7 +15,7 @@ use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use serde::Serialize;
 
 use strata_layer_store::digest::{BadDigest, Sha256};
-use strata_layer_store::{ImportOptions, LayerBlob, StagedLayer, Store};
+use strata_layer_store::{ImportOptions, LayerBlob, Progress, StagedLayer, Store};
 use tokio::task::JoinSet;
 
 use crate::classify;
@@ -23,17 +23,6 @@ use crate::fetch::{self, Fetched};
 use crate::session::{MAX_DOCUMENT, Session, check_digest};
 use crate::task::{self, Stop};
 use crate::{Connection, Platform, PullError, RegistryError};
-
-/// Receives the progress of a pull, per layer, from several threads.
-pub trait PullProgress: Send + Sync {
-    /// Layer `index` (bottom first) of blob `digest`, `size` bytes, starts; `resumed` of them
-    /// are already on disk from an interrupted pull.
-    fn layer_start(&self, index: usize, digest: &Sha256, size: u64, resumed: u64);
-    /// `bytes` more of layer `index` were imported.
-    fn layer_advance(&self, index: usize, bytes: u64);
-    /// Layer `index` is imported and verified.
-    fn layer_done(&self, index: usize);
-}
 
 /// How to pull.
 #[derive(Clone)]
@@ -48,7 +37,7 @@ pub struct PullOptions {
     /// Tag the image with this name instead of the reference.
     pub name: Option<String>,
     /// Where to report progress.
-    pub progress: Option<Arc<dyn PullProgress>>,
+    pub progress: Option<Arc<dyn Progress>>,
     /// Set to stop the pull at the next chunk (e.g. from a signal handler); downloaded bytes
     /// stay for the next pull to resume from. Dropping the future of
     /// [`Client::pull`](crate::Client::pull) does the same.
@@ -81,7 +70,7 @@ impl PullOptions {
     }
 
     /// With [`progress`](PullOptions::progress) set to `progress`.
-    pub fn with_progress(mut self, progress: Option<Arc<dyn PullProgress>>) -> Self {
+    pub fn with_progress(mut self, progress: Option<Arc<dyn Progress>>) -> Self {
         self.progress = progress;
         self
     }
@@ -168,7 +157,7 @@ pub(crate) struct Pull {
     pub session: Session,
     /// The image's layers, bottom first.
     pub blobs: Vec<LayerBlob>,
-    pub progress: Option<Arc<dyn PullProgress>>,
+    pub progress: Option<Arc<dyn Progress>>,
     pub stop: Stop,
 }
 
@@ -202,6 +191,9 @@ pub(crate) async fn pull(
         Ok::<_, RegistryError>(missing)
     })
     .await??;
+    if let Some(progress) = &options.progress {
+        progress.start(missing.iter().map(|&i| blobs[i].size).sum());
+    }
     // Largest first: with fewer jobs than layers, a big layer started last would be the
     // tail the whole pull waits for.
     missing.sort_by_key(|&i| std::cmp::Reverse(blobs[i].size));

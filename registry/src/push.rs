@@ -11,7 +11,7 @@ use oci_client::RegistryOperation;
 use oci_client::manifest::OCI_IMAGE_MEDIA_TYPE;
 use serde::Serialize;
 use strata_layer_store::digest::Sha256;
-use strata_layer_store::{Progress, Store};
+use strata_layer_store::{PartEnd, Progress, Store};
 use tokio::task::JoinSet;
 
 use crate::session::Session;
@@ -33,7 +33,7 @@ pub struct PushOptions {
     pub mount_from: Option<String>,
     /// Where to report progress: the layer blobs' bytes, counted as they are sent (a blob the
     /// registry has, or mounts, counts at once).
-    pub progress: Option<Arc<dyn Progress + Send>>,
+    pub progress: Option<Arc<dyn Progress>>,
 }
 
 impl PushOptions {
@@ -56,7 +56,7 @@ impl PushOptions {
     }
 
     /// With [`progress`](PushOptions::progress) set to `progress`.
-    pub fn with_progress(mut self, progress: Option<Arc<dyn Progress + Send>>) -> Self {
+    pub fn with_progress(mut self, progress: Option<Arc<dyn Progress>>) -> Self {
         self.progress = progress;
         self
     }
@@ -237,7 +237,7 @@ struct Layers {
     described: Vec<String>,
     /// Where to mount missing blobs from.
     sources: MountSources,
-    progress: Option<Arc<dyn Progress + Send>>,
+    progress: Option<Arc<dyn Progress>>,
 }
 
 /// Whether the registry has blob `digest` in the session's repository.
@@ -309,7 +309,8 @@ async fn push_layer(layers: &Layers, i: usize) -> Result<PushedBlob, RegistryErr
     let record = task::blocking(move || store.layer_record(&id)).await??;
     let done = |outcome| {
         if let Some(progress) = &layers.progress {
-            progress.advance(record.blob_size);
+            progress.advance(i, record.blob_size);
+            progress.part_finished(i, PartEnd::Reused);
         }
         Ok(PushedBlob {
             digest: described.clone(),
@@ -330,9 +331,14 @@ async fn push_layer(layers: &Layers, i: usize) -> Result<PushedBlob, RegistryErr
         session,
         record.clone(),
         blob,
-        layers.progress.clone(),
+        layers.progress.clone().map(|sink| {
+            Arc::new(crate::fetch::LayerProgress { index: i, sink }) as Arc<dyn Progress>
+        }),
     )
     .await?;
+    if let Some(progress) = &layers.progress {
+        progress.part_finished(i, PartEnd::Done);
+    }
     Ok(PushedBlob {
         digest: digest.to_string(),
         size,

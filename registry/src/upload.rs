@@ -40,7 +40,7 @@ pub(crate) async fn upload_layer(
     session: &Session,
     record: LayerRecord,
     blob: Sha256,
-    progress: Option<Arc<dyn Progress + Send>>,
+    progress: Option<Arc<dyn Progress>>,
 ) -> Result<UploadedBlob, RegistryError> {
     let record = Arc::new(record);
     let failed = |source: ExportError| -> RegistryError {
@@ -100,7 +100,7 @@ async fn upload<T: Send + 'static>(
     session: &Session,
     digest: &Sha256,
     size: u64,
-    progress: Option<Arc<dyn Progress + Send>>,
+    progress: Option<Arc<dyn Progress>>,
     produce: impl FnOnce(&mut ChannelWriter) -> Result<T, ExportError> + Send + 'static,
 ) -> Result<(Result<T, ExportError>, Result<(), RegistryError>), RegistryError> {
     let (tx, rx) = mpsc::channel::<Item>(DEPTH);
@@ -143,7 +143,7 @@ async fn upload<T: Send + 'static>(
 pub(crate) struct ChannelWriter {
     tx: mpsc::Sender<Item>,
     buf: BytesMut,
-    progress: Option<Arc<dyn Progress + Send>>,
+    progress: Option<Arc<dyn Progress>>,
 }
 
 impl ChannelWriter {
@@ -158,7 +158,7 @@ impl ChannelWriter {
             // The request ended (the registry failed it): it says why.
             .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
         if let Some(progress) = &self.progress {
-            progress.advance(len);
+            progress.advance(0, len);
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use strata_layer_store::name::familiar;
-use strata_layer_store::{ImportOptions, ImportProgress, Store};
+use strata_layer_store::{ImportOptions, Progress, Store};
 
 use crate::global::{Access, Global};
 
@@ -67,7 +67,7 @@ impl Command {
                 };
                 let bar = super::store::Bar::on_terminal(global);
                 let options = ImportOptions::default()
-                    .with_progress(bar.as_ref().map(|b| b as &dyn ImportProgress));
+                    .with_progress(bar.as_ref().map(|b| b as &dyn Progress));
                 let mut report = store
                     .import(source, &options)
                     .with_context(|| match &input {
@@ -112,7 +112,7 @@ fn save(
         .tempdir_in(&staging_parent)
         .with_context(|| format!("creating a staging dir in {}", staging_parent.display()))?;
     let layout = staging.path().join("layout");
-    let progress = bar.map(|b| b as &dyn ImportProgress);
+    let progress = bar.map(|b| b as &dyn Progress);
     let report = store.export_with_progress(image, &layout, progress)?;
     let record = store.image(image)?;
     write_docker_manifest(&layout, &report.manifest, &record.tags)?;

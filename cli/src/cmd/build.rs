@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use strata_build::{BuildOptions, Builder, Network, Outcome, Progress, StepReport};
+use strata_build::{BuildOptions, Builder, Network, Outcome, Progress};
 use strata_layer_store::name::familiar;
+use strata_layer_store::{Part, PartEnd};
 
 use super::registry::RegistryArgs;
 use crate::global::{Access, Global};
@@ -68,6 +69,8 @@ fn parse_build_arg(s: &str) -> Result<(String, String), String> {
 /// Prints each step as it starts and ends: on stdout, or on stderr under `--json`.
 struct Lines {
     json: bool,
+    /// The running step: its number of all, and when it started (steps run one at a time).
+    running: std::sync::Mutex<Option<(usize, usize, std::time::Instant)>>,
 }
 
 impl Lines {
@@ -82,16 +85,27 @@ impl Lines {
 }
 
 impl Progress for Lines {
-    fn started(&self, number: usize, total: usize, instruction: &str) {
-        self.print(&format!("[{number}/{total}] {instruction}"));
+    fn part_started(&self, step: &Part<'_>) {
+        let (number, total) = (step.index + 1, step.of);
+        self.print(&format!("[{number}/{total}] {}", step.name));
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((number, total, std::time::Instant::now()));
     }
 
-    fn finished(&self, step: &StepReport) {
-        let done = match step.outcome {
-            Outcome::Cached => "CACHED".to_owned(),
-            Outcome::Ran => format!("DONE {:.2}s", step.millis as f64 / 1000.0),
+    fn part_finished(&self, _index: usize, end: PartEnd) {
+        let Some((number, total, start)) = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
         };
-        self.print(&format!("[{}/{}] {done}", step.number, step.total));
+        let done = match end {
+            PartEnd::Reused => "CACHED".to_owned(),
+            _ => format!("DONE {:.2}s", start.elapsed().as_secs_f64()),
+        };
+        self.print(&format!("[{number}/{total}] {done}"));
     }
 }
 
@@ -118,7 +132,10 @@ impl Build {
             NetworkArg::Host => Network::Host,
         };
         options.connection = self.registry.connection()?;
-        let progress = Lines { json: global.json };
+        let progress = Lines {
+            json: global.json,
+            running: std::sync::Mutex::new(None),
+        };
         let report = builder
             .build(&self.context, &options, &progress)
             .with_context(|| format!("building {}", self.context.display()))?;

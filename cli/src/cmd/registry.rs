@@ -5,11 +5,9 @@ use std::io::{BufRead, IsTerminal};
 use std::sync::Arc;
 
 use anyhow::Context;
-use strata_layer_store::Progress;
-use strata_layer_store::digest::Sha256;
+use strata_layer_store::{Part, PartEnd, Progress};
 use strata_registry::{
-    Auth, Connection, Credentials, LayerFetch, Platform, PullOptions, PullProgress, PushOptions,
-    blocking,
+    Auth, Connection, Credentials, LayerFetch, Platform, PullOptions, PushOptions, blocking,
 };
 
 use crate::global::{Access, Global};
@@ -126,8 +124,10 @@ impl Bars {
     }
 }
 
-impl PullProgress for Bars {
-    fn layer_start(&self, index: usize, digest: &Sha256, size: u64, resumed: u64) {
+impl Progress for Bars {
+    fn part_started(&self, part: &Part<'_>) {
+        let (index, size, resumed) = (part.index, part.size, part.done);
+        let digest = part.name.strip_prefix("sha256:").unwrap_or(part.name);
         let bar = self.multi.add(indicatif::ProgressBar::new(size));
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -135,7 +135,7 @@ impl PullProgress for Bars {
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        bar.set_prefix(digest.hex()[..12].to_owned());
+        bar.set_prefix(digest.chars().take(12).collect::<String>());
         if resumed > 0 {
             bar.set_message(format!("(resuming at {resumed})"));
         }
@@ -145,13 +145,13 @@ impl PullProgress for Bars {
             .push((index, bar));
     }
 
-    fn layer_advance(&self, index: usize, bytes: u64) {
+    fn advance(&self, index: usize, bytes: u64) {
         if let Some(bar) = self.bar(index) {
             bar.inc(bytes);
         }
     }
 
-    fn layer_done(&self, index: usize) {
+    fn part_finished(&self, index: usize, _end: PartEnd) {
         if let Some(bar) = self.bar(index) {
             bar.finish_with_message("done");
         }
@@ -188,7 +188,7 @@ impl Command {
                     .with_platform(platform)
                     .with_jobs(registry.jobs)
                     .with_name(name)
-                    .with_progress(bars.map(|b| b as Arc<dyn PullProgress>));
+                    .with_progress(bars.map(|b| b as Arc<dyn Progress>));
                 let report = client
                     .pull(&reference, &options)
                     .with_context(|| format!("pulling {reference}"))?;
@@ -234,7 +234,7 @@ impl Command {
                     .with_mount_from(mount_from)
                     .with_progress(
                         super::store::Bar::on_terminal(global)
-                            .map(|b| Arc::new(b) as Arc<dyn Progress + Send>),
+                            .map(|b| Arc::new(b) as Arc<dyn Progress>),
                     );
                 let report = client
                     .push(&image, &reference, &options)

@@ -7,7 +7,7 @@ use anyhow::Context;
 use strata_build::PruneOptions;
 use strata_layer_store::name::familiar;
 use strata_layer_store::{
-    FsckOptions, GcOptions, ImportOptions, ImportProgress, Limits, Problem, Strategy,
+    FsckOptions, GcOptions, ImportOptions, Limits, Problem, Progress, Strategy,
 };
 
 use super::table::{human, short};
@@ -90,11 +90,11 @@ impl Bar {
     }
 }
 
-impl ImportProgress for Bar {
+impl Progress for Bar {
     fn start(&self, total: u64) {
         self.0.set_length(total);
     }
-    fn advance(&self, bytes: u64) {
+    fn advance(&self, _index: usize, bytes: u64) {
         self.0.inc(bytes);
     }
 }
@@ -117,7 +117,7 @@ impl Command {
                 let bar = Bar::on_terminal(global);
                 let options = ImportOptions::default()
                     .with_name(name)
-                    .with_progress(bar.as_ref().map(|b| b as &dyn ImportProgress))
+                    .with_progress(bar.as_ref().map(|b| b as &dyn Progress))
                     .with_limits(if trusted {
                         Limits::unlimited()
                     } else {
@@ -151,7 +151,7 @@ impl Command {
             Command::Export { image, output } => {
                 refuse_export_to(&output)?;
                 let bar = Bar::on_terminal(global);
-                let progress = bar.as_ref().map(|b| b as &dyn ImportProgress);
+                let progress = bar.as_ref().map(|b| b as &dyn Progress);
                 let report = store
                     .export_with_progress(&image, &output, progress)
                     .with_context(|| format!("exporting {image} to {}", output.display()))?;

@@ -13,7 +13,7 @@ use crate::blobs::{BlobPolicy, STAGED_BLOB, Tee, reproducible};
 use crate::digest::{Digest, HashingReader, Sha256};
 use crate::error::{IoContext, StoreError};
 use crate::import::pipe;
-use crate::import::{BlobCheck, ImportError, ImportProgress};
+use crate::import::{BlobCheck, ImportError, Progress};
 use crate::object::{Inserted, ObjectId, Stage};
 use crate::record::{self, EntryKind, Kind, LayerMeta, LayerRecord};
 use crate::store::Store;
@@ -71,7 +71,7 @@ impl Store {
         expected: &Expected,
         limits: &Limits,
         blobs: BlobPolicy,
-        progress: Option<&dyn ImportProgress>,
+        progress: Option<&dyn Progress>,
     ) -> Result<Staged, StoreError> {
         let dir = self.new_tmp_dir("layer")?;
         let result = self.stage_layer_in(&dir, reader, expected, limits, blobs, progress);
@@ -88,7 +88,7 @@ impl Store {
         expected: &Expected,
         limits: &Limits,
         blobs: BlobPolicy,
-        progress: Option<&dyn ImportProgress>,
+        progress: Option<&dyn Progress>,
     ) -> Result<Staged, StoreError> {
         let mut stage = self.objects.stage(dir.join("objects"))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(pipe::DEPTH);

@@ -29,6 +29,7 @@ use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
 use crate::lock::LockMode;
 use crate::materialize::{MaterializeError, build_tree, probe_strategy};
+use crate::progress::{PartOf, Progress};
 use crate::record::{self, Compression, ImageRecord, Kind, LayerMeta, Strategy, chain_ids};
 use crate::store::Store;
 use layer::Staged;
@@ -204,10 +205,6 @@ impl std::fmt::Display for BlobCheck {
     }
 }
 
-/// The progress an import reports: compressed bytes read (the same trait as every other
-/// operation's, under its former name).
-pub use crate::progress::Progress as ImportProgress;
-
 /// Whether an import also builds the stub trees of the layers it stages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StagedTree {
@@ -225,7 +222,7 @@ pub struct ImportOptions<'a> {
     /// Tag the image with this name (otherwise the names the source gives, if any).
     pub name: Option<String>,
     /// Where to report progress.
-    pub progress: Option<&'a dyn ImportProgress>,
+    pub progress: Option<&'a dyn Progress>,
     /// What the source may make the import spend.
     pub limits: Limits,
     /// Overrides the store's [`BlobPolicy`] for this import: `Reproducible` for layers the
@@ -241,7 +238,7 @@ impl<'a> ImportOptions<'a> {
     }
 
     /// With [`progress`](ImportOptions::progress) set to `progress`.
-    pub fn with_progress(mut self, progress: Option<&'a dyn ImportProgress>) -> Self {
+    pub fn with_progress(mut self, progress: Option<&'a dyn Progress>) -> Self {
         self.progress = progress;
         self
     }
@@ -413,12 +410,15 @@ impl Store {
             .layers
             .par_iter()
             .zip(&present)
-            .map(|(expected, &present)| {
+            .enumerate()
+            .map(|(index, (expected, &present))| {
                 if present {
                     return Ok(None);
                 }
                 let reader = plan.blobs.open(&expected.blob)?;
-                self.stage_layer(reader, expected, &options.limits, policy, options.progress)
+                let part = options.progress.map(|inner| PartOf { index, inner });
+                let part = part.as_ref().map(|p| p as &dyn Progress);
+                self.stage_layer(reader, expected, &options.limits, policy, part)
                     .map(Some)
             })
             .collect();

@@ -8,7 +8,7 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender};
 
 use crate::compress::{self, Format, PROBE_COMPRESSED_LEN, PROBE_LEN, Probe};
 use crate::digest::{HashingReader, Sha256};
-use crate::import::ImportProgress;
+use crate::import::Progress;
 use crate::record::Compression;
 
 /// Chunks in flight between the two threads.
@@ -47,7 +47,7 @@ pub(crate) fn reader_stopped(err: &io::Error) -> bool {
 struct Tee<'p, R> {
     inner: R,
     kept: Vec<u8>,
-    progress: Option<&'p dyn ImportProgress>,
+    progress: Option<&'p dyn Progress>,
 }
 
 impl<R: Read> Read for Tee<'_, R> {
@@ -56,7 +56,7 @@ impl<R: Read> Read for Tee<'_, R> {
         let room = PROBE_COMPRESSED_LEN - self.kept.len();
         self.kept.extend_from_slice(&buf[..n.min(room)]);
         if let Some(p) = self.progress {
-            p.advance(n as u64);
+            p.advance(0, n as u64);
         }
         Ok(n)
     }
@@ -66,7 +66,7 @@ impl<R: Read> Read for Tee<'_, R> {
 /// error is sent too (so the reader sees it) and returned.
 pub(crate) fn decompress(
     reader: impl Read,
-    progress: Option<&dyn ImportProgress>,
+    progress: Option<&dyn Progress>,
     tx: SyncSender<io::Result<Vec<u8>>>,
     recycled: Receiver<Vec<u8>>,
 ) -> io::Result<BlobSummary> {

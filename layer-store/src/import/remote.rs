@@ -16,7 +16,7 @@ use crate::error::{IoContext, StoreError};
 use crate::import::layer::{Expected, Staged};
 use crate::import::source::{Blobs, Plan, diff_ids, parse_json};
 use crate::import::{
-    BlobCheck, Document, ImportError, ImportOptions, ImportProgress, ImportReport, StagedTree,
+    BlobCheck, Document, ImportError, ImportOptions, ImportReport, Progress, StagedTree,
 };
 use crate::lock::{LockGuard, LockMode};
 use crate::store::Store;
@@ -99,7 +99,7 @@ impl Store {
         &self,
         reader: impl Read + Send,
         blob: &LayerBlob,
-        progress: Option<&dyn ImportProgress>,
+        progress: Option<&dyn Progress>,
     ) -> Result<StagedLayer, ImportError> {
         let lock = self.lock(LockMode::Shared)?;
         let expected = Expected {

@@ -156,34 +156,53 @@ fn shared_files_across_unrelated_images_are_stored_once() -> anyhow::Result<()> 
 }
 
 #[test]
-fn export_reports_its_progress_in_tar_bytes() {
+fn import_and_export_report_their_progress_per_layer() {
     use std::sync::atomic::{AtomicU64, Ordering};
     use strata_layer_store::Progress;
     #[derive(Default)]
     struct Counted {
         total: AtomicU64,
         done: AtomicU64,
+        /// Bytes per part (layer).
+        parts: std::sync::Mutex<std::collections::BTreeMap<usize, u64>>,
     }
     impl Progress for Counted {
         fn start(&self, total: u64) {
             self.total.store(total, Ordering::Relaxed);
         }
-        fn advance(&self, bytes: u64) {
+        fn advance(&self, index: usize, bytes: u64) {
             self.done.fetch_add(bytes, Ordering::Relaxed);
+            *self.parts.lock().unwrap().entry(index).or_default() += bytes;
         }
     }
     let tmp = tempfile::tempdir().unwrap();
     let image = Image::new(&sample_layers(), Comp::Gzip);
     image.write_oci(&tmp.path().join("src"), "x");
     let store = Store::open(tmp.path().join("store")).unwrap();
-    import(&store, &tmp.path().join("src"), "x").unwrap();
+    let imported = Counted::default();
+    let options = strata_layer_store::ImportOptions::default()
+        .with_name(Some("x".into()))
+        .with_progress(Some(&imported));
+    store.import(&tmp.path().join("src"), &options).unwrap();
+    // The import counts each layer's compressed bytes as that layer's.
+    let blobs: Vec<u64> = image.blobs.iter().map(|b| b.len() as u64).collect();
+    let per_part: Vec<u64> = imported.parts.lock().unwrap().values().copied().collect();
+    assert_eq!(per_part, blobs);
     let counted = Counted::default();
     store
         .export_with_progress("x", &tmp.path().join("out"), Some(&counted))
         .unwrap();
-    let tars: u64 = image.tars.iter().map(|t| t.len() as u64).sum();
-    assert_eq!(counted.total.load(Ordering::Relaxed), tars);
-    assert_eq!(counted.done.load(Ordering::Relaxed), tars);
+    let tars: Vec<u64> = image.tars.iter().map(|t| t.len() as u64).collect();
+    assert_eq!(
+        counted.total.load(Ordering::Relaxed),
+        tars.iter().sum::<u64>()
+    );
+    assert_eq!(
+        counted.done.load(Ordering::Relaxed),
+        tars.iter().sum::<u64>()
+    );
+    let per_part: Vec<u64> = counted.parts.lock().unwrap().values().copied().collect();
+    assert_eq!(per_part, tars, "each layer's tar bytes counted as its own");
 }
 
 /// The same layers compressed by two tools: the store holds each layer once, keeps both blobs,

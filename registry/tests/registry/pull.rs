@@ -4,9 +4,9 @@ use std::fs;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use strata_layer_store::digest::Sha256;
+use strata_layer_store::Progress;
 use strata_layer_store::{FsckOptions, StoreError};
-use strata_registry::{BlobOutcome, LayerFetch, PullError, PullProgress, RegistryError};
+use strata_registry::{BlobOutcome, LayerFetch, PullError, RegistryError};
 
 use crate::fixtures::{Comp, Image};
 use crate::server::RangeStripper;
@@ -145,14 +145,12 @@ struct CancelAfter {
     after: u64,
 }
 
-impl PullProgress for CancelAfter {
-    fn layer_start(&self, _: usize, _: &Sha256, _: u64, _: u64) {}
-    fn layer_advance(&self, _: usize, bytes: u64) {
+impl Progress for CancelAfter {
+    fn advance(&self, _: usize, bytes: u64) {
         if self.seen.fetch_add(bytes, Ordering::Relaxed) + bytes >= self.after {
             self.cancel.store(true, Ordering::Relaxed);
         }
     }
-    fn layer_done(&self, _: usize) {}
 }
 
 #[test]

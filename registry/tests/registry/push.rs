@@ -160,7 +160,7 @@ fn push_reports_progress_in_blob_bytes_uploaded_or_not() {
         fn start(&self, total: u64) {
             self.total.store(total, Ordering::Relaxed);
         }
-        fn advance(&self, bytes: u64) {
+        fn advance(&self, _index: usize, bytes: u64) {
             self.done.fetch_add(bytes, Ordering::Relaxed);
         }
     }

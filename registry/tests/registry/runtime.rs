@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use strata_layer_store::digest::Sha256;
-use strata_registry::{Client, PullProgress, blocking};
+use strata_layer_store::Progress;
+use strata_registry::{Client, blocking};
 use tokio::sync::Notify;
 
 use crate::{World, app_image, assert_exports, pull_options, push_options, single};
@@ -71,15 +71,13 @@ struct NotifyAfter {
     notify: Arc<Notify>,
 }
 
-impl PullProgress for NotifyAfter {
-    fn layer_start(&self, _: usize, _: &Sha256, _: u64, _: u64) {}
-    fn layer_advance(&self, _: usize, bytes: u64) {
+impl Progress for NotifyAfter {
+    fn advance(&self, _: usize, bytes: u64) {
         let before = self.seen.fetch_add(bytes, Ordering::Relaxed);
         if before < self.after && before + bytes >= self.after {
             self.notify.notify_one();
         }
     }
-    fn layer_done(&self, _: usize) {}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
