@@ -260,6 +260,18 @@ fn platform_chooses_from_an_index() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `cmd` with `line` on its standard input; its output.
+fn with_stdin(cmd: &mut Command, line: &str) -> Output {
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{line}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn basic_auth_password_from_stdin() -> anyhow::Result<()> {
     if !(strata_testkit::peer("docker-registry", "docker-registry")
@@ -273,15 +285,12 @@ fn basic_auth_password_from_stdin() -> anyhow::Result<()> {
     let reference = registry.reference("private/app:1");
     let denied = strata(&a, &["push", "app", &reference, "--insecure"]);
     assert!(!denied.status.success());
-    let mut child = strata_cmd(&a)
-        .args(["push", "app", &reference, "--insecure"])
-        .args(["--username", server::USER, "--password-stdin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    writeln!(child.stdin.take().unwrap(), "{}", server::PASSWORD)?;
-    let out = child.wait_with_output()?;
+    let out = with_stdin(
+        strata_cmd(&a)
+            .args(["push", "app", &reference, "--insecure"])
+            .args(["--username", server::USER, "--password-stdin"]),
+        server::PASSWORD,
+    );
     anyhow::ensure!(
         out.status.success(),
         "{}",
@@ -596,16 +605,12 @@ fn login_stores_credentials_that_pull_and_push_then_use() -> anyhow::Result<()> 
     let docker = tmp.path().join("docker");
     let server = format!("{}:{}", registry.ip, registry.port);
     let login = |password: &str| {
-        let mut child = strata_cmd(&a)
-            .args(["login", &server, "-u", server::USER, "--password-stdin"])
-            .env("DOCKER_CONFIG", &docker)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-        child.wait_with_output().unwrap()
+        with_stdin(
+            strata_cmd(&a)
+                .args(["login", &server, "-u", server::USER, "--password-stdin"])
+                .env("DOCKER_CONFIG", &docker),
+            password,
+        )
     };
     // A wrong password is refused and nothing is stored.
     let refused = login("wrong");
