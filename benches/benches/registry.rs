@@ -5,10 +5,6 @@
 //! The image is the two-layer OCI layout made by `layer-store/scripts/make-bench-image.py`
 //! (`STRATA_BENCH_IMAGE`, default `/work/reg-bench-img`); skipped with a message when absent.
 
-#[allow(dead_code)]
-#[path = "../../registry/tests/registry/server.rs"]
-mod server;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -16,6 +12,7 @@ use std::sync::Arc;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use strata_layer_store::{Durability, GcOptions, ImportOptions, Store};
 use strata_registry::{PullOptions, blocking};
+use strata_testkit::registry as server;
 
 fn skopeo(args: &[&str]) {
     let status = Command::new("skopeo").args(args).status().unwrap();

@@ -2,12 +2,6 @@
 
 #[path = "../../registry/tests/registry/index.rs"]
 mod index;
-#[allow(dead_code)]
-#[path = "../../registry/tests/registry/server.rs"]
-mod server;
-#[allow(dead_code)]
-#[path = "../../registry/tests/registry/token.rs"]
-mod token;
 
 use std::fs;
 use std::io::Write;
@@ -17,9 +11,9 @@ use std::process::{Command, Output};
 mod common;
 
 use common::{ok_json, strata};
-use server::Registry;
 use strata_layer_store::digest::Sha256;
 use strata_registry::Platform;
+use strata_testkit::registry::{self as server, Registry, token};
 
 /// `strata --root ROOT`, ready for arguments.
 fn strata_cmd(root: &Path) -> Command {

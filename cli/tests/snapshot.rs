@@ -10,9 +10,7 @@ mod pod;
 mod recipe;
 #[path = "snapshot/remote.rs"]
 mod remote;
-#[allow(dead_code)]
-#[path = "../../registry/tests/registry/server.rs"]
-mod server;
+use strata_testkit::registry as server;
 
 mod common;
 

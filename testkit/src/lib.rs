@@ -17,6 +17,7 @@ mod chain;
 pub mod hostile;
 pub mod layer;
 pub mod loopfs;
+pub mod registry;
 pub mod shadow;
 
 pub use chain::{assert_chain_once, error_chain};

@@ -13,8 +13,8 @@ mod platform;
 mod pull;
 mod push;
 mod runtime;
-mod server;
-mod token;
+
+use strata_testkit::registry::{self as server, token};
 
 use std::fs;
 use std::ops::Deref;

@@ -12,9 +12,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::server::{ISSUER, PASSWORD, SERVICE, USER};
+use super::{ISSUER, PASSWORD, SERVICE, USER};
 
+/// A running token server.
 pub struct TokenServer {
+    /// The port it listens on, on 127.0.0.1.
     pub port: u16,
     dir: tempfile::TempDir,
     /// Tokens handed out so far.
@@ -24,6 +26,7 @@ pub struct TokenServer {
 }
 
 impl TokenServer {
+    /// Starts one, with a fresh key and certificate (made by the `openssl` CLI).
     pub fn start() -> TokenServer {
         let dir = tempfile::tempdir().unwrap();
         let status = Command::new("openssl")

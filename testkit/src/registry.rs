@@ -1,6 +1,8 @@
 //! A real registry (Debian's `docker-registry`, the CNCF distribution registry) on 127.0.0.1
 //! (or another address of this machine), with its own config and storage in a temp dir,
-//! stopped by PID when dropped.
+//! stopped by PID when dropped; and [`token::TokenServer`], a token server for it.
+
+pub mod token;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -9,18 +11,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A running registry.
 pub struct Registry {
     child: Child,
+    /// The address it listens on.
     pub ip: Ipv4Addr,
+    /// Its port.
     pub port: u16,
+    /// Its config, storage and log.
     pub dir: tempfile::TempDir,
 }
 
-/// User and password of a registry started with auth (or of its token server).
+/// The user name of a registry started with auth (or of its token server).
 pub const USER: &str = "strata";
+/// The password.
 pub const PASSWORD: &str = "s3cret-pass";
-/// The registry's name in tokens (`aud`) and the token issuer it trusts (`iss`).
+/// The registry's name in tokens (`aud`).
 pub const SERVICE: &str = "strata-test-registry";
+/// The token issuer the registry trusts (`iss`).
 pub const ISSUER: &str = "strata-test-token-issuer";
 
 /// Who may use a registry.
@@ -30,7 +38,12 @@ pub enum Access<'a> {
     /// HTTP basic auth as [`USER`]/[`PASSWORD`] (an htpasswd file).
     Basic,
     /// Bearer tokens from the token server at `realm`, signed by the key of certificate `cert`.
-    Token { realm: &'a str, cert: &'a Path },
+    Token {
+        /// The token server's URL.
+        realm: &'a str,
+        /// The certificate whose key signs the tokens.
+        cert: &'a Path,
+    },
 }
 
 impl Registry {
@@ -167,10 +180,12 @@ pub fn host_name() -> (String, Ipv4Addr) {
 /// pulls only (a request body containing a `Range:` line would be altered). Its threads end with
 /// their connections; the listener's with the test process.
 pub struct RangeStripper {
+    /// The port it listens on, on 127.0.0.1.
     pub port: u16,
 }
 
 impl RangeStripper {
+    /// A proxy to the registry on port `upstream` of 127.0.0.1.
     pub fn start(upstream: u16) -> RangeStripper {
         use std::io::BufRead;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
