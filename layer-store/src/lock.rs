@@ -52,6 +52,14 @@ pub(crate) fn try_acquire(path: &Path, mode: LockMode) -> Result<Option<LockGuar
     }
 }
 
+/// Waits for and takes an exclusive lock on the directory `dir`, which must exist: for work
+/// on one directory that two writers must not do at once.
+pub(crate) fn acquire_dir(dir: &Path) -> Result<LockGuard, StoreError> {
+    let file = File::open(dir).at(dir)?;
+    rustix::fs::flock(&file, FlockOperation::LockExclusive).at(dir)?;
+    Ok(LockGuard { _file: file })
+}
+
 fn open(path: &Path) -> Result<File, StoreError> {
     File::options()
         .read(true)

@@ -88,9 +88,18 @@ impl Store {
     ) -> Result<Strategy, StoreError> {
         let _lock = self.lock(LockMode::Shared)?;
         let strategy = strategy.unwrap_or_else(probe_strategy);
-        let meta = self
-            .layer_meta(id)?
-            .ok_or_else(|| StoreError::LayerNotFound { id: id.to_owned() })?;
+        let read_meta = || {
+            self.layer_meta(id)?
+                .ok_or_else(|| StoreError::LayerNotFound { id: id.to_owned() })
+        };
+        if self.is_materialized(id, &read_meta()?, strategy) {
+            return Ok(strategy);
+        }
+        // One materialization of a layer at a time, in any process: a second one would find
+        // the first's tree half-published, or replace it under a mount that uses it. The
+        // first one's tree is found once its turn ends.
+        let _layer = crate::lock::acquire_dir(&self.layer_dir(id))?;
+        let meta = read_meta()?;
         if self.is_materialized(id, &meta, strategy) {
             return Ok(strategy);
         }

@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::sync::Barrier;
 
-use strata_layer_store::{ImportError, ImportOptions, Store};
+use strata_layer_store::{ImportError, ImportOptions, Store, Strategy};
 
-use crate::fixtures::{Comp, Image, sample_layers};
+use crate::fixtures::{Comp, Image, read_tree, sample_layers};
 
 fn import_named(store: &Store, source: &Path, name: &str) -> Result<(), ImportError> {
     let options = ImportOptions::default().with_name(Some(name.to_owned()));
@@ -82,5 +82,25 @@ fn two_rmis_of_one_image_leave_no_dangling_name() {
         b.unwrap();
         assert!(store.images().unwrap().is_empty(), "round {round}");
         assert_no_dangling_name(&store);
+    }
+}
+
+#[test]
+fn two_materializations_of_one_layer_both_succeed_and_leave_one_whole_tree() {
+    let (_tmp, source, store) = one_image_source();
+    import_named(&store, &source, "x").unwrap();
+    let id = store.image("x").unwrap().layers[0].hex();
+    store.materialize(&id, Some(Strategy::Copy)).unwrap();
+    let expected = read_tree(&store.layer_tree(&id));
+    // Alternating strategies makes every round build a new tree.
+    let rounds = [Strategy::Hardlink, Strategy::Copy].repeat(40);
+    for (round, strategy) in rounds.into_iter().enumerate() {
+        let (a, b) = race(
+            || store.materialize(&id, Some(strategy)),
+            || store.materialize(&id, Some(strategy)),
+        );
+        assert_eq!(a.unwrap(), strategy, "round {round}");
+        assert_eq!(b.unwrap(), strategy, "round {round}");
+        assert_eq!(read_tree(&store.layer_tree(&id)), expected, "round {round}");
     }
 }
