@@ -278,6 +278,34 @@ pub(crate) mod gc_roots {
     }
 }
 
+/// Rows of the `object_roots` table: `(owner, object)` pairs that GC keeps alive, for objects
+/// that trees outside any layer record (deduplicated snapshots) point at.
+pub(crate) mod object_roots {
+    use super::*;
+
+    pub(crate) fn add(tx: &Tx<'_>, owner: &str, object: &str) -> Result<(), StoreError> {
+        execute(
+            tx,
+            "INSERT OR IGNORE INTO object_roots (owner, object) VALUES (?1, ?2)",
+            [owner, object],
+        )
+    }
+
+    /// Removes every root of `owner`.
+    pub(crate) fn remove_owner(tx: &Tx<'_>, owner: &str) -> Result<(), StoreError> {
+        execute(tx, "DELETE FROM object_roots WHERE owner = ?1", [owner])
+    }
+
+    /// Every `(owner, object)`, ordered.
+    pub(crate) fn all(tx: &Tx<'_>) -> Result<Vec<(String, String)>, StoreError> {
+        super::rows(
+            tx,
+            "SELECT owner, object FROM object_roots ORDER BY owner, object",
+            [],
+        )
+    }
+}
+
 /// The one value a keyed query finds, if any.
 fn value<T: rusqlite::types::FromSql>(
     tx: &Tx<'_>,

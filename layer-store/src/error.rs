@@ -3,6 +3,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::dedup::DedupError;
 use crate::export::ExportError;
 use crate::gc::GcError;
 use crate::import::ImportError;
@@ -66,6 +67,9 @@ pub enum StoreError {
     /// A layer could not be materialized.
     #[error(transparent)]
     Materialize(MaterializeError),
+    /// A tree could not be deduplicated.
+    #[error(transparent)]
+    Dedup(DedupError),
     /// No image has this name or manifest digest.
     #[error(
         "no image named {name:?} (`strata images` lists them; give a name or at least 4 hex \
@@ -164,6 +168,7 @@ lift!(ImportError, Import);
 lift!(ExportError, Export);
 lift!(GcError, Gc);
 lift!(MaterializeError, Materialize);
+lift!(DedupError, Dedup);
 
 /// A failure of the metadata database, named by its message and
 /// [`source`](std::error::Error::source) chain; opaque, so that no database type is part of the

@@ -64,6 +64,14 @@ pub enum Problem {
         /// Object id.
         object: String,
     },
+    /// A deduplicated tree's object (an object GC root, see
+    /// [`Store::dedup_tree`](crate::Store::dedup_tree)) is missing or corrupt.
+    MissingRootedObject {
+        /// The root's owner (a snapshot).
+        owner: String,
+        /// Object id.
+        object: String,
+    },
     /// An image references a layer the store lacks, or its record is inconsistent.
     BadImage {
         /// Image id.
@@ -90,6 +98,9 @@ impl std::fmt::Display for Problem {
             Problem::BadLayer { id, reason } => write!(f, "layer {id}: {reason}"),
             Problem::MissingObject { layer, object } => {
                 write!(f, "layer {layer} needs missing or corrupt object {object}")
+            }
+            Problem::MissingRootedObject { owner, object } => {
+                write!(f, "{owner} needs missing or corrupt object {object}")
             }
             Problem::BadImage { id, reason } => write!(f, "image {id}: {reason}"),
             Problem::BadName { name, image } => {
@@ -226,6 +237,17 @@ impl Store {
                         layer: id.clone(),
                         object: hex,
                     });
+                }
+            }
+        }
+        for (owner, object) in self.object_roots()? {
+            match object.parse::<ObjectId>() {
+                Ok(id) if !bad_objects.contains(&object) && self.objects.contains(&id) => {}
+                parsed => {
+                    missing.extend(parsed.ok());
+                    report
+                        .problems
+                        .push(Problem::MissingRootedObject { owner, object });
                 }
             }
         }

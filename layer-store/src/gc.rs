@@ -1,5 +1,5 @@
-//! Garbage collection: mark from image records and GC roots, sweep unreferenced layers,
-//! objects, checkouts and staging leftovers.
+//! Garbage collection: mark from image records and GC roots (of layers and of objects), sweep
+//! unreferenced layers, objects, checkouts and staging leftovers.
 //!
 //! GC holds the store lock exclusively, and every import and materialization holds it shared
 //! for its whole length, so nothing a running import staged or relies on can be swept.
@@ -140,6 +140,12 @@ impl Store {
         }
         if !problems.is_empty() {
             return Err(GcError::Damaged { problems }.into());
+        }
+        for (_, object) in self.object_roots()? {
+            // A root that does not parse keeps nothing; fsck reports it.
+            if let Ok(id) = object.parse() {
+                live_objects.insert(id);
+            }
         }
         if !options.dry_run && !dead.is_empty() {
             // The commit point: once the rows are gone the dirs are garbage whatever happens.

@@ -42,6 +42,7 @@ mod readme {}
 mod blobs;
 mod compress;
 mod db;
+mod dedup;
 pub mod digest;
 mod du;
 mod durable;
@@ -63,6 +64,7 @@ mod tarstream;
 mod tmp;
 
 pub use blobs::BlobPolicy;
+pub use dedup::{DedupError, DedupReport};
 pub use du::{DuReport, ImageUsage};
 pub use durable::{KernelSync, SyncSeam};
 pub use error::{DatabaseError, StoreError};

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::fs::{Access, AtFlags, Mode, OFlags, RenameFlags};
+use rustix::fs::{Access, AtFlags, CWD, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
@@ -242,6 +242,23 @@ impl Objects {
         file.write_all(bytes).at(&stage.dir.join(name))?;
         stage.staged.insert(id);
         Ok((id, Inserted::New))
+    }
+
+    /// Stages the file at `path`, whose bytes hash to `id`, as a hard link (no data is copied)
+    /// unless the store or the stage already has it. The caller gives the link an object's
+    /// metadata.
+    pub(crate) fn stage_link(
+        &self,
+        stage: &mut Stage,
+        path: &Path,
+        id: &ObjectId,
+    ) -> Result<Inserted, StoreError> {
+        if self.known(stage, id) {
+            return Ok(Inserted::Existing);
+        }
+        rustix::fs::linkat(CWD, path, &stage.fd, id.hex(), AtFlags::empty()).at(path)?;
+        stage.staged.insert(*id);
+        Ok(Inserted::New)
     }
 
     /// Stages exactly `size` bytes read from `reader`, hashing while writing.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use strata_metadb::Tx;
 
 use crate::blobs::BlobPolicy;
-use crate::db::{Db, IMAGES, LAYERS, gc_roots, names};
+use crate::db::{Db, IMAGES, LAYERS, gc_roots, names, object_roots};
 use crate::durable::{self, SyncSeam, Written};
 use crate::error::{IoContext, StoreError};
 use crate::lock::{self, LockGuard, LockMode};
@@ -452,9 +452,13 @@ impl Store {
         self.db.write(|tx| gc_roots::remove(tx, owner, layer))
     }
 
-    /// Removes every GC root of `owner`, in one transaction.
+    /// Removes every GC root of `owner`, of layers and of objects
+    /// ([`dedup_tree`](Store::dedup_tree)), in one transaction.
     pub fn remove_gc_roots_of(&self, owner: &str) -> Result<(), StoreError> {
-        self.db.write(|tx| gc_roots::remove_owner(tx, owner))
+        self.db.write(|tx| {
+            gc_roots::remove_owner(tx, owner)?;
+            object_roots::remove_owner(tx, owner)
+        })
     }
 
     /// Removes the GC roots of every owner whose name starts with `prefix` and is not in the
@@ -477,13 +481,18 @@ impl Store {
         let stale: HashSet<String> = self
             .gc_roots()?
             .into_iter()
+            .chain(self.object_roots()?)
             .map(|(owner, _)| owner)
             .filter(|owner| owner.starts_with(prefix) && !live.contains(owner))
             .collect();
         if !stale.is_empty() {
             tracing::info!(?stale, "dropping GC roots of owners that are gone");
-            self.db
-                .write(|tx| stale.iter().try_for_each(|o| gc_roots::remove_owner(tx, o)))?;
+            self.db.write(|tx| {
+                stale.iter().try_for_each(|o| {
+                    gc_roots::remove_owner(tx, o)?;
+                    object_roots::remove_owner(tx, o)
+                })
+            })?;
         }
         Ok(true)
     }
@@ -491,6 +500,12 @@ impl Store {
     /// Every `(owner, layer)` GC root.
     pub fn gc_roots(&self) -> Result<Vec<(String, String)>, StoreError> {
         self.db.read(gc_roots::all)
+    }
+
+    /// Every `(owner, object)` GC root: objects of deduplicated trees
+    /// ([`dedup_tree`](Store::dedup_tree)), as hex ids.
+    pub fn object_roots(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.db.read(object_roots::all)
     }
 }
 

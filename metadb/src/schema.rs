@@ -1,11 +1,13 @@
 //! Every table of the database, created by the first process that opens a root.
 //!
-//! The layer store owns `layers`, `images`, `names` and `gc_roots`; the snapshotter owns
+//! The layer store owns `layers`, `images`, `names`, `gc_roots` and `object_roots`; the snapshotter owns
 //! `snapshots`, `snapshot_pool` and `counters`. Values that are records keep the encodings
 //! their crates document (a layer-store record frame, a versioned postcard snapshot record).
 
 /// The schema this build writes, kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Version 2 adds `object_roots`: an older build, which would let GC delete the objects it
+/// keeps, refuses the database.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The snapshot namespace of containerd, through `strata serve`: containerd lists, removes and
 /// cleans up only what is in it.
@@ -13,7 +15,7 @@ pub const CONTAINERD_NAMESPACE: &str = "containerd";
 /// The snapshot namespace of the command line and, by default, of the library.
 pub const CLI_NAMESPACE: &str = "strata";
 
-/// The tables of version 1.
+/// The tables of version 2 (version 1 lacked `object_roots`; opening adds it).
 pub(crate) const DDL: &str = "
 CREATE TABLE IF NOT EXISTS layers (
     id TEXT PRIMARY KEY NOT NULL,
@@ -31,6 +33,11 @@ CREATE TABLE IF NOT EXISTS gc_roots (
     owner TEXT NOT NULL,
     layer TEXT NOT NULL,
     PRIMARY KEY (owner, layer)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS object_roots (
+    owner TEXT NOT NULL,
+    object TEXT NOT NULL,
+    PRIMARY KEY (owner, object)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (
     namespace TEXT NOT NULL,

@@ -42,6 +42,7 @@
 
 mod batch;
 mod commit_image;
+mod dedup;
 mod error;
 mod fetch;
 pub mod filter;
@@ -66,6 +67,7 @@ mod snapshotter;
 mod tables;
 
 pub use commit_image::ImageCommit;
+pub use dedup::EXTRACT_KEY_PREFIX;
 pub use error::{Error, ErrorKind, Precondition, Result};
 pub use fetch::{
     Fetch, FetchError, Fetched, IMAGE_REF_LABEL, ImageFetcher, LAYER_DIGEST_LABEL,

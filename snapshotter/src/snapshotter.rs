@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use strata_cow::overlay::OverlayOptions;
-use strata_layer_store::{KernelSync, Store, SyncSeam};
+use strata_layer_store::{KernelSync, Store, Strategy, SyncSeam};
 use strata_metadb::Database;
 
 use crate::batch::{Applied, Batcher};
@@ -29,6 +29,8 @@ pub struct Snapshotter {
     overlay: OverlayOptions,
     batcher: Batcher,
     pool: Arc<Pool>,
+    /// Whether commits of extraction snapshots deduplicate (see `crate::dedup`).
+    dedup_commits: bool,
     closed: AtomicBool,
 }
 
@@ -113,6 +115,7 @@ impl Snapshotter {
                 .with_userxattr(!rustix::process::geteuid().is_root()),
             batcher,
             pool,
+            dedup_commits: strata_layer_store::probe_strategy() == Strategy::Stub,
             closed: AtomicBool::new(false),
         };
         snapshotter.cleanup()?;
@@ -129,6 +132,21 @@ impl Snapshotter {
     pub fn with_durability(mut self, durability: strata_layer_store::Durability) -> Snapshotter {
         self.store.set_durability(durability);
         self
+    }
+
+    /// This handle with deduplicating commits of containerd's extraction snapshots on or off.
+    /// On by default where the store makes metadata-only stubs (root, overlay with data-only
+    /// lowers); turning it on elsewhere makes those commits fail.
+    pub fn with_dedup_commits(mut self, on: bool) -> Snapshotter {
+        self.dedup_commits = on;
+        self
+    }
+
+    /// Whether commits of containerd's extraction snapshots (keys starting with
+    /// [`EXTRACT_KEY_PREFIX`](crate::EXTRACT_KEY_PREFIX)) turn their files into the store's
+    /// objects and stubs.
+    pub fn dedup_commits(&self) -> bool {
+        self.dedup_commits
     }
 
     /// The namespace this handle works in.
@@ -214,7 +232,10 @@ impl Snapshotter {
         self.check_open(key)?;
         check_key(name)?;
         check_labels(name, &labels)?;
-        let record = self.active(key)?;
+        let mut record = self.active(key)?;
+        if self.dedups(key) {
+            record = self.dedup_upper(key, record)?;
+        }
         // Outside the transaction: walking a big upper must not stall other writers.
         let usage = disk_usage(&self.layout.upper(record.id))?;
         let ns = self.namespace.clone();
@@ -270,7 +291,7 @@ impl Snapshotter {
                 ..Applied::value(record)
             })
         })?;
-        if !record.layers.is_empty() {
+        if !record.layers.is_empty() || record.data_lower {
             // After the record is gone: a crash between leaves roots that `cleanup` drops.
             self.store
                 .remove_gc_roots_of(&record.gc_owner())
@@ -417,6 +438,10 @@ impl Snapshotter {
                 lowers: tables::lowers(tx, &self.namespace, &record)?,
             })
         })
+    }
+
+    pub(crate) fn batcher(&self) -> &Batcher {
+        &self.batcher
     }
 
     pub(crate) fn layout(&self) -> &Layout {

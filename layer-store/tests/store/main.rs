@@ -3,6 +3,7 @@
 mod codec_agreement;
 mod confinement;
 mod damage;
+mod dedup;
 mod failures;
 mod fixtures;
 mod gc_fsck;

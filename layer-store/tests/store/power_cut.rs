@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use strata_layer_store::{FsckOptions, GcOptions, Store, Strategy, SyncSeam};
+use strata_layer_store::{FsckOptions, GcOptions, Store, Strategy, SyncSeam, probe_strategy};
 use strata_testkit::shadow::ShadowDisk;
 
 use crate::fixtures::{Comp, Image, Item, sample_layers, sha256};
@@ -21,17 +21,38 @@ enum Op {
     ImportA,
     ImportB,
     Materialize,
+    /// `dedup_tree` of [`TREE`] (skipped where the machine makes no stubs).
+    Dedup,
     RemoveA,
     Gc,
 }
 
-const OPS: [Op; 5] = [
+const OPS: [Op; 6] = [
     Op::ImportA,
     Op::ImportB,
     Op::Materialize,
+    Op::Dedup,
     Op::RemoveA,
     Op::Gc,
 ];
+
+/// A tree in the root, as a snapshot's would be, never flushed: a file that image a also has,
+/// and two of its own.
+const TREE: &str = "snapshots/1/fs";
+const TREE_FILES: [(&str, &[u8]); 3] = [
+    ("etc/passwd", b"root:x:0:0::/root:/bin/sh\n"),
+    ("big", &[0x33; 100_000]),
+    ("small", b"only in the tree\n"),
+];
+const TREE_OWNER: &str = "snapshotter:1";
+
+fn write_tree(root: &Path) {
+    for (name, bytes) in TREE_FILES {
+        let path = root.join(TREE).join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+}
 
 /// Two images sharing their base layer, their top layers sharing an object with each other.
 struct Sources {
@@ -79,6 +100,11 @@ fn run(
                     .materialize(&Sources::diff_ids(&sources.a)[0], Some(Strategy::Hardlink))
                     .map(drop)
                     .map_err(Into::into),
+                Op::Dedup if probe_strategy() == Strategy::Stub => store
+                    .dedup_tree(&store.root().join(TREE), TREE_OWNER)
+                    .map(drop)
+                    .map_err(Into::into),
+                Op::Dedup => Ok(()),
                 Op::RemoveA => store.remove_image("a").map_err(Into::into),
                 Op::Gc => store.gc(GcOptions::default()).map(drop).map_err(Into::into),
             };
@@ -97,7 +123,11 @@ fn store_with_cut(
     let root = dir.join("store");
     // An empty root counts as durable; everything the store makes in it must be flushed.
     std::fs::create_dir_all(&root).unwrap();
+    // The snapshot's own directory is durable (the snapshotter's pool makes it so); what
+    // containerd's applier writes into it is not flushed.
+    std::fs::create_dir_all(root.join(TREE)).unwrap();
     let disk = ShadowDisk::new(&root, cut);
+    write_tree(&root);
     let disk = Arc::new(if failing { disk.failing() } else { disk });
     let store = Store::open_with_sync(&root, Arc::new(Seam(disk.clone())));
     assert!(store.is_ok() || failing, "{store:?}");
@@ -179,6 +209,16 @@ fn every_acknowledged_operation_survives_a_power_cut_after_any_flush() {
             let passwd = std::fs::read(store.layer_tree(base).join("etc/passwd"))
                 .unwrap_or_else(|e| panic!("cut {cut}: materialized tree: {e}"));
             assert_eq!(passwd, b"root:x:0:0::/root:/bin/sh\n", "cut {cut}");
+        }
+        // Once acknowledged, every name of the tree holds its stub and every object is rooted
+        // (and fsck above found each one whole).
+        if acked(Op::Dedup) && probe_strategy() == Strategy::Stub {
+            for (name, _) in TREE_FILES {
+                let path = rebooted.join(TREE).join(name);
+                assert!(path.is_file(), "cut {cut}: {name} is gone");
+            }
+            let roots = store.object_roots().unwrap();
+            assert_eq!(roots.len(), TREE_FILES.len(), "cut {cut}: {roots:?}");
         }
         if acked(Op::RemoveA) {
             assert!(

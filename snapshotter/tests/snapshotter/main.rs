@@ -3,6 +3,7 @@
 
 mod conformance;
 mod crash;
+mod dedup;
 mod errors;
 mod fetch;
 mod fstest;

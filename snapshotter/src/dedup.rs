@@ -1,0 +1,63 @@
+//! Deduplicating commits: when containerd commits an extraction snapshot, the regular files of
+//! its upper become the store's objects (moved, never copied, dropped when the store has the
+//! bytes) and metadata-only stubs take their place, as `strata import` materializes layers
+//! (`strata_layer_store::Store::dedup_tree`). Its children then mount it with `objects/` as the
+//! data-only lower.
+//!
+//! Only where stubs work (root, overlay with data-only lowers); elsewhere a commit keeps the
+//! upper as containerd wrote it.
+
+use crate::error::{Error, Result};
+use crate::record::Record;
+use crate::snapshotter::Snapshotter;
+use crate::tables;
+
+/// The key prefix of containerd's extraction snapshots: its unpacker prepares each layer as
+/// `extract-<unique> <chain id>` (`snapshots.UnpackKeyFormat`) and commits it as the chain id.
+pub const EXTRACT_KEY_PREFIX: &str = "extract-";
+
+impl Snapshotter {
+    /// Whether committing active snapshot `key` deduplicates its upper.
+    pub(crate) fn dedups(&self, key: &str) -> bool {
+        self.dedup_commits() && key.starts_with(EXTRACT_KEY_PREFIX)
+    }
+
+    /// Deduplicates the upper of active snapshot `key` (read as `record`) before its commit;
+    /// returns the record as it now is.
+    ///
+    /// The record is marked first as mounting over `objects/`, so that whatever happens next
+    /// its mounts find the stubs' data and its removal drops the GC roots of its objects (they
+    /// are its [`Record::gc_owner`]'s).
+    pub(crate) fn dedup_upper(&self, key: &str, record: Record) -> Result<Record> {
+        let record = if record.data_lower {
+            record
+        } else {
+            let ns = self.namespace().to_owned();
+            let key = key.to_owned();
+            self.batcher().write(move |tx| {
+                let mut current = tables::require(tx, &ns, &key)?;
+                if current.id != record.id {
+                    // Removed and prepared again meanwhile.
+                    return Err(Error::NotFound { key });
+                }
+                current.data_lower = true;
+                tables::put(tx, &ns, &key, &current)?;
+                Ok(crate::batch::Applied::value(current))
+            })?
+        };
+        let upper = self.layout().upper(record.id);
+        let report = self
+            .store()
+            .dedup_tree(&upper, &record.gc_owner())
+            .map_err(|e| Error::Store(Box::new(e.into())))?;
+        tracing::info!(
+            key,
+            files = report.files,
+            new_objects = report.new_objects,
+            shared_bytes = report.shared_bytes,
+            skipped = report.skipped,
+            "deduplicated the commit"
+        );
+        Ok(record)
+    }
+}
