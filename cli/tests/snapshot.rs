@@ -4,6 +4,8 @@
 mod containerd;
 #[path = "snapshot/cri_fetch.rs"]
 mod cri_fetch;
+#[path = "snapshot/dedup.rs"]
+mod dedup;
 #[path = "snapshot/pod.rs"]
 mod pod;
 #[path = "snapshot/recipe.rs"]

@@ -141,6 +141,7 @@ impl Store {
             ids.iter()
                 .try_for_each(|id| object_roots::add(tx, owner, &id.hex()))
         })?;
+        pause_for_crash_test();
         candidates
             .par_iter()
             .zip(ids)
@@ -234,4 +235,17 @@ fn restore_times(dirs: &BTreeMap<PathBuf, fs::Metadata>) -> Result<(), StoreErro
         rustix::fs::utimensat(CWD, dir, &times, AtFlags::SYMLINK_NOFOLLOW).at(dir)?;
     }
     Ok(())
+}
+
+/// A crash test's seam, in debug builds only: with `STRATA_TEST_PAUSE=dedup` in its
+/// environment, a process stops for good in the middle of a dedup (objects published and
+/// rooted, no file replaced yet) and says so on stderr, for the test to SIGKILL it there.
+fn pause_for_crash_test() {
+    if cfg!(debug_assertions) && std::env::var_os("STRATA_TEST_PAUSE").is_some_and(|v| v == "dedup")
+    {
+        eprintln!("strata: paused in the middle of a dedup (STRATA_TEST_PAUSE=dedup)");
+        loop {
+            std::thread::park();
+        }
+    }
 }

@@ -16,10 +16,22 @@ use crate::tables;
 /// `extract-<unique> <chain id>` (`snapshots.UnpackKeyFormat`) and commits it as the chain id.
 pub const EXTRACT_KEY_PREFIX: &str = "extract-";
 
+/// `key` as its maker named it: containerd's metadata store names a snapshot
+/// `<namespace>/<number>/<key>` to the snapshotters below it.
+fn own_key(key: &str) -> &str {
+    let mut parts = key.splitn(3, '/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(n), Some(own)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            own
+        }
+        _ => key,
+    }
+}
+
 impl Snapshotter {
     /// Whether committing active snapshot `key` deduplicates its upper.
     pub(crate) fn dedups(&self, key: &str) -> bool {
-        self.dedup_commits() && key.starts_with(EXTRACT_KEY_PREFIX)
+        self.dedup_commits() && own_key(key).starts_with(EXTRACT_KEY_PREFIX)
     }
 
     /// Deduplicates the upper of active snapshot `key` (read as `record`) before its commit;
@@ -59,5 +71,20 @@ impl Snapshotter {
             "deduplicated the commit"
         );
         Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn containerd_names_extraction_snapshots_under_its_namespace_and_a_number() {
+        assert_eq!(
+            own_key("k8s.io/12/extract-1 sha256:ab"),
+            "extract-1 sha256:ab"
+        );
+        assert_eq!(own_key("extract-1 sha256:ab"), "extract-1 sha256:ab");
+        assert_eq!(own_key("a/b/extract-1"), "a/b/extract-1");
     }
 }

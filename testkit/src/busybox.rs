@@ -24,9 +24,35 @@ pub fn busybox_layout_uncompressed(dir: &Path) -> String {
     layout(dir, false)
 }
 
+/// [`busybox_layout`] with the tree at `data` in its layer too, as `/data` (regular files,
+/// directories and symlinks, with their owners, modes and mtimes), the image named `name` (a
+/// full reference, which `ctr images import` takes from `io.containerd.image.name`).
+pub fn busybox_layout_with_data(dir: &Path, data: &Path, name: &str) -> String {
+    layout_of(dir, true, data_tar(data), name)
+}
+
 /// The busybox layout at `dir`, its layer gzipped or not; returns the manifest digest.
 fn layout(dir: &Path, compressed: bool) -> String {
-    let tar = rootfs_tar();
+    layout_of(dir, compressed, rootfs_tar(), "busybox")
+}
+
+/// The busybox rootfs tar with `data` appended under `data/`.
+fn data_tar(data: &Path) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.follow_symlinks(false);
+    tar.mode(tar::HeaderMode::Complete);
+    tar.append_dir_all("data", data)
+        .unwrap_or_else(|e| panic!("tar of {}: {e}", data.display()));
+    let data = tar.into_inner().expect("writing to memory");
+    // The rootfs tar minus its end-of-archive blocks, then the data entries and theirs.
+    let mut rootfs = rootfs_tar();
+    rootfs.truncate(rootfs.len() - 1024);
+    rootfs.extend_from_slice(&data);
+    rootfs
+}
+
+/// A layout at `dir` of the image `name` whose one layer is `tar`, gzipped or not.
+fn layout_of(dir: &Path, compressed: bool, tar: Vec<u8>, name: &str) -> String {
     let diff_id = sha256(&tar);
     let (layer, media_type) = if compressed {
         (gzip(&tar), "application/vnd.oci.image.layer.v1.tar+gzip")
@@ -64,7 +90,14 @@ fn layout(dir: &Path, compressed: bool) -> String {
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "digest": sha256(&manifest),
         "size": manifest.len(),
-        "annotations": {"org.opencontainers.image.ref.name": "busybox"},
+        "annotations": if name.contains('/') {
+            serde_json::json!({
+                "org.opencontainers.image.ref.name": name,
+                "io.containerd.image.name": name,
+            })
+        } else {
+            serde_json::json!({"org.opencontainers.image.ref.name": name})
+        },
     }]});
     fs::write(
         dir.join("index.json"),

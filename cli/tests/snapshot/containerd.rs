@@ -39,7 +39,17 @@ impl Env {
 
     /// `strata serve` with `args` added to its command line.
     pub fn serve_with(&self, args: &[&str]) -> Daemon {
+        self.serve_command(args, &[])
+    }
+
+    /// `strata serve` with `envs` added to its environment.
+    pub fn serve_env(&self, envs: &[(&str, &str)]) -> Daemon {
+        self.serve_command(&[], envs)
+    }
+
+    fn serve_command(&self, args: &[&str], envs: &[(&str, &str)]) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+        cmd.envs(envs.iter().copied());
         cmd.arg("--root")
             .arg(&self.store)
             .arg("serve")

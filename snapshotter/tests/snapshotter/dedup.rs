@@ -110,7 +110,10 @@ fn unpacked_layers_commit_to_stubs_that_mount_as_applied_and_share_objects() {
     // The same layers unpacked again (another containerd namespace, say) add no object.
     let top_b = unpack(&suite, "b", &tars);
     assert_eq!(object_count(store), objects);
-    suite.sn.view("view-b", Some(&top_b), Labels::new()).unwrap();
+    suite
+        .sn
+        .view("view-b", Some(&top_b), Labels::new())
+        .unwrap();
     let (target, guard) = mounted(&suite, "view-b");
     assert_same_tree(&applied, &target);
     drop(guard);
