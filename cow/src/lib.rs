@@ -6,7 +6,7 @@
 //! - [`MountSpec`]: containerd's description of a mount (`overlay` or `bind`), mountable here.
 //! - [`probe`]: what the kernel and a directory's filesystem support.
 //! - [`xattr`]: extended attributes of a path, never following a final symlink.
-//! - [`fallback`]: copy-on-write without overlay: one writable tree materialized from the lowers.
+//! - [`fallback`]: copy-on-write without overlay: one writable tree flattened from the lowers.
 //! - [`conventions`]: overlayfs's on-disk format (whiteouts, opaque dirs, redirect and metacopy
 //!   xattrs, metadata-only stubs), in both the `trusted.` and `user.` namespaces.
 //!

@@ -40,6 +40,7 @@
 mod readme {}
 
 mod blobs;
+mod catalog;
 mod compress;
 mod db;
 mod dedup;
@@ -58,12 +59,14 @@ pub mod name;
 mod object;
 mod progress;
 mod record;
+mod roots;
 mod staging;
 mod store;
 mod tarstream;
 mod tmp;
 
 pub use blobs::BlobPolicy;
+pub use catalog::MIN_ID_PREFIX;
 pub use dedup::{DedupError, DedupReport};
 pub use du::{DuReport, ImageUsage};
 pub use durable::{KernelSync, SyncSeam};
@@ -83,7 +86,7 @@ pub use record::{
     Chunk, Compression as BlobCompression, Entry, EntryKind, ImageRecord, LayerMeta, LayerRecord,
     RecordError, Strategy, Time, chain_ids,
 };
-pub use store::{Durability, MIN_ID_PREFIX, Store};
+pub use store::{Durability, Store};
 pub use strata_codec::tar::TarError;
 pub use strata_codec::{Limit, Limits};
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rustix::fs::{CWD, Mode, RenameFlags};
 
 use super::copy::{self, copy_data, copy_metadata};
-use super::{FallbackError, Materialize, Stats};
+use super::{FallbackError, Flatten, Stats};
 use crate::conventions::{self, Opacity};
 
 /// One lower's directory that contributes to a merged directory.
@@ -24,7 +24,7 @@ struct Source {
 }
 
 struct Builder<'a> {
-    spec: &'a Materialize,
+    spec: &'a Flatten,
     /// The final target, for error messages (the tree is built under a temp name).
     target: &'a Path,
     stats: Stats,
@@ -33,7 +33,7 @@ struct Builder<'a> {
 }
 
 /// Builds the merged tree in a temp dir beside `target`, then renames it into place.
-pub(super) fn build(spec: &Materialize, target: &Path) -> Result<Stats, FallbackError> {
+pub(super) fn build(spec: &Flatten, target: &Path) -> Result<Stats, FallbackError> {
     let tmp = temp_name(target);
     let mut builder = Builder {
         spec,

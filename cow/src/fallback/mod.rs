@@ -1,5 +1,5 @@
 //! Copy-on-write without overlay, for filesystems or sandboxes where overlay cannot be mounted:
-//! materialize one writable tree from a stack of lower dirs.
+//! flatten a stack of lower dirs into one writable tree.
 //!
 //! The merge follows overlay's rules: the topmost entry of a name wins, directories merge
 //! downwards until one is opaque (`overlay.opaque=y`) or a higher layer has a non-directory
@@ -16,7 +16,7 @@
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use strata_cow::fallback::Materialize;
+//! use strata_cow::fallback::Flatten;
 //!
 //! let tmp = tempfile::tempdir()?;
 //! let (top, base) = (tmp.path().join("top"), tmp.path().join("base"));
@@ -26,7 +26,7 @@
 //! std::fs::write(base.join("os-release"), "base")?;
 //! std::fs::write(base.join("only-base"), "b")?;
 //!
-//! let stats = Materialize::new().lower(&top).lower(&base).build(&tmp.path().join("rootfs"))?;
+//! let stats = Flatten::new().lower(&top).lower(&base).build(&tmp.path().join("rootfs"))?;
 //! assert_eq!(std::fs::read_to_string(tmp.path().join("rootfs/os-release"))?, "top");
 //! assert_eq!(stats.files, 2);
 //! # Ok(()) }
@@ -52,7 +52,7 @@ pub enum CopyMethod {
     ReadWrite,
 }
 
-/// What [`Materialize::build`] did.
+/// What [`Flatten::build`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -78,12 +78,12 @@ pub struct Stats {
     pub read_write: u64,
 }
 
-/// Why materializing failed.
+/// Why flattening failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FallbackError {
     /// No lower dir was given.
-    #[error("materializing needs at least one lower dir")]
+    #[error("flattening needs at least one lower dir")]
     NoLowerDir,
     /// The target already exists; it is never overwritten.
     #[error("target {path} already exists")]
@@ -117,19 +117,19 @@ pub enum FallbackError {
     },
 }
 
-/// A stack of lower dirs to materialize as one writable tree (a by-value builder).
+/// A stack of lower dirs to flatten into one writable tree (a by-value builder).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use = "nothing happens until build"]
-pub struct Materialize {
+pub struct Flatten {
     lowers: Vec<PathBuf>,
     data_lowers: Vec<PathBuf>,
     namespace: Namespace,
     method: CopyMethod,
 }
 
-impl Default for Materialize {
+impl Default for Flatten {
     fn default() -> Self {
-        Materialize {
+        Flatten {
             lowers: Vec::new(),
             data_lowers: Vec::new(),
             namespace: Namespace::Trusted,
@@ -138,38 +138,38 @@ impl Default for Materialize {
     }
 }
 
-impl Materialize {
+impl Flatten {
     /// An empty stack: `trusted.` markers, [`CopyMethod::Auto`].
-    pub fn new() -> Materialize {
-        Materialize::default()
+    pub fn new() -> Flatten {
+        Flatten::default()
     }
 
     /// Adds a lower dir below the ones added so far (topmost first, as for overlay).
-    pub fn lower(mut self, dir: impl Into<PathBuf>) -> Materialize {
+    pub fn lower(mut self, dir: impl Into<PathBuf>) -> Flatten {
         self.lowers.push(dir.into());
         self
     }
 
     /// Adds lower dirs, topmost first.
-    pub fn lowers<P: Into<PathBuf>>(mut self, dirs: impl IntoIterator<Item = P>) -> Materialize {
+    pub fn lowers<P: Into<PathBuf>>(mut self, dirs: impl IntoIterator<Item = P>) -> Flatten {
         self.lowers.extend(dirs.into_iter().map(Into::into));
         self
     }
 
     /// Adds a data-only lower: where metadata-only files find their bytes.
-    pub fn data_lower(mut self, dir: impl Into<PathBuf>) -> Materialize {
+    pub fn data_lower(mut self, dir: impl Into<PathBuf>) -> Flatten {
         self.data_lowers.push(dir.into());
         self
     }
 
     /// Which namespace carries the overlay markers of the lowers (default `trusted.`).
-    pub fn namespace(mut self, namespace: Namespace) -> Materialize {
+    pub fn namespace(mut self, namespace: Namespace) -> Flatten {
         self.namespace = namespace;
         self
     }
 
     /// How file data is placed (default [`CopyMethod::Auto`]).
-    pub fn method(mut self, method: CopyMethod) -> Materialize {
+    pub fn method(mut self, method: CopyMethod) -> Flatten {
         self.method = method;
         self
     }

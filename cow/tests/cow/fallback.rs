@@ -1,4 +1,4 @@
-//! The non-overlay fallback: the materialized tree must equal what the kernel's overlay shows,
+//! The non-overlay fallback: the flattened tree must equal what the kernel's overlay shows,
 //! through every copy method, on ext4 (copy paths) and on a loop-mounted XFS (reflinks).
 
 use std::fs;
@@ -9,7 +9,7 @@ use anyhow::Result;
 use proptest::prelude::*;
 use rustix::fs::{AtFlags, CWD, FileType, Gid, Mode, Timespec, Timestamps, Uid};
 use strata_cow::conventions::{self, Namespace, Opacity, Stub, Time, WhiteoutStyle};
-use strata_cow::fallback::{CopyMethod, FallbackError, Materialize};
+use strata_cow::fallback::{CopyMethod, FallbackError, Flatten};
 use strata_cow::overlay::Overlay;
 use strata_cow::probe::Features;
 use strata_cow::xattr;
@@ -105,7 +105,7 @@ fn stack(root: &Path) -> Result<Vec<PathBuf>> {
 }
 
 #[test]
-fn materialized_tree_equals_the_overlay_view_for_every_method() -> Result<()> {
+fn flattened_tree_equals_the_overlay_view_for_every_method() -> Result<()> {
     require_root!();
     let s = Scratch::new()?;
     let lowers = stack(s.path())?;
@@ -125,7 +125,7 @@ fn materialized_tree_equals_the_overlay_view_for_every_method() -> Result<()> {
         CopyMethod::ReadWrite,
     ] {
         let target = s.path().join(format!("{method:?}"));
-        let stats = Materialize::new()
+        let stats = Flatten::new()
             .lowers(&lowers)
             .method(method)
             .build(&target)?;
@@ -175,7 +175,7 @@ fn reflinks_on_xfs() -> Result<()> {
     let expected = snapshot(&view)?;
     drop(guard);
     let target = xfs.path().join("rootfs");
-    let stats = Materialize::new().lowers(&lowers).build(&target)?;
+    let stats = Flatten::new().lowers(&lowers).build(&target)?;
     assert_eq!(stats.reflinked, stats.files, "{stats:?}");
     assert_eq!((stats.copy_file_range, stats.read_write), (0, 0));
     assert_eq!(snapshot(&target)?, expected);
@@ -205,7 +205,7 @@ fn metadata_only_files_take_bytes_from_data_lowers() -> Result<()> {
     };
     conventions::create_metacopy_stub(&stubs.join("file"), &stub)?;
     let target = s.path().join("rootfs");
-    Materialize::new()
+    Flatten::new()
         .lower(&stubs)
         .data_lower(&objects)
         .build(&target)?;
@@ -222,7 +222,7 @@ fn metadata_only_files_take_bytes_from_data_lowers() -> Result<()> {
 
     // Without the object: a typed error, and neither the target nor a temp dir is left.
     let missing = s.path().join("missing");
-    let err = Materialize::new()
+    let err = Flatten::new()
         .lower(&stubs)
         .build(&missing)
         .expect_err("no data lower");
@@ -246,14 +246,14 @@ fn an_existing_target_is_never_touched() -> Result<()> {
     let s = Scratch::new()?;
     let lower = s.layer("lower", &[("f", "x")])?;
     let target = s.layer("target", &[("keep", "me")])?;
-    let err = Materialize::new()
+    let err = Flatten::new()
         .lower(&lower)
         .build(&target)
         .expect_err("exists");
     assert!(matches!(err, FallbackError::TargetExists { .. }), "{err}");
     assert_eq!(fs::read_to_string(target.join("keep"))?, "me");
     assert!(matches!(
-        Materialize::new().build(&s.path().join("t")),
+        Flatten::new().build(&s.path().join("t")),
         Err(FallbackError::NoLowerDir)
     ));
     Ok(())
@@ -330,9 +330,9 @@ fn build_layer(root: &Path, n: usize, ops: &[(&str, Op)]) -> Result<()> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
-    /// For any stack of layers, the materialized tree is what the kernel's overlay shows.
+    /// For any stack of layers, the flattened tree is what the kernel's overlay shows.
     #[test]
-    fn materialize_agrees_with_the_kernel_on_any_stack(
+    fn flatten_agrees_with_the_kernel_on_any_stack(
         layers in prop::collection::vec(
             prop::collection::vec(
                 (prop::sample::select(vec!["a", "b", "c", "a/a", "a/b", "b/a", "a/b/c", "a/a/a"]), op()),
@@ -353,8 +353,8 @@ proptest! {
         let guard = Overlay::new().lowers(&dirs).mount_at(&view).unwrap();
         let expected = snapshot(&view).unwrap();
         guard.unmount().unwrap();
-        let target = s.path().join("materialized");
-        Materialize::new().lowers(&dirs).build(&target).unwrap();
+        let target = s.path().join("flattened");
+        Flatten::new().lowers(&dirs).build(&target).unwrap();
         prop_assert_eq!(snapshot(&target).unwrap(), expected);
     }
 }

@@ -132,9 +132,7 @@ impl Store {
         })?;
         Ok(strategy)
     }
-}
 
-impl Store {
     /// Whether layer `id`, whose metadata row is `meta`, has its tree with `strategy` already.
     fn is_materialized(&self, id: &str, meta: &LayerMeta, strategy: Strategy) -> bool {
         meta.materialized == Some(strategy) && self.layer_tree(id).is_dir()
