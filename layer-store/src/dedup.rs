@@ -63,7 +63,8 @@ struct Candidate {
 }
 
 impl Store {
-    /// Turns every regular file of `tree` into an object of the store and a metadata-only stub
+    /// Turns every regular file of `tree` (on the store's file system: files move by hard link
+    /// and rename) into an object of the store and a metadata-only stub
     /// in its place (same mode, owner, times, xattrs and size), registering each object as
     /// needed by `owner` until [`remove_gc_roots_of`](Store::remove_gc_roots_of). Mount the tree
     /// with [`objects_dir`](Store::objects_dir) as the data-only lower afterwards. Directories
