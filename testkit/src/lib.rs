@@ -19,6 +19,7 @@ pub mod layer;
 pub mod loopfs;
 pub mod registry;
 pub mod shadow;
+pub mod tree;
 
 pub use chain::{assert_chain_once, error_chain};
 
