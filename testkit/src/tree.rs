@@ -55,7 +55,9 @@ pub enum Kind {
 impl fmt::Debug for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Kind::File(bytes) if bytes.len() <= 64 => write!(f, "File(b\"{}\")", bytes.escape_ascii()),
+            Kind::File(bytes) if bytes.len() <= 64 => {
+                write!(f, "File(b\"{}\")", bytes.escape_ascii())
+            }
             Kind::File(bytes) => {
                 let digest = hex::encode(Sha256::digest(bytes));
                 write!(f, "File({} bytes, sha256 {})", bytes.len(), &digest[..16])
@@ -161,7 +163,10 @@ pub fn snapshot(root: &Path, options: &Options) -> Snapshot {
             Err(e) if e.kind() == io::ErrorKind::NotFound && path != root => continue,
             Err(e) => panic!("{}: {e}", path.display()),
         };
-        let rel = path.strip_prefix(root).expect("under the root").to_path_buf();
+        let rel = path
+            .strip_prefix(root)
+            .expect("under the root")
+            .to_path_buf();
         let kind = kind(&path, &meta);
         if kind == Kind::Dir {
             let entries = fs::read_dir(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

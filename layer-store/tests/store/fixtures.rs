@@ -409,9 +409,15 @@ pub fn read_meta(root: &Path) -> BTreeMap<String, Meta> {
     tree::snapshot(root, &options)
         .into_iter()
         .map(|(path, node)| {
-            let mtime = node.mtime.filter(|_| node.kind != Kind::Dir).map(|(s, _)| s);
+            let mtime = node
+                .mtime
+                .filter(|_| node.kind != Kind::Dir)
+                .map(|(s, _)| s);
             let (uid, gid) = node.owner;
-            (path.to_string_lossy().into_owned(), (uid, gid, mtime, node.xattrs))
+            (
+                path.to_string_lossy().into_owned(),
+                (uid, gid, mtime, node.xattrs),
+            )
         })
         .collect()
 }
