@@ -307,3 +307,83 @@ pub fn copy(from: &Path, to: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    /// `f` (mode 0600), `d/`, `d/g` a hard link of `f`, `l` a symlink to `f`.
+    fn sample() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::write(root.join("f"), "x").unwrap();
+        fs::set_permissions(root.join("f"), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::create_dir(root.join("d")).unwrap();
+        fs::hard_link(root.join("f"), root.join("d/g")).unwrap();
+        symlink("f", root.join("l")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn records_kind_content_mode_and_links_as_asked() {
+        let dir = sample();
+        let plain = snapshot(dir.path(), &Options::default());
+        let paths: Vec<&Path> = plain.keys().map(PathBuf::as_path).collect();
+        assert_eq!(
+            paths,
+            [
+                Path::new("d"),
+                Path::new("d/g"),
+                Path::new("f"),
+                Path::new("l")
+            ]
+        );
+        let f = &plain[Path::new("f")];
+        assert_eq!(
+            (&f.kind, f.mode, f.link.as_ref()),
+            (&Kind::File(b"x".to_vec()), 0o600, None)
+        );
+        assert_eq!(plain[Path::new("l")].kind, Kind::Symlink("f".into()));
+        assert_eq!(plain[Path::new("d")].kind, Kind::Dir);
+        assert_eq!(plain[Path::new("f")].mtime, None);
+
+        let full = snapshot(
+            dir.path(),
+            &Options::default()
+                .with_links()
+                .with_root()
+                .with_mtime(Mtime::Nanos),
+        );
+        assert_eq!(full[Path::new("f")].link.as_deref(), Some(Path::new("d/g")));
+        assert_eq!(
+            full[Path::new("d/g")].link.as_deref(),
+            Some(Path::new("d/g"))
+        );
+        assert_eq!(full[Path::new("")].kind, Kind::Dir);
+        assert!(full[Path::new("f")].mtime.is_some());
+    }
+
+    #[test]
+    fn copies_compare_the_same_and_a_changed_mode_does_not() {
+        let (dir, copied) = (sample(), tempfile::tempdir().unwrap());
+        copy(dir.path(), copied.path());
+        let options = Options::default().with_links().with_mtime(Mtime::Nanos);
+        let want = snapshot(dir.path(), &options);
+        assert_same(&snapshot(copied.path(), &options), &want);
+
+        let f = copied.path().join("f");
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        let got = snapshot(copied.path(), &options);
+        let message = std::panic::catch_unwind(|| assert_same(&got, &want))
+            .expect_err("the modes differ")
+            .downcast::<String>()
+            .unwrap();
+        // Both links of the changed inode, and nothing else.
+        assert!(
+            message.contains("d/g:") && message.contains("\nf:"),
+            "{message}"
+        );
+        assert!(!message.contains("\nl:"), "{message}");
+    }
+}
