@@ -14,6 +14,8 @@
 
 pub mod busybox;
 mod chain;
+pub mod containerd;
+pub mod daemon;
 pub mod hostile;
 pub mod layer;
 pub mod loopfs;
