@@ -8,9 +8,9 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::containerd::{self, Containerd};
-use common::daemon::Daemon;
 use common::{can_mount, ok, ok_json, run_ok};
+use strata_testkit::containerd::{self, Containerd};
+use strata_testkit::daemon::Daemon;
 
 use strata_testkit::busybox::MULTI_STAGE_DOCKERFILE as DOCKERFILE;
 

@@ -1,7 +1,6 @@
 //! `strata diff` and `strata apply`, run as the built binary.
 
 use std::fs;
-use std::path::Path;
 use std::process::{Command, Output};
 
 fn strata(args: &[&std::ffi::OsStr]) -> Output {
@@ -112,7 +111,7 @@ fn diff_writes_layers_that_apply_back() {
         assert!(leftovers.is_empty());
 
         let copy = tempfile::tempdir().unwrap();
-        copy_tree(old.path(), copy.path());
+        strata_testkit::tree::copy(old.path(), copy.path());
         let applied = strata(&[os("apply"), layer.as_os_str(), copy.path().as_os_str()]);
         assert!(
             applied.status.success(),
@@ -123,14 +122,6 @@ fn diff_writes_layers_that_apply_back() {
         assert!(again.status.success());
         assert_eq!(String::from_utf8(again.stdout).unwrap(), "", "{format}");
     }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    let status = Command::new("cp")
-        .args([os("-a"), os(&from.join(".")), to.as_os_str()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[test]

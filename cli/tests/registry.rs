@@ -42,6 +42,19 @@ fn source_store(tmp: &Path) -> anyhow::Result<std::path::PathBuf> {
     Ok(a)
 }
 
+/// A registry open to `access`, and a temp dir holding the store of [`source_store`]; `None`
+/// (the test skips, saying why) when a tool the registry needs is missing.
+fn registry_with_source(
+    access: server::Access<'_>,
+) -> anyhow::Result<Option<(Registry, tempfile::TempDir, std::path::PathBuf)>> {
+    let Some(registry) = Registry::start_if_installed(access) else {
+        return Ok(None);
+    };
+    let tmp = tempfile::tempdir()?;
+    let a = source_store(tmp.path())?;
+    Ok(Some((registry, tmp, a)))
+}
+
 /// A gzip layer blob holding `name` with `len` bytes, and its diff_id.
 fn layer(name: &str, len: usize) -> (Vec<u8>, String) {
     let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
@@ -101,10 +114,9 @@ fn write_layout(dir: &Path) -> Vec<String> {
 
 #[test]
 fn push_pull_history_through_the_cli() -> anyhow::Result<()> {
-    if !strata_testkit::peer("docker-registry", "docker-registry") {
+    let Some(registry) = Registry::start_if_installed(server::Access::Open) else {
         return Ok(());
-    }
-    let registry = Registry::start(server::Access::Open);
+    };
     let tmp = tempfile::tempdir()?;
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let layout = tmp.path().join("layout");
@@ -159,10 +171,9 @@ fn push_pull_history_through_the_cli() -> anyhow::Result<()> {
 
 #[test]
 fn pull_errors_name_the_reference() {
-    if !strata_testkit::peer("docker-registry", "docker-registry") {
+    let Some(registry) = Registry::start_if_installed(server::Access::Open) else {
         return;
-    }
-    let registry = Registry::start(server::Access::Open);
+    };
     let tmp = tempfile::tempdir().unwrap();
     let reference = registry.reference("absent:1");
     let out = strata(tmp.path(), &["pull", &reference]);
@@ -190,6 +201,9 @@ fn pull_errors_name_the_reference() {
 
 #[test]
 fn a_plain_http_registry_by_name_needs_insecure_and_says_so() {
+    if !strata_testkit::peer("docker-registry", "docker-registry") {
+        return;
+    }
     // Named by host name rather than a loopback address, the registry gets HTTPS.
     let (name, ip) = server::host_name();
     let registry = Registry::start_on(ip, server::Access::Open);
@@ -212,12 +226,12 @@ fn a_plain_http_registry_by_name_needs_insecure_and_says_so() {
 
 #[test]
 fn platform_chooses_from_an_index() -> anyhow::Result<()> {
-    if !(strata_testkit::peer("docker-registry", "docker-registry")
-        && strata_testkit::peer("skopeo", "skopeo"))
-    {
+    if !strata_testkit::peer("skopeo", "skopeo") {
         return Ok(());
     }
-    let registry = Registry::start(server::Access::Open);
+    let Some(registry) = Registry::start_if_installed(server::Access::Open) else {
+        return Ok(());
+    };
     let tmp = tempfile::tempdir()?;
     let layout = tmp.path().join("layout");
     let (native, _) = write_image(&layout, "-native");
@@ -268,14 +282,9 @@ fn with_stdin(cmd: &mut Command, line: &str) -> Output {
 
 #[test]
 fn basic_auth_password_from_stdin() -> anyhow::Result<()> {
-    if !(strata_testkit::peer("docker-registry", "docker-registry")
-        && strata_testkit::peer("htpasswd", "apache2-utils"))
-    {
+    let Some((registry, tmp, a)) = registry_with_source(server::Access::Basic)? else {
         return Ok(());
-    }
-    let registry = Registry::start(server::Access::Basic);
-    let tmp = tempfile::tempdir()?;
-    let a = source_store(tmp.path())?;
+    };
     let reference = registry.reference("private/app:1");
     let denied = strata(&a, &["push", "app", &reference, "--insecure"]);
     assert!(!denied.status.success());
@@ -301,19 +310,17 @@ fn basic_auth_password_from_stdin() -> anyhow::Result<()> {
 
 #[test]
 fn bearer_token_from_credentials_or_the_environment() -> anyhow::Result<()> {
-    if !(strata_testkit::peer("docker-registry", "docker-registry")
-        && strata_testkit::peer("openssl", "openssl"))
-    {
+    let Some(tokens) = token::TokenServer::start_if_installed() else {
         return Ok(());
-    }
-    let tokens = token::TokenServer::start();
+    };
     let (realm, cert) = (tokens.realm(), tokens.cert());
-    let registry = Registry::start(server::Access::Token {
+    let access = server::Access::Token {
         realm: &realm,
         cert: &cert,
-    });
-    let tmp = tempfile::tempdir()?;
-    let a = source_store(tmp.path())?;
+    };
+    let Some((registry, tmp, a)) = registry_with_source(access)? else {
+        return Ok(());
+    };
     let reference = registry.reference("private/app:1");
     // User and password are traded for a token at the registry's token server.
     succeed(
@@ -393,10 +400,9 @@ impl StallingProxy {
 
 #[test]
 fn a_pull_killed_mid_blob_resumes_where_it_stopped() -> anyhow::Result<()> {
-    if !strata_testkit::peer("docker-registry", "docker-registry") {
+    let Some(registry) = Registry::start_if_installed(server::Access::Open) else {
         return Ok(());
-    }
-    let registry = Registry::start(server::Access::Open);
+    };
     let tmp = tempfile::tempdir()?;
     let a = tmp.path().join("a");
     let big = tmp.path().join("big.tar.gz");
@@ -493,14 +499,15 @@ fn uploads(registry: &Registry, repo: &str) -> Vec<String> {
 #[test]
 fn a_go_compressed_image_keeps_every_digest_through_pull_export_push_and_commit()
 -> anyhow::Result<()> {
-    if !(strata_testkit::peer("docker-registry", "docker-registry")
-        && strata_testkit::peer("skopeo", "skopeo")
+    if !(strata_testkit::peer("skopeo", "skopeo")
         && strata_testkit::peer("busybox", "busybox-static")
         && strata_testkit::can_mount())
     {
         return Ok(());
     }
-    let registry = Registry::start(server::Access::Open);
+    let Some(registry) = Registry::start_if_installed(server::Access::Open) else {
+        return Ok(());
+    };
     let tmp = tempfile::tempdir()?;
     let layout = tmp.path().join("layout");
     strata_testkit::busybox::busybox_layout_uncompressed(&layout);
@@ -588,14 +595,9 @@ fn a_go_compressed_image_keeps_every_digest_through_pull_export_push_and_commit(
 
 #[test]
 fn login_stores_credentials_that_pull_and_push_then_use() -> anyhow::Result<()> {
-    if !(strata_testkit::peer("docker-registry", "docker-registry")
-        && strata_testkit::peer("htpasswd", "apache2-utils"))
-    {
+    let Some((registry, tmp, a)) = registry_with_source(server::Access::Basic)? else {
         return Ok(());
-    }
-    let registry = Registry::start(server::Access::Basic);
-    let tmp = tempfile::tempdir()?;
-    let a = source_store(tmp.path())?;
+    };
     let docker = tmp.path().join("docker");
     let server = format!("{}:{}", registry.ip, registry.port);
     let login = |password: &str| {

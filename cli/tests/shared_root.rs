@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::daemon::Daemon;
 use common::{ok_json, run_ok, strata};
 use strata_snapshotter::grpc::proto::services::snapshots::v1 as pb;
+use strata_testkit::daemon::Daemon;
 
 /// How long the workers run.
 const RUN_FOR: Duration = Duration::from_secs(20);

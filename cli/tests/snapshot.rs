@@ -13,6 +13,7 @@ mod recipe;
 #[path = "snapshot/remote.rs"]
 mod remote;
 use strata_testkit::registry as server;
+use strata_testkit::tree;
 
 mod common;
 
@@ -20,8 +21,8 @@ use std::path::Path;
 
 use std::process::Command;
 
-use common::daemon::Daemon;
 use common::{can_mount, ok, ok_json, run_ok, strata};
+use strata_testkit::daemon::Daemon;
 
 fn json(root: &Path, args: &[&str]) -> serde_json::Value {
     ok_json(root, args).unwrap()
@@ -205,33 +206,6 @@ fn rootfs_on_an_imported_image() {
     assert!(usage["inodes"].as_u64().unwrap() >= 1, "{usage}");
 }
 
-/// Relative path → (kind and mode, content or link target) of every entry under `root`.
-fn tree(root: &Path) -> std::collections::BTreeMap<String, (u32, Vec<u8>)> {
-    use std::os::unix::fs::MetadataExt;
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let data = if meta.is_file() {
-                std::fs::read(&path).unwrap()
-            } else if meta.is_symlink() {
-                std::fs::read_link(&path)
-                    .unwrap()
-                    .into_os_string()
-                    .into_encoded_bytes()
-            } else {
-                stack.push(path.clone());
-                Vec::new()
-            };
-            let rel = path.strip_prefix(root).unwrap().display().to_string();
-            out.insert(rel, (meta.mode(), data));
-        }
-    }
-    out
-}
-
 #[test]
 fn commit_image_exports_what_the_container_sees() {
     if !strata_testkit::peer("umoci", "umoci") {
@@ -282,9 +256,12 @@ fn commit_image_exports_what_the_container_sees() {
     ok(&root, &["view", "v", "c1-done"]);
     ok(&root, &["mount", "v", &path(&target)]);
     let _guard = strata_testkit::Unmount(&target);
-    let seen = tree(&target);
-    assert!(seen.contains_key("etc/motd") && !seen.contains_key("hello.txt"));
-    assert_eq!(tree(&bundle.join("rootfs")), seen);
+    let seen = tree::snapshot(&target, &tree::Options::default());
+    assert!(seen.contains_key(Path::new("etc/motd")) && !seen.contains_key(Path::new("hello.txt")));
+    tree::assert_same(
+        &tree::snapshot(&bundle.join("rootfs"), &tree::Options::default()),
+        &seen,
+    );
 }
 
 /// While `strata serve` keeps the store's database open, other commands on that store fail at

@@ -8,6 +8,7 @@ use anyhow::Context;
 
 mod common;
 use common::{ok_json, strata};
+use strata_testkit::tree;
 
 /// A gzip layer tar of `files`.
 fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {
@@ -22,17 +23,13 @@ fn borrowed(files: &[(String, Vec<u8>)]) -> Vec<(&str, &[u8])> {
         .collect()
 }
 
+/// Every entry under `dir` but the directories.
 fn walk_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk_files(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
+    tree::snapshot(dir, &tree::Options::default())
+        .into_iter()
+        .filter(|(_, node)| node.kind != tree::Kind::Dir)
+        .map(|(path, _)| dir.join(path))
+        .collect()
 }
 
 #[test]

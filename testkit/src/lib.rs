@@ -14,11 +14,14 @@
 
 pub mod busybox;
 mod chain;
+pub mod containerd;
+pub mod daemon;
 pub mod hostile;
 pub mod layer;
 pub mod loopfs;
 pub mod registry;
 pub mod shadow;
+pub mod tree;
 
 pub use chain::{assert_chain_once, error_chain};
 

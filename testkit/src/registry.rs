@@ -47,6 +47,15 @@ pub enum Access<'a> {
 }
 
 impl Registry {
+    /// Starts a registry open to `access` when the tools it needs are installed: docker-registry,
+    /// and htpasswd for [`Access::Basic`]. When one is missing the test is skipped, saying which
+    /// Debian package provides it (see [`crate::peer`]), and this returns `None`.
+    pub fn start_if_installed(access: Access<'_>) -> Option<Registry> {
+        let installed = crate::peer("docker-registry", "docker-registry")
+            && (!matches!(access, Access::Basic) || crate::peer("htpasswd", "apache2-utils"));
+        installed.then(|| Registry::start(access))
+    }
+
     /// Starts a registry open to `access`.
     pub fn start(access: Access<'_>) -> Registry {
         Registry::start_on(Ipv4Addr::LOCALHOST, access)

@@ -12,6 +12,7 @@
 use std::path::Path;
 
 use strata_snapshotter::grpc::channel;
+use strata_testkit::containerd::{Containerd, Plugins};
 use tonic::codegen::http::uri::PathAndQuery;
 
 /// `runtime.v1.ImageSpec`.
@@ -265,6 +266,14 @@ pub fn wait_ready(socket: &Path) -> Result<String, String> {
     let response: VersionResponse =
         block_on(call(socket, "/runtime.v1.RuntimeService/Version", request))?;
     Ok(response.runtime_name)
+}
+
+/// A private containerd running `plugins` (a CRI plugin) with the snapshotter serving on
+/// `strata_sock` as `strata`, all under `dir`, once its CRI plugin answers as containerd.
+pub fn start_containerd(dir: &Path, strata_sock: &Path, plugins: Plugins<'_>) -> Containerd {
+    let containerd = Containerd::start_with(dir, strata_sock, plugins);
+    assert_eq!(wait_ready(containerd.socket()).unwrap(), "containerd");
+    containerd
 }
 
 /// `RunPodSandbox(config)`: the pod sandbox's id.

@@ -3,9 +3,7 @@
 // Each test crate uses its own subset.
 #![allow(dead_code, unused_imports)]
 
-pub mod containerd;
 pub mod cri;
-pub mod daemon;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::containerd::Containerd;
-use crate::common::daemon::Daemon;
 use crate::common::{can_mount, ok, run_ok};
+use strata_testkit::containerd::{self, Containerd};
+use strata_testkit::daemon::Daemon;
 
 pub(crate) struct Env {
     pub dir: PathBuf,
@@ -63,7 +63,7 @@ impl Env {
     }
 
     fn ctr(&self, args: &[&str]) -> Result<String, String> {
-        crate::common::containerd::ctr(&self.containerd_sock, args)
+        containerd::ctr(&self.containerd_sock, args)
     }
 
     fn snapshots(&self, args: &[&str]) -> Result<String, String> {
@@ -90,7 +90,7 @@ pub(crate) fn containerd_env() -> Option<(tempfile::TempDir, Env)> {
 
 /// Whether containerd, ctr and runc are installed (each missing one skips the test, saying so).
 pub fn containerd_peers() -> bool {
-    crate::common::containerd::peers()
+    containerd::peers()
 }
 
 /// A one-layer OCI image of Debian's static busybox, as an OCI archive.

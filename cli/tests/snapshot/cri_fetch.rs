@@ -3,10 +3,11 @@
 //! registry client and importer, not containerd's; when that fetch fails, containerd fetches
 //! and unpacks the layers itself.
 
-use crate::common::containerd::{CRI_NAMESPACE, Containerd, Plugins};
 use crate::common::cri;
-use crate::remote::{assert_fsck_clean, busybox_in_a_registry, containerd_snapshots};
+use crate::containerd::Env;
+use crate::remote::{assert_fsck_clean, busybox_in_a_registry, containerd_snapshots, run_busybox};
 use crate::server::Registry;
+use strata_testkit::containerd::{Containerd, Plugins};
 
 /// The log line `strata serve` writes for each image it fetched for containerd.
 const FETCHED: &str = "fetched an image for containerd";
@@ -22,30 +23,15 @@ fn blob_gets(registry: &Registry, digest: &str) -> Vec<String> {
         .collect()
 }
 
-/// `ctr run --rm` of `image` on `strata` in the CRI plugin's namespace: busybox writes a file
-/// and prints it with `/etc/passwd`.
-fn run_busybox(containerd: &Containerd, image: &str, name: &str) {
-    let out = containerd
-        .ctr_in(
-            CRI_NAMESPACE,
-            &[
-                "run",
-                "--rm",
-                "--snapshotter",
-                "strata",
-                image,
-                name,
-                "/bin/busybox",
-                "sh",
-                "-c",
-                "echo hello > /tmp/x && cat /tmp/x /etc/passwd",
-            ],
-        )
-        .unwrap();
-    assert_eq!(
-        out.lines().collect::<Vec<_>>(),
-        ["hello", "root:x:0:0:root:/root:/bin/sh"]
-    );
+/// A private containerd with snapshot annotations on, after its CRI plugin pulled `reference`
+/// (as kubelet does) onto `strata`.
+fn pull_with_cri(env: &Env, reference: &str) -> Containerd {
+    let plugins = Plugins::CriAnnotated {
+        sandbox_image: None,
+    };
+    let containerd = cri::start_containerd(&env.dir, &env.strata_sock, plugins);
+    cri::pull_image(containerd.socket(), reference).unwrap();
+    containerd
 }
 
 #[test]
@@ -57,15 +43,7 @@ fn cri_pull_fetches_layers_through_strata() {
     let serve = env.serve();
     assert_eq!(env.strata_json(&["images"]), serde_json::json!([]));
 
-    let containerd = Containerd::start_with(
-        &env.dir,
-        &env.strata_sock,
-        Plugins::CriAnnotated {
-            sandbox_image: None,
-        },
-    );
-    assert_eq!(cri::wait_ready(containerd.socket()).unwrap(), "containerd");
-    cri::pull_image(containerd.socket(), &reference).unwrap();
+    let containerd = pull_with_cri(&env, &reference);
 
     // Strata's importer brought the layer, and only Strata's client fetched it.
     let line = serve.wait_for_line(FETCHED);
@@ -115,16 +93,8 @@ fn a_failed_fetch_leaves_the_pull_to_containerd() {
     .unwrap();
     let serve = env.serve();
 
-    let containerd = Containerd::start_with(
-        &env.dir,
-        &env.strata_sock,
-        Plugins::CriAnnotated {
-            sandbox_image: None,
-        },
-    );
-    assert_eq!(cri::wait_ready(containerd.socket()).unwrap(), "containerd");
     let reference = format!("{mirrored}/strata/busybox:1");
-    cri::pull_image(containerd.socket(), &reference).unwrap();
+    let containerd = pull_with_cri(&env, &reference);
 
     let line = serve.wait_for_line("fetching an image for containerd failed");
     assert!(line.contains(&reference), "{line}");
@@ -147,15 +117,7 @@ fn no_fetch_leaves_the_pull_to_containerd() {
     let pushed = blob_gets(&registry, &layer).len();
     let serve = env.serve_with(&["--no-fetch"]);
 
-    let containerd = Containerd::start_with(
-        &env.dir,
-        &env.strata_sock,
-        Plugins::CriAnnotated {
-            sandbox_image: None,
-        },
-    );
-    assert_eq!(cri::wait_ready(containerd.socket()).unwrap(), "containerd");
-    cri::pull_image(containerd.socket(), &reference).unwrap();
+    let containerd = pull_with_cri(&env, &reference);
 
     let gets = blob_gets(&registry, &layer);
     assert_eq!(gets.len(), pushed + 1, "{gets:#?}");

@@ -7,12 +7,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::containerd::{Containerd, Plugins};
 use crate::common::cri::{self, CONTAINER_EXITED, NAMESPACE_MODE_NODE};
 use crate::common::ok;
 use crate::recipe::mounts_under;
 use crate::remote::{assert_fsck_clean, busybox_in_a_registry, containerd_snapshots};
 use crate::server::Registry;
+use strata_testkit::containerd::{Containerd, Plugins};
 
 /// How long the container may take to run and exit, and its log line to appear, before the
 /// test fails instead of hanging.
@@ -87,7 +87,7 @@ fn a_pod_runs_on_images_strata_fetched() {
     };
     let pause = push_pause(&env.dir, &registry);
     let serve = env.serve();
-    let containerd = Containerd::start_with(
+    let containerd = cri::start_containerd(
         &env.dir,
         &env.strata_sock,
         Plugins::CriAnnotated {
@@ -95,7 +95,6 @@ fn a_pod_runs_on_images_strata_fetched() {
         },
     );
     let socket = containerd.socket();
-    assert_eq!(cri::wait_ready(socket).unwrap(), "containerd");
 
     let logs = env.dir.join("pod-logs");
     std::fs::create_dir_all(&logs).unwrap();

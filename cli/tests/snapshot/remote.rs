@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-use crate::common::containerd::{CRI_NAMESPACE, Containerd, Plugins};
 use crate::common::{cri, ok};
 use crate::containerd::{Env, containerd_env};
 use crate::server::{Access, Registry};
+use strata_testkit::containerd::{CRI_NAMESPACE, Containerd, Plugins};
 
 /// A private containerd's environment, a private registry and Debian's busybox pushed to it
 /// (see [`push_busybox`]); `None`, and the test skips, without containerd or the registry.
@@ -85,8 +85,7 @@ fn containerd_pulls_pre_pulled_layers_without_fetching_them() {
     assert!(layers[0]["materialized"].is_string(), "{layers}");
 
     // containerd's CRI pull, as kubelet's: manifest and config only.
-    let containerd = Containerd::start_with(&env.dir, &env.strata_sock, Plugins::Cri);
-    assert_eq!(cri::wait_ready(containerd.socket()).unwrap(), "containerd");
+    let containerd = cri::start_containerd(&env.dir, &env.strata_sock, Plugins::Cri);
     cri::pull_image(containerd.socket(), &reference).unwrap();
     assert_eq!(
         layer_gets(),
@@ -97,23 +96,7 @@ fn containerd_pulls_pre_pulled_layers_without_fetching_them() {
     let remote = containerd_snapshots(&env, "strata.remote/");
     assert_eq!(remote.len(), 1, "{remote:?}");
     let ctr = |args: &[&str]| containerd.ctr_in(CRI_NAMESPACE, args);
-    let hello = ctr(&[
-        "run",
-        "--rm",
-        "--snapshotter",
-        "strata",
-        &reference,
-        "remote-hello",
-        "/bin/busybox",
-        "sh",
-        "-c",
-        "echo hello > /tmp/x && cat /tmp/x /etc/passwd",
-    ])
-    .unwrap();
-    assert_eq!(
-        hello.lines().collect::<Vec<_>>(),
-        ["hello", "root:x:0:0:root:/root:/bin/sh"]
-    );
+    run_busybox(&containerd, &reference, "remote-hello");
     assert_fsck_clean(&env);
 
     // containerd's garbage collector removes its snapshots, and leaves the store's image whole.
@@ -134,4 +117,30 @@ fn containerd_pulls_pre_pulled_layers_without_fetching_them() {
     assert_eq!(busybox, std::fs::read("/bin/busybox").unwrap());
     drop(guard);
     assert_fsck_clean(&env);
+}
+
+/// `ctr run --rm` of `image` on `strata` in the CRI plugin's namespace: busybox writes a file
+/// and prints it with `/etc/passwd`.
+pub(crate) fn run_busybox(containerd: &Containerd, image: &str, name: &str) {
+    let out = containerd
+        .ctr_in(
+            CRI_NAMESPACE,
+            &[
+                "run",
+                "--rm",
+                "--snapshotter",
+                "strata",
+                image,
+                name,
+                "/bin/busybox",
+                "sh",
+                "-c",
+                "echo hello > /tmp/x && cat /tmp/x /etc/passwd",
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["hello", "root:x:0:0:root:/root:/bin/sh"]
+    );
 }

@@ -4,6 +4,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use strata_testkit::tree;
 use tempfile::TempDir;
 
 pub use strata_testkit::can_mount;
@@ -118,65 +119,17 @@ pub fn errno(err: &io::Error) -> Option<rustix::io::Errno> {
     err.raw_os_error().map(rustix::io::Errno::from_raw_os_error)
 }
 
-/// What a tree looks like to a reader, entry by entry (relative path → summary), for comparing
-/// a materialized tree with the kernel's overlay view.
-pub fn snapshot(root: &Path) -> io::Result<std::collections::BTreeMap<PathBuf, String>> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        let meta = match fs::symlink_metadata(&path) {
-            Ok(meta) => meta,
-            // Overlay lists a whiteout that sits in a lower dir merging with nothing, yet no
-            // lookup finds it: it is not there for a reader.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && path != root => continue,
-            Err(e) => return Err(e),
-        };
-        let ft = meta.file_type();
-        let body = if ft.is_dir() {
-            for entry in fs::read_dir(&path)? {
-                stack.push(entry?.path());
-            }
-            "dir".to_owned()
-        } else if ft.is_file() {
-            let bytes = fs::read(&path)?;
-            let mut hasher = std::hash::DefaultHasher::new();
-            std::hash::Hash::hash(&bytes, &mut hasher);
-            format!(
-                "file len={} hash={:x}",
-                bytes.len(),
-                std::hash::Hasher::finish(&hasher)
-            )
-        } else if ft.is_symlink() {
-            format!("symlink {:?}", fs::read_link(&path)?)
-        } else if ft.is_char_device() || ft.is_block_device() {
-            format!("dev {:x}", meta.rdev())
-        } else {
-            "fifo/socket".to_owned()
-        };
-        let xattrs: Vec<String> = strata_cow::xattr::all(&path)?
-            .into_iter()
-            .filter(|(name, _)| !strata_cow::conventions::is_overlay_xattr(name))
-            .map(|(n, v)| {
-                format!(
-                    "{}={}",
-                    String::from_utf8_lossy(&n),
-                    String::from_utf8_lossy(&v)
-                )
-            })
-            .collect();
-        let summary = format!(
-            "{body} mode={:o} owner={}:{} mtime={}.{} xattrs={xattrs:?}",
-            meta.mode(),
-            meta.uid(),
-            meta.gid(),
-            meta.mtime(),
-            meta.mtime_nsec(),
-        );
-        let rel = path.strip_prefix(root).expect("under root").to_path_buf();
-        out.insert(rel, summary);
-    }
-    Ok(out)
+/// What a tree looks like to a reader, entry by entry, the root included, for comparing a
+/// materialized tree with the kernel's overlay view: all but overlay's own xattrs, and mtimes to
+/// the nanosecond.
+pub fn snapshot(root: &Path) -> tree::Snapshot {
+    let options = tree::Options::default()
+        .with_root()
+        .with_xattrs(tree::Xattrs::Matching(|name| {
+            !strata_cow::conventions::is_overlay_xattr(name)
+        }))
+        .with_mtime(tree::Mtime::Nanos);
+    tree::snapshot(root, &options)
 }
 
 /// A reflink-capable XFS filesystem in a sparse image file, loop-mounted for one test.

@@ -8,8 +8,9 @@ use std::process::Command;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use strata_diff::{ApplyOptions, Compression, ContentCheck, WriteOptions};
+use strata_testkit::tree;
 
-use crate::support::{assert_same_tree, both, can_mount, set_mtime, state};
+use crate::support::{both, can_mount, set_mtime, state};
 
 /// An old/new pair with every kind of change a layer carries.
 fn fixture(old: &Path, new: &Path) {
@@ -60,16 +61,12 @@ fn fixture(old: &Path, new: &Path) {
     }
 }
 
+/// Every path under `root`, parents first.
 fn walk(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(root).unwrap() {
-        let p = e.unwrap().path();
-        if fs::symlink_metadata(&p).unwrap().is_dir() {
-            out.extend(walk(&p));
-        }
-        out.push(p);
-    }
-    out
+    tree::snapshot(root, &tree::Options::default())
+        .into_keys()
+        .map(|path| root.join(path))
+        .collect()
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -80,10 +77,6 @@ fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    run(Command::new("cp").arg("-a").arg(from.join(".")).arg(to));
 }
 
 #[test]
@@ -98,7 +91,7 @@ fn gnu_tar_with_whiteout_handling_applies_our_layers() {
         tempfile::tempdir().unwrap(),
     );
     fixture(old.path(), new.path());
-    copy_tree(old.path(), copy.path());
+    tree::copy(old.path(), copy.path());
     let set = both(old.path(), new.path(), ContentCheck::Ambiguous);
     let layer = work.path().join("layer.tar.gz");
     strata_diff::write_layer(
@@ -114,7 +107,7 @@ fn gnu_tar_with_whiteout_handling_applies_our_layers() {
         .arg("-C")
         .arg(copy.path()));
     apply_whiteouts(copy.path());
-    assert_same_tree(&state(copy.path()), &state(new.path()));
+    tree::assert_same(&state(copy.path()), &state(new.path()));
 }
 
 /// Removes each `.wh.<name>` marker and the `<name>` it hides.
@@ -215,7 +208,7 @@ fn umoci_unpacks_images_made_of_our_layers() {
         .arg("--image")
         .arg(format!("{}:t", layout.display()))
         .arg(&bundle));
-    assert_same_tree(&state(&bundle.join("rootfs")), &state(new.path()));
+    tree::assert_same(&state(&bundle.join("rootfs")), &state(new.path()));
 }
 
 #[test]
@@ -243,7 +236,7 @@ fn we_apply_layers_made_by_umoci() {
         .args(["unpack", "--image", &image])
         .arg(&bundle));
     let rootfs = bundle.join("rootfs");
-    copy_tree(old.path(), &rootfs);
+    tree::copy(old.path(), &rootfs);
     run(Command::new("umoci")
         .args(["repack", "--refresh-bundle", "--image", &image])
         .arg(&bundle));
@@ -256,7 +249,7 @@ fn we_apply_layers_made_by_umoci() {
             fs::remove_file(&p).unwrap()
         }
     }
-    copy_tree(new.path(), &rootfs);
+    tree::copy(new.path(), &rootfs);
     run(Command::new("umoci")
         .args(["repack", "--image", &image])
         .arg(&bundle));
@@ -283,5 +276,5 @@ fn we_apply_layers_made_by_umoci() {
         let bytes = read_blob(layer["digest"].as_str().unwrap());
         strata_diff::apply_layer(&bytes[..], target.path(), &ApplyOptions::default()).unwrap();
     }
-    assert_same_tree(&state(target.path()), &state(new.path()));
+    tree::assert_same(&state(target.path()), &state(new.path()));
 }

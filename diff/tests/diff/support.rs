@@ -1,13 +1,10 @@
 //! Helpers shared by the test modules: diffs run both ways, tree snapshots, layer building.
 
-use std::collections::BTreeMap;
-use std::fs;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rustix::fs::{AtFlags, CWD, Timespec, Timestamps};
 use strata_diff::{ChangeSet, ContentCheck, DiffOptions, Threads};
+use strata_testkit::tree::{self, Mtime, Options, Snapshot, Xattrs};
 
 /// `changes(old, new)` run sequentially and on a 4-thread pool; asserts both agree.
 pub fn both(old: &Path, new: &Path, content: ContentCheck) -> ChangeSet {
@@ -64,108 +61,15 @@ pub fn set_mtime(path: &Path, sec: i64, nsec: i64) {
     .unwrap();
 }
 
-/// Everything a layer must carry about one entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Node {
-    pub kind: String,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub mtime: i64,
-    pub rdev: u64,
-    pub target: Option<Vec<u8>>,
-    /// sha256 of a regular file's bytes.
-    pub content: Option<String>,
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    /// The first path (in sorted order) of this entry's hardlink group, if it has one.
-    pub link_group: Option<PathBuf>,
-}
-
-/// Every entry below `root` (not the root itself), keyed by relative path.
-pub fn state(root: &Path) -> BTreeMap<PathBuf, Node> {
-    let mut out = BTreeMap::new();
-    walk(root, Path::new(""), &mut out);
-    let mut first: BTreeMap<(u64, u64), PathBuf> = BTreeMap::new();
-    let mut links = BTreeMap::new();
-    for path in out.keys() {
-        let meta = fs::symlink_metadata(root.join(path)).unwrap();
-        if meta.is_file() && meta.nlink() > 1 {
-            let group = first
-                .entry((meta.dev(), meta.ino()))
-                .or_insert_with(|| path.clone());
-            links.insert(path.clone(), group.clone());
-        }
-    }
-    for (path, group) in links {
-        out.get_mut(&path).unwrap().link_group = Some(group);
-    }
-    out
-}
-
-fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Node>) {
-    let mut names: Vec<_> = fs::read_dir(root.join(rel))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    names.sort();
-    for name in names {
-        let path = rel.join(&name);
-        let full = root.join(&path);
-        let meta = fs::symlink_metadata(&full).unwrap();
-        let ft = meta.file_type();
-        let kind = if ft.is_dir() {
-            "dir"
-        } else if ft.is_symlink() {
-            "symlink"
-        } else if ft.is_file() {
-            "file"
-        } else if ft.is_fifo() {
-            "fifo"
-        } else if ft.is_char_device() {
-            "char"
-        } else if ft.is_block_device() {
-            "block"
-        } else {
-            "other"
-        };
-        let xattrs = strata_cow::xattr::all(&full)
-            .unwrap()
-            .into_iter()
-            .filter(|(n, _)| n.as_slice() != b"security.selinux")
-            .collect();
-        out.insert(
-            path.clone(),
-            Node {
-                kind: kind.into(),
-                mode: meta.mode() & 0o7777,
-                uid: meta.uid(),
-                gid: meta.gid(),
-                mtime: meta.mtime(),
-                rdev: if ft.is_char_device() || ft.is_block_device() {
-                    meta.rdev()
-                } else {
-                    0
-                },
-                target: ft.is_symlink().then(|| {
-                    fs::read_link(&full)
-                        .unwrap()
-                        .as_os_str()
-                        .as_bytes()
-                        .to_vec()
-                }),
-                content: ft.is_file().then(|| {
-                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-                        fs::read(&full).unwrap(),
-                    ))
-                }),
-                xattrs,
-                link_group: None,
-            },
-        );
-        if ft.is_dir() {
-            walk(root, &path, out);
-        }
-    }
+/// Every entry below `root` (not the root itself), keyed by relative path, with everything a
+/// layer must carry about it: kind and content, mode, owner, mtime (whole seconds, as tar keeps
+/// them), xattrs but SELinux's label (the machine's, not the layer's), hard-link groups.
+pub fn state(root: &Path) -> Snapshot {
+    let options = Options::default()
+        .with_xattrs(Xattrs::Matching(|name| name != b"security.selinux"))
+        .with_mtime(Mtime::Seconds)
+        .with_links();
+    tree::snapshot(root, &options)
 }
 
 pub use strata_testkit::can_mount;
@@ -256,21 +160,4 @@ fn set_field(field: &mut [u8], value: &[u8]) {
     assert!(value.len() <= field.len(), "raw names fit the field");
     field.fill(0);
     field[..value.len()].copy_from_slice(value);
-}
-
-/// Asserts two tree states are equal, naming only the entries that differ.
-#[track_caller]
-pub fn assert_same_tree(got: &BTreeMap<PathBuf, Node>, want: &BTreeMap<PathBuf, Node>) {
-    let mut diffs = Vec::new();
-    for path in got
-        .keys()
-        .chain(want.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-    {
-        match (got.get(path), want.get(path)) {
-            (Some(g), Some(w)) if g == w => {}
-            (g, w) => diffs.push(format!("{}:\n  got  {g:?}\n  want {w:?}", path.display())),
-        }
-    }
-    assert!(diffs.is_empty(), "trees differ:\n{}", diffs.join("\n"));
 }

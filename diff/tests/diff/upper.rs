@@ -10,8 +10,9 @@ use strata_diff::{
     ApplyOptions, ChangeSet, Compression, ContentCheck, DiffError, DiffOptions, Threads,
     WriteOptions,
 };
+use strata_testkit::tree;
 
-use crate::support::{assert_same_tree, both, can_mount, lines, state};
+use crate::support::{both, can_mount, lines, state};
 
 /// `upper_changes` run sequentially and on a 4-thread pool; asserts both agree.
 fn upper_both(lowers: &[&Path], upper: &Path) -> Result<ChangeSet, DiffError> {
@@ -169,17 +170,11 @@ fn upper_changes_match_the_mounted_two_tree_walk_and_apply_to_the_container_view
 
     // Applying the fast path's layer to a copy of the lowers' view gives the container's view.
     let copy = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(s.p("old").join("."))
-        .arg(copy.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    tree::copy(&s.p("old"), copy.path());
     let mut layer = Vec::new();
     strata_diff::write_layer(&fast, &WriteOptions::new(Compression::None), &mut layer).unwrap();
     strata_diff::apply_layer(&layer[..], copy.path(), &ApplyOptions::default()).unwrap();
-    assert_same_tree(&state(copy.path()), &state(&s.p("new")));
+    tree::assert_same(&state(copy.path()), &state(&s.p("new")));
 }
 
 #[test]

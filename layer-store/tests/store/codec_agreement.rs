@@ -4,9 +4,10 @@
 //! entries describe).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use proptest::prelude::*;
@@ -15,6 +16,7 @@ use strata_layer_store::TarError;
 use strata_layer_store::fuzzing as tarstream;
 use strata_layer_store::{Entry, EntryKind, Limits, ObjectId};
 use strata_testkit::hostile::pax_record;
+use strata_testkit::tree::{self, Kind, Options};
 
 /// Small limits, so that generated layers reach every one of them cheaply.
 fn limits() -> Limits {
@@ -189,15 +191,6 @@ fn write_member(out: &mut Vec<u8>, member: &Member, sum: Sum) {
     out.resize(out.len().next_multiple_of(512), 0);
 }
 
-/// What a path holds in the tree: the kind, the contents (files) or target (symlinks).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Node {
-    Dir,
-    File(Vec<u8>),
-    Symlink(Vec<u8>),
-    Fifo,
-}
-
 /// File contents by object.
 type Objects = BTreeMap<ObjectId, Vec<u8>>;
 
@@ -218,8 +211,8 @@ fn import(layer: &[u8]) -> Result<(Vec<Entry>, Objects), TarError> {
 /// The tree the import's entries describe, as an applier onto an empty directory makes it.
 /// Whiteouts hide only what the layer did not write itself; an opaque marker makes its
 /// directory (without writing it) and hides what is in it that the layer did not write.
-fn model(entries: &[Entry], objects: &Objects) -> BTreeMap<Vec<u8>, Node> {
-    let mut tree: BTreeMap<Vec<u8>, Node> = BTreeMap::new();
+fn model(entries: &[Entry], objects: &Objects) -> BTreeMap<Vec<u8>, Kind> {
+    let mut tree: BTreeMap<Vec<u8>, Kind> = BTreeMap::new();
     let mut written: BTreeSet<Vec<u8>> = BTreeSet::new();
     let parents = |path: &[u8]| -> Vec<Vec<u8>> {
         let slashes = path.iter().enumerate().filter(|(_, b)| **b == b'/');
@@ -237,7 +230,7 @@ fn model(entries: &[Entry], objects: &Objects) -> BTreeMap<Vec<u8>, Node> {
         }
         let hidden = if name == b".wh..wh..opq" {
             for p in parents(path) {
-                tree.entry(p).or_insert(Node::Dir);
+                tree.entry(p).or_insert(Kind::Dir);
             }
             Some(parent.to_vec())
         } else if let Some(hidden) = name.strip_prefix(b".wh.") {
@@ -252,7 +245,7 @@ fn model(entries: &[Entry], objects: &Objects) -> BTreeMap<Vec<u8>, Node> {
                 continue;
             }
             // A directory the layer wrote loses what it did not write, as if opaque.
-            (tree.get(&target) == Some(&Node::Dir)).then_some(target)
+            (tree.get(&target) == Some(&Kind::Dir)).then_some(target)
         } else {
             None
         };
@@ -266,17 +259,17 @@ fn model(entries: &[Entry], objects: &Objects) -> BTreeMap<Vec<u8>, Node> {
             continue;
         }
         let node = match &entry.kind {
-            EntryKind::Dir => Node::Dir,
-            EntryKind::File { object, .. } => Node::File(objects[object].clone()),
+            EntryKind::Dir => Kind::Dir,
+            EntryKind::File { object, .. } => Kind::File(objects[object].clone()),
             EntryKind::Hardlink { target } => tree.get(target).cloned().expect("a held file"),
-            EntryKind::Symlink { target } => Node::Symlink(target.clone()),
-            _ => Node::Fifo,
+            EntryKind::Symlink { target } => Kind::Symlink(OsStr::from_bytes(target).into()),
+            _ => Kind::Fifo,
         };
         for p in parents(path) {
-            tree.insert(p.clone(), Node::Dir);
+            tree.insert(p.clone(), Kind::Dir);
             written.insert(p);
         }
-        if node != Node::Dir {
+        if node != Kind::Dir {
             let prefix = below(path);
             tree.retain(|k, _| !k.starts_with(&prefix));
         }
@@ -286,39 +279,17 @@ fn model(entries: &[Entry], objects: &Objects) -> BTreeMap<Vec<u8>, Node> {
     tree
 }
 
-/// The tree under `root`.
-fn walk(root: &Path) -> BTreeMap<Vec<u8>, Node> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let rel = path
-                .strip_prefix(root)
-                .unwrap()
-                .as_os_str()
-                .as_encoded_bytes();
-            let meta = fs::symlink_metadata(&path).unwrap();
-            let node = if meta.is_dir() {
-                stack.push(path.clone());
-                Node::Dir
-            } else if meta.file_type().is_symlink() {
-                Node::Symlink(
-                    fs::read_link(&path)
-                        .unwrap()
-                        .into_os_string()
-                        .into_encoded_bytes(),
-                )
-            } else if meta.file_type().is_fifo() {
-                Node::Fifo
-            } else {
-                assert_eq!(meta.mode() & 0o7777, 0o644, "{path:?}");
-                Node::File(fs::read(&path).unwrap())
-            };
-            out.insert(rel.to_vec(), node);
-        }
-    }
-    out
+/// The tree under `root`, in the model's shape; every file in it has mode 0644.
+fn walk(root: &Path) -> BTreeMap<Vec<u8>, Kind> {
+    tree::snapshot(root, &Options::default())
+        .into_iter()
+        .map(|(path, node)| {
+            if let Kind::File(_) = node.kind {
+                assert_eq!(node.mode, 0o644, "{path:?}");
+            }
+            (path.into_os_string().into_encoded_bytes(), node.kind)
+        })
+        .collect()
 }
 
 fn is_root() -> bool {

@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
+use strata_testkit::tree::{self, Kind, Mtime, Options, Xattrs};
 
 /// One entry of a test layer.
 #[derive(Debug, Clone)]
@@ -331,31 +332,18 @@ pub fn apply_model(layers: &[Vec<Item>]) -> BTreeMap<String, Node> {
 
 /// Reads a real directory tree into the model's shape.
 pub fn read_tree(root: &Path) -> BTreeMap<String, Node> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut out = BTreeMap::new();
-    let mut stack: Vec<PathBuf> = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let rel = path
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            let meta = fs::symlink_metadata(&path).unwrap();
-            let mode = meta.permissions().mode() & 0o7777;
-            let node = if meta.file_type().is_symlink() {
-                Node::Symlink(fs::read_link(&path).unwrap().to_string_lossy().into_owned())
-            } else if meta.is_dir() {
-                stack.push(path.clone());
-                Node::Dir(mode)
-            } else {
-                Node::File(fs::read(&path).unwrap(), mode)
+    tree::snapshot(root, &Options::default())
+        .into_iter()
+        .map(|(path, node)| {
+            let model = match node.kind {
+                Kind::File(data) => Node::File(data, node.mode),
+                Kind::Dir => Node::Dir(node.mode),
+                Kind::Symlink(target) => Node::Symlink(target.to_string_lossy().into_owned()),
+                other => panic!("{path:?}: {other:?} has no place in the model"),
             };
-            out.insert(rel, node);
-        }
-    }
-    out
+            (path.to_string_lossy().into_owned(), model)
+        })
+        .collect()
 }
 
 /// A varied two-layer image: nested dirs, a long name, xattrs, links, and in layer 2 a whiteout,
@@ -415,22 +403,21 @@ pub type Meta = (u32, u32, Option<i64>, Vec<(Vec<u8>, Vec<u8>)>);
 /// Owner, mtime (non-directories only: implicit parents get the time of creation) and user
 /// xattrs of every entry under `root`.
 pub fn read_meta(root: &Path) -> BTreeMap<String, Meta> {
-    use std::os::unix::fs::MetadataExt;
-    let mut out = BTreeMap::new();
-    for rel in read_tree(root).keys() {
-        let path = root.join(rel);
-        let meta = fs::symlink_metadata(&path).unwrap();
-        let xattrs = if meta.file_type().is_symlink() {
-            Vec::new()
-        } else {
-            strata_cow::xattr::all(&path)
-                .unwrap()
-                .into_iter()
-                .filter(|(name, _)| name.starts_with(b"user."))
-                .collect()
-        };
-        let mtime = (!meta.is_dir()).then(|| meta.mtime());
-        out.insert(rel.clone(), (meta.uid(), meta.gid(), mtime, xattrs));
-    }
-    out
+    let options = Options::default()
+        .with_mtime(Mtime::Seconds)
+        .with_xattrs(Xattrs::Matching(|name| name.starts_with(b"user.")));
+    tree::snapshot(root, &options)
+        .into_iter()
+        .map(|(path, node)| {
+            let mtime = node
+                .mtime
+                .filter(|_| node.kind != Kind::Dir)
+                .map(|(s, _)| s);
+            let (uid, gid) = node.owner;
+            (
+                path.to_string_lossy().into_owned(),
+                (uid, gid, mtime, node.xattrs),
+            )
+        })
+        .collect()
 }

@@ -3,12 +3,12 @@
 //! directory and a victim file stay byte-identical, and the layout is complete at the
 //! destination or absent. Also: an image that lists one layer twice exports.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use strata_layer_store::{ExportError, Store, StoreError};
+use strata_testkit::tree;
 
 use crate::fixtures::{Comp, Image, Item, sample_layers, sha256};
 use crate::import;
@@ -45,30 +45,9 @@ fn sandbox() -> Sandbox {
     }
 }
 
-/// Every entry under `dir`: relative path → (mode, content or link target).
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = fs::symlink_metadata(&path).unwrap();
-            let body = if meta.is_symlink() {
-                fs::read_link(&path)
-                    .unwrap()
-                    .into_os_string()
-                    .into_encoded_bytes()
-            } else if meta.is_dir() {
-                stack.push(path.clone());
-                Vec::new()
-            } else {
-                fs::read(&path).unwrap()
-            };
-            let rel = path.strip_prefix(dir).unwrap().to_path_buf();
-            out.insert(rel, (meta.permissions().mode(), body));
-        }
-    }
-    out
+/// Every entry under `dir`: kind, content or link target, mode and owner.
+fn snapshot(dir: &Path) -> tree::Snapshot {
+    tree::snapshot(dir, &tree::Options::default())
 }
 
 /// The names the old exporter staged in, for `dest` named `name`.
@@ -156,15 +135,9 @@ fn a_failed_export_leaves_nothing_behind() {
     // A layer the store cannot rebuild: its objects are gone, and it keeps no blob.
     fs::remove_dir_all(sandbox.store.root().join("blobs")).unwrap();
     let objects = sandbox.store.root().join("objects");
-    let mut stack = vec![objects];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                fs::remove_file(&path).unwrap();
-            }
+    for (path, node) in snapshot(&objects) {
+        if node.kind != tree::Kind::Dir {
+            fs::remove_file(objects.join(path)).unwrap();
         }
     }
     assert!(sandbox.store.export("img", &shared.join("out")).is_err());

@@ -138,20 +138,22 @@ struct World {
 }
 
 impl World {
-    /// A registry open to everyone.
-    fn new() -> World {
+    /// A registry open to everyone; `None` (the test skips, saying why) without docker-registry.
+    fn new() -> Option<World> {
         World::with_access(Access::Open)
     }
 
-    fn with_access(access: Access<'_>) -> World {
-        let registry = Registry::start(access);
+    /// A registry open to `access`; `None` (the test skips, saying why) when a tool it needs is
+    /// missing.
+    fn with_access(access: Access<'_>) -> Option<World> {
+        let registry = Registry::start_if_installed(access)?;
         let tmp = tempfile::tempdir().unwrap();
         let source = store(&tmp.path().join("source"));
-        World {
+        Some(World {
             registry,
             tmp,
             source,
-        }
+        })
     }
 
     /// `127.0.0.1:PORT/repo`.

@@ -22,12 +22,12 @@ fn for_platform(mut image: Image, platform: &Platform) -> Image {
 
 #[test]
 fn an_index_yields_the_host_platform_by_default_and_another_on_request() {
-    if !(strata_testkit::peer("docker-registry", "docker-registry")
-        && strata_testkit::peer("skopeo", "skopeo"))
-    {
+    if !strata_testkit::peer("skopeo", "skopeo") {
         return;
     }
-    let world = World::new();
+    let Some(world) = World::new() else {
+        return;
+    };
     let host = Platform::host();
     let other: Platform = if host.architecture == "arm64" {
         "linux/amd64"

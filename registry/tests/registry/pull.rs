@@ -14,10 +14,9 @@ use crate::{World, app_image, assert_exports, base_image, fixtures, pull_options
 
 #[test]
 fn push_then_pull_into_a_fresh_store_exports_the_same_bytes() {
-    if !strata_testkit::peer("docker-registry", "docker-registry") {
+    let Some(world) = World::new() else {
         return;
-    }
-    let world = World::new();
+    };
     let image = app_image();
     world.import(&image, "app");
     let reference = world.reference("strata/app:v1");
@@ -57,11 +56,10 @@ fn push_then_pull_into_a_fresh_store_exports_the_same_bytes() {
 
 #[test]
 fn a_layer_held_from_another_blob_is_fetched_again_to_keep_the_images_digests() {
-    if !strata_testkit::peer("docker-registry", "docker-registry") {
-        return;
-    }
     // The same tar compressed by zlib-rs and by GNU gzip: one layer, two blobs.
-    let world = World::new();
+    let Some(world) = World::new() else {
+        return;
+    };
     let items = [crate::layer("same", 21, 300 << 10)];
     let zlib = Image::new(&items, Comp::Gzip);
     let gnu = Image::new(&items, Comp::GzipCli);
@@ -84,10 +82,9 @@ fn a_layer_held_from_another_blob_is_fetched_again_to_keep_the_images_digests() 
 
 #[test]
 fn pull_fetches_only_layers_the_store_lacks() {
-    if !strata_testkit::peer("docker-registry", "docker-registry") {
+    let Some(world) = World::new() else {
         return;
-    }
-    let world = World::new();
+    };
     let app = app_image();
     let base_ref = world.publish(&base_image(), "base");
     let app_ref = world.publish(&app, "app");
@@ -123,11 +120,10 @@ fn pull_fetches_only_layers_the_store_lacks() {
 
 #[test]
 fn a_pull_reports_files_the_store_already_held_from_another_image() {
-    if !strata_testkit::peer("docker-registry", "docker-registry") {
-        return;
-    }
     // Two layers that differ (note.txt names the layer) but carry the same data.bin.
-    let world = World::new();
+    let Some(world) = World::new() else {
+        return;
+    };
     let first = world.publish(&single("x", 5, 256 << 10), "x");
     let second = world.publish(&single("y", 5, 256 << 10), "y");
     let target = world.store("target");
@@ -155,10 +151,9 @@ impl Progress for CancelAfter {
 
 #[test]
 fn an_interrupted_pull_resumes_from_the_bytes_on_disk() {
-    if !strata_testkit::peer("docker-registry", "docker-registry") {
+    let Some(world) = World::new() else {
         return;
-    }
-    let world = World::new();
+    };
     let image = single("big", 7, 4 << 20);
     let reference = world.publish(&image, "big");
 
@@ -215,12 +210,11 @@ fn leave_partial(
 
 #[test]
 fn a_partial_download_on_disk_is_resumed_if_good_and_discarded_if_corrupt() {
-    if !strata_testkit::peer("docker-registry", "docker-registry") {
-        return;
-    }
     // Interrupting by SIGKILL mid-blob is the CLI test's (a stalling proxy); here the partial
     // file a killed process leaves is written by hand.
-    let world = World::new();
+    let Some(world) = World::new() else {
+        return;
+    };
     let image = single("k", 9, 1 << 20);
     let blob = &image.blobs[0];
     let reference = world.publish(&image, "k");
@@ -245,10 +239,9 @@ fn a_partial_download_on_disk_is_resumed_if_good_and_discarded_if_corrupt() {
 
 #[test]
 fn a_registry_that_ignores_ranges_gets_the_blob_from_the_start() {
-    if !strata_testkit::peer("docker-registry", "docker-registry") {
+    let Some(world) = World::new() else {
         return;
-    }
-    let world = World::new();
+    };
     let image = single("r", 12, 1 << 20);
     let blob = &image.blobs[0];
     let direct = world.publish(&image, "r");
@@ -276,10 +269,9 @@ fn a_registry_that_ignores_ranges_gets_the_blob_from_the_start() {
 
 #[test]
 fn parallel_pulls_of_images_sharing_layers_leave_a_clean_store() {
-    if !strata_testkit::peer("docker-registry", "docker-registry") {
+    let Some(world) = World::new() else {
         return;
-    }
-    let world = World::new();
+    };
     let (base, app) = (base_image(), app_image());
     let base_ref = world.publish(&base, "base");
     let app_ref = world.publish(&app, "app");
@@ -305,10 +297,9 @@ fn parallel_pulls_of_images_sharing_layers_leave_a_clean_store() {
 
 #[test]
 fn a_blob_the_registry_serves_wrong_is_refused_with_nothing_visible() {
-    if !strata_testkit::peer("docker-registry", "docker-registry") {
+    let Some(world) = World::new() else {
         return;
-    }
-    let world = World::new();
+    };
     let image = base_image();
     let reference = world.publish(&image, "img");
     // Same length, one byte flipped, in the registry's own storage.
@@ -336,10 +327,9 @@ fn a_blob_the_registry_serves_wrong_is_refused_with_nothing_visible() {
 
 #[test]
 fn bad_references_and_missing_images_name_what_is_wrong() {
-    if !strata_testkit::peer("docker-registry", "docker-registry") {
+    let Some(world) = World::new() else {
         return;
-    }
-    let world = World::new();
+    };
     let target = world.store("target");
     let err = RegistryError::from(target.pull("has spaces/x", &pull_options()).unwrap_err());
     assert!(matches!(err, RegistryError::BadReference { .. }), "{err}");

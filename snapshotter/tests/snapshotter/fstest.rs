@@ -1,9 +1,10 @@
 //! Trees built by code and compared by content, in the manner of continuity's `fstest`.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+
+use strata_testkit::tree;
 
 /// One change to a tree; paths are relative to its root.
 #[derive(Debug, Clone)]
@@ -69,83 +70,12 @@ pub fn apply(root: &Path, ops: &[Op]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// What is compared of each entry (the root itself is not).
-#[derive(Debug, PartialEq, Eq)]
-struct Entry {
-    kind: &'static str,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    content: Vec<u8>,
-    /// Other paths of the tree sharing this inode (hardlinks).
-    links: Vec<String>,
-}
-
-fn manifest(root: &Path) -> BTreeMap<String, Entry> {
-    let mut by_inode: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let rel = path
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            let meta = fs::symlink_metadata(&path).unwrap();
-            let (kind, content) = if meta.is_dir() {
-                stack.push(path.clone());
-                ("dir", Vec::new())
-            } else if meta.file_type().is_symlink() {
-                (
-                    "symlink",
-                    fs::read_link(&path)
-                        .unwrap()
-                        .into_os_string()
-                        .into_encoded_bytes(),
-                )
-            } else if meta.is_file() {
-                ("file", fs::read(&path).unwrap())
-            } else {
-                ("other", meta.rdev().to_le_bytes().to_vec())
-            };
-            if meta.is_file() && meta.nlink() > 1 {
-                by_inode.entry(meta.ino()).or_default().push(rel.clone());
-            }
-            out.insert(
-                rel,
-                Entry {
-                    kind,
-                    mode: meta.mode() & 0o7777,
-                    uid: meta.uid(),
-                    gid: meta.gid(),
-                    content,
-                    links: Vec::new(),
-                },
-            );
-        }
-    }
-    for group in by_inode.into_values().filter(|g| g.len() > 1) {
-        for path in &group {
-            let mut others: Vec<String> = group.iter().filter(|p| *p != path).cloned().collect();
-            others.sort();
-            out.get_mut(path).unwrap().links = others;
-        }
-    }
-    out
-}
-
-/// Panics with the first difference between two trees.
+/// Panics naming every entry in which `actual` differs from `expected` (the roots aside): kind
+/// and content, mode, owner, hard-link groups.
 pub fn assert_same_tree(expected: &Path, actual: &Path) {
-    let (want, got) = (manifest(expected), manifest(actual));
-    for (path, entry) in &want {
-        assert_eq!(Some(entry), got.get(path), "{path} in {}", actual.display());
-    }
-    let extra: Vec<&String> = got.keys().filter(|p| !want.contains_key(*p)).collect();
-    assert!(
-        extra.is_empty(),
-        "unexpected entries in {}: {extra:?}",
-        actual.display()
+    let options = tree::Options::default().with_links();
+    tree::assert_same(
+        &tree::snapshot(actual, &options),
+        &tree::snapshot(expected, &options),
     );
 }

@@ -26,6 +26,12 @@ pub struct TokenServer {
 }
 
 impl TokenServer {
+    /// Starts one when the `openssl` CLI is installed; otherwise the test is skipped, saying
+    /// so (see [`crate::peer`]), and this returns `None`.
+    pub fn start_if_installed() -> Option<TokenServer> {
+        crate::peer("openssl", "openssl").then(TokenServer::start)
+    }
+
     /// Starts one, with a fresh key and certificate (made by the `openssl` CLI).
     pub fn start() -> TokenServer {
         let dir = tempfile::tempdir().unwrap();

@@ -4,16 +4,17 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::daemon::Daemon;
+use crate::daemon::Daemon;
 
 /// The namespace the tests' ctr calls use.
 const NAMESPACE: &str = "strata-test";
 
-/// Whether containerd, ctr and runc are installed (each missing one skips the test, saying so).
+/// Whether containerd, ctr and runc are installed: each missing one skips the test, saying so
+/// (or fails it under `STRATA_REQUIRE_PEERS=1`, see [`crate::peer`]).
 pub fn peers() -> bool {
-    strata_testkit::peer("containerd", "containerd")
-        && strata_testkit::peer("ctr", "containerd")
-        && strata_testkit::peer("runc", "runc")
+    crate::peer("containerd", "containerd")
+        && crate::peer("ctr", "containerd")
+        && crate::peer("runc", "runc")
 }
 
 /// Which of containerd's plugins a private containerd runs beyond the basics.

@@ -110,6 +110,7 @@ impl Daemon {
         self.child.id()
     }
 
+    /// Sends it `signal` (by PID) and waits for it to end.
     pub fn kill(&mut self, signal: rustix::process::Signal) {
         let pid = rustix::process::Pid::from_child(&self.child);
         let _ = rustix::process::kill_process(pid, signal);
