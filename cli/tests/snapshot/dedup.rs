@@ -9,7 +9,7 @@ use std::process::Command;
 
 use strata_benches::{Edits, Profile, Shape, generate, mutate};
 
-use crate::common::containerd::Containerd;
+use strata_testkit::containerd::Containerd;
 use crate::common::run_ok;
 use crate::containerd::containerd_env;
 
