@@ -97,16 +97,21 @@ pub fn containerd_peers() -> bool {
 fn busybox_image(dir: &Path) -> PathBuf {
     let layout = dir.join("layout");
     strata_testkit::busybox::busybox_layout(&layout);
-    let archive = dir.join("busybox.tar");
+    archive_layout(&layout, &dir.join("busybox.tar"))
+}
+
+/// Tars the OCI layout at `layout` into the OCI archive `archive` (what `ctr images import`
+/// takes); returns `archive`.
+pub(crate) fn archive_layout(layout: &Path, archive: &Path) -> PathBuf {
     run_ok(
         Command::new("tar")
             .arg("-C")
-            .arg(&layout)
+            .arg(layout)
             .arg("-cf")
-            .arg(&archive)
+            .arg(archive)
             .arg("."),
     );
-    archive
+    archive.to_owned()
 }
 
 /// Passes `archive` through a second Strata store (`strata import`, then `strata export`), so that

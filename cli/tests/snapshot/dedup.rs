@@ -9,9 +9,9 @@ use std::process::Command;
 
 use strata_benches::{Edits, Profile, Shape, generate, mutate};
 
-use strata_testkit::containerd::Containerd;
 use crate::common::run_ok;
-use crate::containerd::containerd_env;
+use crate::containerd::{Env, archive_layout, containerd_env};
+use strata_testkit::containerd::Containerd;
 
 /// Where the test images are named.
 const IMAGES: &str = "strata.test/dedup";
@@ -42,16 +42,7 @@ fn images(dir: &Path) -> (PathBuf, PathBuf, Vec<String>) {
         let layout = dir.join(format!("layout-{name}"));
         let reference = format!("{IMAGES}/{name}:1");
         strata_testkit::busybox::busybox_layout_with_data(&layout, tree, &reference);
-        let archive = dir.join(format!("{name}.tar"));
-        run_ok(
-            Command::new("tar")
-                .arg("-C")
-                .arg(&layout)
-                .arg("-cf")
-                .arg(&archive)
-                .arg("."),
-        );
-        archive
+        archive_layout(&layout, &dir.join(format!("{name}.tar")))
     };
     let files = regular_files(&base);
     (archive(&base, "base"), archive(&app, "app"), files)
@@ -167,15 +158,45 @@ fn reads_and_writes(
         .unwrap_or_else(|e| panic!("container of {image} on {snapshotter}: {e}"))
 }
 
-#[test]
-fn two_images_with_common_files_share_their_bytes_and_run_as_on_overlayfs() {
-    let Some((_tmp, env)) = containerd_env() else {
-        return;
-    };
+/// What both tests need: the peers, stubs, and the two images.
+struct Setup {
+    _tmp: tempfile::TempDir,
+    env: Env,
+    base: PathBuf,
+    app: PathBuf,
+    /// Regular files of the base image, under `/data`.
+    files: Vec<String>,
+}
+
+/// The [`Setup`], or `None` (the test skips, saying why).
+fn setup() -> Option<Setup> {
+    let (tmp, env) = containerd_env()?;
     if !stubs() {
-        return;
+        return None;
     }
     let (base, app, files) = images(&env.dir);
+    Some(Setup {
+        _tmp: tmp,
+        env,
+        base,
+        app,
+        files,
+    })
+}
+
+#[test]
+fn two_images_with_common_files_share_their_bytes_and_run_as_on_overlayfs() {
+    // `_tmp` bound, not `..`: the temp dir lives as long as the test.
+    let Some(Setup {
+        _tmp,
+        env,
+        base,
+        app,
+        files,
+    }) = setup()
+    else {
+        return;
+    };
     let _serve = env.serve();
     let containerd = Containerd::start(&env.dir, &env.strata_sock);
 
@@ -200,13 +221,16 @@ fn two_images_with_common_files_share_their_bytes_and_run_as_on_overlayfs() {
 
 #[test]
 fn a_sigkill_in_the_middle_of_a_deduplicating_commit_leaves_a_store_that_unpacks_again() {
-    let Some((_tmp, env)) = containerd_env() else {
+    let Some(Setup {
+        _tmp,
+        env,
+        base,
+        files,
+        ..
+    }) = setup()
+    else {
         return;
     };
-    if !stubs() {
-        return;
-    }
-    let (base, _, files) = images(&env.dir);
     let containerd = Containerd::start(&env.dir, &env.strata_sock);
     let mut paused = env.serve_env(&[("STRATA_TEST_PAUSE", "dedup")]);
     let importing = std::thread::scope(|s| {
