@@ -65,9 +65,14 @@ impl Store {
         self.root().join("blobs").join("sha256")
     }
 
+    /// Where the kept blob `digest` is, if the store keeps it.
+    pub(crate) fn kept_blob_path(&self, digest: &Sha256) -> PathBuf {
+        self.blobs_dir().join(digest.hex())
+    }
+
     /// The kept blob `digest`, if the store keeps it.
     pub(crate) fn kept_blob(&self, digest: &Sha256) -> Option<PathBuf> {
-        let path = self.blobs_dir().join(digest.hex());
+        let path = self.kept_blob_path(digest);
         path.is_file().then_some(path)
     }
 

@@ -158,8 +158,10 @@ impl Store {
     /// from), so a caller can announce digest and size before writing; `None` when it would
     /// only know them after (a blob of another tool that the store does not keep).
     pub fn layer_blob_size(&self, record: &LayerRecord, blob: &Sha256) -> Option<u64> {
-        if let Some(kept) = self.kept_blob(blob) {
-            return std::fs::metadata(kept).ok().map(|m| m.len());
+        if let Ok(kept) = std::fs::metadata(self.kept_blob_path(blob))
+            && kept.is_file()
+        {
+            return Some(kept.len());
         }
         let rebuilt = *blob == record.blob_digest && compress::settings_found(&record.compression);
         rebuilt.then_some(record.blob_size)

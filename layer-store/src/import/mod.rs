@@ -488,7 +488,7 @@ impl Store {
             .zip(recorded)
             .map(|(layer, recorded)| match (layer.diff_id, &layer.digest) {
                 (Some(diff_id), Some(Digest::Sha256(digest))) if recorded => {
-                    self.has_layer_blob_under(&diff_id, digest, policy)
+                    self.has_blob_of_held_layer(&diff_id, digest, policy)
                 }
                 _ => Ok(recorded),
             })

@@ -70,19 +70,17 @@ impl Store {
     /// tar compressed by another tool) is not enough: blob `digest` must be read again, to be
     /// kept, or the export of an image naming it would rewrite its manifest.
     pub fn has_layer_blob(&self, diff_id: &Sha256, digest: &Sha256) -> Result<bool, StoreError> {
-        self.has_layer_blob_under(diff_id, digest, self.blob_policy())
+        Ok(self.has_layer(diff_id)?
+            && self.has_blob_of_held_layer(diff_id, digest, self.blob_policy())?)
     }
 
-    /// [`has_layer_blob`](Store::has_layer_blob) under `policy`.
-    pub(crate) fn has_layer_blob_under(
+    /// [`has_layer_blob`](Store::has_layer_blob) under `policy`, for a layer the store holds.
+    pub(crate) fn has_blob_of_held_layer(
         &self,
         diff_id: &Sha256,
         digest: &Sha256,
         policy: BlobPolicy,
     ) -> Result<bool, StoreError> {
-        if !self.has_layer(diff_id)? {
-            return Ok(false);
-        }
         if policy != BlobPolicy::Keep || digest == diff_id || self.kept_blob(digest).is_some() {
             return Ok(true);
         }
