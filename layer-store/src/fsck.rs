@@ -11,7 +11,7 @@ use crate::db;
 use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
 use crate::lock::LockMode;
-use crate::object::{ObjectId, hash_file};
+use crate::object::{ObjectId, ObjectName, hash_file, is_fan};
 use crate::record::{self, Kind};
 use crate::store::Store;
 
@@ -99,8 +99,8 @@ impl std::fmt::Display for Problem {
     }
 }
 
-/// Object files under `objects/`, with their ids.
-pub(crate) type ObjectFiles = Vec<(ObjectId, std::path::PathBuf)>;
+/// Object files under `objects/`, with their names.
+pub(crate) type ObjectFiles = Vec<(ObjectName, std::path::PathBuf)>;
 
 /// The metadata tables, decoded as far as they decode.
 pub(crate) struct Metadata {
@@ -167,27 +167,30 @@ impl Store {
             }
             report.problems.push(Problem::StrayFile { path: stray });
         }
-        let checked: Vec<Result<Option<Problem>, StoreError>> = files
+        // A short name holds only part of the id: its object is checked by hashing it and
+        // comparing the name with the hash's.
+        let checked: Vec<Result<Option<(ObjectName, Problem)>, StoreError>> = files
             .par_iter()
-            .map(|(id, path)| {
+            .map(|(name, path)| {
                 let actual = hash_file(path)?;
-                Ok((actual != *id).then(|| Problem::CorruptObject {
-                    id: id.hex(),
-                    actual: actual.hex(),
+                Ok((!name.matches(&actual)).then(|| {
+                    let problem = Problem::CorruptObject {
+                        id: name.to_string(),
+                        actual: actual.hex(),
+                    };
+                    (*name, problem)
                 }))
             })
             .collect();
         let mut bad_objects = HashSet::new();
         for problem in checked {
-            if let Some(problem) = problem? {
-                if let Problem::CorruptObject { id, .. } = &problem {
-                    bad_objects.insert(id.clone());
-                    if options.repair {
-                        let from = objects.join(&id[..2]).join(&id[2..]);
-                        let to = self.root().join("quarantine").join(id);
-                        fs::rename(&from, &to).at(&to)?;
-                        report.quarantined.push(id.clone());
-                    }
+            if let Some((name, problem)) = problem? {
+                bad_objects.insert(name);
+                if options.repair {
+                    let from = self.objects.path(&name);
+                    let to = self.root().join("quarantine").join(name.to_string());
+                    fs::rename(&from, &to).at(&to)?;
+                    report.quarantined.push(name.to_string());
                 }
                 report.problems.push(problem);
             }
@@ -217,14 +220,18 @@ impl Store {
             }
             let mut seen = HashSet::new();
             for (object, _) in record.objects() {
-                let hex = object.hex();
-                if seen.insert(object)
-                    && (bad_objects.contains(&hex) || !self.objects.contains(&object))
-                {
+                if !seen.insert(object) {
+                    continue;
+                }
+                let good = match self.objects.find(&object)? {
+                    Some(name) => !bad_objects.contains(&name),
+                    None => false,
+                };
+                if !good {
                     missing.insert(object);
                     report.problems.push(Problem::MissingObject {
                         layer: id.clone(),
-                        object: hex,
+                        object: object.hex(),
                     });
                 }
             }
@@ -298,9 +305,10 @@ impl Store {
         Ok(restored)
     }
 
-    /// Every object file under `objects/` with its id, and every entry there that is not one
-    /// (a directory or special file, a misnamed file, anything at the top level that is not a
-    /// fan-out directory), relative to `objects/`.
+    /// Every object file under `objects/` with its name (short or long: both kinds share
+    /// fan-out directories), and every entry there that is not one (a directory or special
+    /// file, a misnamed file, anything at the top level that is not a fan-out directory),
+    /// relative to `objects/`.
     pub(crate) fn object_files(&self) -> Result<(ObjectFiles, Vec<String>), StoreError> {
         let objects = self.objects_dir().to_path_buf();
         let mut files = Vec::new();
@@ -308,12 +316,7 @@ impl Store {
         for fan in fs::read_dir(&objects).at(&objects)? {
             let fan = fan.at(&objects)?;
             let prefix = fan.file_name().to_string_lossy().into_owned();
-            let is_fan = prefix.len() == 2
-                && prefix
-                    .bytes()
-                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-                && fan.file_type().at(&fan.path())?.is_dir();
-            if !is_fan {
+            if !(is_fan(&prefix) && fan.file_type().at(&fan.path())?.is_dir()) {
                 strays.push(prefix);
                 continue;
             }
@@ -321,10 +324,9 @@ impl Store {
             for entry in fs::read_dir(&fan).at(&fan)? {
                 let entry = entry.at(&fan)?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let id = format!("{prefix}{name}").parse::<ObjectId>();
-                match id {
-                    Ok(id) if entry.file_type().at(&entry.path())?.is_file() => {
-                        files.push((id, entry.path()));
+                match ObjectName::parse(&prefix, &name) {
+                    Some(object) if entry.file_type().at(&entry.path())?.is_file() => {
+                        files.push((object, entry.path()));
                     }
                     _ => strays.push(format!("{prefix}/{name}")),
                 }

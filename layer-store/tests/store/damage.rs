@@ -218,12 +218,13 @@ fn strays_in_objects_are_reported_and_quarantined_not_fatal() {
     fs::create_dir(objects.join(&fan).join("a-directory")).unwrap();
     fs::write(objects.join(&fan).join("not-an-id"), b"x").unwrap();
     fs::write(objects.join("top-level-file"), b"x").unwrap();
-    fs::create_dir(objects.join("zz")).unwrap();
+    // Not two base64url characters: no fan-out directory.
+    fs::create_dir(objects.join("zzz")).unwrap();
     let strays = vec![
         format!("{fan}/a-directory"),
         format!("{fan}/not-an-id"),
         "top-level-file".to_owned(),
-        "zz".to_owned(),
+        "zzz".to_owned(),
     ];
     let mut expected: Vec<Problem> = strays
         .iter()
