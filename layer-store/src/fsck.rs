@@ -38,9 +38,10 @@ impl FsckOptions {
 pub enum Problem {
     /// An object's bytes do not hash to its name.
     CorruptObject {
-        /// The object's name.
+        /// The object's file name, fan-out and name run together: 22 base64url characters
+        /// (the start of its id), or 64 hex digits in stores written before short names.
         id: String,
-        /// What its bytes hash to.
+        /// What its bytes hash to (hex).
         actual: String,
     },
     /// An entry in `objects/` that is not an object file in its fan-out directory (a
@@ -124,10 +125,11 @@ pub struct FsckReport {
     pub images_checked: u64,
     /// Problems, in the order found.
     pub problems: Vec<Problem>,
-    /// Objects moved to `quarantine/` (with repair).
+    /// Objects moved to `quarantine/` (with repair), by file name (fan-out and name run
+    /// together), and stray entries, by path.
     pub quarantined: Vec<String>,
     /// Missing or corrupt objects put back (with repair) from a checkout holding the same
-    /// bytes; the problems found stay listed above.
+    /// bytes, by id (hex); the problems found stay listed above.
     pub restored: Vec<String>,
 }
 
