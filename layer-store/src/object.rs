@@ -1,6 +1,6 @@
-//! Content objects: every regular file's bytes stored once under `objects/ab/cdef…`, named by
-//! their blake3 hash (see [`name`] for the two forms of names), immutable (mode 0444), written
-//! under `tmp/` and renamed into place.
+//! Content objects: every regular file's bytes stored once under `objects/<fan-out>/<name>`,
+//! named by their blake3 hash (see [`name`] for the two forms of names), immutable (mode 0444),
+//! written under `tmp/` and renamed into place.
 
 mod name;
 
