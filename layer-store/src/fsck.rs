@@ -19,7 +19,8 @@ use crate::store::Store;
 #[derive(Debug, Clone, Copy, Default)]
 #[non_exhaustive]
 pub struct FsckOptions {
-    /// Move corrupt objects to `quarantine/` (under the exclusive store lock).
+    /// Move corrupt objects to `quarantine/` and give objects of stores written before short
+    /// names their short names (under the exclusive store lock).
     pub repair: bool,
 }
 
@@ -131,6 +132,12 @@ pub struct FsckReport {
     /// Missing or corrupt objects put back (with repair) from a checkout holding the same
     /// bytes, by id (hex); the problems found stay listed above.
     pub restored: Vec<String>,
+    /// Objects of a store written before short names that now have only their short names
+    /// (with repair), by id (hex); the stubs that named them were rewritten.
+    pub shortened: Vec<String>,
+    /// Objects that got their short names but keep their long ones for now (with repair),
+    /// because an overlay mount uses `objects/`: a repair with nothing mounted removes them.
+    pub long_names_kept: u64,
 }
 
 impl FsckReport {
@@ -198,6 +205,15 @@ impl Store {
             }
         }
         report.objects_checked = files.len() as u64;
+        if options.repair {
+            let good: ObjectFiles = files
+                .into_iter()
+                .filter(|(name, _)| !bad_objects.contains(name))
+                .collect();
+            let shortened = self.shorten_names(&good)?;
+            report.shortened = shortened.renamed;
+            report.long_names_kept = shortened.kept_long;
+        }
         let metadata = self.check_metadata()?;
         report.layers_checked = metadata.layers.len() as u64;
         report.images_checked = metadata.images.len() as u64;

@@ -57,6 +57,7 @@ pub mod name;
 mod object;
 mod progress;
 mod record;
+mod shorten;
 mod staging;
 mod store;
 mod tarstream;

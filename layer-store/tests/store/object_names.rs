@@ -74,6 +74,17 @@ fn stubs(store: &Store, name: &str) -> Vec<(PathBuf, Vec<u8>, u64, bool)> {
 
 /// Materializes image `name` with stubs and mounts it: what it shows.
 fn mounted(store: &Store, name: &str, target: &Path) -> anyhow::Result<BTreeMap<String, Node>> {
+    let (guard, tree) = mount_stubs(store, name, target)?;
+    drop(guard);
+    Ok(tree)
+}
+
+/// Materializes image `name` with stubs and mounts it at `target`: the mount and what it shows.
+fn mount_stubs(
+    store: &Store,
+    name: &str,
+    target: &Path,
+) -> anyhow::Result<(strata_cow::MountGuard, BTreeMap<String, Node>)> {
     let mut overlay = Overlay::new();
     for layer in store.image(name)?.layers.iter().rev() {
         let id = layer.hex();
@@ -88,8 +99,7 @@ fn mounted(store: &Store, name: &str, target: &Path) -> anyhow::Result<BTreeMap<
     fs::create_dir_all(target)?;
     let guard = overlay.mount_at(target)?;
     let tree = read_tree(target);
-    drop(guard);
-    Ok(tree)
+    Ok((guard, tree))
 }
 
 /// Image `name` of `store` is `image`: its layers rebuild byte for byte from the objects, a
@@ -226,5 +236,56 @@ fn a_store_of_long_named_objects_keeps_working() -> anyhow::Result<()> {
     assert_eq!(stored(&store), (needed_b, BTreeSet::from([20, 62])));
     clean(&store);
     serves(&store, "b", &b, &b_layers, tmp.path())?;
+    Ok(())
+}
+
+#[test]
+fn repair_gives_long_named_objects_short_names_and_rewrites_their_stubs() -> anyhow::Result<()> {
+    if !can_mount() {
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    let layers = sample_layers();
+    let image = Image::new(&layers, Comp::Gzip);
+    image.write_oci(&tmp.path().join("a"), "a");
+    let store = Store::open(tmp.path().join("store"))?;
+    import(&store, &tmp.path().join("a"), "a")?;
+    lengthen_names(&store);
+    let needed = needed(&store, "a");
+    let repair = FsckOptions::default().with_repair(true);
+
+    // While a mount uses objects/, a stub it looked up may still need the long name: both stay.
+    let target = tmp.path().join("mnt");
+    assert_eq!(mounted(&store, "a", &target)?, apply_model(&layers));
+    let (guard, _) = mount_stubs(&store, "a", &target)?;
+    let report = store.fsck(repair)?;
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert!(report.shortened.is_empty());
+    assert_eq!(report.long_names_kept, needed.len() as u64);
+    assert_eq!(stored(&store), (needed.clone(), BTreeSet::from([20, 62])));
+    assert!(stubs(&store, "a").iter().all(|s| s.1.len() == 24));
+    assert_eq!(read_tree(&target), apply_model(&layers));
+    // Two names of one object: GC keeps both, fsck finds both good.
+    assert_eq!(store.gc(GcOptions::default())?.objects, 0);
+    assert!(store.fsck(FsckOptions::default())?.is_clean());
+    drop(guard);
+
+    // With nothing mounted, the long names go.
+    let report = store.fsck(repair)?;
+    assert!(report.is_clean(), "{:?}", report.problems);
+    let ids: BTreeSet<ObjectId> = report
+        .shortened
+        .iter()
+        .map(|h| h.parse().unwrap())
+        .collect();
+    assert_eq!((ids, report.long_names_kept), (needed.clone(), 0));
+    assert_eq!(stored(&store), (needed, BTreeSet::from([20])));
+    assert_eq!(mounted(&store, "a", &target)?, apply_model(&layers));
+    assert!(store.fsck(repair)?.shortened.is_empty());
+    for (layer, tar) in store.image("a")?.layers.iter().zip(&image.tars) {
+        let mut rebuilt = Vec::new();
+        store.write_layer_tar(&store.layer_record(&layer.hex())?, &mut rebuilt)?;
+        assert!(rebuilt == *tar);
+    }
     Ok(())
 }
