@@ -130,7 +130,8 @@ impl Store {
                 }),
             })
             .collect();
-        // By short name: what a short-named file gives of its id, and what a long name gives too.
+        // Compared by short name: all a short-named file tells of its id (a long name tells
+        // the whole id, hence its short name too).
         let mut live_objects: HashSet<ShortName> = HashSet::new();
         let mut problems = Vec::new();
         for record in records {
