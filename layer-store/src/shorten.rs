@@ -107,13 +107,15 @@ impl Store {
     }
 
     /// Step 2: every stub of a layer tree whose redirect is a key of `redirects` gets its
-    /// value, durable. Every tree is searched, whatever strategy its row records: a crash
-    /// during a materialization may have left stubs in a tree the row does not say.
+    /// value, durable. Every tree in `layers/` is searched, whatever strategy its row records
+    /// (a crash during a materialization may have left stubs in a tree the row does not say).
     fn rewrite_stubs(&self, redirects: &HashMap<Vec<u8>, Vec<u8>>) -> Result<(), StoreError> {
         let name = Namespace::Trusted.name(Attr::Redirect);
+        // The directories, not the database's rows: a repair must not stop at a damaged row.
+        let layers = self.root().join("layers");
         let mut files = Vec::new();
-        for (id, _) in self.layers()? {
-            let tree = self.layer_tree(&id);
+        for entry in fs::read_dir(&layers).at(&layers)? {
+            let tree = entry.at(&layers)?.path().join("tree");
             if tree.is_dir() {
                 regular_files(&tree, &mut files)?;
             }
