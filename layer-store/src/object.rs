@@ -191,7 +191,7 @@ impl Objects {
     }
 
     /// Whether a file `name` exists.
-    fn exists(&self, name: &ObjectName) -> Result<bool, StoreError> {
+    pub(crate) fn exists(&self, name: &ObjectName) -> Result<bool, StoreError> {
         let path = name.relative_path();
         match rustix::fs::accessat(&self.fd, &path, Access::EXISTS, AtFlags::empty()) {
             Ok(()) => Ok(true),

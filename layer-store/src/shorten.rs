@@ -2,17 +2,16 @@
 //! and rewriting the stubs that name them, crash-safely.
 //!
 //! For every long-named object, in three steps, each durable before the next: (1) a hard link
-//! under its short name; (2) every stub of a layer tree whose redirect names the
-//! long name gets the short one; (3) the long name is removed. A crash leaves two names of one
-//! inode: stubs naming either read the same bytes, `gc` keeps both (they share a short name),
-//! `fsck` finds both good, and the next repair goes on.
+//! under its short name; (2) every stub of a layer tree whose redirect names a long name gets
+//! the short one; (3) the long name is removed. A crash leaves two names of one inode: stubs
+//! naming either read the same bytes, `gc` keeps both (they share a short name), `fsck` finds
+//! both good, and the next repair goes on.
 //!
 //! Step 3 waits while an overlay mount uses `objects/` as a layer: the kernel reads a stub's
 //! redirect when it first looks the stub up and follows it when the file is first opened,
 //! maybe much later, so a mounted stub may still need the long name. A repair run with nothing
 //! mounted removes it.
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -45,18 +44,13 @@ impl Store {
                 ObjectName::Short(_) => None,
             })
             .collect();
+        self.link_short_names(&long)?;
+        // Also when no object is long-named any more: a long-named object that was quarantined
+        // and put back (by a repair or an import) came back under its short name.
+        self.rewrite_stubs()?;
         if long.is_empty() {
             return Ok(Shortened::default());
         }
-        self.link_short_names(&long)?;
-        let redirects: HashMap<Vec<u8>, Vec<u8>> = long
-            .iter()
-            .map(|(id, _)| {
-                let old = ObjectName::long(id).redirect().into_bytes();
-                (old, ObjectName::short(id).redirect().into_bytes())
-            })
-            .collect();
-        self.rewrite_stubs(&redirects)?;
         let objects = fs::canonicalize(self.objects_dir()).at(self.objects_dir())?;
         let mounts = strata_cow::overlays_using(&objects).at(Path::new("/proc/self/mountinfo"))?;
         if let Some(point) = mounts.first() {
@@ -106,10 +100,11 @@ impl Store {
         self.sync(written)
     }
 
-    /// Step 2: every stub of a layer tree whose redirect is a key of `redirects` gets its
-    /// value, durable. Every tree in `layers/` is searched, whatever strategy its row records
-    /// (a crash during a materialization may have left stubs in a tree the row does not say).
-    fn rewrite_stubs(&self, redirects: &HashMap<Vec<u8>, Vec<u8>>) -> Result<(), StoreError> {
+    /// Step 2: every stub of a layer tree whose redirect names an object's long name gets its
+    /// short name, where the object has it, durable. Every tree in `layers/` is searched,
+    /// whatever strategy its row records (a crash during a materialization may have left stubs
+    /// in a tree the row does not say).
+    fn rewrite_stubs(&self) -> Result<(), StoreError> {
         let name = Namespace::Trusted.name(Attr::Redirect);
         // The directories, not the database's rows: a repair must not stop at a damaged row.
         let layers = self.root().join("layers");
@@ -124,13 +119,15 @@ impl Store {
             .into_par_iter()
             .map(|path| {
                 let old = strata_cow::xattr::get(&path, name).at(&path)?;
-                match old.and_then(|old| redirects.get(&old)) {
-                    Some(new) => {
-                        strata_cow::xattr::set(&path, name, new).at(&path)?;
-                        Ok(Some(path))
-                    }
-                    None => Ok(None),
+                let Some(ObjectName::Long(id)) = old.as_deref().and_then(parse_redirect) else {
+                    return Ok(None);
+                };
+                let short = ObjectName::short(&id);
+                if !self.objects.exists(&short)? {
+                    return Ok(None);
                 }
+                strata_cow::xattr::set(&path, name, short.redirect().as_bytes()).at(&path)?;
+                Ok(Some(path))
             })
             .filter_map(Result::transpose)
             .collect::<Result<_, StoreError>>()?;
@@ -140,6 +137,13 @@ impl Store {
         }
         self.sync(written)
     }
+}
+
+/// The object a redirect `/<fan-out>/<name>` names.
+fn parse_redirect(redirect: &[u8]) -> Option<ObjectName> {
+    let redirect = std::str::from_utf8(redirect).ok()?;
+    let (fan, file) = redirect.strip_prefix('/')?.split_once('/')?;
+    ObjectName::parse(fan, file)
 }
 
 /// Adds every non-empty regular file under `dir` to `out`, following no symlink.

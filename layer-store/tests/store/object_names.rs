@@ -289,3 +289,41 @@ fn repair_gives_long_named_objects_short_names_and_rewrites_their_stubs() -> any
     }
     Ok(())
 }
+
+/// A long-named object that was quarantined comes back under its short name; the next repair
+/// points the stubs that named the long name at it.
+#[test]
+fn repair_points_stubs_at_an_object_put_back_under_its_short_name() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if !can_mount() {
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    let layers = sample_layers();
+    let image = Image::new(&layers, Comp::Gzip);
+    image.write_oci(&tmp.path().join("a"), "a");
+    let store = Store::open(tmp.path().join("store"))?;
+    import(&store, &tmp.path().join("a"), "a")?;
+    lengthen_names(&store);
+    let target = tmp.path().join("mnt");
+    assert_eq!(mounted(&store, "a", &target)?, apply_model(&layers));
+    // etc/caps, which the mounted image shows.
+    let caps = store.objects_dir().join({
+        let hex = ObjectId::of(b"cap").hex();
+        format!("{}/{}", &hex[..2], &hex[2..])
+    });
+    fs::set_permissions(&caps, fs::Permissions::from_mode(0o644))?;
+    fs::write(&caps, b"cat")?;
+
+    let repair = FsckOptions::default().with_repair(true);
+    let report = store.fsck(repair)?;
+    assert_eq!(report.quarantined.len(), 1, "{report:?}");
+    assert_eq!(report.shortened.len(), needed(&store, "a").len() - 1);
+    let report = import(&store, &tmp.path().join("a"), "a")?;
+    assert_eq!(report.objects_new, 1);
+    assert!(stubs(&store, "a").iter().any(|s| s.1.len() == 66));
+    assert!(store.fsck(repair)?.is_clean());
+    assert!(stubs(&store, "a").iter().all(|s| s.1.len() == 24));
+    assert_eq!(mounted(&store, "a", &target)?, apply_model(&layers));
+    Ok(())
+}
