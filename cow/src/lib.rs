@@ -43,3 +43,13 @@ pub use guard::{MountGuard, unmount};
 /// The OS error codes [`MountError::errno`] reports (rustix's), e.g. `Errno::BUSY`.
 pub use rustix::io::Errno;
 pub use spec::MountSpec;
+
+/// Where overlays that have `dir` (an absolute path without symlinks) as one of their layers
+/// are mounted, in this process's mount namespace: a directory that live mounts use is one to
+/// leave as it is.
+///
+/// # References
+/// - [`proc_pid_mountinfo(5)`](https://man7.org/linux/man-pages/man5/proc_pid_mountinfo.5.html)
+pub fn overlays_using(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    mountinfo::overlays_using(dir)
+}

@@ -105,6 +105,27 @@ pub(crate) fn points_of(spec: &crate::MountSpec) -> io::Result<Vec<PathBuf>> {
     Ok(points_in(&table()?, spec, bind_source.as_deref()))
 }
 
+/// Where overlays that name `dir` among their layers are mounted, in this process's mount
+/// namespace (their options name every layer by its path).
+pub(crate) fn overlays_using(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    Ok(overlays_in(&table()?, dir))
+}
+
+/// Overlays of `table` whose layer options name `dir` (after `=`, `:` or `::`).
+fn overlays_in(table: &[Entry], dir: &Path) -> Vec<PathBuf> {
+    let dir = dir.to_string_lossy();
+    table
+        .iter()
+        .filter(|e| e.fs_type == "overlay")
+        .filter(|e| {
+            e.super_options
+                .split([',', '=', ':'])
+                .any(|path| path == dir)
+        })
+        .map(|e| e.point.clone())
+        .collect()
+}
+
 fn points_in(table: &[Entry], spec: &crate::MountSpec, bind_device: Option<&str>) -> Vec<PathBuf> {
     let key = |prefix: &str| spec.options.iter().find(|o| o.starts_with(prefix)).cloned();
     let overlay_key = key("upperdir=").or_else(|| key("lowerdir="));
@@ -176,6 +197,28 @@ mod tests {
         );
         assert!(submounts_in(&table, Path::new("/tmp/other")).is_empty());
         assert!(submounts_in(&table, Path::new("/nowhere")).is_empty());
+    }
+
+    #[test]
+    fn overlays_are_found_by_any_layer() {
+        let table = parse(
+            b"\
+27 1 254:0 / / rw - ext4 /dev/vda rw
+50 27 0:40 / /mnt/a rw - overlay overlay rw,lowerdir=/l/1:/l/2::/objects,metacopy=on
+51 27 0:41 / /mnt/b rw - overlay overlay rw,lowerdir+=/l/1,datadir+=/objects
+52 27 0:42 / /mnt/c rw - overlay overlay rw,lowerdir=/objects-2,upperdir=/u,workdir=/w
+53 27 254:0 /objects /mnt/d rw - ext4 /dev/vda rw
+",
+        );
+        assert_eq!(
+            overlays_in(&table, Path::new("/objects")),
+            [PathBuf::from("/mnt/a"), PathBuf::from("/mnt/b")]
+        );
+        assert_eq!(
+            overlays_in(&table, Path::new("/l/2")),
+            [PathBuf::from("/mnt/a")]
+        );
+        assert!(overlays_in(&table, Path::new("/l")).is_empty());
     }
 
     #[test]

@@ -149,7 +149,8 @@ impl Store {
             .enumerate()
             .try_for_each(|(n, (candidate, id))| {
                 let stub = staging.join(format!("stub.{n}"));
-                create_stub(&stub, candidate, id)?;
+                // Where the object is: published short-named, or found under either name.
+                create_stub(&stub, candidate, &self.objects.redirect(id)?)?;
                 fs::rename(&stub, &candidate.path).at(&candidate.path)
             })
     }
@@ -200,10 +201,9 @@ fn make_object(path: &Path, xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreEr
     rustix::fs::chmodat(CWD, path, Mode::from_raw_mode(0o444), AtFlags::empty()).at(path)
 }
 
-/// Creates at `path` the stub of `candidate`, whose bytes are object `id`.
-fn create_stub(path: &Path, candidate: &Candidate, id: &ObjectId) -> Result<(), StoreError> {
+/// Creates at `path` the stub of `candidate`, whose bytes are the object at `redirect`.
+fn create_stub(path: &Path, candidate: &Candidate, redirect: &str) -> Result<(), StoreError> {
     let meta = &candidate.meta;
-    let redirect = id.redirect();
     let stub = Stub {
         size: meta.len(),
         mode: meta.mode(),

@@ -79,9 +79,11 @@ impl Store {
             }
             let mut object_bytes = 0;
             for object in objects {
-                let path = self.objects.path(&object);
-                if let Ok(meta) = fs::symlink_metadata(&path) {
-                    object_bytes += meta.blocks() * 512;
+                if let Some(name) = self.objects.find(&object)? {
+                    let path = self.objects.path(&name);
+                    if let Ok(meta) = fs::symlink_metadata(&path) {
+                        object_bytes += meta.blocks() * 512;
+                    }
                 }
             }
             images.push(ImageUsage {

@@ -102,7 +102,7 @@ pub enum StoreError {
     /// A record references an object the store does not hold.
     #[error("object {id} is missing from the store")]
     ObjectMissing {
-        /// The object's blake3 hex.
+        /// The object's id (blake3, hex).
         id: String,
     },
     /// Something on disk does not match what was written (found by a read, not by fsck).

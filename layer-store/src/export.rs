@@ -1,7 +1,6 @@
 //! Export: rebuilding each layer tar bit for bit from its record and objects, compressing it as
 //! imported, and writing an OCI image layout.
 
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
@@ -111,14 +110,7 @@ impl Store {
                     .write_all(bytes)
                     .map_err(|e| export_io(ExportOutput::Tar, e))?,
                 Chunk::Object { id, size } => {
-                    let path = self.objects.path(id);
-                    let file = File::open(&path).map_err(|e| match e.kind() {
-                        io::ErrorKind::NotFound => StoreError::ObjectMissing { id: id.hex() },
-                        _ => StoreError::Io {
-                            path: path.clone(),
-                            source: e,
-                        },
-                    })?;
+                    let (file, path) = self.objects.open_object(id)?;
                     let copied =
                         io::copy(&mut io::Read::take(file, *size), &mut hashing).at(&path)?;
                     if copied != *size {

@@ -11,7 +11,7 @@ use crate::db;
 use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
 use crate::lock::LockMode;
-use crate::object::{ObjectId, hash_file};
+use crate::object::{ObjectId, ObjectName, hash_file, is_fan};
 use crate::record::{self, Kind};
 use crate::store::Store;
 
@@ -19,7 +19,8 @@ use crate::store::Store;
 #[derive(Debug, Clone, Copy, Default)]
 #[non_exhaustive]
 pub struct FsckOptions {
-    /// Move corrupt objects to `quarantine/` (under the exclusive store lock).
+    /// Move corrupt objects to `quarantine/` and give objects of stores written before short
+    /// names their short names (under the exclusive store lock).
     pub repair: bool,
 }
 
@@ -38,9 +39,10 @@ impl FsckOptions {
 pub enum Problem {
     /// An object's bytes do not hash to its name.
     CorruptObject {
-        /// The object's name.
+        /// The object's file name, fan-out and name run together: 22 base64url characters
+        /// (the start of its id), or 64 hex digits in stores written before short names.
         id: String,
-        /// What its bytes hash to.
+        /// What its bytes hash to (hex).
         actual: String,
     },
     /// An entry in `objects/` that is not an object file in its fan-out directory (a
@@ -110,8 +112,8 @@ impl std::fmt::Display for Problem {
     }
 }
 
-/// Object files under `objects/`, with their ids.
-pub(crate) type ObjectFiles = Vec<(ObjectId, std::path::PathBuf)>;
+/// Object files under `objects/`, with their names.
+pub(crate) type ObjectFiles = Vec<(ObjectName, std::path::PathBuf)>;
 
 /// The metadata tables, decoded as far as they decode.
 pub(crate) struct Metadata {
@@ -135,11 +137,18 @@ pub struct FsckReport {
     pub images_checked: u64,
     /// Problems, in the order found.
     pub problems: Vec<Problem>,
-    /// Objects moved to `quarantine/` (with repair).
+    /// Objects moved to `quarantine/` (with repair), by file name (fan-out and name run
+    /// together), and stray entries, by path.
     pub quarantined: Vec<String>,
     /// Missing or corrupt objects put back (with repair) from a checkout holding the same
-    /// bytes; the problems found stay listed above.
+    /// bytes, by id (hex); the problems found stay listed above.
     pub restored: Vec<String>,
+    /// Objects of a store written before short names that now have only their short names
+    /// (with repair), by id (hex); the stubs that named them were rewritten.
+    pub shortened: Vec<String>,
+    /// Objects that got their short names but keep their long ones for now (with repair),
+    /// because an overlay mount uses `objects/`: a repair with nothing mounted removes them.
+    pub long_names_kept: u64,
 }
 
 impl FsckReport {
@@ -178,32 +187,44 @@ impl Store {
             }
             report.problems.push(Problem::StrayFile { path: stray });
         }
-        let checked: Vec<Result<Option<Problem>, StoreError>> = files
+        // A short name holds only part of the id: its object is checked by hashing it and
+        // comparing the name with the hash's.
+        let checked: Vec<Result<Option<(ObjectName, Problem)>, StoreError>> = files
             .par_iter()
-            .map(|(id, path)| {
+            .map(|(name, path)| {
                 let actual = hash_file(path)?;
-                Ok((actual != *id).then(|| Problem::CorruptObject {
-                    id: id.hex(),
-                    actual: actual.hex(),
+                Ok((!name.matches(&actual)).then(|| {
+                    let problem = Problem::CorruptObject {
+                        id: name.to_string(),
+                        actual: actual.hex(),
+                    };
+                    (*name, problem)
                 }))
             })
             .collect();
         let mut bad_objects = HashSet::new();
         for problem in checked {
-            if let Some(problem) = problem? {
-                if let Problem::CorruptObject { id, .. } = &problem {
-                    bad_objects.insert(id.clone());
-                    if options.repair {
-                        let from = objects.join(&id[..2]).join(&id[2..]);
-                        let to = self.root().join("quarantine").join(id);
-                        fs::rename(&from, &to).at(&to)?;
-                        report.quarantined.push(id.clone());
-                    }
+            if let Some((name, problem)) = problem? {
+                bad_objects.insert(name);
+                if options.repair {
+                    let from = self.objects.path(&name);
+                    let to = self.root().join("quarantine").join(name.to_string());
+                    fs::rename(&from, &to).at(&to)?;
+                    report.quarantined.push(name.to_string());
                 }
                 report.problems.push(problem);
             }
         }
         report.objects_checked = files.len() as u64;
+        if options.repair {
+            let good: ObjectFiles = files
+                .into_iter()
+                .filter(|(name, _)| !bad_objects.contains(name))
+                .collect();
+            let shortened = self.shorten_names(&good)?;
+            report.shortened = shortened.renamed;
+            report.long_names_kept = shortened.kept_long;
+        }
         let metadata = self.check_metadata()?;
         report.layers_checked = metadata.layers.len() as u64;
         report.images_checked = metadata.images.len() as u64;
@@ -228,27 +249,33 @@ impl Store {
             }
             let mut seen = HashSet::new();
             for (object, _) in record.objects() {
-                let hex = object.hex();
-                if seen.insert(object)
-                    && (bad_objects.contains(&hex) || !self.objects.contains(&object))
-                {
+                if !seen.insert(object) {
+                    continue;
+                }
+                let good = match self.objects.find(&object)? {
+                    Some(name) => !bad_objects.contains(&name),
+                    None => false,
+                };
+                if !good {
                     missing.insert(object);
                     report.problems.push(Problem::MissingObject {
                         layer: id.clone(),
-                        object: hex,
+                        object: object.hex(),
                     });
                 }
             }
         }
         for (owner, object) in self.object_roots()? {
-            match object.parse::<ObjectId>() {
-                Ok(id) if !bad_objects.contains(&object) && self.objects.contains(&id) => {}
-                parsed => {
-                    missing.extend(parsed.ok());
-                    report
-                        .problems
-                        .push(Problem::MissingRootedObject { owner, object });
-                }
+            let parsed = object.parse::<ObjectId>().ok();
+            let good = match parsed.map(|id| self.objects.find(&id)).transpose()? {
+                Some(Some(name)) => !bad_objects.contains(&name),
+                _ => false,
+            };
+            if !good {
+                missing.extend(parsed);
+                report
+                    .problems
+                    .push(Problem::MissingRootedObject { owner, object });
             }
         }
         if options.repair && !missing.is_empty() {
@@ -320,9 +347,10 @@ impl Store {
         Ok(restored)
     }
 
-    /// Every object file under `objects/` with its id, and every entry there that is not one
-    /// (a directory or special file, a misnamed file, anything at the top level that is not a
-    /// fan-out directory), relative to `objects/`.
+    /// Every object file under `objects/` with its name (short or long: both kinds share
+    /// fan-out directories), and every entry there that is not one (a directory or special
+    /// file, a misnamed file, anything at the top level that is not a fan-out directory),
+    /// relative to `objects/`.
     pub(crate) fn object_files(&self) -> Result<(ObjectFiles, Vec<String>), StoreError> {
         let objects = self.objects_dir().to_path_buf();
         let mut files = Vec::new();
@@ -330,12 +358,7 @@ impl Store {
         for fan in fs::read_dir(&objects).at(&objects)? {
             let fan = fan.at(&objects)?;
             let prefix = fan.file_name().to_string_lossy().into_owned();
-            let is_fan = prefix.len() == 2
-                && prefix
-                    .bytes()
-                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-                && fan.file_type().at(&fan.path())?.is_dir();
-            if !is_fan {
+            if !(is_fan(&prefix) && fan.file_type().at(&fan.path())?.is_dir()) {
                 strays.push(prefix);
                 continue;
             }
@@ -343,10 +366,9 @@ impl Store {
             for entry in fs::read_dir(&fan).at(&fan)? {
                 let entry = entry.at(&fan)?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let id = format!("{prefix}{name}").parse::<ObjectId>();
-                match id {
-                    Ok(id) if entry.file_type().at(&entry.path())?.is_file() => {
-                        files.push((id, entry.path()));
+                match ObjectName::parse(&prefix, &name) {
+                    Some(object) if entry.file_type().at(&entry.path())?.is_file() => {
+                        files.push((object, entry.path()));
                     }
                     _ => strays.push(format!("{prefix}/{name}")),
                 }

@@ -16,7 +16,7 @@ use crate::db::LAYERS;
 use crate::error::{IoContext, StoreError};
 use crate::fsck::Problem;
 use crate::lock::LockMode;
-use crate::object::ObjectId;
+use crate::object::{ObjectId, ShortName};
 use crate::store::Store;
 
 /// How to collect.
@@ -130,11 +130,13 @@ impl Store {
                 }),
             })
             .collect();
-        let mut live_objects: HashSet<ObjectId> = HashSet::new();
+        // Compared by short name: all a short-named file tells of its id (a long name tells
+        // the whole id, hence its short name too).
+        let mut live_objects: HashSet<ShortName> = HashSet::new();
         let mut problems = Vec::new();
         for record in records {
             match record {
-                Ok(objects) => live_objects.extend(objects),
+                Ok(objects) => live_objects.extend(objects.iter().map(ShortName::of)),
                 Err(problem) => problems.push(problem),
             }
         }
@@ -143,8 +145,8 @@ impl Store {
         }
         for (_, object) in self.object_roots()? {
             // A root that does not parse keeps nothing; fsck reports it.
-            if let Ok(id) = object.parse() {
-                live_objects.insert(id);
+            if let Ok(id) = object.parse::<ObjectId>() {
+                live_objects.insert(ShortName::of(&id));
             }
         }
         if !options.dry_run && !dead.is_empty() {
@@ -169,8 +171,8 @@ impl Store {
         // Strays (what is not an object file in a fan-out directory) are left for
         // `fsck --repair` to report and quarantine.
         let (files, _strays) = self.object_files()?;
-        for (id, path) in files {
-            if !live_objects.contains(&id) {
+        for (name, path) in files {
+            if !live_objects.contains(&name.short_name()) {
                 report.bytes += self.remove(&path, options.dry_run)?;
                 report.objects += 1;
             }

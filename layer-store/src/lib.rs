@@ -60,6 +60,7 @@ mod object;
 mod progress;
 mod record;
 mod roots;
+mod shorten;
 mod staging;
 mod store;
 mod tarstream;

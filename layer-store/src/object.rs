@@ -1,5 +1,8 @@
-//! Content objects: every regular file's bytes stored once under `objects/ab/cdef…`, named by
-//! their blake3 hash, immutable (mode 0444), written under `tmp/` and renamed into place.
+//! Content objects: every regular file's bytes stored once under `objects/<fan-out>/<name>`,
+//! named by their blake3 hash (see [`name`] for the two forms of names), immutable (mode 0444),
+//! written under `tmp/` and renamed into place.
+
+mod name;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -16,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
+pub(crate) use name::{ObjectName, ShortName, is_fan};
 
 /// Files at least this large are hashed with memory mapping and rayon.
 const PARALLEL_HASH_MIN: u64 = 1 << 20;
@@ -35,15 +39,11 @@ impl ObjectId {
         hex::encode(self.0)
     }
 
-    /// Where the object lives relative to `objects/`: `ab/cdef…`.
+    /// The hex digits as a fan-out path, `ab/cdef…` (64 digits): where checkouts live, and
+    /// objects of stores written before objects got short names.
     pub fn relative_path(&self) -> String {
         let hex = self.hex();
         format!("{}/{}", &hex[..2], &hex[2..])
-    }
-
-    /// The overlay redirect naming this object inside the data-only lower `objects/`: `/ab/cdef…`.
-    pub fn redirect(&self) -> String {
-        format!("/{}", self.relative_path())
     }
 }
 
@@ -96,10 +96,11 @@ pub(crate) struct Stage {
     fd: OwnedFd,
     /// Ids staged so far: remembered here rather than asked of the file system per file.
     staged: HashSet<ObjectId>,
-    /// Which fan-out directories existed when the stage was made: an object of a fan-out that
-    /// did not is not looked up (a first import asks nothing per file). Should another import
-    /// publish it meanwhile, [`Objects::publish`] finds it there and drops the copy.
-    fanouts: [bool; 256],
+    /// Which fan-out directories existed when the stage was made: an object none of whose
+    /// names has its fan-out there is not looked up (a first import asks nothing per file).
+    /// Should another import publish it meanwhile, [`Objects::publish`] finds it there and
+    /// drops the copy.
+    fanouts: HashSet<[u8; 2]>,
 }
 
 impl Stage {
@@ -184,20 +185,57 @@ impl Objects {
         &self.dir
     }
 
-    /// Where object `id` lives.
-    pub(crate) fn path(&self, id: &ObjectId) -> PathBuf {
-        self.dir.join(id.relative_path())
+    /// The path of the object file `name`.
+    pub(crate) fn path(&self, name: &ObjectName) -> PathBuf {
+        self.dir.join(name.relative_path())
     }
 
-    /// Whether object `id` exists.
+    /// Whether a file `name` exists.
+    pub(crate) fn exists(&self, name: &ObjectName) -> Result<bool, StoreError> {
+        let path = name.relative_path();
+        match rustix::fs::accessat(&self.fd, &path, Access::EXISTS, AtFlags::empty()) {
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(e).at(&self.dir.join(path)),
+        }
+    }
+
+    /// Where object `id` is stored, if the store has it: the one lookup of an object by id.
+    /// Its short name first; then the long name, which objects of stores written before short
+    /// names keep (they are never moved, so stubs naming them stay good).
+    pub(crate) fn find(&self, id: &ObjectId) -> Result<Option<ObjectName>, StoreError> {
+        for name in [ObjectName::short(id), ObjectName::long(id)] {
+            if self.exists(&name)? {
+                return Ok(Some(name));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether object `id` exists (a lookup that fails counts as absent).
     pub(crate) fn contains(&self, id: &ObjectId) -> bool {
-        rustix::fs::accessat(
-            &self.fd,
-            id.relative_path(),
-            Access::EXISTS,
-            AtFlags::empty(),
-        )
-        .is_ok()
+        matches!(self.find(id), Ok(Some(_)))
+    }
+
+    /// The name a stub's redirect gives object `id`: where the store has it, else its short
+    /// name, where an import staging it right now publishes it (stubs are built meanwhile).
+    pub(crate) fn redirect(&self, id: &ObjectId) -> Result<String, StoreError> {
+        let name = self.find(id)?.unwrap_or_else(|| ObjectName::short(id));
+        Ok(name.redirect())
+    }
+
+    /// Opens object `id` for reading; returns its path too, for messages.
+    ///
+    /// # Errors
+    /// [`StoreError::ObjectMissing`] when the store lacks it.
+    pub(crate) fn open_object(&self, id: &ObjectId) -> Result<(File, PathBuf), StoreError> {
+        let missing = || StoreError::ObjectMissing { id: id.hex() };
+        let path = self.path(&self.find(id)?.ok_or_else(missing)?);
+        match File::open(&path) {
+            Ok(file) => Ok((file, path)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(missing()),
+            Err(e) => Err(e).at(&path),
+        }
     }
 
     /// Creates the staging directory `dir` for objects of one import.
@@ -205,12 +243,12 @@ impl Objects {
         fs::create_dir(&dir).at(&dir)?;
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let fd = rustix::fs::open(&dir, flags, Mode::empty()).at(&dir)?;
-        let mut fanouts = [false; 256];
+        let mut fanouts = HashSet::new();
         for entry in fs::read_dir(&self.dir).at(&self.dir)? {
             let name = entry.at(&self.dir)?.file_name();
-            let mut byte = [0u8];
-            if hex::decode_to_slice(name.as_encoded_bytes(), &mut byte).is_ok() {
-                fanouts[usize::from(byte[0])] = true;
+            if let Some(fan) = name.to_str().filter(|n| is_fan(n)) {
+                let fan = fan.as_bytes();
+                fanouts.insert([fan[0], fan[1]]);
             }
         }
         Ok(Stage {
@@ -221,9 +259,17 @@ impl Objects {
         })
     }
 
-    /// Whether `id` need not be staged again: the store or `stage` has it.
-    fn known(&self, stage: &Stage, id: &ObjectId) -> bool {
-        stage.staged.contains(id) || (stage.fanouts[usize::from(id.0[0])] && self.contains(id))
+    /// Whether `id` need not be staged again: the store (under either name) or `stage` has it.
+    fn known(&self, stage: &Stage, id: &ObjectId) -> Result<bool, StoreError> {
+        if stage.staged.contains(id) {
+            return Ok(true);
+        }
+        for name in [ObjectName::short(id), ObjectName::long(id)] {
+            if stage.fanouts.contains(&name.fan()) && self.exists(&name)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Stages `bytes` as an object in `stage` (a directory of one import) unless the store or
@@ -234,7 +280,7 @@ impl Objects {
         bytes: &[u8],
     ) -> Result<(ObjectId, Inserted), StoreError> {
         let id = ObjectId::of(bytes);
-        if self.known(stage, &id) {
+        if self.known(stage, &id)? {
             return Ok((id, Inserted::Existing));
         }
         let name = id.hex();
@@ -253,7 +299,7 @@ impl Objects {
         path: &Path,
         id: &ObjectId,
     ) -> Result<Inserted, StoreError> {
-        if self.known(stage, id) {
+        if self.known(stage, id)? {
             return Ok(Inserted::Existing);
         }
         rustix::fs::linkat(CWD, path, &stage.fd, id.hex(), AtFlags::empty()).at(path)?;
@@ -287,7 +333,7 @@ impl Objects {
                 });
             }
         };
-        if self.known(stage, &id) {
+        if self.known(stage, &id)? {
             fs::remove_file(&tmp_path).at(&tmp_path)?;
             return Ok((id, Inserted::Existing));
         }
@@ -300,16 +346,18 @@ impl Objects {
     /// Moves every object staged in `stage` into place and removes the staging directory (one
     /// rename at a time: the kernel serializes renames between directories anyway); `written`
     /// learns the fan-out directories that gained entries (the objects' data must be durable
-    /// already: see [`Stage::dir`]). A concurrent writer of the same bytes may have won the
-    /// race, which is fine: the content is the same. Returns how many objects were new.
+    /// already: see [`Stage::dir`]). Objects go under their short names. A concurrent writer of
+    /// the same bytes may have won the race, which is fine: the content is the same. Returns
+    /// how many objects were new.
     pub(crate) fn publish(&self, stage: &Stage, written: &mut Written) -> Result<u64, StoreError> {
         let stage_fd = &stage.fd;
-        let placed: Vec<Option<&ObjectId>> = stage
+        let placed: Vec<Option<ObjectName>> = stage
             .staged
             .iter()
             .map(|id| {
                 let name = id.hex();
-                let dest = id.relative_path();
+                let dest_name = ObjectName::short(id);
+                let dest = dest_name.relative_path();
                 let rename = || {
                     rustix::fs::renameat_with(
                         stage_fd,
@@ -331,7 +379,7 @@ impl Objects {
                     other => other,
                 };
                 match renamed {
-                    Ok(()) => Ok(Some(id)),
+                    Ok(()) => Ok(Some(dest_name)),
                     Err(Errno::EXIST) => rustix::fs::unlinkat(stage_fd, &name, AtFlags::empty())
                         .map(|()| None)
                         .at(&stage.dir.join(&name)),
@@ -340,12 +388,12 @@ impl Objects {
             })
             .collect::<Result<_, StoreError>>()?;
         fs::remove_dir(&stage.dir).at(&stage.dir)?;
-        let mut fanouts: Vec<u8> = placed.into_iter().flatten().map(|id| id.0[0]).collect();
+        let mut fanouts: Vec<[u8; 2]> = placed.into_iter().flatten().map(|n| n.fan()).collect();
         let new = fanouts.len() as u64;
         fanouts.sort_unstable();
         fanouts.dedup();
-        for byte in fanouts {
-            written.add(self.dir.join(hex::encode([byte])));
+        for fan in fanouts {
+            written.add(self.dir.join(String::from_utf8_lossy(&fan).as_ref()));
         }
         // Where a fan-out directory was new.
         written.add(self.dir.clone());
@@ -390,7 +438,7 @@ mod tests {
         assert_eq!(objects.publish(&stage, &mut written).unwrap(), 1);
         assert!(!written.is_whole_fs());
         assert_eq!((a, first, second), (b, Inserted::New, Inserted::Existing));
-        let path = objects.path(&a);
+        let path = objects.path(&objects.find(&a).unwrap().unwrap());
         assert_eq!(fs::read(&path).unwrap(), b"hello");
         assert_eq!(
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
@@ -416,12 +464,49 @@ mod tests {
             (b, Inserted::New, Inserted::New)
         );
         assert_eq!(objects.publish(&second, &mut written).unwrap(), 0);
-        assert_eq!(fs::read(objects.path(&a)).unwrap(), b"shared");
+        assert_eq!(
+            fs::read(objects.path(&objects.find(&a).unwrap().unwrap())).unwrap(),
+            b"shared"
+        );
         assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
         // A stage made now sees the fan-out and finds the object without staging it.
         let mut third = objects.stage(root.path().join("tmp/third")).unwrap();
         let (_, inserted_c) = objects.stage_bytes(&mut third, b"shared").unwrap();
         assert_eq!(inserted_c, Inserted::Existing);
+    }
+
+    #[test]
+    fn an_object_under_its_long_name_is_found_and_not_staged_again() {
+        let (root, objects) = objects();
+        let id = ObjectId::of(b"old");
+        // As a store written before short names holds it.
+        let long = ObjectName::long(&id);
+        let path = objects.path(&long);
+        fs::create_dir(path.parent().unwrap()).unwrap();
+        fs::write(&path, b"old").unwrap();
+        assert_eq!(objects.find(&id).unwrap(), Some(long));
+        assert_eq!(
+            objects.redirect(&id).unwrap(),
+            format!("/{}", id.relative_path())
+        );
+        let mut stage = objects.stage(root.path().join("tmp/stage")).unwrap();
+        let (got, inserted) = objects.stage_bytes(&mut stage, b"old").unwrap();
+        assert_eq!((got, inserted), (id, Inserted::Existing));
+        // A new object gets its short name, in a fan-out directory of its own.
+        let (new, _) = objects.stage_bytes(&mut stage, b"new").unwrap();
+        objects.publish(&stage, &mut Written::default()).unwrap();
+        let short = ObjectName::short(&new);
+        assert_eq!(objects.find(&new).unwrap(), Some(short));
+        assert_eq!(objects.redirect(&new).unwrap().len(), 24);
+        assert_eq!(fs::read(objects.path(&short)).unwrap(), b"new");
+        let (mut file, _) = objects.open_object(&id).unwrap();
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).unwrap();
+        assert_eq!(bytes, b"old");
+        assert!(matches!(
+            objects.open_object(&ObjectId::of(b"absent")),
+            Err(StoreError::ObjectMissing { .. })
+        ));
     }
 
     #[test]
@@ -457,7 +542,7 @@ mod tests {
         assert_eq!(id, ObjectId::of(&data));
         let mut written = Written::default();
         objects.publish(&stage, &mut written).unwrap();
-        let path = objects.path(&id);
+        let path = objects.path(&objects.find(&id).unwrap().unwrap());
         let meta = fs::metadata(&path).unwrap();
         assert_eq!(meta.len(), data.len() as u64);
         // Two 64 KiB runs hold data; the rest is holes.

@@ -53,7 +53,8 @@ pub enum Command {
     },
     /// Rehash every object and check every record.
     Fsck {
-        /// Move corrupt objects to quarantine/.
+        /// Move corrupt objects to quarantine/; give objects stored under long names their
+        /// short names.
         #[arg(long)]
         repair: bool,
     },
@@ -215,6 +216,19 @@ impl Command {
                     }
                     for r in &report.restored {
                         out += &format!("\nrestored object {r} from a checkout");
+                    }
+                    if !report.shortened.is_empty() {
+                        out += &format!(
+                            "\ngave {} objects their short names",
+                            report.shortened.len()
+                        );
+                    }
+                    if report.long_names_kept > 0 {
+                        out += &format!(
+                            "\n{} objects keep their long names too while objects/ is mounted; \
+                             run fsck --repair again with nothing mounted",
+                            report.long_names_kept
+                        );
                     }
                     out
                 })?;

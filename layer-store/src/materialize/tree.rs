@@ -397,7 +397,7 @@ impl<'a> Builder<'a> {
         match self.strategy {
             Strategy::Stub => {
                 let xattrs = own_xattrs(entry);
-                let redirect = object.redirect();
+                let redirect = self.store.objects.redirect(object)?;
                 let stub = Stub {
                     size,
                     mode: entry.mode,
@@ -487,14 +487,7 @@ impl<'a> Builder<'a> {
         rel: &[u8],
         reflink_only: bool,
     ) -> Result<(), StoreError> {
-        let src_path = self.store.objects.path(object);
-        let src = File::open(&src_path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StoreError::ObjectMissing { id: object.hex() },
-            _ => StoreError::Io {
-                path: src_path.clone(),
-                source: e,
-            },
-        })?;
+        let (src, _) = self.store.objects.open_object(object)?;
         let mut out = File::from(create_file(loc).map_err(self.failed(rel))?);
         match rustix::fs::ioctl_ficlone(&out, &src) {
             Ok(()) => return Ok(()),

@@ -85,6 +85,7 @@ fn fsck_finds_a_flipped_byte_and_repair_quarantines_it() -> anyhow::Result<()> {
         .max_by_key(|p| fs::metadata(p).unwrap().len())
         .unwrap();
     let mut data = fs::read(&victim)?;
+    let object = strata_layer_store::ObjectId::of(&data).hex();
     let mid = data.len() / 2;
     data[mid] ^= 0x01;
     fs::set_permissions(&victim, fs::Permissions::from_mode(0o644))?;
@@ -111,7 +112,7 @@ fn fsck_finds_a_flipped_byte_and_repair_quarantines_it() -> anyhow::Result<()> {
         report
             .problems
             .iter()
-            .any(|p| matches!(p, Problem::MissingObject { object, .. } if *object == id))
+            .any(|p| matches!(p, Problem::MissingObject { object: o, .. } if *o == object))
     );
     // Export refuses to emit a corrupt layer, when it rebuilds it (the kept blob is intact).
     let rebuilding = Store::open(store.root())?.with_blob_policy(BlobPolicy::Reproducible);

@@ -13,6 +13,7 @@ mod import_export;
 mod interop;
 mod materialize;
 mod names;
+mod object_names;
 mod power_cut;
 mod props;
 mod races;
