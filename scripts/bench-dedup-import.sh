@@ -29,22 +29,10 @@ for tree in "$BASE" "$APP"; do
     [[ -d $tree ]] || { echo "no tree at $tree (see BENCH_BASE, BENCH_APP)" >&2; exit 2; }
 done
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-dedup-import.XXXXXX")
-PIDS=()
-cleanup() {
-    local pid mnt
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    awk -v dir="$WORK/" 'index($5, dir) == 1 { print $5 }' /proc/self/mountinfo |
-        sort -r | while read -r mnt; do umount "$mnt" || umount -l "$mnt"; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/bench-lib.sh
+source "$REPO/scripts/bench-lib.sh"
+bench_work bench-dedup-import
 
-now() { date +%s.%N; }
-elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$2"; }
 du_bytes() { du -s -B1 "$1" | cut -f1; }
 mb() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1e6:.0f}')" "$1"; }
 
@@ -120,7 +108,7 @@ import_onto() {
     start=$(now)
     ctr_ images import --snapshotter "$snapshotter" "$archive" >/dev/null
     sync
-    elapsed "$start" "$(now)"
+    elapsed "$start" "$(now)" 2
 }
 
 printf '%-10s %12s %10s %12s %10s %7s\n' snapshotter "import app s" "app MB" "+ base s" "both MB" ratio

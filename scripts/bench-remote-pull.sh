@@ -39,22 +39,10 @@ default_tree=/usr/share/doc
 [[ -d /work/rootfs-bench/base ]] && default_tree=/work/rootfs-bench/base
 read -r -a TREES <<<"${BENCH_TREES:-$default_tree}"
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-remote-pull.XXXXXX")
-PIDS=()
-cleanup() {
-    local pid mnt
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    awk -v dir="$WORK/" 'index($5, dir) == 1 { print $5 }' /proc/self/mountinfo |
-        sort -r | while read -r mnt; do umount "$mnt" || umount -l "$mnt"; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/bench-lib.sh
+source "$REPO/scripts/bench-lib.sh"
+bench_work bench-remote-pull
 
-now() { date +%s.%N; }
-elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$2"; }
 stop() {
     local pid=$1 keep=() p
     kill "$pid" 2>/dev/null || true
