@@ -8,7 +8,7 @@
 //! committed before any stub points at an object; the tree's files are replaced one rename at a
 //! time, so each path holds either its file or its stub.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ use crate::db::object_roots;
 use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
 use crate::lock::LockMode;
-use crate::object::{Inserted, ObjectId, hash_file};
+use crate::object::{Inserted, ObjectId, ObjectName, hash_file};
 use crate::record::Strategy;
 use crate::store::Store;
 
@@ -138,6 +138,16 @@ impl Store {
         let mut published = Written::default();
         self.objects.publish(&stage, &mut published)?;
         self.sync(published)?;
+        // Stubs here name objects by their short names only: a repair that shortens names
+        // (shorten.rs) rewrites the stubs of layer trees, not these.
+        let mut long = Vec::new();
+        for id in ids.iter().collect::<HashSet<_>>() {
+            if let Some(name @ ObjectName::Long(_)) = self.objects.find(id)? {
+                long.push((*id, self.objects.path(&name)));
+            }
+        }
+        let long: Vec<(ObjectId, &Path)> = long.iter().map(|(id, p)| (*id, p.as_path())).collect();
+        self.link_short_names(&long)?;
         self.db.write(|tx| {
             ids.iter()
                 .try_for_each(|id| object_roots::add(tx, owner, &id.hex()))
@@ -149,8 +159,7 @@ impl Store {
             .enumerate()
             .try_for_each(|(n, (candidate, id))| {
                 let stub = staging.join(format!("stub.{n}"));
-                // Where the object is: published short-named, or found under either name.
-                create_stub(&stub, candidate, &self.objects.redirect(id)?)?;
+                create_stub(&stub, candidate, &ObjectName::short(id).redirect())?;
                 fs::rename(&stub, &candidate.path).at(&candidate.path)
             })
     }

@@ -81,7 +81,7 @@ impl Store {
 
     /// Step 1: a hard link under each object's short name (one there already holds the same
     /// bytes, as every name is trusted to), durable.
-    fn link_short_names(&self, long: &[(ObjectId, &Path)]) -> Result<(), StoreError> {
+    pub(crate) fn link_short_names(&self, long: &[(ObjectId, &Path)]) -> Result<(), StoreError> {
         let mut written = Written::default();
         for (id, path) in long {
             let dest = self.objects.path(&ObjectName::short(id));

@@ -158,3 +158,41 @@ fn fsck_names_a_rooted_object_that_is_missing() {
         [format!("owner-1 needs missing or corrupt object {object}")]
     );
 }
+
+/// A tree deduplicated over objects that still have the long names of an older store names
+/// them by their short names: a repair that drops the long names leaves it whole.
+#[test]
+fn a_tree_deduplicated_over_long_named_objects_outlives_their_renaming() {
+    if !stubs() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    Image::new(&sample_layers()[..1], Comp::Gzip).write_oci(&tmp.path().join("src"), "x");
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    import(&store, &tmp.path().join("src"), "x").unwrap();
+    crate::object_names::lengthen_names(&store);
+    let tree = tmp.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    // etc/passwd of the image.
+    std::fs::write(tree.join("passwd"), b"root:x:0:0::/root:/bin/sh\n").unwrap();
+    let want = read_tree(&tree);
+
+    let report = store.dedup_tree(&tree, "owner").unwrap();
+    assert_eq!((report.files, report.new_objects), (1, 0), "{report:?}");
+    let redirect = strata_cow::xattr::get(&tree.join("passwd"), b"trusted.overlay.redirect")
+        .unwrap()
+        .unwrap();
+    assert_eq!(redirect.len(), 24, "{}", String::from_utf8_lossy(&redirect));
+
+    let repaired = store
+        .fsck(FsckOptions::default().with_repair(true))
+        .unwrap();
+    assert!(repaired.is_clean(), "{:?}", repaired.problems);
+    assert!(
+        crate::files_under(store.objects_dir())
+            .iter()
+            .all(|name| name.len() == 23),
+        "long names are gone"
+    );
+    assert_eq!(mounted(&store, &tree, &tmp.path().join("mnt")).0, want);
+}

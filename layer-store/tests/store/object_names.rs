@@ -18,7 +18,7 @@ const REDIRECT: &[u8] = b"trusted.overlay.redirect";
 
 /// Renames every object of `store` to its long name, `ab/<62 hex digits>`: the store is then
 /// as one written before objects got short names.
-fn lengthen_names(store: &Store) {
+pub fn lengthen_names(store: &Store) {
     let objects = store.objects_dir();
     for rel in files_under(objects) {
         let path = objects.join(&rel);
