@@ -29,6 +29,18 @@ pub fn lengthen_names(store: &Store) {
     }
 }
 
+/// A store in `dir` with the sample image imported as "a", its objects then given their long
+/// names; the image's layers and the image.
+fn long_named_store(dir: &Path) -> anyhow::Result<(Store, Vec<Vec<Item>>, Image)> {
+    let layers = sample_layers();
+    let image = Image::new(&layers, Comp::Gzip);
+    image.write_oci(&dir.join("a"), "a");
+    let store = Store::open(dir.join("store"))?;
+    import(&store, &dir.join("a"), "a")?;
+    lengthen_names(&store);
+    Ok((store, layers, image))
+}
+
 /// The ids of the objects `store` holds (by hashing them), and the lengths of their file names.
 fn stored(store: &Store) -> (BTreeSet<ObjectId>, BTreeSet<usize>) {
     let objects = store.objects_dir();
@@ -245,12 +257,7 @@ fn repair_gives_long_named_objects_short_names_and_rewrites_their_stubs() -> any
         return Ok(());
     }
     let tmp = tempfile::tempdir()?;
-    let layers = sample_layers();
-    let image = Image::new(&layers, Comp::Gzip);
-    image.write_oci(&tmp.path().join("a"), "a");
-    let store = Store::open(tmp.path().join("store"))?;
-    import(&store, &tmp.path().join("a"), "a")?;
-    lengthen_names(&store);
+    let (store, layers, image) = long_named_store(tmp.path())?;
     let needed = needed(&store, "a");
     let repair = FsckOptions::default().with_repair(true);
 
@@ -299,12 +306,7 @@ fn repair_points_stubs_at_an_object_put_back_under_its_short_name() -> anyhow::R
         return Ok(());
     }
     let tmp = tempfile::tempdir()?;
-    let layers = sample_layers();
-    let image = Image::new(&layers, Comp::Gzip);
-    image.write_oci(&tmp.path().join("a"), "a");
-    let store = Store::open(tmp.path().join("store"))?;
-    import(&store, &tmp.path().join("a"), "a")?;
-    lengthen_names(&store);
+    let (store, layers, _) = long_named_store(tmp.path())?;
     let target = tmp.path().join("mnt");
     assert_eq!(mounted(&store, "a", &target)?, apply_model(&layers));
     // etc/caps, which the mounted image shows.
