@@ -1,7 +1,8 @@
-//! Deduplicating a tree in place: its regular files become the store's objects, moved by a
-//! hard link and never copied (or dropped when the object exists), and metadata-only stubs take
-//! their place, as in a layer tree materialized with [`Strategy::Stub`]. containerd's
-//! extraction snapshots go through it when committed (`strata-snapshotter`).
+//! Deduplicating a tree in place, as a layer tree materialized with the same strategy holds its
+//! files: as root, the files become the store's objects, moved by a hard link and never copied
+//! (or dropped when the object exists), and metadata-only stubs take their place; rootless,
+//! each file becomes a checkout or a hard link to one. containerd's extraction snapshots go
+//! through it when committed (`strata-snapshotter`).
 //!
 //! The order makes a crash at any point harmless (`docs/format.md`, "Deduplicating a tree"):
 //! objects are staged, flushed and published before a GC root names them, and GC roots are
@@ -10,11 +11,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, CWD, Mode, Timespec, Timestamps};
+use rustix::io::Errno;
 use serde::Serialize;
 use strata_cow::conventions::{self, Stub, is_overlay_xattr};
 use strata_cow::xattr;
@@ -23,25 +26,31 @@ use crate::db::object_roots;
 use crate::durable::Written;
 use crate::error::{IoContext, StoreError};
 use crate::lock::LockMode;
+use crate::materialize::{Checkout, checkout_path};
 use crate::object::{Inserted, ObjectId, ObjectName, hash_file};
-use crate::record::Strategy;
+use crate::record::{Strategy, Time};
 use crate::store::Store;
 
 /// Why a tree was not deduplicated.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DedupError {
-    /// Stubs need root and an overlay that takes data-only lowers
-    /// ([`probe_strategy`](crate::probe_strategy) is not [`Strategy::Stub`]); the tree is left
-    /// as it is.
-    #[error("deduplicating a tree needs metadata-only stubs: root and overlay data-only lowers")]
+    /// Stubs need root; the tree is left as it is.
+    #[error("deduplicating a tree into metadata-only stubs needs root")]
     StubsUnavailable,
+    /// Copies and reflinks share nothing a tree could be deduplicated into.
+    #[error("a tree cannot be deduplicated as {}: stubs or hard links only", strategy.name())]
+    Unsupported {
+        /// The strategy asked for.
+        strategy: Strategy,
+    },
     /// The store failed underneath (I/O, the database).
     #[error(transparent)]
     Store(Box<StoreError>),
 }
 
-/// What [`Store::dedup_tree`] did.
+/// What [`Store::dedup_tree`] did. With hard links, "objects" are checkouts (bytes and
+/// metadata).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct DedupReport {
@@ -63,27 +72,50 @@ struct Candidate {
 }
 
 impl Store {
-    /// Turns every regular file of `tree` (on the store's file system: files move by hard link
-    /// and rename) into an object of the store and a metadata-only stub
-    /// in its place (same mode, owner, times, xattrs and size), registering each object as
-    /// needed by `owner` until [`remove_gc_roots_of`](Store::remove_gc_roots_of). Mount the tree
-    /// with [`objects_dir`](Store::objects_dir) as the data-only lower afterwards. Directories
-    /// keep their times; empty files, hard links and files overlay marked (metacopy copy-ups)
-    /// stay as they are, so running it again on the same tree changes nothing. On return the
-    /// whole tree is durable.
+    /// Deduplicates the regular files of `tree` (on the store's file system: files move by hard
+    /// link and rename) against the store, as a layer materialized with `strategy` (probed when
+    /// `None`) would hold them:
+    ///
+    /// - [`Strategy::Stub`] (root): each file becomes an object of the store, and a
+    ///   metadata-only stub (same mode, owner, times, xattrs and size) takes its place. Each
+    ///   object is registered as needed by `owner` until
+    ///   [`remove_gc_roots_of`](Store::remove_gc_roots_of). Mount the tree with
+    ///   [`objects_dir`](Store::objects_dir) as the data-only lower afterwards.
+    /// - [`Strategy::Hardlink`] (rootless): each file becomes the checkout of its bytes and
+    ///   metadata, or is replaced by a hard link to the one the store has; a checkout lives as
+    ///   long as a tree links it, so `owner` is not needed.
+    ///
+    /// Directories keep their times; empty files, hard links and files overlay marked
+    /// (metacopy copy-ups) stay as they are, so running it again on the same tree changes
+    /// nothing. On return the whole tree is durable.
     ///
     /// # Errors
-    /// [`DedupError::StubsUnavailable`] without root or data-only lowers. A failure part way
-    /// leaves some files as stubs, each with its object published and rooted.
-    pub fn dedup_tree(&self, tree: &Path, owner: &str) -> Result<DedupReport, DedupError> {
-        if crate::probe_strategy() != Strategy::Stub {
-            return Err(DedupError::StubsUnavailable);
+    /// [`DedupError::StubsUnavailable`] for stubs without root, [`DedupError::Unsupported`]
+    /// for copies and reflinks. A failure part way leaves some files done, each readable.
+    pub fn dedup_tree(
+        &self,
+        tree: &Path,
+        owner: &str,
+        strategy: Option<Strategy>,
+    ) -> Result<DedupReport, DedupError> {
+        match strategy.unwrap_or_else(crate::probe_strategy) {
+            Strategy::Stub if !rustix::process::geteuid().is_root() => {
+                Err(DedupError::StubsUnavailable)
+            }
+            strategy @ (Strategy::Stub | Strategy::Hardlink) => {
+                Ok(self.dedup(tree, owner, strategy)?)
+            }
+            strategy => Err(DedupError::Unsupported { strategy }),
         }
-        Ok(self.dedup(tree, owner)?)
     }
 
     /// [`dedup_tree`](Store::dedup_tree), failing with the broad error.
-    fn dedup(&self, tree: &Path, owner: &str) -> Result<DedupReport, StoreError> {
+    fn dedup(
+        &self,
+        tree: &Path,
+        owner: &str,
+        strategy: Strategy,
+    ) -> Result<DedupReport, StoreError> {
         // GC waits: an object found here stays until its root is committed.
         let _lock = self.lock(LockMode::Shared)?;
         let mut report = DedupReport::default();
@@ -96,7 +128,10 @@ impl Store {
             .collect::<Result<_, _>>()?;
 
         let staging = self.new_tmp_dir("dedup")?;
-        let result = self.move_in(&staging, &candidates, &ids, owner, &mut report);
+        let result = match strategy {
+            Strategy::Stub => self.move_in(&staging, &candidates, &ids, owner, &mut report),
+            _ => self.link_checkouts(&staging, &candidates, &ids, &mut report),
+        };
         let _ = fs::remove_dir_all(&staging);
         result?;
 
@@ -105,8 +140,64 @@ impl Store {
         let mut written = Written::default();
         written.add_tree(tree)?;
         self.sync(written)?;
-        report.files = candidates.len() as u64;
         Ok(report)
+    }
+
+    /// Makes each of `candidates` (hashing to `ids`) the checkout of its bytes and metadata,
+    /// or replaces it by a hard link to the checkout the store has (made in `staging`).
+    fn link_checkouts(
+        &self,
+        staging: &Path,
+        candidates: &[Candidate],
+        ids: &[ObjectId],
+        report: &mut DedupReport,
+    ) -> Result<(), StoreError> {
+        // A checkout's bytes are trusted by its name: durable before it has one.
+        let mut data = Written::default();
+        for candidate in candidates {
+            data.add(candidate.path.clone());
+        }
+        self.sync(data)?;
+        let mut named = Written::default();
+        for (n, (candidate, id)) in candidates.iter().zip(ids).enumerate() {
+            let meta = &candidate.meta;
+            let checkout = Checkout {
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+                mtime: mtime(meta),
+                xattrs: candidate.xattrs.clone(),
+            };
+            let (path, _) = checkout_path(self, id, &checkout)?;
+            let fan = path.parent().unwrap_or(&path).to_path_buf();
+            match fs::create_dir(&fan) {
+                Ok(()) => named.add(self.root().join("checkouts")),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).at(&fan),
+            }
+            match fs::hard_link(&candidate.path, &path) {
+                Ok(()) => {
+                    named.add(fan);
+                    report.new_objects += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let link = staging.join(format!("link.{n}"));
+                    match rustix::fs::linkat(CWD, &path, CWD, &link, AtFlags::empty()) {
+                        // As many links as the file system allows: this file stays itself.
+                        Err(Errno::MLINK) => {
+                            report.skipped += 1;
+                            continue;
+                        }
+                        other => other.at(&path)?,
+                    }
+                    fs::rename(&link, &candidate.path).at(&candidate.path)?;
+                    report.shared_bytes += meta.len();
+                }
+                Err(e) => return Err(e).at(&path),
+            }
+            report.files += 1;
+        }
+        self.sync(named)
     }
 
     /// Publishes the objects of `candidates` (hashing to `ids`), roots them for `owner`, then
@@ -153,6 +244,7 @@ impl Store {
                 .try_for_each(|id| object_roots::add(tx, owner, &id.hex()))
         })?;
         pause_for_crash_test();
+        report.files = candidates.len() as u64;
         candidates
             .par_iter()
             .zip(ids)
@@ -184,7 +276,9 @@ fn scan(
         if !meta.is_file() || meta.len() == 0 {
             continue;
         }
-        let xattrs = xattr::all(&path).at(&path)?;
+        let mut xattrs = xattr::all(&path).at(&path)?;
+        // As a layer record keeps them: a checkout's key depends on the order.
+        xattrs.sort();
         // A hard link's other names would keep the data; overlay's own files point elsewhere.
         if meta.nlink() > 1 || xattrs.iter().any(|(name, _)| is_overlay_xattr(name)) {
             report.skipped += 1;
@@ -218,14 +312,25 @@ fn create_stub(path: &Path, candidate: &Candidate, redirect: &str) -> Result<(),
         mode: meta.mode(),
         uid: meta.uid(),
         gid: meta.gid(),
-        mtime: conventions::Time {
-            sec: meta.mtime(),
-            nsec: u32::try_from(meta.mtime_nsec()).unwrap_or(0),
+        mtime: {
+            let time = mtime(meta);
+            conventions::Time {
+                sec: time.sec,
+                nsec: time.nsec,
+            }
         },
         xattrs: &candidate.xattrs,
         redirect: redirect.as_bytes(),
     };
     conventions::create_metacopy_stub(path, &stub).at(path)
+}
+
+/// The modification time of `meta`.
+fn mtime(meta: &fs::Metadata) -> Time {
+    Time {
+        sec: meta.mtime(),
+        nsec: u32::try_from(meta.mtime_nsec()).unwrap_or(0),
+    }
 }
 
 /// Puts back the access and modification times the directories had before their files were

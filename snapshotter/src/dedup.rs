@@ -4,8 +4,11 @@
 //! (`strata_layer_store::Store::dedup_tree`). Its children then mount it with `objects/` as the
 //! data-only lower.
 //!
-//! Only where stubs work (root, overlay with data-only lowers); elsewhere a commit keeps the
-//! upper as containerd wrote it.
+//! Where stubs do not work (rootless, or an overlay without data-only lowers), each file
+//! becomes instead a checkout of its bytes and metadata, or a hard link to the one the store
+//! has, as hardlink-materialized layers hold theirs.
+
+use strata_layer_store::Strategy;
 
 use crate::error::{Error, Result};
 use crate::record::Record;
@@ -34,14 +37,23 @@ impl Snapshotter {
         self.dedup_commits() && own_key(key).starts_with(EXTRACT_KEY_PREFIX)
     }
 
+    /// How commits deduplicate: stubs as root where overlay takes data-only lowers, hard links
+    /// to checkouts otherwise (probed once per handle).
+    fn dedup_strategy(&self) -> Strategy {
+        *self
+            .dedup_strategy
+            .get_or_init(strata_layer_store::probe_strategy)
+    }
+
     /// Deduplicates the upper of active snapshot `key` (read as `record`) before its commit;
     /// returns the record as it now is.
     ///
-    /// The record is marked first as mounting over `objects/`, so that whatever happens next
-    /// its mounts find the stubs' data and its removal drops the GC roots of its objects (they
-    /// are its [`Record::gc_owner`]'s).
+    /// With stubs, the record is marked first as mounting over `objects/`, so that whatever
+    /// happens next its mounts find the stubs' data and its removal drops the GC roots of its
+    /// objects (they are its [`Record::gc_owner`]'s). Hard links need neither.
     pub(crate) fn dedup_upper(&self, key: &str, record: Record) -> Result<Record> {
-        let record = if record.data_lower {
+        let strategy = self.dedup_strategy();
+        let record = if record.data_lower || strategy != Strategy::Stub {
             record
         } else {
             let ns = self.namespace().to_owned();
@@ -60,7 +72,7 @@ impl Snapshotter {
         let upper = self.layout().upper(record.id);
         let report = self
             .store()
-            .dedup_tree(&upper, &record.gc_owner())
+            .dedup_tree(&upper, &record.gc_owner(), Some(strategy))
             .map_err(|e| Error::Store(Box::new(e.into())))?;
         tracing::info!(
             key,

@@ -31,6 +31,8 @@ pub struct Snapshotter {
     pool: Arc<Pool>,
     /// Whether commits of extraction snapshots deduplicate (see `crate::dedup`).
     dedup_commits: bool,
+    /// How they do, probed on first use.
+    pub(crate) dedup_strategy: std::sync::OnceLock<Strategy>,
     closed: AtomicBool,
 }
 
@@ -115,7 +117,8 @@ impl Snapshotter {
                 .with_userxattr(!rustix::process::geteuid().is_root()),
             batcher,
             pool,
-            dedup_commits: strata_layer_store::probe_strategy() == Strategy::Stub,
+            dedup_commits: true,
+            dedup_strategy: std::sync::OnceLock::new(),
             closed: AtomicBool::new(false),
         };
         snapshotter.cleanup()?;
@@ -134,9 +137,8 @@ impl Snapshotter {
         self
     }
 
-    /// This handle with deduplicating commits of containerd's extraction snapshots on or off.
-    /// On by default where the store makes metadata-only stubs (root, overlay with data-only
-    /// lowers); turning it on elsewhere makes those commits fail.
+    /// This handle with deduplicating commits of containerd's extraction snapshots on (the
+    /// default) or off.
     pub fn with_dedup_commits(mut self, on: bool) -> Snapshotter {
         self.dedup_commits = on;
         self

@@ -15,7 +15,7 @@ use crate::error::{IoContext, StoreError};
 use crate::lock::LockMode;
 use crate::record::{self, Kind, LayerMeta, Strategy};
 use crate::store::Store;
-pub(crate) use tree::build_tree;
+pub(crate) use tree::{Checkout, build_tree, checkout_path};
 
 /// Why a layer could not be materialized.
 #[derive(Debug, thiserror::Error)]

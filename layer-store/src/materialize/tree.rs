@@ -431,21 +431,17 @@ impl<'a> Builder<'a> {
 
     /// The checkout file of `object` with `entry`'s metadata, created on first use.
     fn checkout(&self, entry: &Entry, object: &ObjectId) -> Result<PathBuf, StoreError> {
-        let key = postcard::to_stdvec(&(
+        let (path, key) = checkout_path(
+            self.store,
             object,
-            entry.mode,
-            entry.uid,
-            entry.gid,
-            entry.mtime,
-            own_xattrs(entry),
-        ))
-        .map_err(crate::record::RecordError::Payload)?;
-        let key = ObjectId::of(&key);
-        let path = self
-            .store
-            .root()
-            .join("checkouts")
-            .join(key.relative_path());
+            &Checkout {
+                mode: entry.mode,
+                uid: entry.uid,
+                gid: entry.gid,
+                mtime: entry.mtime,
+                xattrs: own_xattrs(entry),
+            },
+        )?;
         if path.exists() {
             return Ok(path);
         }
@@ -576,6 +572,41 @@ fn create_file(loc: &At<'_>) -> io::Result<OwnedFd> {
 }
 
 /// The entry's xattrs minus overlay's own: a layer must never smuggle in redirects or opacity.
+/// The inode metadata a checkout file carries besides its object's bytes.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Checkout {
+    pub(crate) mode: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) mtime: crate::record::Time,
+    /// Sorted by name, overlay's own left out.
+    pub(crate) xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Where the checkout of `object` with `meta` lives (`checkouts/` and the blake3 of both), and
+/// that key: one file per object and metadata, which every hardlinked tree shares.
+pub(crate) fn checkout_path(
+    store: &Store,
+    object: &ObjectId,
+    meta: &Checkout,
+) -> Result<(PathBuf, ObjectId), StoreError> {
+    // The encoding of the tuple the first release hashed: existing checkouts keep their keys.
+    let key = postcard::to_stdvec(&(
+        object,
+        meta.mode,
+        meta.uid,
+        meta.gid,
+        meta.mtime,
+        &meta.xattrs,
+    ))
+    .map_err(crate::record::RecordError::Payload)?;
+    let key = ObjectId::of(&key);
+    Ok((
+        store.root().join("checkouts").join(key.relative_path()),
+        key,
+    ))
+}
+
 fn own_xattrs(entry: &Entry) -> Vec<(Vec<u8>, Vec<u8>)> {
     entry
         .xattrs

@@ -88,7 +88,9 @@ fn a_deduplicated_tree_mounts_to_the_files_it_held_and_its_objects_live_while_ro
     let (want_tree, want_meta, want_times) = (read_tree(&tree), read_meta(&tree), dir_times(&tree));
     let objects_before = crate::files_under(store.objects_dir()).len();
 
-    let report = store.dedup_tree(&tree, "test-owner").unwrap();
+    let report = store
+        .dedup_tree(&tree, "test-owner", Some(Strategy::Stub))
+        .unwrap();
 
     // bin/tool and its hard link bin/tool2 stay; the empty file is no candidate.
     assert_eq!(report.skipped, 2, "{report:?}");
@@ -115,7 +117,9 @@ fn a_deduplicated_tree_mounts_to_the_files_it_held_and_its_objects_live_while_ro
     assert_eq!(got_meta, want_meta);
 
     // Again: nothing left to do.
-    let again = store.dedup_tree(&tree, "test-owner").unwrap();
+    let again = store
+        .dedup_tree(&tree, "test-owner", Some(Strategy::Stub))
+        .unwrap();
     assert_eq!((again.files, again.new_objects), (0, 0), "{again:?}");
 
     // Rooted, the objects outlive the image that brought most of them.
@@ -146,7 +150,9 @@ fn fsck_names_a_rooted_object_that_is_missing() {
     let tree = tmp.path().join("tree");
     std::fs::create_dir(&tree).unwrap();
     std::fs::write(tree.join("f"), b"rooted bytes\n").unwrap();
-    store.dedup_tree(&tree, "owner-1").unwrap();
+    store
+        .dedup_tree(&tree, "owner-1", Some(Strategy::Stub))
+        .unwrap();
     let (owner, object) = store.object_roots().unwrap().remove(0);
     assert_eq!(owner, "owner-1");
     for file in crate::files_under(store.objects_dir()) {
@@ -177,7 +183,9 @@ fn a_tree_deduplicated_over_long_named_objects_outlives_their_renaming() {
     std::fs::write(tree.join("passwd"), b"root:x:0:0::/root:/bin/sh\n").unwrap();
     let want = read_tree(&tree);
 
-    let report = store.dedup_tree(&tree, "owner").unwrap();
+    let report = store
+        .dedup_tree(&tree, "owner", Some(Strategy::Stub))
+        .unwrap();
     assert_eq!((report.files, report.new_objects), (1, 0), "{report:?}");
     let redirect = strata_cow::xattr::get(&tree.join("passwd"), b"trusted.overlay.redirect")
         .unwrap()
@@ -195,4 +203,56 @@ fn a_tree_deduplicated_over_long_named_objects_outlives_their_renaming() {
         "long names are gone"
     );
     assert_eq!(mounted(&store, &tree, &tmp.path().join("mnt")).0, want);
+}
+
+/// Without stubs (rootless), each file becomes the checkout of its bytes and metadata, or a
+/// hard link to the one the store has: equal files with equal metadata share one inode, and a
+/// checkout lives exactly as long as a tree links it.
+#[test]
+fn hardlinked_trees_share_checkouts_while_they_link_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    let make = |name: &str| {
+        let tree = tmp.path().join(name);
+        std::fs::create_dir(&tree).unwrap();
+        for (file, bytes, mode) in [
+            ("same", &b"shared bytes\n"[..], 0o644),
+            ("same-bytes-other-mode", &b"shared bytes\n"[..], 0o600),
+            ("own", name.as_bytes(), 0o644),
+        ] {
+            let path = tree.join(file);
+            std::fs::write(&path, bytes).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            std::fs::File::open(&path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        }
+        tree
+    };
+    let (a, b) = (make("a"), make("b"));
+    let want = (read_tree(&a), read_meta(&a));
+
+    let first = store
+        .dedup_tree(&a, "unused", Some(Strategy::Hardlink))
+        .unwrap();
+    assert_eq!((first.files, first.new_objects), (3, 3), "{first:?}");
+    let second = store
+        .dedup_tree(&b, "unused", Some(Strategy::Hardlink))
+        .unwrap();
+    assert_eq!((second.files, second.new_objects), (3, 1), "{second:?}");
+    assert_eq!(second.shared_bytes, 2 * 13, "{second:?}");
+    let ino = |path: &Path| std::fs::metadata(path).unwrap().ino();
+    assert_eq!(ino(&a.join("same")), ino(&b.join("same")));
+    assert_ne!(ino(&a.join("same")), ino(&a.join("same-bytes-other-mode")));
+    assert_eq!((read_tree(&a), read_meta(&a)), want);
+    assert!(store.object_roots().unwrap().is_empty());
+
+    assert_eq!(store.gc(GcOptions::default()).unwrap().checkouts, 0);
+    std::fs::remove_dir_all(&a).unwrap();
+    std::fs::remove_dir_all(&b).unwrap();
+    assert_eq!(store.gc(GcOptions::default()).unwrap().checkouts, 4);
+    assert!(store.fsck(FsckOptions::default()).unwrap().is_clean());
 }

@@ -101,7 +101,7 @@ fn run(
                     .map(drop)
                     .map_err(Into::into),
                 Op::Dedup if probe_strategy() == Strategy::Stub => store
-                    .dedup_tree(&store.root().join(TREE), TREE_OWNER)
+                    .dedup_tree(&store.root().join(TREE), TREE_OWNER, Some(Strategy::Stub))
                     .map(drop)
                     .map_err(Into::into),
                 Op::Dedup => Ok(()),
