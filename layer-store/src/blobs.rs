@@ -44,6 +44,14 @@ pub(crate) fn reproducible(compression: &Compression) -> bool {
     matches!(compression, Compression::None)
 }
 
+/// Whether export writes blob `wanted` of a layer imported from blob `own` compressed as
+/// `compression` without a kept copy: it is the layer's own blob, and the import found the
+/// settings that reproduce it (a plain tar, or Strata's own compression). Import, pull and push
+/// all decide by this rule.
+pub(crate) fn rebuilds_exactly(own: &Sha256, compression: &Compression, wanted: &Sha256) -> bool {
+    wanted == own && crate::compress::settings_found(compression)
+}
+
 /// A reader that copies what it reads into a file: the blob as received, while it streams.
 pub(crate) struct Tee<R> {
     pub inner: R,

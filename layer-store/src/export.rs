@@ -12,7 +12,7 @@ use oci_spec::image::{
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::compress::{self, compressor};
+use crate::compress::compressor;
 use crate::digest::{HashingWriter, Sha256};
 use crate::error::{IoContext, StoreError};
 use crate::progress::{PartOf, Progress, Reporting};
@@ -155,8 +155,8 @@ impl Store {
         {
             return Some(kept.len());
         }
-        let rebuilt = *blob == record.blob_digest && compress::settings_found(&record.compression);
-        rebuilt.then_some(record.blob_size)
+        crate::blobs::rebuilds_exactly(&record.blob_digest, &record.compression, blob)
+            .then_some(record.blob_size)
     }
 
     /// [`write_layer_blob`](Store::write_layer_blob) for the blob `wanted` (the digest an

@@ -84,10 +84,11 @@ impl Store {
         if policy != BlobPolicy::Keep || digest == diff_id || self.kept_blob(digest).is_some() {
             return Ok(true);
         }
-        // The blob the layer came from is kept (above) or rebuilt exactly (Strata's own).
+        // The blob the layer came from is kept (above) or rebuilt exactly.
         let path = self.layer_dir(&diff_id.hex()).join("manifest");
         let bytes = fs::read(&path).at(&path)?;
-        Ok(crate::record::decode_layer_blob_digest(&bytes)? == *digest)
+        let (own, compression) = crate::record::decode_layer_blob(&bytes)?;
+        Ok(crate::blobs::rebuilds_exactly(&own, &compression, digest))
     }
 
     /// Imports the layer blob read from `reader` (plain, gzip or zstd), verifying digest, size

@@ -179,13 +179,15 @@ pub fn decode_layer(bytes: &[u8]) -> Result<LayerRecord, RecordError> {
     })
 }
 
-/// The digest of the blob a layer record was imported from, read from the start of the record
-/// without decoding its chunks and entries.
-pub(crate) fn decode_layer_blob_digest(bytes: &[u8]) -> Result<Sha256, RecordError> {
+/// The digest and compression of the blob a layer record was imported from, read from the
+/// start of the record without decoding its chunks and entries.
+pub(crate) fn decode_layer_blob(bytes: &[u8]) -> Result<(Sha256, Compression), RecordError> {
     codec::decode_streaming(Kind::Layer, bytes, |window| {
         let _diff_id: Sha256 = window.take()?;
         let _tar_size: u64 = window.take()?;
-        window.take()
+        let digest = window.take()?;
+        let _blob_size: u64 = window.take()?;
+        Ok((digest, window.take()?))
     })
 }
 

@@ -254,3 +254,25 @@ fn a_layer_held_from_another_blob_is_read_again_to_keep_this_one() -> anyhow::Re
     assert_eq!(second.blob_bytes, 0, "layers read again: {second:?}");
     Ok(())
 }
+
+/// A layer first imported without keeping blobs, from a blob no compression setting rebuilds, is
+/// read again when an import keeps blobs: its own blob is no longer trusted to come back.
+#[test]
+fn a_blob_no_setting_rebuilds_is_kept_when_a_keeping_import_comes() -> anyhow::Result<()> {
+    use strata_layer_store::BlobPolicy;
+    let tmp = tempfile::tempdir()?;
+    let gnu = Image::new(&sample_layers(), Comp::GzipCli);
+    let src = tmp.path().join("gnu");
+    gnu.write_oci(&src, "gnu");
+    let root = tmp.path().join("store");
+    let lean = Store::open(&root)?.with_blob_policy(BlobPolicy::Reproducible);
+    import(&lean, &src, "gnu")?;
+    drop(lean);
+
+    let store = Store::open(&root)?;
+    let again = import(&store, &src, "gnu")?;
+    assert_eq!(again.objects_new, 0, "{again:?}");
+    let exported = store.export("gnu", &tmp.path().join("out"))?;
+    assert_eq!(exported.manifest, gnu.manifest_digest());
+    Ok(())
+}
