@@ -3,7 +3,7 @@
 //! for byte.
 //!
 //! zlib-rs's deflate output depends on how its input is split into writes, so gzip input is
-//! always fed in [`GZIP_CHUNK`]-byte writes, whatever the caller's write sizes.
+//! always fed in `GZIP_CHUNK`-byte writes, whatever the caller's write sizes.
 
 use std::io::{self, Write};
 

@@ -15,7 +15,7 @@ use crate::global::{Access, Global};
 /// Registry credentials and transport, shared by pull and push.
 #[derive(Debug, clap::Args)]
 pub struct RegistryArgs {
-    /// Speak plain HTTP to the registry (a registry on localhost, 127.0.0.0/8 or [::1] gets
+    /// Speak plain HTTP to the registry (a registry on localhost, 127.0.0.0/8 or ::1 gets
     /// plain HTTP without it).
     #[arg(long)]
     insecure: bool,
