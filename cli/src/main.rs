@@ -5,6 +5,8 @@ mod cmd;
 mod global;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 
 /// The Strata container storage layer.
 #[derive(Debug, Parser)]
@@ -17,14 +19,25 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("STRATA_LOG"))
-        .with_writer(std::io::stderr)
-        .init();
-    let (global, command) = match parse() {
+    let (global, command, daemon) = match parse() {
         Ok(parsed) => parsed,
         Err(err) => err.exit(),
     };
+    // A command's output is its report; a daemon's log is where a failure it survives (a
+    // fetch left to containerd) shows, so it logs warnings unless STRATA_LOG says otherwise.
+    let default = if daemon {
+        LevelFilter::WARN
+    } else {
+        LevelFilter::ERROR
+    };
+    let filter = EnvFilter::builder()
+        .with_default_directive(default.into())
+        .with_env_var("STRATA_LOG")
+        .from_env_lossy();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match command.run(&global) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
@@ -35,8 +48,9 @@ fn main() -> std::process::ExitCode {
 }
 
 /// The command line, where the snapshot primitives also work at the top level (hidden), as
-/// they did before they moved under `strata snapshot`.
-fn parse() -> Result<(global::Global, cmd::Command), clap::Error> {
+/// they did before they moved under `strata snapshot`; and whether the command is the daemon
+/// (`serve`).
+fn parse() -> Result<(global::Global, cmd::Command, bool), clap::Error> {
     let mut command = Cli::command();
     let primitives: Vec<clap::Command> = command
         .find_subcommand("snapshot")
@@ -58,7 +72,8 @@ fn parse() -> Result<(global::Global, cmd::Command), clap::Error> {
     } else {
         Cli::from_arg_matches(&matches)?.command
     };
-    Ok((global, command))
+    let daemon = matches.subcommand_name() == Some("serve");
+    Ok((global, command, daemon))
 }
 
 /// The error and its causes joined by ": ", with a hint when the OS refused access. Each
