@@ -49,16 +49,17 @@ impl Env {
 
     fn serve_command(&self, args: &[&str], envs: &[(&str, &str)]) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
-        cmd.envs(envs.iter().copied());
         cmd.arg("--root")
             .arg(&self.store)
             .arg("serve")
             .args(args)
             .arg("--address")
             .arg(&self.strata_sock)
-            // What it did, for the tests to read and for the log of a failed test.
+            // What it did, for the tests to read and for the log of a failed test (`envs` may
+            // say otherwise: an empty STRATA_LOG is the default filter).
             .env("STRATA_LOG", "info")
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            .envs(envs.iter().copied());
         Daemon::start("strata serve", cmd, "serving snapshots on")
     }
 

@@ -91,12 +91,14 @@ fn a_failed_fetch_leaves_the_pull_to_containerd() {
         format!("[host.\"{mirror}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"),
     )
     .unwrap();
-    let serve = env.serve();
+    // With the default log filter: the failure must show without STRATA_LOG.
+    let serve = env.serve_env(&[("STRATA_LOG", "")]);
 
     let reference = format!("{mirrored}/strata/busybox:1");
     let containerd = pull_with_cri(&env, &reference);
 
     let line = serve.wait_for_line("fetching an image for containerd failed");
+    assert!(line.contains("WARN"), "{line}");
     assert!(line.contains(&reference), "{line}");
     let gets = blob_gets(&registry, &layer);
     assert_eq!(gets.len(), pushed + 1, "{gets:#?}");
