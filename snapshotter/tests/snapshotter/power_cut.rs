@@ -1,5 +1,6 @@
-//! Power cuts after every flush: prepare, commit, view and remove (and the deduplicating commit
-//! of a container's changes as an image) run on a snapshotter whose flushes go to a
+//! Power cuts after every flush: prepare, commit (of an extraction snapshot, which deduplicates
+//! its files), view and remove (and the deduplicating commit of a container's changes as an
+//! image) run on a snapshotter whose flushes go to a
 //! [`ShadowDisk`] that keeps only the first N of them; the snapshotter rebooted from the shadow
 //! must open, its layer store must pass fsck, and every operation acknowledged before the cut
 //! must be there, with the directories its mounts are made of.
@@ -35,13 +36,32 @@ const OPS: [Op; 5] = [
     Op::RemoveChild,
 ];
 
+/// The key of the first snapshot: an extraction snapshot, as containerd names them, so that
+/// its commit deduplicates its files.
+const A: &str = "extract-1 sha256:aa";
+/// What is written into `A` before its commit, never flushed (as containerd's applier writes).
+const FILES: [(&str, &[u8]); 3] = [
+    ("etc/hostname", b"base\n"),
+    ("big", &[0x5a; 70_000]),
+    ("copy-of-big", &[0x5a; 70_000]),
+];
+
 /// Runs the operations; the flush count when each returned success (`None`: failed).
 fn run(s: &Snapshotter, disk: &ShadowDisk) -> Vec<Option<usize>> {
     OPS.iter()
         .map(|op| {
             let done = match op {
-                Op::PrepareA => s.prepare("a", None, Labels::new()).map(drop),
-                Op::CommitBase => s.commit("base", "a", Labels::new()),
+                Op::PrepareA => s.prepare(A, None, Labels::new()).map(drop),
+                Op::CommitBase => {
+                    if let Some(dir) = own_dir(s, A) {
+                        for (name, bytes) in FILES {
+                            let path = dir.join(name);
+                            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                            std::fs::write(path, bytes).unwrap();
+                        }
+                    }
+                    s.commit("base", A, Labels::new())
+                }
                 Op::PrepareChild => s.prepare("child", Some("base"), Labels::new()).map(drop),
                 Op::View => s.view("view", Some("base"), Labels::new()).map(drop),
                 Op::RemoveChild => s.remove("child"),
@@ -105,9 +125,17 @@ fn every_acknowledged_operation_survives_a_power_cut_after_any_flush() {
     };
     let total = {
         let (s, disk) = start(&tmp.path().join("count"), None, false);
-        let acked = run(&s.unwrap(), &disk);
+        let s = s.unwrap();
+        let acked = run(&s, &disk);
         assert!(acked.iter().all(Option::is_some), "{acked:?}");
-        disk.count()
+        let count = disk.count();
+        if strata_layer_store::probe_strategy() == strata_layer_store::Strategy::Stub {
+            // The commit deduplicated: base's files are stubs.
+            let base = lower_dirs(&s, "view")[0].clone();
+            let stub = strata_cow::xattr::get(&base.join("big"), b"trusted.overlay.metacopy");
+            assert!(stub.unwrap().is_some(), "base/big is no stub");
+        }
+        count
     };
     assert!(total > OPS.len(), "only {total} flushes");
     for (cut, failing) in (0..=total).flat_map(|cut| [(cut, false), (cut, true)]) {
@@ -130,12 +158,12 @@ fn every_acknowledged_operation_survives_a_power_cut_after_any_flush() {
         assert!(report.is_clean(), "cut {cut}: {:?}", report.problems);
 
         if acked(Op::PrepareA) && !acked(Op::CommitBase) {
-            assert_eq!(s.stat("a").unwrap().kind, Kind::Active, "cut {cut}");
-            assert_mountable(&s, "a", cut);
+            assert_eq!(s.stat(A).unwrap().kind, Kind::Active, "cut {cut}");
+            assert_mountable(&s, A, cut);
         }
         if acked(Op::CommitBase) {
             assert_eq!(s.stat("base").unwrap().kind, Kind::Committed, "cut {cut}");
-            assert!(s.stat("a").is_err(), "cut {cut}: committed key a is back");
+            assert!(s.stat(A).is_err(), "cut {cut}: committed key {A} is back");
         }
         if acked(Op::PrepareChild) && !acked(Op::RemoveChild) {
             assert_eq!(s.stat("child").unwrap().parent.as_deref(), Some("base"));
@@ -154,6 +182,13 @@ fn every_acknowledged_operation_survives_a_power_cut_after_any_flush() {
         s.prepare("after", parent, Labels::new())
             .unwrap_or_else(|e| panic!("cut {cut}: prepare after reboot: {e}"));
         assert_mountable(&s, "after", cut);
+        if acked(Op::CommitBase) {
+            // The committed (deduplicated) files are all there; fsck found their objects.
+            let base = lower_dirs(&s, "after")[0].clone();
+            for (name, _) in FILES {
+                assert!(base.join(name).is_file(), "cut {cut}: {name} is gone");
+            }
+        }
         drop((store, s));
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -206,6 +241,29 @@ fn upper(s: &Snapshotter, key: &str) -> Option<std::path::PathBuf> {
         .flat_map(|m| m.options.iter())
         .find_map(|o| o.strip_prefix("upperdir="))
         .map(Into::into)
+}
+
+/// The directory a parentless active snapshot `key` mounts (bound), if it exists.
+fn own_dir(s: &Snapshotter, key: &str) -> Option<std::path::PathBuf> {
+    let specs = s.mounts(key).ok()?;
+    specs
+        .iter()
+        .find(|m| m.fs_type == "bind")
+        .map(|m| m.source.clone().into())
+}
+
+/// The lower dirs of `key`'s overlay mount, topmost first (data-only lowers left out).
+fn lower_dirs(s: &Snapshotter, key: &str) -> Vec<std::path::PathBuf> {
+    s.mounts(key)
+        .unwrap()
+        .iter()
+        .flat_map(|m| m.options.iter())
+        .find_map(|o| o.strip_prefix("lowerdir="))
+        .map(|dirs| {
+            let regular = dirs.split("::").next().unwrap_or_default();
+            regular.split(':').map(Into::into).collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A shadow of `root` that keeps the first `cut` flushes (with `failing`, fails the rest).
