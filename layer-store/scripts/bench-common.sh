@@ -1,5 +1,18 @@
 # Sourced by the bench-*.sh scripts: a fresh RAM-backed loop ext4 per run at $MNT, a private
-# containerd on it, and timing. Callers set MNT and DISK, and call cleanup_fs on exit.
+# containerd on it, and timing. Callers call bench_args (or set MNT and DISK and call cleanup_fs
+# on exit).
+
+# `bench_args NAME STRATA IMG [RUNS]`: sets STRATA (the binary, absolute), IMG (a
+# make-bench-image.py output dir) and RUNS (default 3), and MNT and DISK for run NAME's loop
+# file system, removed on exit.
+bench_args() {
+  STRATA=$(realpath "${2:?strata binary}")
+  IMG=${3:?bench image dir (make-bench-image.py output)}
+  RUNS=${4:-3}
+  MNT=$(mktemp -d)
+  DISK=/dev/shm/strata-$1.img
+  trap 'cleanup_fs; rmdir "$MNT"' EXIT
+}
 
 fresh_fs() {
   truncate -s 4G "$DISK" && mkfs.ext4 -q -F "$DISK" && mount -o loop "$DISK" "$MNT"

@@ -10,12 +10,7 @@
 #   sudo layer-store/scripts/bench-export.sh target/release/strata /tmp/bench-img [runs]
 set -eu
 source "$(dirname "$0")/bench-common.sh"
-STRATA=$(realpath "${1:?strata binary}")
-IMG=${2:?bench image dir (make-bench-image.py output)}
-RUNS=${3:-3}
-MNT=$(mktemp -d)
-DISK=/dev/shm/strata-bench-export.img
-trap 'cleanup_fs; rmdir "$MNT"' EXIT
+bench_args bench-export "$@"
 
 fresh_fs
 cp -r "$IMG/two-layer" "$MNT/layout"

@@ -9,12 +9,7 @@
 #   sudo layer-store/scripts/bench-import.sh target/release/strata /tmp/bench-img [runs]
 set -eu
 source "$(dirname "$0")/bench-common.sh"
-STRATA=$(realpath "${1:?strata binary}")
-IMG=${2:?bench image dir (make-bench-image.py output)}
-RUNS=${3:-3}
-MNT=$(mktemp -d)
-DISK=/dev/shm/strata-bench-import.img
-trap 'cleanup_fs; rmdir "$MNT"' EXIT
+bench_args bench-import "$@"
 
 cat "$IMG/two-layer.tar" > /dev/null
 find "$IMG/two-layer" -type f -exec cat {} + > /dev/null
