@@ -60,11 +60,12 @@ pub struct DedupReport {
     pub new_objects: u64,
     /// Bytes of files whose object the store had already: freed.
     pub shared_bytes: u64,
-    /// Regular files left as they are: hard links, and overlay's own files (metacopy copy-ups).
+    /// Regular files left as they are: hard links, overlay's own files (metacopy copy-ups), and
+    /// files whose checkout has as many links as the file system allows.
     pub skipped: u64,
 }
 
-/// A regular file to turn into a stub.
+/// A regular file to deduplicate.
 struct Candidate {
     path: PathBuf,
     meta: fs::Metadata,
