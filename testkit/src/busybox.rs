@@ -33,22 +33,18 @@ pub fn busybox_layout_with_data(dir: &Path, data: &Path, name: &str) -> String {
 
 /// The busybox layout at `dir`, its layer gzipped or not; returns the manifest digest.
 fn layout(dir: &Path, compressed: bool) -> String {
-    layout_of(dir, compressed, rootfs_tar(), "busybox")
+    let tar = rootfs().into_inner().expect("writing to memory");
+    layout_of(dir, compressed, tar, "busybox")
 }
 
 /// The busybox rootfs tar with `data` appended under `data/`.
 fn data_tar(data: &Path) -> Vec<u8> {
-    let mut tar = tar::Builder::new(Vec::new());
+    let mut tar = rootfs();
     tar.follow_symlinks(false);
     tar.mode(tar::HeaderMode::Complete);
     tar.append_dir_all("data", data)
         .unwrap_or_else(|e| panic!("tar of {}: {e}", data.display()));
-    let data = tar.into_inner().expect("writing to memory");
-    // The rootfs tar minus its end-of-archive blocks, then the data entries and theirs.
-    let mut rootfs = rootfs_tar();
-    rootfs.truncate(rootfs.len() - 1024);
-    rootfs.extend_from_slice(&data);
-    rootfs
+    tar.into_inner().expect("writing to memory")
 }
 
 /// A layout at `dir` of the image `name` whose one layer is `tar`, gzipped or not.
@@ -109,8 +105,8 @@ fn layout_of(dir: &Path, compressed: bool, tar: Vec<u8>, name: &str) -> String {
     sha256(&manifest)
 }
 
-/// The layer's tar, owned by root, mtimes fixed.
-fn rootfs_tar() -> Vec<u8> {
+/// The layer's entries in a tar builder, owned by root, mtimes fixed: finish it, or append more.
+fn rootfs() -> tar::Builder<Vec<u8>> {
     let busybox = fs::read("/bin/busybox").expect("reading /bin/busybox (busybox-static)");
     let mut tar = tar::Builder::new(Vec::new());
     let header = |kind: tar::EntryType, mode: u32, size: usize| {
@@ -147,7 +143,7 @@ fn rootfs_tar() -> Vec<u8> {
     let mut h = header(tar::EntryType::Regular, 0o644, passwd.len());
     tar.append_data(&mut h, "etc/passwd", &passwd[..])
         .expect("tar passwd");
-    tar.into_inner().expect("writing to memory")
+    tar
 }
 
 /// A two-stage Dockerfile over an image named `busybox`: the first stage writes `out.txt` from

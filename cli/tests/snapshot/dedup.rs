@@ -12,6 +12,7 @@ use strata_benches::{Edits, Profile, Shape, generate, mutate};
 use crate::common::run_ok;
 use crate::containerd::{Env, archive_layout, containerd_env};
 use strata_testkit::containerd::Containerd;
+use strata_testkit::tree;
 
 /// Where the test images are named.
 const IMAGES: &str = "strata.test/dedup";
@@ -50,34 +51,23 @@ fn images(dir: &Path) -> (PathBuf, PathBuf, Vec<String>) {
 
 /// Removes what a layer tar need not carry here (fifos).
 fn drop_special_files(dir: &Path) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let kind = std::fs::symlink_metadata(&path).unwrap().file_type();
-        if kind.is_dir() {
-            drop_special_files(&path);
-        } else if !(kind.is_file() || kind.is_symlink()) {
-            std::fs::remove_file(&path).unwrap();
+    for (path, node) in tree::snapshot(dir, &tree::Options::default()) {
+        if !matches!(
+            node.kind,
+            tree::Kind::Dir | tree::Kind::File(_) | tree::Kind::Symlink(_)
+        ) {
+            std::fs::remove_file(dir.join(path)).unwrap();
         }
     }
 }
 
 /// The non-empty regular files under `dir`, relative, sorted.
 fn regular_files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            if meta.is_dir() {
-                stack.push(path);
-            } else if meta.is_file() && meta.len() > 0 {
-                out.push(path.strip_prefix(dir).unwrap().display().to_string());
-            }
-        }
-    }
-    out.sort();
-    out
+    tree::snapshot(dir, &tree::Options::default())
+        .into_iter()
+        .filter(|(_, node)| matches!(&node.kind, tree::Kind::File(bytes) if !bytes.is_empty()))
+        .map(|(path, _)| path.display().to_string())
+        .collect()
 }
 
 /// The physical bytes under `dir` (GNU du, each inode once).

@@ -9,6 +9,7 @@ use std::path::Path;
 use strata_cow::overlay::{Overlay, OverlayOptions, RedirectDir};
 use strata_diff::ApplyOptions;
 use strata_layer_store::{FsckOptions, GcOptions, Store, Strategy, probe_strategy};
+use strata_testkit::tree;
 
 use crate::fixtures::{Comp, Image, read_meta, read_tree, sample_layers};
 use crate::import;
@@ -27,12 +28,12 @@ fn stubs() -> bool {
 }
 
 /// The modification times of the directories under `root`.
-fn dir_times(root: &Path) -> BTreeMap<String, (i64, i64)> {
-    read_tree(root)
-        .keys()
-        .map(|rel| (rel, std::fs::symlink_metadata(root.join(rel)).unwrap()))
-        .filter(|(_, meta)| meta.is_dir())
-        .map(|(rel, meta)| (rel.clone(), (meta.mtime(), meta.mtime_nsec())))
+fn dir_times(root: &Path) -> BTreeMap<std::path::PathBuf, Option<(i64, i64)>> {
+    let options = tree::Options::default().with_mtime(tree::Mtime::Nanos);
+    tree::snapshot(root, &options)
+        .into_iter()
+        .filter(|(_, node)| node.kind == tree::Kind::Dir)
+        .map(|(path, node)| (path, node.mtime))
         .collect()
 }
 

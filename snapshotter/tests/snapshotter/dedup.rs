@@ -3,11 +3,12 @@
 //! store's objects, mounts exactly as the layers applied, shares the objects of a second unpack,
 //! and keeps its objects exactly as long as its snapshots.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use strata_diff::ApplyOptions;
 use strata_layer_store::{FsckOptions, GcOptions};
 use strata_snapshotter::Labels;
+use strata_testkit::tree;
 
 use crate::conformance::{Suite, suite};
 use crate::fstest::assert_same_tree;
@@ -35,41 +36,25 @@ fn unpack(suite: &Suite, prefix: &str, tars: &[Vec<u8>]) -> String {
 
 /// How many of the non-empty regular files under `upper` are stubs, and how many are not.
 fn stubs_and_files(upper: &Path) -> (usize, usize) {
-    let (mut stubs, mut files) = (0, 0);
     if !upper.is_dir() {
         return (0, 0);
     }
-    for entry in walk(upper) {
-        let meta = std::fs::symlink_metadata(&entry).unwrap();
-        if !meta.is_file() || meta.len() == 0 {
-            continue;
-        }
-        match strata_cow::xattr::get(&entry, b"trusted.overlay.metacopy").unwrap() {
-            Some(_) => stubs += 1,
-            None => files += 1,
-        }
-    }
-    (stubs, files)
+    let metacopy = |name: &[u8]| name == b"trusted.overlay.metacopy";
+    let options = tree::Options::default().with_xattrs(tree::Xattrs::Matching(metacopy));
+    let files: Vec<tree::Node> = tree::snapshot(upper, &options)
+        .into_values()
+        .filter(|node| matches!(&node.kind, tree::Kind::File(bytes) if !bytes.is_empty()))
+        .collect();
+    let stubs = files.iter().filter(|node| !node.xattrs.is_empty()).count();
+    (stubs, files.len() - stubs)
 }
 
 /// The objects the store holds.
 fn object_count(store: &strata_layer_store::Store) -> usize {
-    walk(store.objects_dir())
-        .iter()
-        .filter(|p| p.is_file())
+    tree::snapshot(store.objects_dir(), &tree::Options::default())
+        .values()
+        .filter(|node| matches!(node.kind, tree::Kind::File(_)))
         .count()
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if std::fs::symlink_metadata(&path).unwrap().is_dir() {
-            out.extend(walk(&path));
-        }
-        out.push(path);
-    }
-    out
 }
 
 #[test]
