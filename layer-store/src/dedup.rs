@@ -213,6 +213,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut stage = self.objects.stage(staging.join("objects"))?;
         let mut staged = Written::default();
+        // Objects the store had: only these may have a long name.
+        let mut found = HashSet::new();
         for (candidate, id) in candidates.iter().zip(ids) {
             match self.objects.stage_link(&mut stage, &candidate.path, id)? {
                 Inserted::New => {
@@ -221,7 +223,10 @@ impl Store {
                     staged.add(path);
                     report.new_objects += 1;
                 }
-                Inserted::Existing => report.shared_bytes += candidate.meta.len(),
+                Inserted::Existing => {
+                    found.insert(*id);
+                    report.shared_bytes += candidate.meta.len();
+                }
             }
         }
         staged.add(stage.dir().to_path_buf());
@@ -233,7 +238,7 @@ impl Store {
         // Stubs here name objects by their short names only: a repair that shortens names
         // (shorten.rs) rewrites the stubs of layer trees, not these.
         let mut long = Vec::new();
-        for id in ids.iter().collect::<HashSet<_>>() {
+        for id in &found {
             if let Some(name @ ObjectName::Long(_)) = self.objects.find(id)? {
                 long.push((*id, self.objects.path(&name)));
             }
