@@ -306,6 +306,16 @@ pub(crate) mod object_roots {
     }
 }
 
+/// Every owner of a GC root, of layers or of objects, once each.
+pub(crate) fn root_owners(tx: &Tx<'_>) -> Result<Vec<String>, StoreError> {
+    let mut stmt = tx
+        .prepare_cached("SELECT owner FROM gc_roots UNION SELECT owner FROM object_roots")
+        .sql()?;
+    stmt.query_map([], |r| r.get(0))
+        .and_then(Iterator::collect)
+        .sql()
+}
+
 /// The one value a keyed query finds, if any.
 fn value<T: rusqlite::types::FromSql>(
     tx: &Tx<'_>,

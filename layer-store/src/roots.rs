@@ -55,11 +55,11 @@ impl Store {
             return Ok(false);
         };
         let live = live()?;
+        // Owners only: a deduplicated snapshot roots thousands of objects.
         let stale: HashSet<String> = self
-            .gc_roots()?
+            .db
+            .read(crate::db::root_owners)?
             .into_iter()
-            .chain(self.object_roots()?)
-            .map(|(owner, _)| owner)
             .filter(|owner| owner.starts_with(prefix) && !live.contains(owner))
             .collect();
         if !stale.is_empty() {

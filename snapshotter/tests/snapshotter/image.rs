@@ -314,6 +314,10 @@ fn open_drops_the_gc_roots_of_snapshots_that_are_gone_unless_the_store_is_held()
     assert_eq!(live.len(), 1, "{live:?}");
     store.add_gc_root("snapshotter:gone", &layer).unwrap();
     store.add_gc_root("build-cache:other", &layer).unwrap();
+    // Object roots too: those of a deduplicated snapshot that is gone.
+    let tree = suite.scratch("gone-tree");
+    std::fs::write(tree.join("f"), b"rooted\n").unwrap();
+    store.dedup_tree(&tree, "snapshotter:gone", None).unwrap();
 
     let hold = store.hold().unwrap();
     drop(strata_snapshotter::Snapshotter::open(suite.sn.root()).unwrap());
@@ -321,9 +325,15 @@ fn open_drops_the_gc_roots_of_snapshots_that_are_gone_unless_the_store_is_held()
         owners(&store).contains(&"snapshotter:gone".to_owned()),
         "pruned under a hold"
     );
+    assert_eq!(
+        store.object_roots().unwrap().len(),
+        1,
+        "pruned under a hold"
+    );
     drop(hold);
 
     drop(strata_snapshotter::Snapshotter::open(suite.sn.root()).unwrap());
+    assert!(store.object_roots().unwrap().is_empty());
     let mut expected = vec!["build-cache:other".to_owned(), live[0].clone()];
     expected.sort();
     assert_eq!(
