@@ -195,6 +195,17 @@ impl World {
 }
 
 /// Asserts the OCI layout `store` exports for `name` holds exactly `image`'s blobs.
+/// Every blob of `report` was in the registry already: nothing went up.
+fn assert_all_present(report: &strata_registry::PushReport) {
+    assert!(
+        report
+            .blobs
+            .iter()
+            .all(|b| b.outcome == strata_registry::BlobOutcome::Present),
+        "{report:?}"
+    );
+}
+
 fn assert_exports(store: &Store, name: &str, image: &Image) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");

@@ -10,7 +10,10 @@ use strata_registry::{BlobOutcome, LayerFetch, PullError, RegistryError};
 
 use crate::fixtures::{Comp, Image};
 use crate::server::RangeStripper;
-use crate::{World, app_image, assert_exports, base_image, fixtures, pull_options, single};
+use crate::{
+    World, app_image, assert_all_present, assert_exports, base_image, fixtures, pull_options,
+    single,
+};
 
 #[test]
 fn push_then_pull_into_a_fresh_store_exports_the_same_bytes() {
@@ -27,12 +30,7 @@ fn push_then_pull_into_a_fresh_store_exports_the_same_bytes() {
 
     // Pushing again uploads nothing: every blob is there, and the tag names the manifest.
     let again = world.push("app", &reference).unwrap();
-    assert!(
-        again
-            .blobs
-            .iter()
-            .all(|b| b.outcome == BlobOutcome::Present)
-    );
+    assert_all_present(&again);
     assert_eq!(again.bytes_uploaded, 0);
     // Each blob went up as one streamed PUT, not in chunks.
     let log = world.registry.log();

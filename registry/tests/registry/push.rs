@@ -7,7 +7,8 @@ use strata_registry::BlobOutcome;
 
 use crate::fixtures::{Comp, Image};
 use crate::{
-    World, assert_exports, base_image, fixtures, layer, pull_options, push_options, skopeo,
+    World, assert_all_present, assert_exports, base_image, fixtures, layer, pull_options,
+    push_options, skopeo,
 };
 
 #[test]
@@ -51,13 +52,7 @@ fn an_image_pulled_from_one_repository_is_mounted_into_another_and_pushed_once()
     assert!(report.manifest_uploaded);
     // Again: the tag names that manifest already, so nothing at all is sent.
     let again = puller.push(&one, &two, &push_options()).unwrap();
-    assert!(
-        again
-            .blobs
-            .iter()
-            .all(|b| b.outcome == BlobOutcome::Present),
-        "{again:?}"
-    );
+    assert_all_present(&again);
     assert!(!again.manifest_uploaded);
     assert_eq!(again.bytes_uploaded, 0);
     let uploads = world
@@ -93,13 +88,7 @@ fn a_blob_the_export_cannot_reproduce_is_pushed_as_received_under_its_digest() {
     assert_eq!(staged.unwrap_or(0), 0, "a staged blob was left behind");
     // A second push finds every blob under the digest the store sends: nothing is uploaded.
     let again = world.push("cli", &reference).unwrap();
-    assert!(
-        again
-            .blobs
-            .iter()
-            .all(|b| b.outcome == BlobOutcome::Present),
-        "{again:?}"
-    );
+    assert_all_present(&again);
     assert_eq!(again.manifest, image.manifest_digest());
     let fresh = world.store("fresh");
     let pulled = fresh.pull(&reference, &pull_options()).unwrap();
